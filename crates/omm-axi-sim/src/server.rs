@@ -1,0 +1,555 @@
+//! The simulator handle and its network side.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::crypto::{KeySize, RsaKey};
+use crate::handle;
+use crate::state::{Attrs, Change, Faults, Knobs, Mode, Outgoing, Received, SessionInfo, State, canonical_ipei};
+use crate::wire::{Node, Out};
+
+/// Which certificate the TLS listener presents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Identity {
+    /// `fixtures/tls/server.pem`, issued by the test CA for `localhost`/`127.0.0.1`.
+    #[default]
+    TestCa,
+    /// `fixtures/tls/omm-selfsigned.pem`, self-signed like an OMM's built-in certificate.
+    SelfSigned,
+}
+
+/// Simulator settings.
+#[derive(Clone, Debug, Default)]
+pub struct SimConfig {
+    /// Behaviour switches.
+    pub knobs: Knobs,
+    /// RSA key size for secrets.
+    pub key_size: KeySize,
+    /// TLS certificate.
+    pub identity: Identity,
+    /// Extra accounts besides `omm`/`omm`.
+    pub accounts: Vec<(String, String)>,
+}
+
+/// A running simulated OMM. Listens on `127.0.0.1:0` with TLS and plain TCP; stops on drop.
+#[derive(Debug)]
+pub struct Sim {
+    shared: Arc<Shared>,
+    tls_addr: SocketAddr,
+    plain_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<StateBox>,
+    changed: Notify,
+    next_session: AtomicU64,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+/// Wrapper so `Shared` can derive `Debug` without printing the whole state.
+struct StateBox(State);
+
+impl std::fmt::Debug for StateBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("State")
+    }
+}
+
+/// A snapshot for inspection and `wait_for` predicates.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Users by uid (secrets in plaintext).
+    pub users: Vec<(u32, Attrs)>,
+    /// Devices by ppn.
+    pub devices: Vec<(u32, Attrs)>,
+    /// Every request received so far.
+    pub received: Vec<Received>,
+    /// Number of open (logged-in) sessions.
+    pub open_sessions: usize,
+    /// Current subscription mode.
+    pub mode: Mode,
+}
+
+impl View {
+    /// The user with this uid.
+    pub fn user(&self, uid: u32) -> Option<&Attrs> {
+        self.users.iter().find(|(u, _)| *u == uid).map(|(_, a)| a)
+    }
+
+    /// The user with this number.
+    pub fn user_by_num(&self, num: &str) -> Option<(u32, &Attrs)> {
+        self.users.iter().find(|(_, a)| a.get("num").map(String::as_str) == Some(num)).map(|(u, a)| (*u, a))
+    }
+
+    /// The device with this ppn.
+    pub fn device(&self, ppn: u32) -> Option<&Attrs> {
+        self.devices.iter().find(|(p, _)| *p == ppn).map(|(_, a)| a)
+    }
+
+    /// Received requests with this name.
+    pub fn requests(&self, name: &str) -> impl Iterator<Item = &Received> {
+        let name = name.to_owned();
+        self.received.iter().filter(move |r| r.name == name)
+    }
+}
+
+/// A handset subscription attempt that the simulated OMM refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
+
+impl Sim {
+    /// Starts with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(SimConfig::default()).await
+    }
+
+    /// Starts with `config`.
+    pub async fn start_with(config: SimConfig) -> Self {
+        let mut state = State::new(RsaKey::builtin(config.key_size), config.knobs);
+        state.accounts.extend(config.accounts);
+        let identity = match config.identity {
+            Identity::TestCa => hexidian_testkit::server_identity(),
+            Identity::SelfSigned => hexidian_testkit::omm_selfsigned_identity(),
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(StateBox(state)),
+            changed: Notify::new(),
+            next_session: AtomicU64::new(1),
+            tls: hexidian_testkit::server_config(identity),
+        });
+        let tls_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let plain_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let tls_addr = tls_listener.local_addr().expect("bound listener has an address");
+        let plain_addr = plain_listener.local_addr().expect("bound listener has an address");
+        let tasks = vec![
+            tokio::spawn(accept_loop(tls_listener, shared.clone(), true)),
+            tokio::spawn(accept_loop(plain_listener, shared.clone(), false)),
+        ];
+        Self { shared, tls_addr, plain_addr, tasks }
+    }
+
+    /// Address of the TLS listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.tls_addr
+    }
+
+    /// Address of the plain-TCP listener.
+    pub fn plain_addr(&self) -> SocketAddr {
+        self.plain_addr
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StateBox> {
+        self.shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mutate<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let r = f(&mut self.lock().0);
+        self.shared.changed.notify_waiters();
+        r
+    }
+
+    /// A snapshot of the state.
+    pub fn view(&self) -> View {
+        let g = self.lock();
+        let st = &g.0;
+        View {
+            users: st.users.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            devices: st.devices.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            received: st.received.clone(),
+            open_sessions: st.sessions.values().filter(|s| s.open).count(),
+            mode: st.mode,
+        }
+    }
+
+    /// Waits until `pred` holds for the state (checked after every change), at most `timeout`.
+    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&View) -> bool) -> Result<View, View> {
+        let wait = async {
+            loop {
+                let notified = self.shared.changed.notified();
+                let view = self.view();
+                if pred(&view) {
+                    return view;
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(v) => Ok(v),
+            Err(_) => Err(self.view()),
+        }
+    }
+
+    /// Changes fault injection.
+    pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
+        self.mutate(|st| f(&mut st.faults));
+    }
+
+    /// Changes behaviour knobs.
+    pub fn knobs(&self, f: impl FnOnce(&mut Knobs)) {
+        self.mutate(|st| f(&mut st.knobs));
+    }
+
+    /// Adds a user directly (no events); returns its uid.
+    pub fn seed_user(&self, attrs: &[(&str, &str)]) -> u32 {
+        self.mutate(|st| {
+            let uid = st.next_uid;
+            st.next_uid += 1;
+            let mut rec: Attrs = [("uid", uid.to_string()), ("ppn", "0".into()), ("relType", "Unbound".into()), ("name", String::new()), ("num", String::new())]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            rec.extend(attrs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            st.users.insert(uid, rec);
+            uid
+        })
+    }
+
+    /// Adds a device directly (no events); returns its ppn. `ipei` must be valid.
+    pub fn seed_device(&self, ipei: &str) -> u32 {
+        let ipei = canonical_ipei(ipei).expect("seed_device needs a valid ipei");
+        self.mutate(|st| {
+            let ppn = st.next_ppn;
+            st.next_ppn += 1;
+            let rec: Attrs = [("ppn", ppn.to_string()), ("uid", "0".into()), ("relType", "Unbound".into()), ("ipei", ipei), ("s", "No".into())]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            st.devices.insert(ppn, rec);
+            ppn
+        })
+    }
+
+    /// A handset tries to subscribe with `ac` (spec §8.3 rule 11). Returns its ppn.
+    pub fn handset_subscribe(&self, ipei: &str, ac: &str) -> Result<u32, Refused> {
+        let ipei = canonical_ipei(ipei).ok_or(Refused("invalid ipei"))?;
+        self.mutate(|st| {
+            let now = st.now;
+            let mut uak = [0u8; 16];
+            getrandom::fill(&mut uak).map_err(|_| Refused("random"))?;
+            let uak: String = uak.iter().map(|b| format!("{b:02X}")).collect();
+            let (wild, configured) = match st.mode {
+                Mode::Off => (false, false),
+                Mode::Configured { .. } => (false, true),
+                Mode::Wildcard { .. } => (true, true),
+            };
+            let mut changes = Vec::new();
+            let ppn = match st.find_device_by_ipei(&ipei) {
+                Some(ppn) if st.devices[&ppn].get("s").map(String::as_str) == Some("Yes") => {
+                    // re-subscription: the user is unbound, the device stays
+                    if !configured {
+                        return Err(Refused("subscription closed"));
+                    }
+                    changes.extend(st.unbind_device(ppn));
+                    ppn
+                }
+                Some(ppn) => {
+                    if !configured {
+                        return Err(Refused("subscription closed"));
+                    }
+                    let dev_ac = st.devices[&ppn].get("ac").cloned().unwrap_or_default();
+                    let expected = if dev_ac.is_empty() { st.ac.clone() } else { dev_ac };
+                    if expected != ac {
+                        return Err(Refused("wrong authentication code"));
+                    }
+                    ppn
+                }
+                None => {
+                    let allowed = wild || (configured && st.dev_auto_create && ac == st.ac);
+                    if !allowed {
+                        return Err(Refused("unknown ipei"));
+                    }
+                    let ppn = st.next_ppn;
+                    st.next_ppn += 1;
+                    let rec: Attrs = [
+                        ("ppn", ppn.to_string()), ("uid", "0".into()), ("relType", "Unbound".into()), ("ipei", ipei.clone()),
+                        ("s", "No".into()), ("ac", String::new()), ("uak", String::new()), ("encrypt", "0".into()),
+                        ("autoCreate", "1".into()), ("hwType", "Unknown".into()), ("timeStamp", now.to_string()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+                    st.devices.insert(ppn, rec);
+                    if let Mode::Wildcard { interval, configured_until, .. } = st.mode {
+                        st.mode = Mode::Wildcard { until: now + interval, interval, configured_until };
+                    }
+                    ppn
+                }
+            };
+            let d = st.devices.get_mut(&ppn).expect("exists");
+            d.insert("s".into(), "Yes".into());
+            d.insert("uak".into(), uak);
+            d.insert("timeStampSubscription".into(), now.to_string());
+            d.insert("timeStamp".into(), now.to_string());
+            changes.push(Change::Device { ppn, attrs: d.clone(), deleted: false });
+            st.emit(&changes);
+            Ok(ppn)
+        })
+    }
+
+    /// Sets handset state attributes (for `GetPPState`) and announces them as `EventPPState`.
+    pub fn set_pp_state(&self, ppn: u32, attrs: &[(&str, &str)]) {
+        self.mutate(|st| {
+            let entry = st.pp_state.entry(ppn).or_default();
+            for (k, v) in attrs {
+                entry.insert((*k).to_owned(), (*v).to_owned());
+            }
+            let ev = Out::new("EventPPState").attr("ppn", &ppn.to_string()).attrs(attrs.iter().copied()).finish();
+            st.emit_raw("PPState", &ev);
+        });
+    }
+
+    /// Records the last contact of a handset (for `GetLastPPDevAction`).
+    pub fn record_pp_action(&self, ppn: u32, tr_type: &str, rfp_id: u32) {
+        self.mutate(|st| {
+            let rec: Attrs = [("trType", tr_type.to_owned()), ("rfpId", rfp_id.to_string()), ("relTime", "0".to_owned())]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            st.last_action.insert(ppn, rec);
+        });
+    }
+
+    /// Sends a raw document (without NUL) to every open session, as if it were an event.
+    pub fn inject_event(&self, xml: &str) {
+        self.mutate(|st| {
+            for s in st.sessions.values().filter(|s| s.open) {
+                let _ = s.tx.send(Outgoing::Frame(xml.to_owned()));
+            }
+        });
+    }
+
+    /// Sends raw bytes (may be malformed, may lack the NUL) to every open session.
+    pub fn inject_raw(&self, raw: &str) {
+        self.mutate(|st| {
+            for s in st.sessions.values().filter(|s| s.open) {
+                let _ = s.tx.send(Outgoing::Frame(format!("\u{1}{raw}")));
+            }
+        });
+    }
+
+    /// Closes every connection.
+    pub fn drop_connections(&self) {
+        self.mutate(|st| {
+            for s in st.sessions.values() {
+                let _ = s.tx.send(Outgoing::Close);
+            }
+        });
+    }
+
+    /// Advances the virtual clock (subscription-mode expiry, idle timeouts).
+    pub fn advance(&self, d: Duration) {
+        self.mutate(|st| st.advance(d));
+    }
+
+    /// Plaintext value of a user's secret attribute, as decrypted by the simulator.
+    pub fn user_secret(&self, uid: u32, attr: &str) -> Option<String> {
+        self.lock().0.users.get(&uid).and_then(|u| u.get(attr).cloned())
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.drop_connections();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: bool) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if tls {
+                let refuse = shared.state.lock().map(|s| s.0.faults.refuse_tls).unwrap_or(false);
+                if refuse {
+                    return;
+                }
+                match tokio_rustls::TlsAcceptor::from(shared.tls.clone()).accept(stream).await {
+                    Ok(s) => serve(s, shared).await,
+                    Err(e) => tracing::debug!(error = %e, "sim: tls handshake failed"),
+                }
+            } else {
+                serve::<TcpStream>(stream, shared).await;
+            }
+        });
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: Arc<Shared>) {
+    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut g = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = g.0.now;
+        g.0.sessions.insert(id, SessionInfo { tx: tx.clone(), open: false, sync: false, subs: Vec::new(), last_activity: now });
+    }
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut frames_in = 0usize;
+    'conn: loop {
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = match r { Ok(0) | Err(_) => break, Ok(n) => n };
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(pos) = pending.iter().position(|b| *b == 0) {
+                    let frame: Vec<u8> = pending.drain(..=pos).take(pos).collect();
+                    frames_in += 1;
+                    if frame.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let drop_now = on_frame(&shared, id, &frame, &tx);
+                    shared.changed.notify_waiters();
+                    if drop_now.is_some_and(|k| frames_in >= k) {
+                        break 'conn;
+                    }
+                }
+                if pending.len() > 8 * 1024 * 1024 {
+                    break;
+                }
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                let mut batch = Vec::new();
+                let (split, coalesce) = {
+                    let g = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (g.0.faults.split_chunks, g.0.faults.coalesce)
+                };
+                let mut next = Some(out);
+                let mut count = 0;
+                while let Some(o) = next.take() {
+                    match o {
+                        Outgoing::Close => break 'conn,
+                        Outgoing::Frame(f) => {
+                            match f.strip_prefix('\u{1}') {
+                                Some(raw) => batch.extend_from_slice(raw.as_bytes()),
+                                None => {
+                                    batch.extend_from_slice(f.as_bytes());
+                                    batch.push(0);
+                                }
+                            }
+                        }
+                    }
+                    count += 1;
+                    if coalesce.is_some_and(|c| count < c) {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                let chunk = split.unwrap_or(usize::MAX).max(1);
+                for part in batch.chunks(chunk) {
+                    if wr.write_all(part).await.is_err() || wr.flush().await.is_err() {
+                        break 'conn;
+                    }
+                }
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    let mut g = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    g.0.sessions.remove(&id);
+    drop(g);
+    shared.changed.notify_waiters();
+}
+
+/// Handles one frame; returns the `drop_after` setting.
+fn on_frame(shared: &Arc<Shared>, id: u64, frame: &[u8], tx: &mpsc::UnboundedSender<Outgoing>) -> Option<usize> {
+    let mut g = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let st = &mut g.0;
+    let drop_after = st.faults.drop_after;
+    let Some(node) = std::str::from_utf8(frame).ok().and_then(|t| Node::parse(t).ok()) else {
+        tracing::debug!(session = id, "sim: malformed frame ignored");
+        return drop_after;
+    };
+    let seq = node.get("seq").map(str::to_owned);
+    st.received.push(Received {
+        session: id,
+        name: node.name.clone(),
+        seq: seq.clone(),
+        attrs: node.attrs.iter().map(|(k, v)| (k.clone(), if k == "password" { "<masked>".into() } else { v.clone() })).collect(),
+        children: node.children.iter().map(|c| (c.name.clone(), c.attrs.clone())).collect(),
+    });
+    let now = st.now;
+    let open = match st.sessions.get_mut(&id) {
+        Some(s) => {
+            s.last_activity = now;
+            s.open
+        }
+        None => return drop_after,
+    };
+    if st.faults.stall.contains(&node.name) {
+        return drop_after;
+    }
+    if let Some((code, times)) = st.faults.inject.get_mut(&node.name) {
+        if *times > 0 {
+            *times -= 1;
+            let resp = Out::new(&format!("{}Resp", node.name)).seq(seq.as_deref()).attr("errCode", code).finish();
+            let _ = tx.send(Outgoing::Frame(resp));
+            return drop_after;
+        }
+    }
+    let (resp, changes) = if node.name == "Open" {
+        (open_session(st, id, &node, open), Vec::new())
+    } else if !open {
+        (Out::new(&format!("{}Resp", node.name)).seq(seq.as_deref()).attr("errCode", "EAuth").finish(), Vec::new())
+    } else {
+        handle::request(st, id, &node)
+    };
+    if !resp.is_empty() {
+        match st.faults.delay.get(&node.name).copied() {
+            Some(d) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = tx.send(Outgoing::Frame(resp));
+                });
+            }
+            None => {
+                let _ = tx.send(Outgoing::Frame(resp));
+            }
+        }
+    }
+    st.emit(&changes);
+    drop_after
+}
+
+fn open_session(st: &mut State, id: u64, node: &Node, already_open: bool) -> String {
+    let seq = node.get("seq");
+    let base = |o: Out| o.seq(seq).attr("protocolVersion", "45").attr("ommStbState", "None");
+    if already_open {
+        return base(Out::new("OpenResp")).attr("errCode", "EForbidden").finish();
+    }
+    let user = node.get("username").unwrap_or("");
+    let pass = node.get("password").unwrap_or("");
+    if !st.accounts.iter().any(|(u, p)| u == user && p == pass && !p.is_empty()) {
+        return base(Out::new("OpenResp")).attr("errCode", "EAuth").attr("info", "authentication failed").finish();
+    }
+    let sync = node.get("UserDeviceSyncClient").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    if let Some(s) = st.sessions.get_mut(&id) {
+        s.open = true;
+        s.sync = sync;
+    }
+    let clients = st.sessions.values().filter(|s| s.open).count().to_string();
+    let key = Out::new("publicKey").attr("modulus", &st.key.modulus_hex()).attr("exponent", &st.key.exponent_hex()).finish();
+    base(Out::new("OpenResp"))
+        .attr("ommVersion", "SIP-DECT 8.1SP2 (simulator)")
+        .attr("ommAxiSpecVersion", "8.1")
+        .attr("axiVersion", "180101")
+        .attr("axiClients", &clients)
+        .attr("uptime", &(st.now - 1_732_260_000).to_string())
+        .attr("EULAConfirm", "1")
+        .child(&key)
+        .child("<permission>AllCnfWrite</permission>")
+        .finish()
+}
