@@ -28,12 +28,20 @@ impl RsaKey {
             KeySize::Bits1024 => include_str!("../../../fixtures/omm-axi/sim-rsa1024.hex"),
         };
         let get = |p: &str| {
-            let hex = text.lines().find_map(|l| l.strip_prefix(p)).expect("fixture key has n, e and d");
+            let hex = text
+                .lines()
+                .find_map(|l| l.strip_prefix(p))
+                .expect("fixture key has n, e and d");
             BigUint::parse_bytes(hex.trim().as_bytes(), 16).expect("fixture key is hex")
         };
         let n = get("n=");
         let len = n.bits().div_ceil(8) as usize;
-        Self { e: get("e="), d: get("d="), n, len }
+        Self {
+            e: get("e="),
+            d: get("d="),
+            n,
+            len,
+        }
     }
 
     pub(crate) fn modulus_hex(&self) -> String {
@@ -47,7 +55,9 @@ impl RsaKey {
 
     /// Base64 ciphertext → plaintext, or `None` if it is not a valid PKCS#1 v1.5 block.
     pub(crate) fn decrypt(&self, b64: &str) -> Option<String> {
-        let c = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+        let c = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()?;
         if c.len() != self.len {
             return None;
         }
@@ -81,7 +91,9 @@ impl RsaKey {
         let body = &plain.as_bytes()[..plain.len().min(self.len - 11)];
         em[2..2 + ps_len].copy_from_slice(&ps);
         em[3 + ps_len..3 + ps_len + body.len()].copy_from_slice(body);
-        let c = BigUint::from_bytes_be(&em).modpow(&self.e, &self.n).to_bytes_be();
+        let c = BigUint::from_bytes_be(&em)
+            .modpow(&self.e, &self.n)
+            .to_bytes_be();
         let mut out = vec![0u8; self.len - c.len()];
         out.extend_from_slice(&c);
         base64::engine::general_purpose::STANDARD.encode(out)

@@ -7,7 +7,12 @@ use omm_axi_sim::{Sim, SimConfig};
 async fn main() {
     let sim = Sim::start_with(SimConfig::default()).await;
     let ppn = sim.seed_device("03074 0220259 3");
-    println!("omm-axi-sim: TLS on {} (test CA, fingerprint {}), plain TCP on {}", sim.addr(), hexidian_testkit::fingerprint_hex("server"), sim.plain_addr());
+    println!(
+        "omm-axi-sim: TLS on {} (test CA, fingerprint {}), plain TCP on {}",
+        sim.addr(),
+        hexidian_testkit::fingerprint_hex("server"),
+        sim.plain_addr()
+    );
     println!("account omm/omm; seeded device ppn {ppn}; Ctrl-C stops");
     let _ = tokio::signal::ctrl_c().await;
 }

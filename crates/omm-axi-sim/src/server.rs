@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::crypto::{KeySize, RsaKey};
 use crate::handle;
-use crate::state::{Attrs, Change, Faults, Knobs, Mode, Outgoing, Received, SessionInfo, State, canonical_ipei};
+use crate::state::{
+    Attrs, Change, Faults, Knobs, Mode, Outgoing, Received, SessionInfo, State, canonical_ipei,
+};
 use crate::wire::{Node, Out};
 
 /// Which certificate the TLS listener presents.
@@ -87,7 +89,10 @@ impl View {
 
     /// The user with this number.
     pub fn user_by_num(&self, num: &str) -> Option<(u32, &Attrs)> {
-        self.users.iter().find(|(_, a)| a.get("num").map(String::as_str) == Some(num)).map(|(u, a)| (*u, a))
+        self.users
+            .iter()
+            .find(|(_, a)| a.get("num").map(String::as_str) == Some(num))
+            .map(|(u, a)| (*u, a))
     }
 
     /// The device with this ppn.
@@ -126,15 +131,28 @@ impl Sim {
             next_session: AtomicU64::new(1),
             tls: hexidian_testkit::server_config(identity),
         });
-        let tls_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let plain_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let tls_addr = tls_listener.local_addr().expect("bound listener has an address");
-        let plain_addr = plain_listener.local_addr().expect("bound listener has an address");
+        let tls_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let plain_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let tls_addr = tls_listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let plain_addr = plain_listener
+            .local_addr()
+            .expect("bound listener has an address");
         let tasks = vec![
             tokio::spawn(accept_loop(tls_listener, shared.clone(), true)),
             tokio::spawn(accept_loop(plain_listener, shared.clone(), false)),
         ];
-        Self { shared, tls_addr, plain_addr, tasks }
+        Self {
+            shared,
+            tls_addr,
+            plain_addr,
+            tasks,
+        }
     }
 
     /// Address of the TLS listener.
@@ -148,7 +166,10 @@ impl Sim {
     }
 
     fn lock(&self) -> MutexGuard<'_, StateBox> {
-        self.shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn mutate<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -171,7 +192,11 @@ impl Sim {
     }
 
     /// Waits until `pred` holds for the state (checked after every change), at most `timeout`.
-    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&View) -> bool) -> Result<View, View> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&View) -> bool,
+    ) -> Result<View, View> {
         let wait = async {
             loop {
                 let notified = self.shared.changed.notified();
@@ -203,11 +228,21 @@ impl Sim {
         self.mutate(|st| {
             let uid = st.next_uid;
             st.next_uid += 1;
-            let mut rec: Attrs = [("uid", uid.to_string()), ("ppn", "0".into()), ("relType", "Unbound".into()), ("name", String::new()), ("num", String::new())]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
-            rec.extend(attrs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            let mut rec: Attrs = [
+                ("uid", uid.to_string()),
+                ("ppn", "0".into()),
+                ("relType", "Unbound".into()),
+                ("name", String::new()),
+                ("num", String::new()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            rec.extend(
+                attrs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
             st.users.insert(uid, rec);
             uid
         })
@@ -219,10 +254,16 @@ impl Sim {
         self.mutate(|st| {
             let ppn = st.next_ppn;
             st.next_ppn += 1;
-            let rec: Attrs = [("ppn", ppn.to_string()), ("uid", "0".into()), ("relType", "Unbound".into()), ("ipei", ipei), ("s", "No".into())]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
+            let rec: Attrs = [
+                ("ppn", ppn.to_string()),
+                ("uid", "0".into()),
+                ("relType", "Unbound".into()),
+                ("ipei", ipei),
+                ("s", "No".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
             st.devices.insert(ppn, rec);
             ppn
         })
@@ -256,7 +297,11 @@ impl Sim {
                         return Err(Refused("subscription closed"));
                     }
                     let dev_ac = st.devices[&ppn].get("ac").cloned().unwrap_or_default();
-                    let expected = if dev_ac.is_empty() { st.ac.clone() } else { dev_ac };
+                    let expected = if dev_ac.is_empty() {
+                        st.ac.clone()
+                    } else {
+                        dev_ac
+                    };
                     if expected != ac {
                         return Err(Refused("wrong authentication code"));
                     }
@@ -270,16 +315,33 @@ impl Sim {
                     let ppn = st.next_ppn;
                     st.next_ppn += 1;
                     let rec: Attrs = [
-                        ("ppn", ppn.to_string()), ("uid", "0".into()), ("relType", "Unbound".into()), ("ipei", ipei.clone()),
-                        ("s", "No".into()), ("ac", String::new()), ("uak", String::new()), ("encrypt", "0".into()),
-                        ("autoCreate", "1".into()), ("hwType", "Unknown".into()), ("timeStamp", now.to_string()),
+                        ("ppn", ppn.to_string()),
+                        ("uid", "0".into()),
+                        ("relType", "Unbound".into()),
+                        ("ipei", ipei.clone()),
+                        ("s", "No".into()),
+                        ("ac", String::new()),
+                        ("uak", String::new()),
+                        ("encrypt", "0".into()),
+                        ("autoCreate", "1".into()),
+                        ("hwType", "Unknown".into()),
+                        ("timeStamp", now.to_string()),
                     ]
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect();
                     st.devices.insert(ppn, rec);
-                    if let Mode::Wildcard { interval, configured_until, .. } = st.mode {
-                        st.mode = Mode::Wildcard { until: now + interval, interval, configured_until };
+                    if let Mode::Wildcard {
+                        interval,
+                        configured_until,
+                        ..
+                    } = st.mode
+                    {
+                        st.mode = Mode::Wildcard {
+                            until: now + interval,
+                            interval,
+                            configured_until,
+                        };
                     }
                     ppn
                 }
@@ -289,7 +351,11 @@ impl Sim {
             d.insert("uak".into(), uak);
             d.insert("timeStampSubscription".into(), now.to_string());
             d.insert("timeStamp".into(), now.to_string());
-            changes.push(Change::Device { ppn, attrs: d.clone(), deleted: false });
+            changes.push(Change::Device {
+                ppn,
+                attrs: d.clone(),
+                deleted: false,
+            });
             st.emit(&changes);
             Ok(ppn)
         })
@@ -302,7 +368,10 @@ impl Sim {
             for (k, v) in attrs {
                 entry.insert((*k).to_owned(), (*v).to_owned());
             }
-            let ev = Out::new("EventPPState").attr("ppn", &ppn.to_string()).attrs(attrs.iter().copied()).finish();
+            let ev = Out::new("EventPPState")
+                .attr("ppn", &ppn.to_string())
+                .attrs(attrs.iter().copied())
+                .finish();
             st.emit_raw("PPState", &ev);
         });
     }
@@ -310,10 +379,14 @@ impl Sim {
     /// Records the last contact of a handset (for `GetLastPPDevAction`).
     pub fn record_pp_action(&self, ppn: u32, tr_type: &str, rfp_id: u32) {
         self.mutate(|st| {
-            let rec: Attrs = [("trType", tr_type.to_owned()), ("rfpId", rfp_id.to_string()), ("relTime", "0".to_owned())]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
+            let rec: Attrs = [
+                ("trType", tr_type.to_owned()),
+                ("rfpId", rfp_id.to_string()),
+                ("relTime", "0".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
             st.last_action.insert(ppn, rec);
         });
     }
@@ -352,7 +425,11 @@ impl Sim {
 
     /// Plaintext value of a user's secret attribute, as decrypted by the simulator.
     pub fn user_secret(&self, uid: u32, attr: &str) -> Option<String> {
-        self.lock().0.users.get(&uid).and_then(|u| u.get(attr).cloned())
+        self.lock()
+            .0
+            .users
+            .get(&uid)
+            .and_then(|u| u.get(attr).cloned())
     }
 }
 
@@ -367,16 +444,25 @@ impl Drop for Sim {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: bool) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
             if tls {
-                let refuse = shared.state.lock().map(|s| s.0.faults.refuse_tls).unwrap_or(false);
+                let refuse = shared
+                    .state
+                    .lock()
+                    .map(|s| s.0.faults.refuse_tls)
+                    .unwrap_or(false);
                 if refuse {
                     return;
                 }
-                match tokio_rustls::TlsAcceptor::from(shared.tls.clone()).accept(stream).await {
+                match tokio_rustls::TlsAcceptor::from(shared.tls.clone())
+                    .accept(stream)
+                    .await
+                {
                     Ok(s) => serve(s, shared).await,
                     Err(e) => tracing::debug!(error = %e, "sim: tls handshake failed"),
                 }
@@ -391,9 +477,21 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: Arc<
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::unbounded_channel();
     {
-        let mut g = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = g.0.now;
-        g.0.sessions.insert(id, SessionInfo { tx: tx.clone(), open: false, sync: false, subs: Vec::new(), last_activity: now });
+        g.0.sessions.insert(
+            id,
+            SessionInfo {
+                tx: tx.clone(),
+                open: false,
+                sync: false,
+                subs: Vec::new(),
+                last_activity: now,
+            },
+        );
     }
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = vec![0u8; 64 * 1024];
@@ -457,18 +555,32 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: Arc<
         }
     }
     let _ = wr.shutdown().await;
-    let mut g = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut g = shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     g.0.sessions.remove(&id);
     drop(g);
     shared.changed.notify_waiters();
 }
 
 /// Handles one frame; returns the `drop_after` setting.
-fn on_frame(shared: &Arc<Shared>, id: u64, frame: &[u8], tx: &mpsc::UnboundedSender<Outgoing>) -> Option<usize> {
-    let mut g = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+fn on_frame(
+    shared: &Arc<Shared>,
+    id: u64,
+    frame: &[u8],
+    tx: &mpsc::UnboundedSender<Outgoing>,
+) -> Option<usize> {
+    let mut g = shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let st = &mut g.0;
     let drop_after = st.faults.drop_after;
-    let Some(node) = std::str::from_utf8(frame).ok().and_then(|t| Node::parse(t).ok()) else {
+    let Some(node) = std::str::from_utf8(frame)
+        .ok()
+        .and_then(|t| Node::parse(t).ok())
+    else {
         tracing::debug!(session = id, "sim: malformed frame ignored");
         return drop_after;
     };
@@ -477,8 +589,25 @@ fn on_frame(shared: &Arc<Shared>, id: u64, frame: &[u8], tx: &mpsc::UnboundedSen
         session: id,
         name: node.name.clone(),
         seq: seq.clone(),
-        attrs: node.attrs.iter().map(|(k, v)| (k.clone(), if k == "password" { "<masked>".into() } else { v.clone() })).collect(),
-        children: node.children.iter().map(|c| (c.name.clone(), c.attrs.clone())).collect(),
+        attrs: node
+            .attrs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if k == "password" {
+                        "<masked>".into()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect(),
+        children: node
+            .children
+            .iter()
+            .map(|c| (c.name.clone(), c.attrs.clone()))
+            .collect(),
     });
     let now = st.now;
     let open = match st.sessions.get_mut(&id) {
@@ -494,7 +623,10 @@ fn on_frame(shared: &Arc<Shared>, id: u64, frame: &[u8], tx: &mpsc::UnboundedSen
     if let Some((code, times)) = st.faults.inject.get_mut(&node.name) {
         if *times > 0 {
             *times -= 1;
-            let resp = Out::new(&format!("{}Resp", node.name)).seq(seq.as_deref()).attr("errCode", code).finish();
+            let resp = Out::new(&format!("{}Resp", node.name))
+                .seq(seq.as_deref())
+                .attr("errCode", code)
+                .finish();
             let _ = tx.send(Outgoing::Frame(resp));
             return drop_after;
         }
@@ -502,7 +634,13 @@ fn on_frame(shared: &Arc<Shared>, id: u64, frame: &[u8], tx: &mpsc::UnboundedSen
     let (resp, changes) = if node.name == "Open" {
         (open_session(st, id, &node, open), Vec::new())
     } else if !open {
-        (Out::new(&format!("{}Resp", node.name)).seq(seq.as_deref()).attr("errCode", "EAuth").finish(), Vec::new())
+        (
+            Out::new(&format!("{}Resp", node.name))
+                .seq(seq.as_deref())
+                .attr("errCode", "EAuth")
+                .finish(),
+            Vec::new(),
+        )
     } else {
         handle::request(st, id, &node)
     };
@@ -526,22 +664,40 @@ fn on_frame(shared: &Arc<Shared>, id: u64, frame: &[u8], tx: &mpsc::UnboundedSen
 
 fn open_session(st: &mut State, id: u64, node: &Node, already_open: bool) -> String {
     let seq = node.get("seq");
-    let base = |o: Out| o.seq(seq).attr("protocolVersion", "45").attr("ommStbState", "None");
+    let base = |o: Out| {
+        o.seq(seq)
+            .attr("protocolVersion", "45")
+            .attr("ommStbState", "None")
+    };
     if already_open {
-        return base(Out::new("OpenResp")).attr("errCode", "EForbidden").finish();
+        return base(Out::new("OpenResp"))
+            .attr("errCode", "EForbidden")
+            .finish();
     }
     let user = node.get("username").unwrap_or("");
     let pass = node.get("password").unwrap_or("");
-    if !st.accounts.iter().any(|(u, p)| u == user && p == pass && !p.is_empty()) {
-        return base(Out::new("OpenResp")).attr("errCode", "EAuth").attr("info", "authentication failed").finish();
+    if !st
+        .accounts
+        .iter()
+        .any(|(u, p)| u == user && p == pass && !p.is_empty())
+    {
+        return base(Out::new("OpenResp"))
+            .attr("errCode", "EAuth")
+            .attr("info", "authentication failed")
+            .finish();
     }
-    let sync = node.get("UserDeviceSyncClient").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    let sync = node
+        .get("UserDeviceSyncClient")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     if let Some(s) = st.sessions.get_mut(&id) {
         s.open = true;
         s.sync = sync;
     }
     let clients = st.sessions.values().filter(|s| s.open).count().to_string();
-    let key = Out::new("publicKey").attr("modulus", &st.key.modulus_hex()).attr("exponent", &st.key.exponent_hex()).finish();
+    let key = Out::new("publicKey")
+        .attr("modulus", &st.key.modulus_hex())
+        .attr("exponent", &st.key.exponent_hex())
+        .finish();
     base(Out::new("OpenResp"))
         .attr("ommVersion", "SIP-DECT 8.1SP2 (simulator)")
         .attr("ommAxiSpecVersion", "8.1")

@@ -75,7 +75,10 @@ pub struct Received {
 impl Received {
     /// A root attribute.
     pub fn attr(&self, k: &str) -> Option<&str> {
-        self.attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -168,8 +171,16 @@ pub(crate) struct State {
 
 /// A record change to announce.
 pub(crate) enum Change {
-    User { uid: u32, attrs: Attrs, deleted: bool },
-    Device { ppn: u32, attrs: Attrs, deleted: bool },
+    User {
+        uid: u32,
+        attrs: Attrs,
+        deleted: bool,
+    },
+    Device {
+        ppn: u32,
+        attrs: Attrs,
+        deleted: bool,
+    },
 }
 
 impl State {
@@ -201,7 +212,11 @@ impl State {
     pub(crate) fn user_xml(&self, attrs: &Attrs) -> String {
         let mut out = String::from("<user");
         for (k, v) in attrs {
-            let v = if SECRET_ATTRS.contains(&k.as_str()) { self.key.encrypt(v) } else { v.clone() };
+            let v = if SECRET_ATTRS.contains(&k.as_str()) {
+                self.key.encrypt(v)
+            } else {
+                v.clone()
+            };
             out.push_str(&format!(" {k}=\"{}\"", crate::wire::esc(&v)));
         }
         out.push_str("/>");
@@ -209,12 +224,17 @@ impl State {
     }
 
     pub(crate) fn pp_xml(attrs: &Attrs) -> String {
-        crate::wire::Out::new("pp").attrs(attrs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).finish()
+        crate::wire::Out::new("pp")
+            .attrs(attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .finish()
     }
 
     fn subscribed(info: &SessionInfo, event_type: &str, id: Option<u32>) -> bool {
         info.subs.iter().any(|(t, filter)| {
-            t == event_type && (id.is_none() || *filter == Some(-1) || filter.zip(id).is_some_and(|(f, i)| f == i64::from(i)))
+            t == event_type
+                && (id.is_none()
+                    || *filter == Some(-1)
+                    || filter.zip(id).is_some_and(|(f, i)| f == i64::from(i)))
         })
     }
 
@@ -224,28 +244,61 @@ impl State {
             if !info.open {
                 continue;
             }
-            let style = if info.sync { self.knobs.event_style } else { EventStyle::Separate };
+            let style = if info.sync {
+                self.knobs.event_style
+            } else {
+                EventStyle::Separate
+            };
             for ch in changes {
                 let (combined, separate, type_name, id) = match ch {
-                    Change::User { uid, attrs, deleted } => {
-                        let rec = if *deleted { format!("<user uid=\"{uid}\"/>") } else { self.user_xml(attrs) };
+                    Change::User {
+                        uid,
+                        attrs,
+                        deleted,
+                    } => {
+                        let rec = if *deleted {
+                            format!("<user uid=\"{uid}\"/>")
+                        } else {
+                            self.user_xml(attrs)
+                        };
                         let del = if *deleted { " deletedUser=\"1\"" } else { "" };
                         let del2 = if *deleted { " deleted=\"1\"" } else { "" };
-                        (format!("<EventPPCnf{del}>{rec}</EventPPCnf>"), format!("<EventPPUserCnf{del2}>{rec}</EventPPUserCnf>"), "PPUserCnf", *uid)
+                        (
+                            format!("<EventPPCnf{del}>{rec}</EventPPCnf>"),
+                            format!("<EventPPUserCnf{del2}>{rec}</EventPPUserCnf>"),
+                            "PPUserCnf",
+                            *uid,
+                        )
                     }
-                    Change::Device { ppn, attrs, deleted } => {
-                        let rec = if *deleted { format!("<pp ppn=\"{ppn}\"/>") } else { Self::pp_xml(attrs) };
+                    Change::Device {
+                        ppn,
+                        attrs,
+                        deleted,
+                    } => {
+                        let rec = if *deleted {
+                            format!("<pp ppn=\"{ppn}\"/>")
+                        } else {
+                            Self::pp_xml(attrs)
+                        };
                         let del = if *deleted { " deletedDev=\"1\"" } else { "" };
                         let del2 = if *deleted { " deleted=\"1\"" } else { "" };
-                        (format!("<EventPPCnf{del}>{rec}</EventPPCnf>"), format!("<EventPPDevCnf{del2}>{rec}</EventPPDevCnf>"), "PPDevCnf", *ppn)
+                        (
+                            format!("<EventPPCnf{del}>{rec}</EventPPCnf>"),
+                            format!("<EventPPDevCnf{del2}>{rec}</EventPPDevCnf>"),
+                            "PPDevCnf",
+                            *ppn,
+                        )
                     }
                 };
                 // In sync mode the combined event follows either subscription.
-                let any = Self::subscribed(info, "PPDevCnf", Some(id)) || Self::subscribed(info, "PPUserCnf", Some(id));
+                let any = Self::subscribed(info, "PPDevCnf", Some(id))
+                    || Self::subscribed(info, "PPUserCnf", Some(id));
                 if matches!(style, EventStyle::Combined | EventStyle::Both) && any {
                     let _ = info.tx.send(Outgoing::Frame(combined));
                 }
-                if matches!(style, EventStyle::Separate | EventStyle::Both) && Self::subscribed(info, type_name, Some(id)) {
+                if matches!(style, EventStyle::Separate | EventStyle::Both)
+                    && Self::subscribed(info, type_name, Some(id))
+                {
                     let _ = info.tx.send(Outgoing::Frame(separate));
                 }
             }
@@ -274,8 +327,18 @@ impl State {
         self.now += d.as_secs() as i64;
         loop {
             let next = match self.mode {
-                Mode::Wildcard { until, configured_until, .. } if until <= self.now => {
-                    if configured_until > self.now { Mode::Configured { until: configured_until } } else { Mode::Off }
+                Mode::Wildcard {
+                    until,
+                    configured_until,
+                    ..
+                } if until <= self.now => {
+                    if configured_until > self.now {
+                        Mode::Configured {
+                            until: configured_until,
+                        }
+                    } else {
+                        Mode::Off
+                    }
                 }
                 Mode::Configured { until } if until <= self.now => Mode::Off,
                 _ => break,
@@ -292,13 +355,18 @@ impl State {
     }
 
     pub(crate) fn find_device_by_ipei(&self, ipei: &str) -> Option<u32> {
-        self.devices.iter().find(|(_, d)| d.get("ipei").map(String::as_str) == Some(ipei)).map(|(p, _)| *p)
+        self.devices
+            .iter()
+            .find(|(_, d)| d.get("ipei").map(String::as_str) == Some(ipei))
+            .map(|(p, _)| *p)
     }
 
     /// Unbinds the device `ppn` and its user; returns the changes.
     pub(crate) fn unbind_device(&mut self, ppn: u32) -> Vec<Change> {
         let mut changes = Vec::new();
-        let Some(dev) = self.devices.get_mut(&ppn) else { return changes };
+        let Some(dev) = self.devices.get_mut(&ppn) else {
+            return changes;
+        };
         let uid: u32 = dev.get("uid").and_then(|u| u.parse().ok()).unwrap_or(0);
         if uid == 0 {
             return changes;
@@ -306,21 +374,39 @@ impl State {
         dev.insert("uid".into(), "0".into());
         dev.insert("relType".into(), "Unbound".into());
         dev.insert("timeStamp".into(), self.now.to_string());
-        let dev_change: Attrs = [("ppn", ppn.to_string()), ("uid", "0".into()), ("relType", "Unbound".into()), ("timeStamp", self.now.to_string())]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        changes.push(Change::Device { ppn, attrs: dev_change, deleted: false });
+        let dev_change: Attrs = [
+            ("ppn", ppn.to_string()),
+            ("uid", "0".into()),
+            ("relType", "Unbound".into()),
+            ("timeStamp", self.now.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        changes.push(Change::Device {
+            ppn,
+            attrs: dev_change,
+            deleted: false,
+        });
         if let Some(user) = self.users.get_mut(&uid) {
             user.insert("ppn".into(), "0".into());
             user.insert("ppnOld".into(), ppn.to_string());
             user.insert("relType".into(), "Unbound".into());
             user.insert("timeStamp".into(), self.now.to_string());
-            let ch: Attrs = [("uid", uid.to_string()), ("ppn", "0".into()), ("ppnOld", ppn.to_string()), ("relType", "Unbound".into())]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
-            changes.push(Change::User { uid, attrs: ch, deleted: false });
+            let ch: Attrs = [
+                ("uid", uid.to_string()),
+                ("ppn", "0".into()),
+                ("ppnOld", ppn.to_string()),
+                ("relType", "Unbound".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            changes.push(Change::User {
+                uid,
+                attrs: ch,
+                deleted: false,
+            });
         }
         changes
     }
@@ -338,12 +424,17 @@ pub(crate) fn canonical_ipei(s: &str) -> Option<String> {
     if emc > 65535 || psn > 0xFFFFF {
         return None;
     }
-    let sum: u32 = compact[..12].bytes().enumerate().map(|(i, d)| (i as u32 + 1) * u32::from(d - b'0')).sum();
+    let sum: u32 = compact[..12]
+        .bytes()
+        .enumerate()
+        .map(|(i, d)| (i as u32 + 1) * u32::from(d - b'0'))
+        .sum();
     let check = match sum % 11 {
         10 => '*',
         n => char::from(b'0' + n as u8),
     };
-    (compact.as_bytes()[12] as char == check).then(|| format!("{} {} {}", &compact[..5], &compact[5..12], check))
+    (compact.as_bytes()[12] as char == check)
+        .then(|| format!("{} {} {}", &compact[..5], &compact[5..12], check))
 }
 
 #[cfg(test)]
@@ -352,8 +443,14 @@ mod tests {
 
     #[test]
     fn ipei_canonical() {
-        assert_eq!(canonical_ipei("0307402202593").as_deref(), Some("03074 0220259 3"));
-        assert_eq!(canonical_ipei("10345 0615703 *").as_deref(), Some("10345 0615703 *"));
+        assert_eq!(
+            canonical_ipei("0307402202593").as_deref(),
+            Some("03074 0220259 3")
+        );
+        assert_eq!(
+            canonical_ipei("10345 0615703 *").as_deref(),
+            Some("10345 0615703 *")
+        );
         assert_eq!(canonical_ipei("03074 0220259 4"), None);
         assert_eq!(canonical_ipei("99999 0220259 3"), None);
     }

@@ -15,7 +15,10 @@ pub struct Node {
 impl Node {
     /// Attribute value.
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
 
     /// First child with this name.
@@ -31,8 +34,15 @@ impl Node {
     fn from(n: roxmltree::Node<'_, '_>) -> Self {
         Self {
             name: n.tag_name().name().to_owned(),
-            attrs: n.attributes().map(|a| (a.name().to_owned(), a.value().to_owned())).collect(),
-            children: n.children().filter(|c| c.is_element()).map(Self::from).collect(),
+            attrs: n
+                .attributes()
+                .map(|a| (a.name().to_owned(), a.value().to_owned()))
+                .collect(),
+            children: n
+                .children()
+                .filter(|c| c.is_element())
+                .map(Self::from)
+                .collect(),
         }
     }
 }
@@ -67,7 +77,11 @@ pub(crate) struct Out {
 
 impl Out {
     pub(crate) fn new(name: &str) -> Self {
-        Self { text: format!("<{name}"), open: true, name: name.to_owned() }
+        Self {
+            text: format!("<{name}"),
+            open: true,
+            name: name.to_owned(),
+        }
     }
 
     pub(crate) fn attr(mut self, k: &str, v: &str) -> Self {

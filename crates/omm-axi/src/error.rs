@@ -272,7 +272,12 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    pub(crate) fn invalid(element: &str, attribute: &str, value: &str, reason: &'static str) -> Self {
+    pub(crate) fn invalid(
+        element: &str,
+        attribute: &str,
+        value: &str,
+        reason: &'static str,
+    ) -> Self {
         Self::InvalidAttribute {
             element: element.to_owned(),
             attribute: attribute.to_owned(),
@@ -319,7 +324,11 @@ pub struct ParseIdError {
 
 impl ParseIdError {
     pub(crate) fn new(what: &'static str, value: &str, reason: &'static str) -> Self {
-        Self { what, value: value.chars().take(64).collect(), reason }
+        Self {
+            what,
+            value: value.chars().take(64).collect(),
+            reason,
+        }
     }
 
     /// Why the value was rejected.

@@ -64,7 +64,9 @@ pub mod client;
 pub use error::{Error, ErrorCode, OmmError, ProtocolError, Result, SecretError};
 pub use proto::{Element, Event, LastPpAction, PpDevice, PpState, PpUser, Request};
 pub use secret::{PublicKey, Secret, SecretValue, Sensitive};
-pub use types::{Filter, Ipei, Ppn, RelType, Subscription, SubscriptionMode, SubscriptionState, Uid};
+pub use types::{
+    Filter, Ipei, Ppn, RelType, Subscription, SubscriptionMode, SubscriptionState, Uid,
+};
 
 #[cfg(feature = "client")]
 pub use client::{Client, Config, Connection, Fingerprint, connect, connect_stream};

@@ -76,7 +76,11 @@ pub struct Sensitive(pub String);
 
 impl fmt::Debug for Sensitive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() { f.write_str("\"\"") } else { f.write_str("<redacted>") }
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
     }
 }
 
@@ -90,7 +94,9 @@ pub struct PublicKey {
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublicKey").field("bits", &self.n.bits()).finish_non_exhaustive()
+        f.debug_struct("PublicKey")
+            .field("bits", &self.n.bits())
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +118,11 @@ impl PublicKey {
         if e < BigUint::from(3u8) || e >= n {
             return Err(SecretError::BadKey("bad exponent"));
         }
-        Ok(Self { len: bits.div_ceil(8) as usize, n, e })
+        Ok(Self {
+            len: bits.div_ceil(8) as usize,
+            n,
+            e,
+        })
     }
 
     /// Modulus size in bits.
@@ -127,7 +137,9 @@ impl PublicKey {
 
     /// Encrypts `plain` (printable ASCII) with RSAES-PKCS1-v1_5 and returns standard base64.
     pub fn encrypt(&self, plain: &str) -> Result<String, SecretError> {
-        self.encrypt_with(plain, &mut |buf| getrandom::fill(buf).map_err(|_| SecretError::Random))
+        self.encrypt_with(plain, &mut |buf| {
+            getrandom::fill(buf).map_err(|_| SecretError::Random)
+        })
     }
 
     /// [`encrypt`](Self::encrypt) with a caller-supplied random source (deterministic tests).
@@ -141,7 +153,10 @@ impl PublicKey {
         }
         let max = self.max_plaintext_len();
         if plain.len() > max {
-            return Err(SecretError::TooLong { len: plain.len(), max });
+            return Err(SecretError::TooLong {
+                len: plain.len(),
+                max,
+            });
         }
         // EM = 0x00 || 0x02 || PS (non-zero random, >= 8 bytes) || 0x00 || M
         let mut em = vec![0u8; self.len];
@@ -201,7 +216,10 @@ mod tests {
         assert_eq!(key.max_plaintext_len(), 53);
         let ok = "x".repeat(53);
         assert_eq!(key.encrypt(&ok).map(|c| c.len()), Ok(88));
-        assert_eq!(key.encrypt(&"x".repeat(54)), Err(SecretError::TooLong { len: 54, max: 53 }));
+        assert_eq!(
+            key.encrypt(&"x".repeat(54)),
+            Err(SecretError::TooLong { len: 54, max: 53 })
+        );
         assert_eq!(key.encrypt("pässword"), Err(SecretError::NotPrintableAscii));
         assert_eq!(key.encrypt("a\u{0}b"), Err(SecretError::NotPrintableAscii));
     }
@@ -222,7 +240,12 @@ mod tests {
 
     #[test]
     fn debug_redacts() {
-        let s = format!("{:?} {:?} {:?}", Secret::new("hunter2"), SecretValue::Plain("hunter2".into()), Sensitive("ABCD".into()));
+        let s = format!(
+            "{:?} {:?} {:?}",
+            Secret::new("hunter2"),
+            SecretValue::Plain("hunter2".into()),
+            Sensitive("ABCD".into())
+        );
         assert!(!s.contains("hunter2") && !s.contains("ABCD"), "{s}");
     }
 }

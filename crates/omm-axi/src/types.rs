@@ -92,9 +92,17 @@ impl Ipei {
     /// Builds an IPEI from manufacturer code and serial number; the check character is computed.
     pub fn new(emc: u16, psn: u32) -> Result<Self, ParseIdError> {
         if psn > Self::MAX_PSN {
-            return Err(ParseIdError::new("ipei", &psn.to_string(), "serial number exceeds 20 bits"));
+            return Err(ParseIdError::new(
+                "ipei",
+                &psn.to_string(),
+                "serial number exceeds 20 bits",
+            ));
         }
-        Ok(Self { emc, psn, check: check_char(emc, psn) })
+        Ok(Self {
+            emc,
+            psn,
+            check: check_char(emc, psn),
+        })
     }
 
     /// Equipment manufacturer code.
@@ -131,7 +139,11 @@ impl Ipei {
 
 fn check_char(emc: u16, psn: u32) -> u8 {
     let digits = format!("{emc:05}{psn:07}");
-    let sum: u32 = digits.bytes().enumerate().map(|(i, d)| (i as u32 + 1) * u32::from(d - b'0')).sum();
+    let sum: u32 = digits
+        .bytes()
+        .enumerate()
+        .map(|(i, d)| (i as u32 + 1) * u32::from(d - b'0'))
+        .sum();
     match sum % 11 {
         10 => b'*',
         n => b'0' + n as u8,
@@ -155,7 +167,10 @@ fn parse_ipei(s: &str, strict: bool) -> Result<Ipei, ParseIdError> {
     if compact.len() != 13 {
         return Err(err("expected `EEEEE PPPPPPP C` or 10 hex digits"));
     }
-    if s.contains(' ') && !(s.len() == 15 && &s[5..6] == " " && &s[13..14] == " " || s.len() == 14 && &s[12..13] == " ") {
+    if s.contains(' ')
+        && !(s.len() == 15 && &s[5..6] == " " && &s[13..14] == " "
+            || s.len() == 14 && &s[12..13] == " ")
+    {
         return Err(err("misplaced spaces"));
     }
     let (num, check) = compact.split_at(12);
@@ -301,12 +316,20 @@ pub struct Subscription {
 impl Subscription {
     /// Switch an event type on with no item filter.
     pub fn on(event_type: impl Into<String>) -> Self {
-        Self { event_type: event_type.into(), on: true, ppn: Filter::None, uid: Filter::None }
+        Self {
+            event_type: event_type.into(),
+            on: true,
+            ppn: Filter::None,
+            uid: Filter::None,
+        }
     }
 
     /// Switch an event type off.
     pub fn off(event_type: impl Into<String>) -> Self {
-        Self { on: false, ..Self::on(event_type) }
+        Self {
+            on: false,
+            ..Self::on(event_type)
+        }
     }
 
     /// Sets the `ppn` filter.

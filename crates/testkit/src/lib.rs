@@ -47,14 +47,20 @@ pub fn fingerprint_hex(stem: &str) -> String {
 /// A root store holding only the test CA.
 pub fn ca_roots() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(tls_file("ca.pem")).expect("reading fixtures/tls/ca.pem") {
-        roots.add(cert.expect("parsing the test CA")).expect("adding the test CA");
+    for cert in
+        CertificateDer::pem_file_iter(tls_file("ca.pem")).expect("reading fixtures/tls/ca.pem")
+    {
+        roots
+            .add(cert.expect("parsing the test CA"))
+            .expect("adding the test CA");
     }
     roots
 }
 
 /// A rustls server config for the given identity (TLS 1.2 and 1.3, ring provider).
-pub fn server_config(identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)) -> Arc<rustls::ServerConfig> {
+pub fn server_config(
+    identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -71,7 +77,11 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .try_init();
 }
+
+#[cfg(test)]
+mod tidy;

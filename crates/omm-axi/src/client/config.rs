@@ -34,7 +34,11 @@ pub struct Config {
 impl Config {
     /// An OMM at `host` (name or IP) with an account. TLS must be chosen with
     /// [`tls`](Self::tls) (or [`plain`](Self::plain) for the debugging port).
-    pub fn new(host: impl Into<String>, username: impl Into<String>, password: impl Into<Secret>) -> Self {
+    pub fn new(
+        host: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<Secret>,
+    ) -> Self {
         Self {
             host: host.into(),
             port: None,
@@ -126,6 +130,7 @@ impl Config {
     }
 
     pub(crate) fn effective_port(&self) -> u16 {
-        self.port.unwrap_or(if self.plain { PLAIN_PORT } else { TLS_PORT })
+        self.port
+            .unwrap_or(if self.plain { PLAIN_PORT } else { TLS_PORT })
     }
 }

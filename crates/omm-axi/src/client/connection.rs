@@ -66,7 +66,12 @@ where
         buf: vec![0u8; 64 * 1024],
         last_write: Instant::now(),
     };
-    let open = Request::open(&config.username, &config.password, config.sync_client, config.protocol_version);
+    let open = Request::open(
+        &config.username,
+        &config.password,
+        config.sync_client,
+        config.protocol_version,
+    );
     let (tx, mut rx) = oneshot::channel();
     link.send(&open, Token::Login(tx)).await?;
     loop {
@@ -78,9 +83,14 @@ where
     }
     tracing::debug!(host = %config.host, "omm login ok");
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity);
-    let client = Client { tx: cmd_tx, timeout: config.request_timeout };
+    let client = Client {
+        tx: cmd_tx,
+        timeout: config.request_timeout,
+    };
     let ping_interval = config.ping_interval;
-    let connection = Connection { inner: Box::pin(link.run(cmd_rx, ping_interval)) };
+    let connection = Connection {
+        inner: Box::pin(link.run(cmd_rx, ping_interval)),
+    };
     Ok((client, connection, event_rx))
 }
 
@@ -114,14 +124,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Link<S> {
     fn dispatch(&mut self) -> Result<()> {
         while let Some(out) = self.session.poll_output() {
             match out {
-                Output::Reply { token: Token::Ping, result, .. } => {
+                Output::Reply {
+                    token: Token::Ping,
+                    result,
+                    ..
+                } => {
                     if let Err(e) = result {
                         tracing::warn!(error = %e, "omm ping failed");
                     }
                 }
                 Output::Reply { token, result, .. } => deliver(token, result),
                 Output::Event(ev) => self.forward(ev),
-                Output::Malformed(e) => tracing::warn!(error = %e, "ignoring unusable frame from omm"),
+                Output::Malformed(e) => {
+                    tracing::warn!(error = %e, "ignoring unusable frame from omm")
+                }
             }
         }
         Ok(())
@@ -155,7 +171,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Link<S> {
         Ok(())
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, ping_interval: Duration) -> Result<()> {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        ping_interval: Duration,
+    ) -> Result<()> {
         let result = self.run_inner(&mut commands, ping_interval).await;
         for token in self.session.fail_all() {
             deliver(token, Err(Error::Closed));
@@ -170,7 +190,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Link<S> {
         result
     }
 
-    async fn run_inner(&mut self, commands: &mut mpsc::Receiver<Command>, ping_interval: Duration) -> Result<()> {
+    async fn run_inner(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        ping_interval: Duration,
+    ) -> Result<()> {
         loop {
             let deadline = self.session.next_deadline().map(Instant::from_std);
             let ping_at = self.last_write + ping_interval;
@@ -196,13 +220,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Link<S> {
     }
 
     /// Encodes this command and any others already queued, then writes them in one go.
-    async fn write_batch(&mut self, first: Command, commands: &mut mpsc::Receiver<Command>) -> Result<()> {
+    async fn write_batch(
+        &mut self,
+        first: Command,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Result<()> {
         let deadline = (Instant::now() + self.request_timeout).into_std();
         let mut out = Vec::new();
         let mut next = Some(first);
         let mut count = 0;
         while let Some(cmd) = next.take() {
-            match self.session.send(&cmd.request, Token::Caller(cmd.reply), Some(deadline)) {
+            match self
+                .session
+                .send(&cmd.request, Token::Caller(cmd.reply), Some(deadline))
+            {
                 Ok((_, bytes)) => out.extend_from_slice(&bytes),
                 Err((token, e)) => deliver(token, Err(e)),
             }

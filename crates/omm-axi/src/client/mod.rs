@@ -16,7 +16,9 @@ pub use connection::Connection;
 pub use tls::Fingerprint;
 
 use crate::error::{Error, ErrorCode, ProtocolError, Result};
-use crate::proto::{Event, LastPpAction, MAX_RECORDS, PpDevice, PpState, PpUser, Request, Response};
+use crate::proto::{
+    Event, LastPpAction, MAX_RECORDS, PpDevice, PpState, PpUser, Request, Response,
+};
 use crate::types::{Ipei, Ppn, RelType, Subscription, SubscriptionMode, Uid};
 
 pub(crate) struct Command {
@@ -39,17 +41,25 @@ pub struct Client {
 /// connection future to spawn, and the event receiver.
 pub async fn connect(config: &Config) -> Result<(Client, Connection, Events)> {
     if config.tls.is_none() && !config.plain {
-        return Err(Error::Config("choose TLS (Config::tls with client::tls::pinned or with_roots) or Config::plain"));
+        return Err(Error::Config(
+            "choose TLS (Config::tls with client::tls::pinned or with_roots) or Config::plain",
+        ));
     }
     let work = async {
         let tcp = TcpStream::connect((config.host.as_str(), config.effective_port())).await?;
         tcp.set_nodelay(true)?;
         match &config.tls {
             Some(tls) => {
-                let name = config.server_name.clone().unwrap_or_else(|| config.host.clone());
+                let name = config
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| config.host.clone());
                 let name = rustls_pki_types::ServerName::try_from(name)
                     .map_err(|_| Error::Config("host is neither a dns name nor an ip address"))?;
-                let stream = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await.map_err(tls_error)?;
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(tls_error)?;
                 connection::login(stream, config).await
             }
             None => connection::login(tcp, config).await,
@@ -57,7 +67,10 @@ pub async fn connect(config: &Config) -> Result<(Client, Connection, Events)> {
     };
     match tokio::time::timeout(config.connect_timeout, work).await {
         Ok(r) => r,
-        Err(_) => Err(Error::Timeout { request: "connect".to_owned(), seq: 0 }),
+        Err(_) => Err(Error::Timeout {
+            request: "connect".to_owned(),
+            seq: 0,
+        }),
     }
 }
 
@@ -68,14 +81,20 @@ where
 {
     match tokio::time::timeout(config.connect_timeout, connection::login(stream, config)).await {
         Ok(r) => r,
-        Err(_) => Err(Error::Timeout { request: "Open".to_owned(), seq: 0 }),
+        Err(_) => Err(Error::Timeout {
+            request: "Open".to_owned(),
+            seq: 0,
+        }),
     }
 }
 
 fn tls_error(e: std::io::Error) -> Error {
     let is_tls = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
     if is_tls {
-        match e.into_inner().map(|inner| inner.downcast::<rustls::Error>()) {
+        match e
+            .into_inner()
+            .map(|inner| inner.downcast::<rustls::Error>())
+        {
             Some(Ok(tls)) => Error::Tls(*tls),
             _ => Error::Closed,
         }
@@ -127,7 +146,9 @@ pub struct Pages<R> {
 impl<R: Paged> Pages<R> {
     /// The next page, `None` after the last.
     pub async fn next_page(&mut self) -> Result<Option<Vec<R>>> {
-        let Some(from) = self.next else { return Ok(None) };
+        let Some(from) = self.next else {
+            return Ok(None);
+        };
         let page = match self.client.request(R::request(from)).await {
             Ok(resp) => R::decode(&resp)?,
             Err(e) if e.code() == Some(&ErrorCode::NoEnt) => Vec::new(),
@@ -164,12 +185,18 @@ impl Client {
     /// Sends any request and waits for its response (`Err(Rejected)` on `errCode`).
     pub async fn request(&self, request: Request) -> Result<Response> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command { request, reply }).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Command { request, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         // The connection enforces the timeout; this bound only guards against a stuck task.
         match tokio::time::timeout(self.timeout * 2 + Duration::from_secs(1), rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout { request: "request".to_owned(), seq: 0 }),
+            Err(_) => Err(Error::Timeout {
+                request: "request".to_owned(),
+                seq: 0,
+            }),
         }
     }
 
@@ -189,14 +216,26 @@ impl Client {
     #[doc(alias = "GetVersions")]
     pub async fn fetch_versions(&self) -> Result<Vec<(String, String)>> {
         let resp = self.request(Request::get_versions()).await?;
-        Ok(resp.body().attributes().iter().filter(|(k, _)| k != "seq").cloned().collect())
+        Ok(resp
+            .body()
+            .attributes()
+            .iter()
+            .filter(|(k, _)| k != "seq")
+            .cloned()
+            .collect())
     }
 
     /// System limits as name → value.
     #[doc(alias = "Limits")]
     pub async fn fetch_limits(&self) -> Result<Vec<(String, String)>> {
         let resp = self.request(Request::limits()).await?;
-        Ok(resp.body().attributes().iter().filter(|(k, _)| k != "seq").cloned().collect())
+        Ok(resp
+            .body()
+            .attributes()
+            .iter()
+            .filter(|(k, _)| k != "seq")
+            .cloned()
+            .collect())
     }
 
     /// The system name.
@@ -228,13 +267,20 @@ impl Client {
     pub async fn fetch_user_by_number(&self, num: &str) -> Result<Option<PpUser>> {
         match self.request(Request::get_pp_user_by_number(num)).await {
             Err(e) if e.code() == Some(&ErrorCode::NoEnt) => Ok(None),
-            r => Ok(r?.users()?.into_iter().find(|u| u.num.as_deref() == Some(num))),
+            r => Ok(r?
+                .users()?
+                .into_iter()
+                .find(|u| u.num.as_deref() == Some(num))),
         }
     }
 
     /// Pages over all users.
     pub fn user_pages(&self) -> Pages<PpUser> {
-        Pages { client: self.clone(), next: Some(0), _kind: std::marker::PhantomData }
+        Pages {
+            client: self.clone(),
+            next: Some(0),
+            _kind: std::marker::PhantomData,
+        }
     }
 
     /// All users (paged, de-duplicated).
@@ -284,7 +330,11 @@ impl Client {
 
     /// Pages over all devices.
     pub fn device_pages(&self) -> Pages<PpDevice> {
-        Pages { client: self.clone(), next: Some(0), _kind: std::marker::PhantomData }
+        Pages {
+            client: self.clone(),
+            next: Some(0),
+            _kind: std::marker::PhantomData,
+        }
     }
 
     /// All devices (paged, de-duplicated).
@@ -295,7 +345,10 @@ impl Client {
     /// Pre-provisions a device; returns the record with the allocated `ppn`.
     #[doc(alias = "CreatePPDev")]
     pub async fn create_device(&self, device: &PpDevice) -> Result<PpDevice> {
-        Ok(self.request(Request::create_pp_dev(device)?).await?.device()?)
+        Ok(self
+            .request(Request::create_pp_dev(device)?)
+            .await?
+            .device()?)
     }
 
     /// Changes the set fields of a device (`ppn` required).
@@ -312,7 +365,12 @@ impl Client {
 
     /// Binds a user to a device (sync sessions); returns both records.
     #[doc(alias = "SetPP")]
-    pub async fn attach(&self, ppn: Ppn, uid: Uid, rel_type: RelType) -> Result<(PpDevice, PpUser)> {
+    pub async fn attach(
+        &self,
+        ppn: Ppn,
+        uid: Uid,
+        rel_type: RelType,
+    ) -> Result<(PpDevice, PpUser)> {
         let resp = self.request(Request::attach(ppn, uid, &rel_type)).await?;
         Ok((resp.device()?, resp.user()?))
     }
@@ -327,26 +385,39 @@ impl Client {
     /// Switches an existing binding between `Fixed` and `Dynamic`.
     #[doc(alias = "SetPPUserDevRelation")]
     pub async fn set_relation(&self, uid: Uid, rel_type: RelType) -> Result<()> {
-        self.request(Request::set_pp_user_dev_relation(uid, &rel_type)).await.map(drop)
+        self.request(Request::set_pp_user_dev_relation(uid, &rel_type))
+            .await
+            .map(drop)
     }
 
     /// Current DECT subscription mode.
     #[doc(alias = "GetDECTSubscriptionMode")]
     pub async fn fetch_subscription_mode(&self) -> Result<SubscriptionMode> {
         let resp = self.request(Request::get_dect_subscription_mode()).await?;
-        Ok(resp.required("mode")?.parse().unwrap_or_else(|never| match never {}))
+        Ok(resp
+            .required("mode")?
+            .parse()
+            .unwrap_or_else(|never| match never {}))
     }
 
     /// Sets the DECT subscription mode (`timeout_min` for `Wildcard`).
     #[doc(alias = "SetDECTSubscriptionMode")]
-    pub async fn set_subscription_mode(&self, mode: SubscriptionMode, timeout_min: Option<u32>) -> Result<()> {
-        self.request(Request::set_dect_subscription_mode(&mode, timeout_min)).await.map(drop)
+    pub async fn set_subscription_mode(
+        &self,
+        mode: SubscriptionMode,
+        timeout_min: Option<u32>,
+    ) -> Result<()> {
+        self.request(Request::set_dect_subscription_mode(&mode, timeout_min))
+            .await
+            .map(drop)
     }
 
     /// Enables automatic device creation on subscription.
     #[doc(alias = "SetDevAutoCreate")]
     pub async fn set_dev_auto_create(&self, enable: bool) -> Result<()> {
-        self.request(Request::set_dev_auto_create(enable)).await.map(drop)
+        self.request(Request::set_dev_auto_create(enable))
+            .await
+            .map(drop)
     }
 
     /// State of a handset.
@@ -359,7 +430,13 @@ impl Client {
     #[doc(alias = "GetLastPPDevAction")]
     pub async fn fetch_last_action(&self, ppn: Ppn) -> Result<LastPpAction> {
         let resp = self.request(Request::get_last_pp_dev_action(ppn)).await?;
-        let pp = resp.body().child("pp").ok_or_else(|| ProtocolError::MissingChild { element: resp.name().to_owned(), child: "pp" })?;
+        let pp = resp
+            .body()
+            .child("pp")
+            .ok_or_else(|| ProtocolError::MissingChild {
+                element: resp.name().to_owned(),
+                child: "pp",
+            })?;
         Ok(LastPpAction::from_element(pp)?)
     }
 }

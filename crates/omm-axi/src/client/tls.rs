@@ -44,12 +44,18 @@ impl FromStr for Fingerprint {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
         if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
-            return Err(ParseIdError::new("fingerprint", s, "expected 64 hex digits"));
+            return Err(ParseIdError::new(
+                "fingerprint",
+                s,
+                "expected 64 hex digits",
+            ));
         }
         let mut out = [0u8; 32];
         for (i, pair) in hex.chunks(2).enumerate() {
-            let text = std::str::from_utf8(pair).map_err(|_| ParseIdError::new("fingerprint", s, "not ascii"))?;
-            out[i] = u8::from_str_radix(text, 16).map_err(|_| ParseIdError::new("fingerprint", s, "bad hex"))?;
+            let text = std::str::from_utf8(pair)
+                .map_err(|_| ParseIdError::new("fingerprint", s, "not ascii"))?;
+            out[i] = u8::from_str_radix(text, 16)
+                .map_err(|_| ParseIdError::new("fingerprint", s, "bad hex"))?;
         }
         Ok(Self(out))
     }
@@ -79,7 +85,11 @@ fn builder() -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
 
 /// Verifies the chain against `roots` and the host name (or IP) the client connects to.
 pub fn with_roots(roots: RootCertStore) -> Arc<ClientConfig> {
-    Arc::new(builder().with_root_certificates(roots).with_no_client_auth())
+    Arc::new(
+        builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// Accepts exactly the end-entity certificates with these fingerprints, whatever their name,
@@ -90,7 +100,12 @@ pub fn pinned(fingerprints: &[Fingerprint]) -> Arc<ClientConfig> {
         pins: fingerprints.to_vec(),
         algorithms: provider().signature_verification_algorithms,
     };
-    Arc::new(builder().dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth())
+    Arc::new(
+        builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth(),
+    )
 }
 
 #[derive(Debug)]
@@ -112,7 +127,9 @@ impl ServerCertVerifier for PinnedVerifier {
         if self.pins.contains(&got) {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
 
@@ -146,8 +163,15 @@ pub mod danger {
     /// Accepts any certificate (still checks handshake signatures). Anyone on the path can
     /// impersonate the OMM and read its admin password: prefer [`pinned`](super::pinned).
     pub fn dangerous_accept_any_certificate() -> Arc<ClientConfig> {
-        let verifier = AnyCert { algorithms: provider().signature_verification_algorithms };
-        Arc::new(builder().dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth())
+        let verifier = AnyCert {
+            algorithms: provider().signature_verification_algorithms,
+        };
+        Arc::new(
+            builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth(),
+        )
     }
 
     #[derive(Debug)]
@@ -200,7 +224,12 @@ mod tests {
         let hex = "f4e57b93e4673658fd0f0a930ba080c98e703c62017e5a82f7acdf3008915a69";
         let fp: Fingerprint = hex.parse().unwrap();
         assert_eq!(fp.to_string(), hex);
-        let colons = hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap().to_uppercase()).collect::<Vec<_>>().join(":");
+        let colons = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
         assert_eq!(colons.parse::<Fingerprint>().unwrap(), fp);
         assert!("abc".parse::<Fingerprint>().is_err());
         assert!(hex.replace('f', "g").parse::<Fingerprint>().is_err());

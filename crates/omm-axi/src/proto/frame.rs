@@ -29,7 +29,12 @@ impl Default for FrameBuffer {
 impl FrameBuffer {
     /// A buffer that rejects frames longer than `max` bytes.
     pub fn new(max: usize) -> Self {
-        Self { buf: Vec::new(), scanned: 0, max: max.max(1), skipping: false }
+        Self {
+            buf: Vec::new(),
+            scanned: 0,
+            max: max.max(1),
+            skipping: false,
+        }
     }
 
     /// Appends received bytes.
@@ -94,7 +99,10 @@ mod tests {
 
     #[test]
     fn decoder_handles_split_nul() {
-        assert_eq!(frames(&[b"<a/", b">", b"\0<b/>\0"], 100), vec![Ok("<a/>".into()), Ok("<b/>".into())]);
+        assert_eq!(
+            frames(&[b"<a/", b">", b"\0<b/>\0"], 100),
+            vec![Ok("<a/>".into()), Ok("<b/>".into())]
+        );
         assert_eq!(frames(&[b"<a/>"], 100), vec![]);
         assert_eq!(frames(&[b"\0\0<a/>\0\0"], 100), vec![Ok("<a/>".into())]);
     }
@@ -103,8 +111,20 @@ mod tests {
     fn oversize_frame_is_skipped_and_stream_continues() {
         let big = [b'x'; 20];
         let got = frames(&[&big, &big, b"tail\0<ok/>\0"], 10);
-        assert_eq!(got, vec![Err(ProtocolError::FrameTooLarge { max: 10 }), Ok("<ok/>".into())]);
+        assert_eq!(
+            got,
+            vec![
+                Err(ProtocolError::FrameTooLarge { max: 10 }),
+                Ok("<ok/>".into())
+            ]
+        );
         let got = frames(&[b"0123456789abc\0<ok/>\0"], 10);
-        assert_eq!(got, vec![Err(ProtocolError::FrameTooLarge { max: 10 }), Ok("<ok/>".into())]);
+        assert_eq!(
+            got,
+            vec![
+                Err(ProtocolError::FrameTooLarge { max: 10 }),
+                Ok("<ok/>".into())
+            ]
+        );
     }
 }

@@ -21,13 +21,18 @@ pub struct Request {
 enum RequestBody {
     Element(Element),
     /// A record that may hold plaintext secrets, encrypted only at encode time.
-    WithUser { root: Element, user: Box<PpUser> },
+    WithUser {
+        root: Element,
+        user: Box<PpUser>,
+    },
 }
 
 impl Request {
     /// Any request element; its name decides the expected response (`<name>Resp`).
     pub fn raw(element: Element) -> Self {
-        Self { body: RequestBody::Element(element) }
+        Self {
+            body: RequestBody::Element(element),
+        }
     }
 
     fn el(name: &str) -> Element {
@@ -44,8 +49,15 @@ impl Request {
     /// Log in. `sync_client` asks for a user/device synchronisation session (needed for
     /// `SetPP` and for writing `uak`/`s`).
     #[doc(alias = "Open")]
-    pub fn open(username: &str, password: &Secret, sync_client: bool, protocol_version: Option<u32>) -> Self {
-        let mut e = Self::el("Open").with_attr("username", username).with_attr("password", password.expose());
+    pub fn open(
+        username: &str,
+        password: &Secret,
+        sync_client: bool,
+        protocol_version: Option<u32>,
+    ) -> Self {
+        let mut e = Self::el("Open")
+            .with_attr("username", username)
+            .with_attr("password", password.expose());
         if let Some(v) = protocol_version {
             e.set_attr("protocolVersion", v.to_string());
         }
@@ -141,7 +153,12 @@ impl Request {
     }
 
     fn with_user(name: &str, user: PpUser) -> Self {
-        Self { body: RequestBody::WithUser { root: Self::el(name), user: Box::new(user) } }
+        Self {
+            body: RequestBody::WithUser {
+                root: Self::el(name),
+                user: Box::new(user),
+            },
+        }
     }
 
     /// Deletes a user; a bound device becomes unbound.
@@ -154,7 +171,9 @@ impl Request {
     #[doc(alias = "SetPPUserDevRelation")]
     pub fn set_pp_user_dev_relation(uid: Uid, rel_type: &RelType) -> Self {
         Self::raw(
-            Self::el("SetPPUserDevRelation").with_attr("uid", uid.to_string()).with_attr("relType", rel_type.as_str()),
+            Self::el("SetPPUserDevRelation")
+                .with_attr("uid", uid.to_string())
+                .with_attr("relType", rel_type.as_str()),
         )
     }
 
@@ -177,13 +196,17 @@ impl Request {
     /// Pre-provisions a device (`ipei` required).
     #[doc(alias = "CreatePPDev")]
     pub fn create_pp_dev(device: &PpDevice) -> Result<Self, Error> {
-        Ok(Self::raw(Self::el("CreatePPDev").with_child(device.to_element("pp", None)?)))
+        Ok(Self::raw(
+            Self::el("CreatePPDev").with_child(device.to_element("pp", None)?),
+        ))
     }
 
     /// Changes the set fields of a device (`ppn` required).
     #[doc(alias = "SetPPDev")]
     pub fn set_pp_dev(device: &PpDevice) -> Result<Self, Error> {
-        Ok(Self::raw(Self::el("SetPPDev").with_child(device.to_element("pp", None)?)))
+        Ok(Self::raw(
+            Self::el("SetPPDev").with_child(device.to_element("pp", None)?),
+        ))
     }
 
     /// Deletes a device (its DECT subscription is gone).
@@ -195,16 +218,28 @@ impl Request {
     /// Binds user and device (`rel_type` `Dynamic` or `Fixed`); sync sessions only.
     #[doc(alias = "SetPP")]
     pub fn attach(ppn: Ppn, uid: Uid, rel_type: &RelType) -> Self {
-        let pp = Element::new("pp").with_attr("ppn", ppn.to_string()).with_attr("uid", uid.to_string()).with_attr("relType", rel_type.as_str());
-        let user = Element::new("user").with_attr("uid", uid.to_string()).with_attr("ppn", ppn.to_string()).with_attr("relType", rel_type.as_str());
+        let pp = Element::new("pp")
+            .with_attr("ppn", ppn.to_string())
+            .with_attr("uid", uid.to_string())
+            .with_attr("relType", rel_type.as_str());
+        let user = Element::new("user")
+            .with_attr("uid", uid.to_string())
+            .with_attr("ppn", ppn.to_string())
+            .with_attr("relType", rel_type.as_str());
         Self::raw(Self::el("SetPP").with_child(pp).with_child(user))
     }
 
     /// Unbinds user and device; sync sessions only.
     #[doc(alias = "SetPP")]
     pub fn detach(ppn: Ppn, uid: Uid) -> Self {
-        let pp = Element::new("pp").with_attr("ppn", ppn.to_string()).with_attr("uid", "0").with_attr("relType", "Unbound");
-        let user = Element::new("user").with_attr("uid", uid.to_string()).with_attr("ppn", "0").with_attr("relType", "Unbound");
+        let pp = Element::new("pp")
+            .with_attr("ppn", ppn.to_string())
+            .with_attr("uid", "0")
+            .with_attr("relType", "Unbound");
+        let user = Element::new("user")
+            .with_attr("uid", uid.to_string())
+            .with_attr("ppn", "0")
+            .with_attr("relType", "Unbound");
         Self::raw(Self::el("SetPP").with_child(pp).with_child(user))
     }
 
@@ -295,7 +330,9 @@ impl Message {
         } else if root.name().ends_with("Resp") {
             Ok(Self::Response(Response::from_element(root)))
         } else {
-            Err(ProtocolError::UnexpectedMessage { name: root.name().chars().take(64).collect() })
+            Err(ProtocolError::UnexpectedMessage {
+                name: root.name().chars().take(64).collect(),
+            })
         }
     }
 }
@@ -356,17 +393,26 @@ impl Response {
 
     /// All `user` children.
     pub fn users(&self) -> Result<Vec<PpUser>, ProtocolError> {
-        self.body.children_named("user").map(PpUser::from_element).collect()
+        self.body
+            .children_named("user")
+            .map(PpUser::from_element)
+            .collect()
     }
 
     /// All `pp` children.
     pub fn devices(&self) -> Result<Vec<PpDevice>, ProtocolError> {
-        self.body.children_named("pp").map(PpDevice::from_element).collect()
+        self.body
+            .children_named("pp")
+            .map(PpDevice::from_element)
+            .collect()
     }
 
     /// The first `user` child.
     pub fn user(&self) -> Result<PpUser, ProtocolError> {
-        let e = self.body.child("user").ok_or_else(|| self.missing("user"))?;
+        let e = self
+            .body
+            .child("user")
+            .ok_or_else(|| self.missing("user"))?;
         PpUser::from_element(e)
     }
 
@@ -383,7 +429,11 @@ impl Response {
 
     /// A required root attribute.
     pub fn required(&self, name: &'static str) -> Result<&str, ProtocolError> {
-        self.attr(name).ok_or_else(|| ProtocolError::MissingAttribute { element: self.name().to_owned(), attribute: name })
+        self.attr(name)
+            .ok_or_else(|| ProtocolError::MissingAttribute {
+                element: self.name().to_owned(),
+                attribute: name,
+            })
     }
 
     /// The public key of an `OpenResp`/`GetPublicKeyResp`.
@@ -393,7 +443,8 @@ impl Response {
             None => (self.attr("modulus"), self.attr("exponent")),
         };
         let (m, e) = m.zip(e).ok_or_else(|| self.missing("publicKey"))?;
-        PublicKey::from_hex(m, e).map_err(|_| ProtocolError::invalid(self.name(), "modulus", m, "not a usable rsa key"))
+        PublicKey::from_hex(m, e)
+            .map_err(|_| ProtocolError::invalid(self.name(), "modulus", m, "not a usable rsa key"))
     }
 
     /// Handset state from the root attributes (`GetPPStateResp`).
@@ -404,7 +455,10 @@ impl Response {
     }
 
     fn missing(&self, child: &'static str) -> ProtocolError {
-        ProtocolError::MissingChild { element: self.name().to_owned(), child }
+        ProtocolError::MissingChild {
+            element: self.name().to_owned(),
+            child,
+        }
     }
 }
 
@@ -464,25 +518,42 @@ impl Event {
             "EventPPCnf" => Self::PpCnf {
                 deleted_user: flag("deletedUser"),
                 deleted_device: flag("deletedDev"),
-                user: e.child("user").map(PpUser::from_element).transpose()?.map(Box::new),
-                device: e.child("pp").map(PpDevice::from_element).transpose()?.map(Box::new),
+                user: e
+                    .child("user")
+                    .map(PpUser::from_element)
+                    .transpose()?
+                    .map(Box::new),
+                device: e
+                    .child("pp")
+                    .map(PpDevice::from_element)
+                    .transpose()?
+                    .map(Box::new),
             },
             "EventPPDevCnf" => Self::PpDevCnf {
                 deleted: flag("deleted"),
-                device: Box::new(PpDevice::from_element(
-                    e.child("pp").ok_or_else(|| ProtocolError::MissingChild { element: e.name().to_owned(), child: "pp" })?,
-                )?),
+                device: Box::new(PpDevice::from_element(e.child("pp").ok_or_else(|| {
+                    ProtocolError::MissingChild {
+                        element: e.name().to_owned(),
+                        child: "pp",
+                    }
+                })?)?),
             },
             "EventPPUserCnf" => Self::PpUserCnf {
                 deleted: flag("deleted"),
-                user: Box::new(PpUser::from_element(
-                    e.child("user").ok_or_else(|| ProtocolError::MissingChild { element: e.name().to_owned(), child: "user" })?,
-                )?),
+                user: Box::new(PpUser::from_element(e.child("user").ok_or_else(|| {
+                    ProtocolError::MissingChild {
+                        element: e.name().to_owned(),
+                        child: "user",
+                    }
+                })?)?),
             },
             "EventDECTSubscriptionMode" => Self::DectSubscriptionMode {
                 mode: e
                     .attr("mode")
-                    .ok_or_else(|| ProtocolError::MissingAttribute { element: e.name().to_owned(), attribute: "mode" })?
+                    .ok_or_else(|| ProtocolError::MissingAttribute {
+                        element: e.name().to_owned(),
+                        attribute: "mode",
+                    })?
                     .parse()
                     .unwrap_or_else(|never| match never {}),
             },

@@ -26,7 +26,17 @@ macro_rules! via_fromstr {
         }
     )*};
 }
-via_fromstr!(String, u32, i32, i64, Uid, Ppn, RelType, SubscriptionMode, SubscriptionState);
+via_fromstr!(
+    String,
+    u32,
+    i32,
+    i64,
+    Uid,
+    Ppn,
+    RelType,
+    SubscriptionMode,
+    SubscriptionState
+);
 
 impl AttrValue for bool {
     fn parse_attr(s: &str) -> Option<Self> {
@@ -74,8 +84,12 @@ impl AttrValue for SecretValue {
         match self {
             Self::Encrypted(blob) => Ok(blob.clone()),
             Self::Plain(plain) => {
-                let key = key.ok_or(Error::Secret { field, source: crate::error::SecretError::NoKey })?;
-                key.encrypt(plain.expose()).map_err(|source| Error::Secret { field, source })
+                let key = key.ok_or(Error::Secret {
+                    field,
+                    source: crate::error::SecretError::NoKey,
+                })?;
+                key.encrypt(plain.expose())
+                    .map_err(|source| Error::Secret { field, source })
             }
         }
     }
@@ -348,11 +362,20 @@ mod tests {
 
     #[test]
     fn unknown_and_unparsable_attributes_are_preserved() {
-        let e = Element::decode(br#"<user uid="3" name="A" futureAttr="x" forwardTime="soon" vip="TRUE"/>"#).unwrap();
+        let e = Element::decode(
+            br#"<user uid="3" name="A" futureAttr="x" forwardTime="soon" vip="TRUE"/>"#,
+        )
+        .unwrap();
         let u = PpUser::from_element(&e).unwrap();
         assert_eq!(u.uid(), Uid::new(3));
         assert_eq!(u.vip, Some(true));
-        assert_eq!(u.extra, vec![("futureAttr".into(), "x".into()), ("forwardTime".into(), "soon".into())]);
+        assert_eq!(
+            u.extra,
+            vec![
+                ("futureAttr".into(), "x".into()),
+                ("forwardTime".into(), "soon".into())
+            ]
+        );
         let back = u.to_element("user", None).unwrap();
         assert_eq!(back.attr("futureAttr"), Some("x"));
         assert_eq!(back.attr("forwardTime"), Some("soon"));
@@ -366,8 +389,14 @@ mod tests {
 
     #[test]
     fn plaintext_secret_without_key_is_refused() {
-        let u = PpUser { pin: Some(SecretValue::Plain("1234".into())), ..PpUser::default() };
-        assert!(matches!(u.to_element("user", None), Err(Error::Secret { field: "pin", .. })));
+        let u = PpUser {
+            pin: Some(SecretValue::Plain("1234".into())),
+            ..PpUser::default()
+        };
+        assert!(matches!(
+            u.to_element("user", None),
+            Err(Error::Secret { field: "pin", .. })
+        ));
     }
 
     #[test]
@@ -375,7 +404,9 @@ mod tests {
         let e = Element::decode(br#"<user uid="3" sipPw="QUJD" pin="REVG"/>"#).unwrap();
         let dbg = format!("{:?}", PpUser::from_element(&e).unwrap());
         assert!(!dbg.contains("QUJD") && !dbg.contains("REVG"), "{dbg}");
-        let e = Element::decode(br#"<pp ppn="3" uak="C70FF5D60D1448184995414BA9577C5B" ac="4711"/>"#).unwrap();
+        let e =
+            Element::decode(br#"<pp ppn="3" uak="C70FF5D60D1448184995414BA9577C5B" ac="4711"/>"#)
+                .unwrap();
         let dbg = format!("{:?}", PpDevice::from_element(&e).unwrap());
         assert!(!dbg.contains("C70FF5") && !dbg.contains("4711"), "{dbg}");
     }

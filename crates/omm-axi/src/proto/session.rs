@@ -85,7 +85,11 @@ impl<T> Session<T> {
     fn alloc_seq(&mut self) -> u32 {
         loop {
             let seq = self.next_seq;
-            self.next_seq = if self.next_seq >= (1 << 31) - 1 { 1 } else { self.next_seq + 1 };
+            self.next_seq = if self.next_seq >= (1 << 31) - 1 {
+                1
+            } else {
+                self.next_seq + 1
+            };
             if !self.pending.contains_key(&seq) {
                 return seq;
             }
@@ -94,12 +98,24 @@ impl<T> Session<T> {
 
     /// Registers a request and returns its sequence number and bytes to send. On failure
     /// (a secret that cannot be encrypted) the token is handed back.
-    pub fn send(&mut self, request: &Request, token: T, deadline: Option<Instant>) -> Result<(u32, Vec<u8>), (T, Error)> {
+    pub fn send(
+        &mut self,
+        request: &Request,
+        token: T,
+        deadline: Option<Instant>,
+    ) -> Result<(u32, Vec<u8>), (T, Error)> {
         let seq = self.alloc_seq();
         match request.encode(Some(seq), self.key.as_ref()) {
             Ok(bytes) => {
                 let response_name = format!("{}Resp", request.name());
-                self.pending.insert(seq, Pending { token, response_name, deadline });
+                self.pending.insert(
+                    seq,
+                    Pending {
+                        token,
+                        response_name,
+                        deadline,
+                    },
+                );
                 Ok((seq, bytes))
             }
             Err(e) => Err((token, e)),
@@ -126,23 +142,40 @@ impl<T> Session<T> {
         let seq = match resp.seq() {
             Some(seq) if self.pending.contains_key(&seq) => seq,
             Some(_) => {
-                return Err(ProtocolError::UnknownSeq { name: resp.name().to_owned(), seq: resp.raw_seq().map(str::to_owned) });
+                return Err(ProtocolError::UnknownSeq {
+                    name: resp.name().to_owned(),
+                    seq: resp.raw_seq().map(str::to_owned),
+                });
             }
             None => {
                 // No seq: deliver to the single outstanding request that expects this name.
-                let mut matching = self.pending.iter().filter(|(_, p)| p.response_name == resp.name());
+                let mut matching = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.response_name == resp.name());
                 match (matching.next(), matching.next()) {
                     (Some((seq, _)), None) => *seq,
                     _ => {
-                        return Err(ProtocolError::UnknownSeq { name: resp.name().to_owned(), seq: resp.raw_seq().map(str::to_owned) });
+                        return Err(ProtocolError::UnknownSeq {
+                            name: resp.name().to_owned(),
+                            seq: resp.raw_seq().map(str::to_owned),
+                        });
                     }
                 }
             }
         };
         let pending = self.pending.remove(&seq).expect("checked above");
         if pending.response_name != resp.name() {
-            let err = ProtocolError::MismatchedResponse { expected: pending.response_name, got: resp.name().to_owned(), seq };
-            return Ok(Output::Reply { token: pending.token, seq, result: Err(Error::Protocol(err)) });
+            let err = ProtocolError::MismatchedResponse {
+                expected: pending.response_name,
+                got: resp.name().to_owned(),
+                seq,
+            };
+            return Ok(Output::Reply {
+                token: pending.token,
+                seq,
+                result: Err(Error::Protocol(err)),
+            });
         }
         if resp.name() == "OpenResp" && resp.error().is_none() {
             match resp.public_key() {
@@ -150,7 +183,13 @@ impl<T> Session<T> {
                     self.key = Some(key);
                     self.logged_in = true;
                 }
-                Err(e) => return Ok(Output::Reply { token: pending.token, seq, result: Err(Error::Protocol(e)) }),
+                Err(e) => {
+                    return Ok(Output::Reply {
+                        token: pending.token,
+                        seq,
+                        result: Err(Error::Protocol(e)),
+                    });
+                }
             }
         }
         if resp.name() == "GetPublicKeyResp" && resp.error().is_none() {
@@ -158,7 +197,11 @@ impl<T> Session<T> {
                 self.key = Some(key);
             }
         }
-        Ok(Output::Reply { token: pending.token, seq, result: resp.into_result() })
+        Ok(Output::Reply {
+            token: pending.token,
+            seq,
+            result: resp.into_result(),
+        })
     }
 
     /// Next output, if any.
@@ -173,8 +216,12 @@ impl<T> Session<T> {
 
     /// Removes every request whose deadline passed and returns it with a `Timeout` error.
     pub fn expire(&mut self, now: Instant) -> Vec<(T, Error)> {
-        let expired: Vec<u32> =
-            self.pending.iter().filter(|(_, p)| p.deadline.is_some_and(|d| d <= now)).map(|(s, _)| *s).collect();
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+            .map(|(s, _)| *s)
+            .collect();
         expired
             .into_iter()
             .filter_map(|seq| {
@@ -203,16 +250,27 @@ pub struct Backoff {
 impl Backoff {
     /// Delays start around `base` and double up to `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max: max.max(base), attempt: 0 }
+        Self {
+            base,
+            max: max.max(base),
+            attempt: 0,
+        }
     }
 
     /// The delay before the next attempt: uniformly random in `[cap/2, cap]`, where `cap`
     /// doubles with each call up to `max`.
     pub fn next_delay(&mut self) -> Duration {
-        let cap = self.base.saturating_mul(1u32 << self.attempt.min(20)).min(self.max);
+        let cap = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let mut b = [0u8; 4];
-        let r = if getrandom::fill(&mut b).is_ok() { u32::from_le_bytes(b) } else { u32::MAX / 2 };
+        let r = if getrandom::fill(&mut b).is_ok() {
+            u32::from_le_bytes(b)
+        } else {
+            u32::MAX / 2
+        };
         let half = cap / 2;
         half + half.mul_f64(f64::from(r) / f64::from(u32::MAX))
     }
@@ -231,13 +289,31 @@ mod tests {
     #[test]
     fn replies_correlate_by_seq_out_of_order() {
         let mut s: Session<&str> = Session::default();
-        let (a, _) = s.send(&Request::get_pp_user(Uid::new(1), Some(1)), "a", None).unwrap();
-        let (b, _) = s.send(&Request::get_pp_user(Uid::new(2), Some(1)), "b", None).unwrap();
+        let (a, _) = s
+            .send(&Request::get_pp_user(Uid::new(1), Some(1)), "a", None)
+            .unwrap();
+        let (b, _) = s
+            .send(&Request::get_pp_user(Uid::new(2), Some(1)), "b", None)
+            .unwrap();
         s.receive(format!("<GetPPUserResp seq=\"{b}\"/>\0<EventX/>\0<GetPPUserResp seq=\"{a}\" errCode=\"ENoEnt\"/>\0").as_bytes());
-        assert!(matches!(s.poll_output(), Some(Output::Reply { token: "b", result: Ok(_), .. })));
-        assert!(matches!(s.poll_output(), Some(Output::Event(Event::Other(_)))));
+        assert!(matches!(
+            s.poll_output(),
+            Some(Output::Reply {
+                token: "b",
+                result: Ok(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.poll_output(),
+            Some(Output::Event(Event::Other(_)))
+        ));
         match s.poll_output() {
-            Some(Output::Reply { token: "a", result: Err(e), .. }) => assert_eq!(e.code().map(|c| c.as_str()), Some("ENoEnt")),
+            Some(Output::Reply {
+                token: "a",
+                result: Err(e),
+                ..
+            }) => assert_eq!(e.code().map(|c| c.as_str()), Some("ENoEnt")),
             other => panic!("{other:?}"),
         }
         assert_eq!(s.in_flight(), 0);
@@ -247,10 +323,24 @@ mod tests {
     fn mismatched_and_unknown_responses() {
         let mut s: Session<u8> = Session::default();
         let (seq, _) = s.send(&Request::ping(None), 1, None).unwrap();
-        s.receive(format!("<LimitsResp seq=\"{seq}\"/>\0<PingResp seq=\"999\"/>\0<Open/>\0").as_bytes());
-        assert!(matches!(s.poll_output(), Some(Output::Reply { result: Err(Error::Protocol(ProtocolError::MismatchedResponse { .. })), .. })));
-        assert!(matches!(s.poll_output(), Some(Output::Malformed(ProtocolError::UnknownSeq { .. }))));
-        assert!(matches!(s.poll_output(), Some(Output::Malformed(ProtocolError::UnexpectedMessage { .. }))));
+        s.receive(
+            format!("<LimitsResp seq=\"{seq}\"/>\0<PingResp seq=\"999\"/>\0<Open/>\0").as_bytes(),
+        );
+        assert!(matches!(
+            s.poll_output(),
+            Some(Output::Reply {
+                result: Err(Error::Protocol(ProtocolError::MismatchedResponse { .. })),
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.poll_output(),
+            Some(Output::Malformed(ProtocolError::UnknownSeq { .. }))
+        ));
+        assert!(matches!(
+            s.poll_output(),
+            Some(Output::Malformed(ProtocolError::UnexpectedMessage { .. }))
+        ));
     }
 
     #[test]
@@ -259,15 +349,24 @@ mod tests {
         s.send(&Request::ping(None), 1, None).unwrap();
         s.send(&Request::limits(), 2, None).unwrap();
         s.receive(b"<LimitsResp records=\"20\"/>\0");
-        assert!(matches!(s.poll_output(), Some(Output::Reply { token: 2, result: Ok(_), .. })));
+        assert!(matches!(
+            s.poll_output(),
+            Some(Output::Reply {
+                token: 2,
+                result: Ok(_),
+                ..
+            })
+        ));
     }
 
     #[test]
     fn deadlines_expire() {
         let now = Instant::now();
         let mut s: Session<u8> = Session::default();
-        s.send(&Request::ping(None), 1, Some(now + Duration::from_secs(5))).unwrap();
-        s.send(&Request::ping(None), 2, Some(now + Duration::from_secs(10))).unwrap();
+        s.send(&Request::ping(None), 1, Some(now + Duration::from_secs(5)))
+            .unwrap();
+        s.send(&Request::ping(None), 2, Some(now + Duration::from_secs(10)))
+            .unwrap();
         assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(5)));
         let expired = s.expire(now + Duration::from_secs(6));
         assert_eq!(expired.len(), 1);

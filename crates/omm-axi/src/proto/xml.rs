@@ -17,7 +17,10 @@ pub struct Element {
 impl Element {
     /// A new element without attributes or children.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), ..Self::default() }
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
     }
 
     /// Adds an attribute (builder style).
@@ -60,7 +63,10 @@ impl Element {
 
     /// Value of an attribute.
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// All attributes in document order.
@@ -90,20 +96,29 @@ impl Element {
 
     /// Decodes one frame (without its NUL).
     pub fn decode(frame: &[u8]) -> Result<Self, ProtocolError> {
-        let text = std::str::from_utf8(frame)
-            .map_err(|e| ProtocolError::Utf8 { valid_up_to: e.valid_up_to() })?;
+        let text = std::str::from_utf8(frame).map_err(|e| ProtocolError::Utf8 {
+            valid_up_to: e.valid_up_to(),
+        })?;
         // A BOM or trailing whitespace/newlines around the document are tolerated.
         let text = text.trim_start_matches('\u{feff}').trim();
-        let opts = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: 1_000_000 };
-        let doc = roxmltree::Document::parse_with_options(text, opts)
-            .map_err(|e| ProtocolError::Xml { message: e.to_string() })?;
+        let opts = roxmltree::ParsingOptions {
+            allow_dtd: false,
+            nodes_limit: 1_000_000,
+        };
+        let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| {
+            ProtocolError::Xml {
+                message: e.to_string(),
+            }
+        })?;
         Ok(Self::from_node(doc.root_element()))
     }
 
     fn from_node(node: roxmltree::Node<'_, '_>) -> Self {
         let mut el = Self::new(node.tag_name().name());
-        el.attributes =
-            node.attributes().map(|a| (a.name().to_owned(), a.value().to_owned())).collect();
+        el.attributes = node
+            .attributes()
+            .map(|a| (a.name().to_owned(), a.value().to_owned()))
+            .collect();
         for child in node.children() {
             if child.is_element() {
                 el.children.push(Self::from_node(child));
@@ -159,7 +174,9 @@ fn push_name(out: &mut String, name: &str) {
         out.push('_');
     }
     for (i, c) in name.chars().enumerate() {
-        let ok = c.is_ascii_alphabetic() || c == '_' || (i > 0 && (c.is_ascii_digit() || c == '-' || c == '.'));
+        let ok = c.is_ascii_alphabetic()
+            || c == '_'
+            || (i > 0 && (c.is_ascii_digit() || c == '-' || c == '.'));
         out.push(if ok { c } else { '_' });
     }
 }
@@ -209,18 +226,31 @@ mod tests {
     #[test]
     fn hostile_values_round_trip() {
         let nasty = "\"/><Open x=\"1\0&amp;\n";
-        let el = Element::new("SetPPUser").with_child(Element::new("user").with_attr("name", nasty));
+        let el =
+            Element::new("SetPPUser").with_child(Element::new("user").with_attr("name", nasty));
         let bytes = el.encode();
         assert_eq!(bytes.iter().filter(|b| **b == 0).count(), 1);
         let back = Element::decode(&bytes[..bytes.len() - 1]).unwrap();
-        assert_eq!(back.child("user").unwrap().attr("name"), Some("\"/><Open x=\"1?&amp;\n"));
+        assert_eq!(
+            back.child("user").unwrap().attr("name"),
+            Some("\"/><Open x=\"1?&amp;\n")
+        );
     }
 
     #[test]
     fn decode_errors_are_typed() {
-        assert!(matches!(Element::decode(b"<a"), Err(ProtocolError::Xml { .. })));
-        assert!(matches!(Element::decode(&[0xff, 0xfe]), Err(ProtocolError::Utf8 { .. })));
-        assert!(matches!(Element::decode(b"<!DOCTYPE a [<!ENTITY x 'y'>]><a/>"), Err(ProtocolError::Xml { .. })));
+        assert!(matches!(
+            Element::decode(b"<a"),
+            Err(ProtocolError::Xml { .. })
+        ));
+        assert!(matches!(
+            Element::decode(&[0xff, 0xfe]),
+            Err(ProtocolError::Utf8 { .. })
+        ));
+        assert!(matches!(
+            Element::decode(b"<!DOCTYPE a [<!ENTITY x 'y'>]><a/>"),
+            Err(ProtocolError::Xml { .. })
+        ));
         assert!(Element::decode(b"\xef\xbb\xbf<a/>\r\n").is_ok());
     }
 }

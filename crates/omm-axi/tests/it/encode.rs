@@ -62,8 +62,18 @@ fn subscribe_rejects_empty_and_oversized_lists() {
 
 #[test]
 fn plaintext_secrets_are_encrypted_at_encode_time() {
-    let key_hex = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/omm-axi/sim-rsa512.hex")).unwrap();
-    let get = |p: &str| key_hex.lines().find_map(|l| l.strip_prefix(p)).unwrap().to_owned();
+    let key_hex = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/omm-axi/sim-rsa512.hex"
+    ))
+    .unwrap();
+    let get = |p: &str| {
+        key_hex
+            .lines()
+            .find_map(|l| l.strip_prefix(p))
+            .unwrap()
+            .to_owned()
+    };
     let key = omm_axi::PublicKey::from_hex(&get("n="), &get("e=")).unwrap();
     let mut user = PpUser::default();
     user.pin = Some(SecretValue::Plain(Secret::new("1234")));
@@ -77,6 +87,8 @@ fn plaintext_secrets_are_encrypted_at_encode_time() {
     // the 53-byte limit of the 512-bit key
     let mut long = PpUser::default();
     long.sip_pw = Some(SecretValue::Plain(Secret::new("x".repeat(54))));
-    let err = Request::create_pp_user(long).encode(Some(1), Some(&key)).unwrap_err();
+    let err = Request::create_pp_user(long)
+        .encode(Some(1), Some(&key))
+        .unwrap_err();
     assert_eq!(err.to_string(), "secret field `sipPw` cannot be sent");
 }

@@ -21,13 +21,21 @@ fn every_fixture_decodes() {
         let msg = Message::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         let rendered = match &msg {
             Message::Response(r) => {
-                let mut out = format!("{:#?}\nusers: {:#?}\ndevices: {:#?}", r.error(), r.users(), r.devices());
+                let mut out = format!(
+                    "{:#?}\nusers: {:#?}\ndevices: {:#?}",
+                    r.error(),
+                    r.users(),
+                    r.devices()
+                );
                 if r.name() == "OpenResp" {
                     out.push_str(&format!("\nkey: {:?}", r.public_key().map(|k| k.bits())));
                 }
                 if r.name() == "GetLastPPDevActionResp" {
                     let pp = r.body().child("pp").unwrap();
-                    out.push_str(&format!("\nlast action: {:#?}", omm_axi::LastPpAction::from_element(pp)));
+                    out.push_str(&format!(
+                        "\nlast action: {:#?}",
+                        omm_axi::LastPpAction::from_element(pp)
+                    ));
                 }
                 if r.name() == "GetPPStateResp" {
                     out.push_str(&format!("\nstate: {:#?}", r.pp_state()));
@@ -37,14 +45,19 @@ fn every_fixture_decodes() {
             Message::Event(e) => format!("{e:#?}"),
             other => format!("{other:#?}"),
         };
-        insta::assert_snapshot!(format!("fixture-{}", name.trim_end_matches(".xml")), rendered);
+        insta::assert_snapshot!(
+            format!("fixture-{}", name.trim_end_matches(".xml")),
+            rendered
+        );
     }
 }
 
 #[test]
 fn secrets_never_show_in_debug_of_decoded_fixtures() {
     let bytes = std::fs::read(dir().join("create-pp-user-resp.xml")).unwrap();
-    let Message::Response(r) = Message::decode(&bytes).unwrap() else { panic!() };
+    let Message::Response(r) = Message::decode(&bytes).unwrap() else {
+        panic!()
+    };
     let dbg = format!("{:?}", r.users().unwrap());
     assert!(!dbg.contains("Tz8A") && !dbg.contains("bUwy"), "{dbg}");
 }

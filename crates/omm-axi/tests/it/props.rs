@@ -7,9 +7,15 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn element(depth: u32) -> BoxedStrategy<Element> {
-    let leaf = (name(), proptest::collection::vec((name(), any::<String>()), 0..5)).prop_map(|(n, attrs)| {
-        attrs.into_iter().fold(Element::new(n), |e, (k, v)| e.with_attr(k, v))
-    });
+    let leaf = (
+        name(),
+        proptest::collection::vec((name(), any::<String>()), 0..5),
+    )
+        .prop_map(|(n, attrs)| {
+            attrs
+                .into_iter()
+                .fold(Element::new(n), |e, (k, v)| e.with_attr(k, v))
+        });
     if depth == 0 {
         return leaf.boxed();
     }
@@ -21,7 +27,18 @@ fn element(depth: u32) -> BoxedStrategy<Element> {
 /// What the writer promises: characters XML cannot carry become `?`.
 fn sanitised(e: &Element) -> Element {
     let clean = |s: &str| -> String {
-        s.chars().map(|c| if ((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}' { '?' } else { c }).collect()
+        s.chars()
+            .map(|c| {
+                if ((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+                    || c == '\u{FFFE}'
+                    || c == '\u{FFFF}'
+                {
+                    '?'
+                } else {
+                    c
+                }
+            })
+            .collect()
     };
     let mut out = Element::new(e.name());
     for (k, v) in e.attributes() {

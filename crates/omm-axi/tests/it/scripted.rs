@@ -45,7 +45,10 @@ impl Peer {
 
     async fn accept_login(&mut self) {
         let open = self.frame().await;
-        assert_eq!(open, r#"<Open seq="1" username="omm" password="pw" UserDeviceSyncClient="true"/>"#);
+        assert_eq!(
+            open,
+            r#"<Open seq="1" username="omm" password="pw" UserDeviceSyncClient="true"/>"#
+        );
         let m = modulus();
         self.send(&format!(r#"<OpenResp seq="1" protocolVersion="45"><publicKey modulus="{m}" exponent="010001"/></OpenResp>"#)).await;
     }
@@ -58,7 +61,13 @@ fn seq_of(frame: &str) -> String {
 
 fn pair() -> (DuplexStream, Peer) {
     let (a, b) = tokio::io::duplex(1 << 16);
-    (a, Peer { io: b, buf: Vec::new() })
+    (
+        a,
+        Peer {
+            io: b,
+            buf: Vec::new(),
+        },
+    )
 }
 
 fn config() -> Config {
@@ -75,7 +84,10 @@ async fn login_rejects_wrong_password() {
     });
     let err = connect_stream(io, &config()).await.unwrap_err();
     assert_eq!(err.code(), Some(&ErrorCode::Auth));
-    assert_eq!(err.to_string(), "omm rejected `Open` with EAuth: authentication failed");
+    assert_eq!(
+        err.to_string(),
+        "omm rejected `Open` with EAuth: authentication failed"
+    );
     server.await.unwrap();
 }
 
@@ -86,19 +98,40 @@ async fn replies_correlate_out_of_order_with_events_between_and_bytewise_deliver
         peer.accept_login().await;
         let a = peer.frame().await;
         let b = peer.frame().await;
-        let (user_req, dev_req) = if a.starts_with("<GetPPUser ") { (a, b) } else { (b, a) };
+        let (user_req, dev_req) = if a.starts_with("<GetPPUser ") {
+            (a, b)
+        } else {
+            (b, a)
+        };
         assert!(user_req.contains(r#"uid="7" maxRecords="1""#), "{user_req}");
-        peer.send_bytewise(&format!(r#"<GetPPDevResp seq="{}" errCode="ENoEnt"/>"#, seq_of(&dev_req))).await;
-        peer.send(r#"<EventDECTSubscriptionMode mode="Wildcard"/>"#).await;
-        peer.send_bytewise(&format!(r#"<GetPPUserResp seq="{}"><user uid="7" name="Seven"/></GetPPUserResp>"#, seq_of(&user_req))).await;
+        peer.send_bytewise(&format!(
+            r#"<GetPPDevResp seq="{}" errCode="ENoEnt"/>"#,
+            seq_of(&dev_req)
+        ))
+        .await;
+        peer.send(r#"<EventDECTSubscriptionMode mode="Wildcard"/>"#)
+            .await;
+        peer.send_bytewise(&format!(
+            r#"<GetPPUserResp seq="{}"><user uid="7" name="Seven"/></GetPPUserResp>"#,
+            seq_of(&user_req)
+        ))
+        .await;
         peer
     });
     let (client, conn, mut events) = connect_stream(io, &config()).await.unwrap();
     tokio::spawn(conn);
-    let (user, dev) = tokio::join!(client.fetch_user(Uid::new(7)), client.fetch_device(omm_axi::Ppn::new(9)));
+    let (user, dev) = tokio::join!(
+        client.fetch_user(Uid::new(7)),
+        client.fetch_device(omm_axi::Ppn::new(9))
+    );
     assert_eq!(user.unwrap().unwrap().name.as_deref(), Some("Seven"));
     assert_eq!(dev.unwrap(), None);
-    assert!(matches!(events.recv().await, Some(Event::DectSubscriptionMode { mode: omm_axi::SubscriptionMode::Wildcard })));
+    assert!(matches!(
+        events.recv().await,
+        Some(Event::DectSubscriptionMode {
+            mode: omm_axi::SubscriptionMode::Wildcard
+        })
+    ));
     server.await.unwrap();
 }
 
@@ -109,7 +142,11 @@ async fn single_get_verifies_the_returned_key() {
         peer.accept_login().await;
         let req = peer.frame().await;
         // an OMM in "next higher record" mode returns uid 9 for uid 8
-        peer.send(&format!(r#"<GetPPUserResp seq="{}"><user uid="9"/></GetPPUserResp>"#, seq_of(&req))).await;
+        peer.send(&format!(
+            r#"<GetPPUserResp seq="{}"><user uid="9"/></GetPPUserResp>"#,
+            seq_of(&req)
+        ))
+        .await;
         peer
     });
     let (client, conn, _events) = connect_stream(io, &config()).await.unwrap();
@@ -124,14 +161,18 @@ async fn stalled_reply_times_out_and_link_stays_usable() {
         peer.accept_login().await;
         let _stalled = peer.frame().await;
         let ping = peer.frame().await;
-        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&ping))).await;
+        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&ping)))
+            .await;
         peer
     });
     let cfg = config().request_timeout(Duration::from_secs(5));
     let (client, conn, _events) = connect_stream(io, &cfg).await.unwrap();
     tokio::spawn(conn);
     let err = client.fetch_system_name().await.unwrap_err();
-    assert!(matches!(err, Error::Timeout { ref request, .. } if request == "GetSystemName"), "{err:?}");
+    assert!(
+        matches!(err, Error::Timeout { ref request, .. } if request == "GetSystemName"),
+        "{err:?}"
+    );
     assert!(err.is_transient());
     client.ping().await.unwrap();
     server.await.unwrap();
@@ -140,12 +181,15 @@ async fn stalled_reply_times_out_and_link_stays_usable() {
 #[tokio::test(start_paused = true)]
 async fn idle_link_sends_ping_and_dies_without_answer() {
     let (io, mut peer) = pair();
-    let cfg = config().ping_interval(Duration::from_secs(60)).request_timeout(Duration::from_secs(10));
+    let cfg = config()
+        .ping_interval(Duration::from_secs(60))
+        .request_timeout(Duration::from_secs(10));
     let server = tokio::spawn(async move {
         peer.accept_login().await;
         let ping = peer.frame().await;
         assert!(ping.starts_with("<Ping seq="), "{ping}");
-        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&ping))).await;
+        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&ping)))
+            .await;
         let second = peer.frame().await;
         assert!(second.starts_with("<Ping seq="));
         // no answer this time
@@ -154,7 +198,10 @@ async fn idle_link_sends_ping_and_dies_without_answer() {
     let (client, conn, _events) = connect_stream(io, &cfg).await.unwrap();
     let conn = tokio::spawn(conn);
     let result = conn.await.unwrap();
-    assert!(matches!(result, Err(Error::Timeout { ref request, .. }) if request == "Ping"), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::Timeout { ref request, .. }) if request == "Ping"),
+        "{result:?}"
+    );
     assert!(matches!(client.ping().await, Err(Error::Closed)));
     drop(server.await.unwrap());
 }
@@ -168,13 +215,17 @@ async fn full_event_queue_reports_lag_instead_of_blocking() {
             peer.send(&format!(r#"<EventPPState ppn="{i}"/>"#)).await;
         }
         let req = peer.frame().await;
-        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&req))).await;
+        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&req)))
+            .await;
         let req = peer.frame().await;
         peer.send(r#"<EventPPState ppn="6"/>"#).await;
-        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&req))).await;
+        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&req)))
+            .await;
         peer
     });
-    let (client, conn, mut events) = connect_stream(io, &config().event_capacity(2)).await.unwrap();
+    let (client, conn, mut events) = connect_stream(io, &config().event_capacity(2))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     // responses still flow while the event queue is full
     client.ping().await.unwrap();
@@ -214,7 +265,8 @@ async fn malformed_frames_do_not_break_the_link() {
         peer.send("<Broken").await;
         peer.send("\u{1}\u{2}garbage").await;
         peer.send(r#"<PingResp seq="99999"/>"#).await;
-        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&req))).await;
+        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&req)))
+            .await;
         peer
     });
     let (client, conn, _events) = connect_stream(io, &config()).await.unwrap();

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use omm_axi::client::{Client, Config, Events, connect, tls};
 use omm_axi::proto::{PpDevice, PpUser};
-use omm_axi::{Error, ErrorCode, Event, Fingerprint, Ppn, RelType, Secret, SecretValue, Subscription, SubscriptionMode, Uid};
+use omm_axi::{
+    Error, ErrorCode, Event, Fingerprint, Ppn, RelType, Secret, SecretValue, Subscription,
+    SubscriptionMode, Uid,
+};
 use omm_axi_sim::{Identity, Sim, SimConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -15,7 +18,9 @@ fn pinned(stem: &str) -> std::sync::Arc<tls::ClientConfig> {
 }
 
 fn config(sim: &Sim) -> Config {
-    Config::new("127.0.0.1", "omm", "omm").port(sim.addr().port()).tls(pinned("server"))
+    Config::new("127.0.0.1", "omm", "omm")
+        .port(sim.addr().port())
+        .tls(pinned("server"))
 }
 
 async fn open(sim: &Sim) -> (Client, Events, tokio::task::JoinHandle<omm_axi::Result<()>>) {
@@ -51,22 +56,42 @@ async fn login_over_tls_with_pinned_ca_and_selfsigned_certificates() {
     assert_eq!(client.fetch_system_name().await.unwrap(), "hexidian-sim");
     let versions = client.fetch_versions().await.unwrap();
     assert!(versions.iter().any(|(k, _)| k == "SetPP"));
-    assert!(client.fetch_limits().await.unwrap().iter().any(|(k, v)| k == "records" && v == "20"));
+    assert!(
+        client
+            .fetch_limits()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(k, v)| k == "records" && v == "20")
+    );
 
     // chain + name verification against the test CA
-    let cfg = Config::new("127.0.0.1", "omm", "omm").port(sim.addr().port()).tls(tls::with_roots(hexidian_testkit::ca_roots()));
+    let cfg = Config::new("127.0.0.1", "omm", "omm")
+        .port(sim.addr().port())
+        .tls(tls::with_roots(hexidian_testkit::ca_roots()));
     let (c2, conn, _e) = connect(&cfg).await.unwrap();
     tokio::spawn(conn);
     c2.ping().await.unwrap();
 
     // an OMM-like self-signed certificate: pinning works, CA verification and a wrong pin fail
-    let omm = Sim::start_with(SimConfig { identity: Identity::SelfSigned, ..SimConfig::default() }).await;
-    let ok = Config::new("127.0.0.1", "omm", "omm").port(omm.addr().port()).tls(pinned("omm-selfsigned"));
+    let omm = Sim::start_with(SimConfig {
+        identity: Identity::SelfSigned,
+        ..SimConfig::default()
+    })
+    .await;
+    let ok = Config::new("127.0.0.1", "omm", "omm")
+        .port(omm.addr().port())
+        .tls(pinned("omm-selfsigned"));
     let (c3, conn, _e) = connect(&ok).await.unwrap();
     tokio::spawn(conn);
     c3.ping().await.unwrap();
-    for bad in [pinned("server"), tls::with_roots(hexidian_testkit::ca_roots())] {
-        let cfg = Config::new("127.0.0.1", "omm", "omm").port(omm.addr().port()).tls(bad);
+    for bad in [
+        pinned("server"),
+        tls::with_roots(hexidian_testkit::ca_roots()),
+    ] {
+        let cfg = Config::new("127.0.0.1", "omm", "omm")
+            .port(omm.addr().port())
+            .tls(bad);
         let err = connect(&cfg).await.unwrap_err();
         assert!(matches!(err, Error::Tls(_)), "{err:?}");
     }
@@ -75,18 +100,27 @@ async fn login_over_tls_with_pinned_ca_and_selfsigned_certificates() {
 #[tokio::test]
 async fn login_rejects_wrong_password_and_requires_a_tls_choice() {
     let sim = Sim::start().await;
-    let cfg = Config::new("127.0.0.1", "omm", "wrong").port(sim.addr().port()).tls(pinned("server"));
+    let cfg = Config::new("127.0.0.1", "omm", "wrong")
+        .port(sim.addr().port())
+        .tls(pinned("server"));
     let err = connect(&cfg).await.unwrap_err();
     assert_eq!(err.code(), Some(&ErrorCode::Auth));
-    let err = connect(&Config::new("127.0.0.1", "omm", "omm")).await.unwrap_err();
+    let err = connect(&Config::new("127.0.0.1", "omm", "omm"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Config(_)));
     // plain TCP works when asked for explicitly
-    let cfg = Config::new("127.0.0.1", "omm", "omm").port(sim.plain_addr().port()).plain();
+    let cfg = Config::new("127.0.0.1", "omm", "omm")
+        .port(sim.plain_addr().port())
+        .plain();
     let (c, conn, _e) = connect(&cfg).await.unwrap();
     tokio::spawn(conn);
     c.ping().await.unwrap();
     let view = sim.view();
-    assert!(view.requests("Open").all(|r| r.attr("password") == Some("<masked>")));
+    assert!(
+        view.requests("Open")
+            .all(|r| r.attr("password") == Some("<masked>"))
+    );
 }
 
 #[tokio::test]
@@ -110,7 +144,15 @@ async fn create_update_delete_users_with_secrets() {
     change.name = Some("Alice Example".into());
     let updated = client.set_user(change).await.unwrap();
     assert_eq!(updated.name.as_deref(), Some("Alice Example"));
-    assert_eq!(client.fetch_user_by_number("4711").await.unwrap().unwrap().uid(), uid);
+    assert_eq!(
+        client
+            .fetch_user_by_number("4711")
+            .await
+            .unwrap()
+            .unwrap()
+            .uid(),
+        uid
+    );
 
     // the OMM's limits surface as typed errors
     let mut long = PpUser::default();
@@ -118,24 +160,36 @@ async fn create_update_delete_users_with_secrets() {
     long.name = Some("A name that is far too long for a handset".into());
     let err = client.set_user(long).await.unwrap_err();
     let omm = err.as_omm_error().unwrap();
-    assert_eq!((omm.code.clone(), omm.bad.as_deref(), omm.max_len), (ErrorCode::TooLong, Some("name"), Some(20)));
+    assert_eq!(
+        (omm.code.clone(), omm.bad.as_deref(), omm.max_len),
+        (ErrorCode::TooLong, Some("name"), Some(20))
+    );
     let err = client.create_user(user("Dup", "4711")).await.unwrap_err();
     assert_eq!(err.code(), Some(&ErrorCode::Exist));
     // a secret longer than the 512-bit key allows is refused before sending
     let mut too_long = user("Bob", "4712");
     too_long.sip_pw = Some(SecretValue::Plain(Secret::new("y".repeat(54))));
-    assert!(matches!(client.create_user(too_long).await, Err(Error::Secret { field: "sipPw", .. })));
+    assert!(matches!(
+        client.create_user(too_long).await,
+        Err(Error::Secret { field: "sipPw", .. })
+    ));
 
     client.delete_user(uid).await.unwrap();
     assert_eq!(client.fetch_user(uid).await.unwrap(), None);
-    assert_eq!(client.delete_user(uid).await.unwrap_err().code(), Some(&ErrorCode::NoEnt));
+    assert_eq!(
+        client.delete_user(uid).await.unwrap_err().code(),
+        Some(&ErrorCode::NoEnt)
+    );
 }
 
 #[tokio::test]
 async fn paging_through_a_thousand_users() {
     let sim = Sim::start().await;
     for i in 0..1000 {
-        sim.seed_user(&[("num", &format!("{}", 10_000 + i)), ("name", &format!("User {i}"))]);
+        sim.seed_user(&[
+            ("num", &format!("{}", 10_000 + i)),
+            ("name", &format!("User {i}")),
+        ]);
     }
     let (client, _events, _conn) = open(&sim).await;
     let users = client.list_users().await.unwrap();
@@ -154,26 +208,72 @@ async fn paging_through_a_thousand_users() {
 async fn attach_and_detach_with_events_observed() {
     let sim = Sim::start().await;
     let (client, mut events, _conn) = open(&sim).await;
-    client.subscribe(&Subscription::provisioning()).await.unwrap();
+    client
+        .subscribe(&Subscription::provisioning())
+        .await
+        .unwrap();
     client.set_dev_auto_create(true).await.unwrap();
-    client.set_subscription_mode(SubscriptionMode::Configured, None).await.unwrap();
-    next_event(&mut events, |e| matches!(e, Event::DectSubscriptionMode { mode: SubscriptionMode::Configured })).await;
+    client
+        .set_subscription_mode(SubscriptionMode::Configured, None)
+        .await
+        .unwrap();
+    next_event(&mut events, |e| {
+        matches!(
+            e,
+            Event::DectSubscriptionMode {
+                mode: SubscriptionMode::Configured
+            }
+        )
+    })
+    .await;
 
     let ppn = Ppn::new(sim.handset_subscribe("03074 0220259 3", "0000").unwrap());
-    let ev = next_event(&mut events, |e| matches!(e, Event::PpCnf { device: Some(_), .. })).await;
-    let Event::PpCnf { device: Some(dev), .. } = ev else { unreachable!() };
-    assert_eq!((dev.ppn(), dev.auto_create, dev.rel_type.clone()), (ppn, Some(true), Some(RelType::Unbound)));
+    let ev = next_event(&mut events, |e| {
+        matches!(
+            e,
+            Event::PpCnf {
+                device: Some(_),
+                ..
+            }
+        )
+    })
+    .await;
+    let Event::PpCnf {
+        device: Some(dev), ..
+    } = ev
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (dev.ppn(), dev.auto_create, dev.rel_type.clone()),
+        (ppn, Some(true), Some(RelType::Unbound))
+    );
 
-    let uid = client.create_user(user("Kiosk", "2020")).await.unwrap().uid();
+    let uid = client
+        .create_user(user("Kiosk", "2020"))
+        .await
+        .unwrap()
+        .uid();
     let (dev, usr) = client.attach(ppn, uid, RelType::Dynamic).await.unwrap();
     assert_eq!((dev.bound_uid(), usr.bound_ppn()), (uid, ppn));
-    next_event(&mut events, |e| matches!(e, Event::PpCnf { user: Some(u), .. } if u.ppn == Some(ppn))).await;
+    next_event(
+        &mut events,
+        |e| matches!(e, Event::PpCnf { user: Some(u), .. } if u.ppn == Some(ppn)),
+    )
+    .await;
     client.set_relation(uid, RelType::Fixed).await.unwrap();
     assert_eq!(sim.view().device(ppn.get()).unwrap()["relType"], "Fixed");
 
     let (dev, usr) = client.detach(ppn, uid).await.unwrap();
-    assert_eq!((dev.bound_uid(), usr.bound_ppn(), usr.ppn_old), (Uid::NONE, Ppn::NONE, Some(ppn)));
-    next_event(&mut events, |e| matches!(e, Event::PpCnf { user: Some(u), .. } if u.ppn_old == Some(ppn))).await;
+    assert_eq!(
+        (dev.bound_uid(), usr.bound_ppn(), usr.ppn_old),
+        (Uid::NONE, Ppn::NONE, Some(ppn))
+    );
+    next_event(
+        &mut events,
+        |e| matches!(e, Event::PpCnf { user: Some(u), .. } if u.ppn_old == Some(ppn)),
+    )
+    .await;
     let view = sim.view();
     assert_eq!(view.device(ppn.get()).unwrap()["uid"], "0");
     assert_eq!(view.user(uid.get()).unwrap()["relType"], "Unbound");
@@ -182,25 +282,50 @@ async fn attach_and_detach_with_events_observed() {
     let mut d = PpDevice::default();
     d.ipei = Some("10345 0615703 *".parse().unwrap());
     let created = client.create_device(&d).await.unwrap();
-    let by_ipei = client.fetch_device_by_ipei("10345 0615703 *".parse().unwrap()).await.unwrap().unwrap();
+    let by_ipei = client
+        .fetch_device_by_ipei("10345 0615703 *".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_ipei.ppn(), created.ppn());
     let mut change = PpDevice::default();
     change.ppn = Some(created.ppn());
     change.encrypt = Some(true);
-    assert_eq!(client.set_device(&change).await.unwrap().encrypt, Some(true));
+    assert_eq!(
+        client.set_device(&change).await.unwrap().encrypt,
+        Some(true)
+    );
     client.delete_device(created.ppn()).await.unwrap();
-    next_event(&mut events, |e| matches!(e, Event::PpCnf { deleted_device: true, .. })).await;
+    next_event(&mut events, |e| {
+        matches!(
+            e,
+            Event::PpCnf {
+                deleted_device: true,
+                ..
+            }
+        )
+    })
+    .await;
     assert_eq!(client.fetch_device(created.ppn()).await.unwrap(), None);
     assert_eq!(client.list_devices().await.unwrap().len(), 1);
 
     // state queries
     sim.set_pp_state(ppn.get(), &[("registered", "1"), ("swVersion", "7.2")]);
     let state = client.fetch_pp_state(ppn).await.unwrap();
-    assert_eq!((state.registered, state.sw_version.as_deref()), (Some(true), Some("7.2")));
+    assert_eq!(
+        (state.registered, state.sw_version.as_deref()),
+        (Some(true), Some("7.2"))
+    );
     sim.record_pp_action(ppn.get(), "LocReg", 4);
     let last = client.fetch_last_action(ppn).await.unwrap();
-    assert_eq!((last.tr_type.as_deref(), last.rfp_id), (Some("LocReg"), Some(4)));
-    assert_eq!(client.fetch_subscription_mode().await.unwrap(), SubscriptionMode::Configured);
+    assert_eq!(
+        (last.tr_type.as_deref(), last.rfp_id),
+        (Some("LocReg"), Some(4))
+    );
+    assert_eq!(
+        client.fetch_subscription_mode().await.unwrap(),
+        SubscriptionMode::Configured
+    );
 }
 
 #[tokio::test]
@@ -241,15 +366,25 @@ async fn sixty_four_requests_in_flight_over_split_and_coalesced_frames() {
 async fn delayed_response_is_overtaken_and_events_may_precede_it() {
     let sim = Sim::start().await;
     let (client, mut events, _conn) = open(&sim).await;
-    client.subscribe(&Subscription::provisioning()).await.unwrap();
+    client
+        .subscribe(&Subscription::provisioning())
+        .await
+        .unwrap();
     sim.faults(|f| {
-        f.delay.insert("CreatePPUser".into(), Duration::from_millis(300));
+        f.delay
+            .insert("CreatePPUser".into(), Duration::from_millis(300));
     });
     let c2 = client.clone();
     let create = tokio::spawn(async move { c2.create_user(user("Late", "77")).await });
     // the event for the creation arrives before its response
-    let ev = next_event(&mut events, |e| matches!(e, Event::PpCnf { user: Some(_), .. })).await;
-    assert!(!create.is_finished(), "event should precede the delayed response: {ev:?}");
+    let ev = next_event(&mut events, |e| {
+        matches!(e, Event::PpCnf { user: Some(_), .. })
+    })
+    .await;
+    assert!(
+        !create.is_finished(),
+        "event should precede the delayed response: {ev:?}"
+    );
     client.ping().await.unwrap();
     assert!(!create.is_finished());
     assert_eq!(create.await.unwrap().unwrap().num.as_deref(), Some("77"));
@@ -271,7 +406,8 @@ async fn stalled_reply_times_out() {
 async fn injected_error_codes_are_typed_and_classified() {
     let sim = Sim::start().await;
     sim.faults(|f| {
-        f.inject.insert("GetPPDev".into(), ("EInProgress".into(), 1));
+        f.inject
+            .insert("GetPPDev".into(), ("EInProgress".into(), 1));
         f.inject.insert("Ping".into(), ("EBrandNew".into(), 1));
     });
     let (client, _e, _j) = open(&sim).await;
@@ -295,11 +431,16 @@ async fn reconnect_after_the_sim_drops_the_link() {
         results.push(client.ping().await);
     }
     assert!(results[..3].iter().all(Result::is_ok), "{results:?}");
-    assert!(results.iter().any(|r| matches!(r, Err(e) if e.is_transient())));
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(e) if e.is_transient()))
+    );
     assert!(conn.await.unwrap().is_err());
     sim.faults(|f| f.drop_after = None);
 
-    let mut backoff = omm_axi::proto::Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
+    let mut backoff =
+        omm_axi::proto::Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
     let (client, mut events, _conn) = loop {
         match connect(&config(&sim)).await {
             Ok((c, conn, e)) => break (c, e, tokio::spawn(conn)),
@@ -310,7 +451,10 @@ async fn reconnect_after_the_sim_drops_the_link() {
         }
     };
     // re-subscribe after reconnecting: subscriptions die with the link
-    client.subscribe(&Subscription::provisioning()).await.unwrap();
+    client
+        .subscribe(&Subscription::provisioning())
+        .await
+        .unwrap();
     client.create_user(user("Back", "1")).await.unwrap();
     next_event(&mut events, |e| matches!(e, Event::PpCnf { .. })).await;
 }
@@ -329,16 +473,46 @@ async fn idle_timeout_on_the_virtual_clock_drops_the_link() {
 async fn subscription_mode_expires_on_the_virtual_clock() {
     let sim = Sim::start().await;
     let (client, mut events, _conn) = open(&sim).await;
-    client.subscribe(&Subscription::provisioning()).await.unwrap();
-    client.set_subscription_mode(SubscriptionMode::Wildcard, Some(2)).await.unwrap();
-    next_event(&mut events, |e| matches!(e, Event::DectSubscriptionMode { mode: SubscriptionMode::Wildcard })).await;
+    client
+        .subscribe(&Subscription::provisioning())
+        .await
+        .unwrap();
+    client
+        .set_subscription_mode(SubscriptionMode::Wildcard, Some(2))
+        .await
+        .unwrap();
+    next_event(&mut events, |e| {
+        matches!(
+            e,
+            Event::DectSubscriptionMode {
+                mode: SubscriptionMode::Wildcard
+            }
+        )
+    })
+    .await;
     // a wildcard subscription of an unknown handset creates an unbound device
     let ppn = sim.handset_subscribe("10345 0615703 *", "9999").unwrap();
     assert_eq!(sim.view().device(ppn).unwrap()["autoCreate"], "1");
     sim.advance(Duration::from_secs(121));
-    next_event(&mut events, |e| matches!(e, Event::DectSubscriptionMode { mode: SubscriptionMode::Configured })).await;
+    next_event(&mut events, |e| {
+        matches!(
+            e,
+            Event::DectSubscriptionMode {
+                mode: SubscriptionMode::Configured
+            }
+        )
+    })
+    .await;
     sim.advance(Duration::from_secs(24 * 3600));
-    next_event(&mut events, |e| matches!(e, Event::DectSubscriptionMode { mode: SubscriptionMode::Off })).await;
+    next_event(&mut events, |e| {
+        matches!(
+            e,
+            Event::DectSubscriptionMode {
+                mode: SubscriptionMode::Off
+            }
+        )
+    })
+    .await;
     assert!(sim.handset_subscribe("03074 0220259 3", "0000").is_err());
 }
 
@@ -349,6 +523,9 @@ async fn unknown_events_and_garbage_from_the_omm_are_survived() {
     sim.inject_event(r#"<EventRFPState><rfp id="4" state="Connected"/></EventRFPState>"#);
     sim.inject_raw("<Oops\0\u{7f}\0");
     let ev = next_event(&mut events, |_| true).await;
-    assert!(matches!(ev, Event::Other(ref e) if e.name() == "EventRFPState" && e.child("rfp").is_some()), "{ev:?}");
+    assert!(
+        matches!(ev, Event::Other(ref e) if e.name() == "EventRFPState" && e.child("rfp").is_some()),
+        "{ev:?}"
+    );
     client.ping().await.unwrap();
 }

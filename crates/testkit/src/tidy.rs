@@ -1,0 +1,198 @@
+//! Workspace hygiene rules as plain tests (ARCHITECTURE.md, STYLE §10).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Member directories listed in the root manifest.
+fn members() -> Vec<PathBuf> {
+    let manifest = read(&root().join("Cargo.toml"));
+    let list = manifest
+        .split("members = [")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
+    list.split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .map(|m| root().join(m))
+        .collect()
+}
+
+/// Package name and its in-workspace dependencies, split into normal and dev.
+fn deps(dir: &Path, names: &[String]) -> (String, Vec<String>, Vec<String>) {
+    let text = read(&dir.join("Cargo.toml"));
+    let mut name = String::new();
+    let (mut normal, mut dev) = (Vec::new(), Vec::new());
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        let key = line
+            .split(['=', '.'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        if section == "[package]" && key == "name" {
+            name = line.split('"').nth(1).unwrap().to_owned();
+        }
+        if names.contains(&key) {
+            match section.as_str() {
+                "[dependencies]" => normal.push(key),
+                "[dev-dependencies]" => dev.push(key),
+                _ => {}
+            }
+        }
+    }
+    (name, normal, dev)
+}
+
+#[test]
+fn every_member_opts_into_workspace_lints() {
+    for m in members() {
+        let text = read(&m.join("Cargo.toml"));
+        assert!(
+            text.contains("[lints]\nworkspace = true"),
+            "{} does not opt into [workspace.lints]",
+            m.display()
+        );
+    }
+}
+
+#[test]
+fn dependency_directions_hold() {
+    let dirs = members();
+    let names: Vec<String> = dirs.iter().map(|d| deps(d, &[]).0).collect();
+    let graph: BTreeMap<String, (Vec<String>, Vec<String>)> = dirs
+        .iter()
+        .map(|d| {
+            let (n, normal, dev) = deps(d, &names);
+            (n, (normal, dev))
+        })
+        .collect();
+    let leaves = ["omm-axi", "guru3-client", "asterisk-realtime"];
+    for (name, (normal, dev)) in &graph {
+        let all: Vec<&String> = normal.iter().chain(dev).collect();
+        match name.as_str() {
+            n if leaves.contains(&n) => assert!(
+                normal.is_empty(),
+                "{n} is a reusable leaf but depends on {normal:?}"
+            ),
+            "broker-core" | "hexidian-testkit" => {
+                assert!(all.is_empty(), "{name} must not depend on {all:?}")
+            }
+            "unbound-handsets" => assert!(
+                normal.iter().all(|d| d == "broker-core"),
+                "{name} depends on {normal:?}"
+            ),
+            n if n.ends_with("-sim") => {
+                let client = n.trim_end_matches("-sim");
+                assert!(
+                    !all.iter().any(|d| *d == client),
+                    "{n} must not depend on the client it simulates"
+                );
+                assert!(
+                    normal.iter().all(|d| d == "hexidian-testkit"),
+                    "{n} depends on {normal:?}"
+                );
+            }
+            "hexidian" => assert!(
+                normal
+                    .iter()
+                    .all(|d| !d.ends_with("-sim") && d != "hexidian-testkit"),
+                "the binary may use sims and testkit only as dev-dependencies: {normal:?}"
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn proto_modules_do_no_io() {
+    let mut files = Vec::new();
+    for m in members() {
+        rust_files(&m.join("src/proto"), &mut files);
+    }
+    assert!(!files.is_empty(), "no proto modules found");
+    for f in files {
+        let full = read(&f);
+        // unit tests may make up instants; only the module's own code is checked
+        let text = full.split("#[cfg(test)]").next().unwrap_or_default();
+        for banned in [
+            "tokio",
+            "rustls",
+            "std::net",
+            "std::fs",
+            "Instant::now",
+            "SystemTime::now",
+        ] {
+            assert!(
+                !text.contains(banned),
+                "{} mentions `{banned}`: proto code must not do I/O or read the clock",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_fixture_directory_has_a_readme() {
+    for e in std::fs::read_dir(root().join("fixtures"))
+        .unwrap()
+        .flatten()
+    {
+        if e.path().is_dir() {
+            assert!(
+                e.path().join("README.md").exists(),
+                "{} has no README.md",
+                e.path().display()
+            );
+        }
+    }
+}
+
+#[test]
+fn no_unreviewed_snapshots() {
+    fn walk(dir: &Path) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() && name != "target" && !name.starts_with('.') {
+                walk(&p);
+            } else {
+                assert!(
+                    !name.ends_with(".snap.new") && !name.ends_with(".pending-snap"),
+                    "unreviewed snapshot {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    walk(&root().join("crates"));
+}
