@@ -29,12 +29,12 @@ async fn run() -> Result<(), String> {
         .fetch_user_by_number(&num)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or(format!("no user with number {num}"))?;
+        .ok_or_else(|| format!("no user with number {num}"))?;
     let device = client
         .fetch_device(ppn)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or(format!("no handset {ppn}"))?;
+        .ok_or_else(|| format!("no handset {ppn}"))?;
     if !device.bound_uid().is_none() && device.bound_uid() != user.uid() {
         client
             .detach(ppn, device.bound_uid())
