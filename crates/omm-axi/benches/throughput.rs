@@ -1,7 +1,7 @@
 //! Throughput of the protocol core and of request round trips against the simulator.
 //!
 //! `cargo bench -p omm-axi --bench throughput` prints one line per measurement.
-#![allow(clippy::print_stdout)] // a bench binary reports on stdout
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench binary: reports on stdout, fails loudly
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
