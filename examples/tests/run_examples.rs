@@ -1,5 +1,7 @@
 //! Every example runs against the simulator and prints what it promises.
 
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
 use std::process::Command;
 
 fn run(bin: &str, args: &[&str]) -> String {
