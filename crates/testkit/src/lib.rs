@@ -85,3 +85,5 @@ pub fn init_tracing() {
 
 #[cfg(test)]
 mod tidy;
+
+pub mod pg;

@@ -196,3 +196,20 @@ fn no_unreviewed_snapshots() {
     }
     walk(&root().join("crates"));
 }
+
+#[tokio::test]
+async fn throwaway_postgres_works_for_root_and_non_root() {
+    let db = crate::pg::TestDb::new().await;
+    let client = db.connect().await;
+    let row = client.query_one("SELECT current_user::text, current_setting('server_encoding'), current_setting('fsync')", &[]).await.unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0).as_str(),
+            row.get::<_, String>(1).as_str(),
+            row.get::<_, String>(2).as_str()
+        ),
+        ("hexidian", "UTF8", "off")
+    );
+    let other = crate::pg::TestDb::new().await;
+    assert_ne!(db.name(), other.name());
+}

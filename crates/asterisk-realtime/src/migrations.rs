@@ -1,0 +1,81 @@
+//! hexidian's own schema (`hexidian.*`), created and upgraded by versioned migrations.
+
+/// `(version, description, SQL)`, applied in order, each in its own transaction.
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "ownership, sync state, call groups and routes", V1)];
+
+pub(crate) const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS hexidian; \
+     CREATE TABLE IF NOT EXISTS hexidian.schema_migrations ( \
+         version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())";
+
+/// Serialises concurrent migrators (a constant advisory-lock key).
+pub(crate) const LOCK: &str = "SELECT pg_advisory_xact_lock(7460271942)";
+pub(crate) const APPLIED: &str = "SELECT version FROM hexidian.schema_migrations ORDER BY version";
+pub(crate) const RECORD: &str =
+    "INSERT INTO hexidian.schema_migrations (version, description) VALUES ($1, $2)";
+
+const V1: &str = r"
+CREATE TABLE hexidian.sync_state (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    current_epoch bigint  NOT NULL DEFAULT 0,
+    in_progress   boolean NOT NULL DEFAULT false,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO hexidian.sync_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+CREATE TABLE hexidian.sip_user (
+    id           text PRIMARY KEY CHECK (id ~ '^[0-9]{1,32}$'),
+    kind         text NOT NULL CHECK (kind IN ('sip', 'dect', 'temp')),
+    display_name text NOT NULL DEFAULT '',
+    seen_epoch   bigint NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE hexidian.callgroup (
+    extension     text PRIMARY KEY CHECK (extension ~ '^[0-9]{1,32}$'),
+    name          text NOT NULL DEFAULT '',
+    short_name    text NOT NULL DEFAULT '' CHECK (char_length(short_name) <= 3),
+    is_group      boolean NOT NULL DEFAULT false,
+    group_epoch   bigint NOT NULL DEFAULT 0,
+    members_epoch bigint NOT NULL DEFAULT 0,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE hexidian.callgroup_member (
+    callgroup text NOT NULL REFERENCES hexidian.callgroup (extension) ON UPDATE CASCADE ON DELETE CASCADE,
+    member    text NOT NULL CHECK (member ~ '^[0-9]{1,32}$'),
+    active    boolean NOT NULL DEFAULT true,
+    delay_s   integer NOT NULL DEFAULT 0 CHECK (delay_s BETWEEN 0 AND 600),
+    PRIMARY KEY (callgroup, member),
+    CHECK (member <> callgroup)
+);
+CREATE INDEX callgroup_member_member_idx ON hexidian.callgroup_member (member);
+
+-- leaves reachable from a group with their earliest cumulative delay; paused members and
+-- loops are skipped, depth is limited to 8
+CREATE FUNCTION hexidian.callgroup_targets(root text)
+RETURNS TABLE (target text, delay_s integer)
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE walk (node, delay_s, depth, path) AS (
+        SELECT root, 0, 0, ARRAY[root]
+        UNION ALL
+        SELECT m.member, w.delay_s + m.delay_s, w.depth + 1, w.path || m.member
+          FROM walk w
+          JOIN hexidian.callgroup_member m ON m.callgroup = w.node AND m.active
+         WHERE w.depth < 8 AND m.member <> ALL (w.path)
+    )
+    SELECT w.node, min(w.delay_s)::integer
+      FROM walk w
+      LEFT JOIN hexidian.callgroup g ON g.extension = w.node
+     WHERE g.extension IS NULL OR NOT g.is_group
+     GROUP BY w.node
+$$;
+
+CREATE TABLE hexidian.callgroup_route (
+    id         text PRIMARY KEY REFERENCES hexidian.callgroup (extension) ON UPDATE CASCADE ON DELETE CASCADE,
+    name       text NOT NULL,
+    short_name text NOT NULL,
+    dialstring text NOT NULL
+);
+";

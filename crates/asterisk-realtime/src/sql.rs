@@ -1,0 +1,236 @@
+//! Every SQL statement this crate runs. Values are always bind parameters; enum-typed columns
+//! are bound through [`Label`], which only carries labels from this crate's fixed sets.
+
+use postgres_types::{IsNull, Kind, ToSql, Type, to_sql_checked};
+
+/// An enum label (`'yes'`, `'rfc4733'`, …) bound to an enum-typed parameter. Accepts any enum
+/// type whose labels include it, so one statement serves `ast_bool_values` and `yesno_values`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Label(pub(crate) &'static str);
+
+impl Label {
+    pub(crate) fn yes_no(b: bool) -> Self {
+        Self(if b { "yes" } else { "no" })
+    }
+}
+
+impl ToSql for Label {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if let Kind::Enum(labels) = ty.kind() {
+            if !labels.iter().any(|l| l == self.0) {
+                return Err(format!("enum {} has no label {:?}", ty.name(), self.0).into());
+            }
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(ty.kind(), Kind::Enum(_))
+    }
+
+    to_sql_checked!();
+}
+
+/// Resolves `ps_endpoints` the way the statements do (search_path), not via `current_schema()`:
+/// with a role named `hexidian`, `"$user"` makes the `hexidian` schema current.
+pub(crate) const DETECT_SCHEMA: &str = "SELECT t.typname::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+     WHERE a.attrelid = to_regclass('ps_endpoints') AND a.attname = 'direct_media' AND NOT a.attisdropped";
+pub(crate) const HAS_CONTACTS: &str = "SELECT to_regclass('ps_contacts') IS NOT NULL";
+pub(crate) const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
+pub(crate) const LOCK_ID: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
+
+pub(crate) const U_OWNER: &str =
+    "SELECT kind, display_name FROM hexidian.sip_user WHERE id = $1 FOR UPDATE";
+pub(crate) const U_FOREIGN: &str = "SELECT CASE \
+       WHEN EXISTS (SELECT 1 FROM ps_endpoints WHERE id = $1) THEN 'ps_endpoints' \
+       WHEN EXISTS (SELECT 1 FROM ps_aors WHERE id = $1) THEN 'ps_aors' \
+       WHEN EXISTS (SELECT 1 FROM ps_auths WHERE id = $1) THEN 'ps_auths' END";
+pub(crate) const U_AOR: &str = "INSERT INTO ps_aors (id, max_contacts, remove_existing, qualify_frequency) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (id) DO UPDATE SET max_contacts = EXCLUDED.max_contacts, \
+       remove_existing = EXCLUDED.remove_existing, qualify_frequency = EXCLUDED.qualify_frequency";
+pub(crate) const U_AUTH_SET: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
+     VALUES ($1, $3, $1, $2) \
+     ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
+       password = EXCLUDED.password \
+     RETURNING password";
+pub(crate) const U_AUTH_KEEP: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
+     VALUES ($1, $3, $1, $2) \
+     ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
+       password = coalesce(nullif(ps_auths.password, ''), EXCLUDED.password) \
+     RETURNING password";
+pub(crate) const U_ENDPOINT: &str = "INSERT INTO ps_endpoints (id, aors, auth, context, disallow, allow, transport, \
+       direct_media, rtp_symmetric, force_rport, rewrite_contact, dtmf_mode, callerid) \
+     VALUES ($1, $1, $1, $2, 'all', $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (id) DO UPDATE SET aors = EXCLUDED.aors, auth = EXCLUDED.auth, context = EXCLUDED.context, \
+       disallow = EXCLUDED.disallow, allow = EXCLUDED.allow, transport = EXCLUDED.transport, \
+       direct_media = EXCLUDED.direct_media, rtp_symmetric = EXCLUDED.rtp_symmetric, \
+       force_rport = EXCLUDED.force_rport, rewrite_contact = EXCLUDED.rewrite_contact, \
+       dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid";
+pub(crate) const U_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch) \
+     VALUES ($1, $2, $3, (SELECT current_epoch FROM hexidian.sync_state)) \
+     ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, display_name = EXCLUDED.display_name, \
+       seen_epoch = EXCLUDED.seen_epoch, updated_at = now()";
+
+pub(crate) const P_PASSWORD: &str = "UPDATE ps_auths AS a SET password = $2 FROM hexidian.sip_user AS u WHERE a.id = $1 AND u.id = a.id";
+pub(crate) const P_CALLERID: &str = "UPDATE ps_endpoints AS e SET callerid = $2 FROM hexidian.sip_user AS u WHERE e.id = $1 AND u.id = e.id";
+pub(crate) const P_DISPLAY: &str =
+    "UPDATE hexidian.sip_user SET display_name = $2, updated_at = now() WHERE id = $1";
+
+pub(crate) const D_ENDPOINT: &str = "DELETE FROM ps_endpoints WHERE id = $1";
+pub(crate) const D_AUTH: &str = "DELETE FROM ps_auths WHERE id = $1";
+pub(crate) const D_AOR: &str = "DELETE FROM ps_aors WHERE id = $1";
+pub(crate) const D_MARK: &str = "DELETE FROM hexidian.sip_user WHERE id = $1";
+pub(crate) const D_CONTACTS: &str = "DELETE FROM ps_contacts WHERE endpoint = $1 OR id LIKE $2";
+
+pub(crate) const R_TAKEN: &str = "SELECT EXISTS (SELECT 1 FROM hexidian.sip_user WHERE id = $1), \
+       EXISTS (SELECT 1 FROM ps_endpoints WHERE id = $1) OR EXISTS (SELECT 1 FROM ps_aors WHERE id = $1) \
+       OR EXISTS (SELECT 1 FROM ps_auths WHERE id = $1)";
+pub(crate) const R_ENDPOINT: &str =
+    "UPDATE ps_endpoints SET id = $2, aors = $2, auth = $2, callerid = $3 WHERE id = $1";
+pub(crate) const R_AUTH: &str = "UPDATE ps_auths SET id = $2, username = $2 WHERE id = $1";
+pub(crate) const R_AOR: &str = "UPDATE ps_aors SET id = $2 WHERE id = $1";
+pub(crate) const R_MARK: &str =
+    "UPDATE hexidian.sip_user SET id = $2, updated_at = now() WHERE id = $1";
+pub(crate) const R_GROUP: &str =
+    "UPDATE hexidian.callgroup SET extension = $2, updated_at = now() WHERE extension = $1";
+pub(crate) const R_MEMBER: &str =
+    "UPDATE hexidian.callgroup_member SET member = $2 WHERE member = $1";
+
+pub(crate) const L_USER: &str = "SELECT u.id, u.kind, u.display_name, u.seen_epoch, \
+       e.id IS NOT NULL, r.id IS NOT NULL, a.id IS NOT NULL, e.context::text, e.callerid::text, \
+       coalesce(e.auth = u.id AND e.aors = u.id, false), a.password::text \
+     FROM hexidian.sip_user u \
+     LEFT JOIN ps_endpoints e ON e.id = u.id LEFT JOIN ps_aors r ON r.id = u.id LEFT JOIN ps_auths a ON a.id = u.id \
+     WHERE $1::text IS NULL OR u.id = $1 ORDER BY u.id";
+pub(crate) const L_FOREIGN: &str = "SELECT e.id::text, e.context::text FROM ps_endpoints e \
+     WHERE e.context = ANY ($1::text[]) AND NOT EXISTS (SELECT 1 FROM hexidian.sip_user u WHERE u.id = e.id) ORDER BY e.id";
+
+pub(crate) const S_BEGIN: &str = "UPDATE hexidian.sync_state SET current_epoch = current_epoch + 1, in_progress = true, \
+       updated_at = now() RETURNING current_epoch";
+pub(crate) const S_STATE: &str =
+    "SELECT current_epoch, in_progress FROM hexidian.sync_state FOR UPDATE";
+pub(crate) const S_GUARD: &str = "SELECT count(*) FILTER (WHERE seen_epoch < $1), count(*) FROM hexidian.sip_user WHERE kind <> 'temp'";
+pub(crate) const S_SWEEP_USERS: &str = "WITH stale AS ( \
+         DELETE FROM hexidian.sip_user WHERE kind <> 'temp' AND seen_epoch < $1 RETURNING id), \
+       gone_e AS (DELETE FROM ps_endpoints WHERE id IN (SELECT id FROM stale) RETURNING id), \
+       gone_r AS (DELETE FROM ps_aors WHERE id IN (SELECT id FROM stale) RETURNING id), \
+       gone_a AS (DELETE FROM ps_auths WHERE id IN (SELECT id FROM stale) RETURNING id) \
+     SELECT id FROM stale ORDER BY id";
+pub(crate) const S_CLEAR_LISTS: &str = "DELETE FROM hexidian.callgroup_member m USING hexidian.callgroup g \
+     WHERE m.callgroup = g.extension AND g.members_epoch < $1";
+pub(crate) const S_SWEEP_GROUPS: &str = "DELETE FROM hexidian.callgroup g \
+     WHERE (g.is_group AND g.group_epoch < $1) \
+        OR (NOT g.is_group AND NOT EXISTS (SELECT 1 FROM hexidian.callgroup_member m WHERE m.callgroup = g.extension)) \
+     RETURNING g.extension";
+pub(crate) const S_END: &str = "UPDATE hexidian.sync_state SET in_progress = false, updated_at = now() \
+     WHERE current_epoch = $1 AND in_progress RETURNING current_epoch";
+
+pub(crate) const C_GROUP: &str = "INSERT INTO hexidian.callgroup (extension, name, short_name, is_group, group_epoch) \
+     VALUES ($1, $2, $3, true, (SELECT current_epoch FROM hexidian.sync_state)) \
+     ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name, is_group = true, \
+       group_epoch = EXCLUDED.group_epoch, updated_at = now()";
+pub(crate) const C_NOT_GROUP: &str = "UPDATE hexidian.callgroup SET is_group = false, name = $2, updated_at = now() \
+     WHERE extension = $1 AND (is_group OR name IS DISTINCT FROM $2)";
+pub(crate) const C_LIST_OWNER: &str = "INSERT INTO hexidian.callgroup (extension, name, members_epoch) \
+     VALUES ($1, $2, (SELECT current_epoch FROM hexidian.sync_state)) \
+     ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, members_epoch = EXCLUDED.members_epoch, updated_at = now()";
+pub(crate) const C_PRUNE: &str =
+    "DELETE FROM hexidian.callgroup_member WHERE callgroup = $1 AND member <> ALL ($2::text[])";
+pub(crate) const C_MERGE: &str = "INSERT INTO hexidian.callgroup_member AS cm (callgroup, member, active, delay_s) \
+     SELECT $1, t.member, t.active, t.delay_s \
+       FROM unnest($2::text[], $3::boolean[], $4::integer[]) AS t (member, active, delay_s) \
+     ON CONFLICT (callgroup, member) DO UPDATE SET active = EXCLUDED.active, delay_s = EXCLUDED.delay_s \
+     WHERE (cm.active, cm.delay_s) IS DISTINCT FROM (EXCLUDED.active, EXCLUDED.delay_s)";
+pub(crate) const C_DROP_IF_PLAIN: &str = "DELETE FROM hexidian.callgroup g WHERE g.extension = $1 AND NOT g.is_group \
+       AND NOT EXISTS (SELECT 1 FROM hexidian.callgroup_member m WHERE m.callgroup = g.extension)";
+pub(crate) const C_DELETE: &str = "DELETE FROM hexidian.callgroup WHERE extension = $1";
+pub(crate) const C_UNMEMBER: &str =
+    "DELETE FROM hexidian.callgroup_member WHERE member = $1 RETURNING callgroup";
+pub(crate) const C_ANCESTORS: &str = "WITH RECURSIVE up (node, depth) AS ( \
+         SELECT n, 0 FROM unnest($1::text[]) AS n \
+         UNION \
+         SELECT m.callgroup, up.depth + 1 FROM hexidian.callgroup_member m JOIN up ON m.member = up.node WHERE up.depth < 8) \
+     SELECT DISTINCT up.node FROM up JOIN hexidian.callgroup g ON g.extension = up.node";
+pub(crate) const C_REFRESH: &str = "INSERT INTO hexidian.callgroup_route AS r (id, name, short_name, dialstring) \
+     SELECT g.extension, g.name, g.short_name, \
+            coalesce((SELECT string_agg('Local/' || t.delay_s || '-' || t.target || '@hexidian-cg-leg', '&' \
+                                        ORDER BY t.delay_s, t.target) \
+                        FROM hexidian.callgroup_targets(g.extension) AS t), '') \
+       FROM hexidian.callgroup g \
+      WHERE $1::text[] IS NULL OR g.extension = ANY ($1::text[]) \
+     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name, dialstring = EXCLUDED.dialstring \
+      WHERE (r.name, r.short_name, r.dialstring) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.short_name, EXCLUDED.dialstring)";
+pub(crate) const C_ROUTE: &str = "SELECT id, name, short_name, dialstring FROM hexidian.callgroup_route WHERE $1::text IS NULL OR id = $1 ORDER BY id";
+pub(crate) const C_MEMBERS: &str = "SELECT g.extension, g.name, g.short_name, g.is_group, m.member, m.active, m.delay_s \
+     FROM hexidian.callgroup g LEFT JOIN hexidian.callgroup_member m ON m.callgroup = g.extension \
+     WHERE g.extension = $1 ORDER BY m.member";
+
+/// Every statement with its name, for the snapshot of generated SQL.
+#[cfg(test)]
+pub(crate) const ALL: &[(&str, &str)] = &[
+    ("detect_schema", DETECT_SCHEMA),
+    ("has_contacts", HAS_CONTACTS),
+    ("set_lock_timeout", SET_LOCK_TIMEOUT),
+    ("lock_id", LOCK_ID),
+    ("u_owner", U_OWNER),
+    ("u_foreign", U_FOREIGN),
+    ("u_aor", U_AOR),
+    ("u_auth_set", U_AUTH_SET),
+    ("u_auth_keep", U_AUTH_KEEP),
+    ("u_endpoint", U_ENDPOINT),
+    ("u_mark", U_MARK),
+    ("p_password", P_PASSWORD),
+    ("p_callerid", P_CALLERID),
+    ("p_display", P_DISPLAY),
+    ("d_endpoint", D_ENDPOINT),
+    ("d_auth", D_AUTH),
+    ("d_aor", D_AOR),
+    ("d_mark", D_MARK),
+    ("d_contacts", D_CONTACTS),
+    ("r_taken", R_TAKEN),
+    ("r_endpoint", R_ENDPOINT),
+    ("r_auth", R_AUTH),
+    ("r_aor", R_AOR),
+    ("r_mark", R_MARK),
+    ("r_group", R_GROUP),
+    ("r_member", R_MEMBER),
+    ("l_user", L_USER),
+    ("l_foreign", L_FOREIGN),
+    ("s_begin", S_BEGIN),
+    ("s_state", S_STATE),
+    ("s_guard", S_GUARD),
+    ("s_sweep_users", S_SWEEP_USERS),
+    ("s_clear_lists", S_CLEAR_LISTS),
+    ("s_sweep_groups", S_SWEEP_GROUPS),
+    ("s_end", S_END),
+    ("c_group", C_GROUP),
+    ("c_not_group", C_NOT_GROUP),
+    ("c_list_owner", C_LIST_OWNER),
+    ("c_prune", C_PRUNE),
+    ("c_merge", C_MERGE),
+    ("c_drop_if_plain", C_DROP_IF_PLAIN),
+    ("c_delete", C_DELETE),
+    ("c_unmember", C_UNMEMBER),
+    ("c_ancestors", C_ANCESTORS),
+    ("c_refresh", C_REFRESH),
+    ("c_route", C_ROUTE),
+    ("c_members", C_MEMBERS),
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_sql() {
+        let text: Vec<String> = super::ALL
+            .iter()
+            .map(|(name, sql)| format!("-- {name}\n{sql};\n"))
+            .collect();
+        insta::assert_snapshot!("statements", text.join("\n"));
+    }
+}

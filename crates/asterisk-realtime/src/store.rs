@@ -1,0 +1,1136 @@
+//! The store: one connection, transactions, operations, reconnects.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard, oneshot};
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
+
+use crate::error::{Error, Result};
+use crate::migrations;
+use crate::sql::{self, Label};
+use crate::types::{
+    EndpointTemplate, Extension, Kind, Schema, SipPassword, build_callerid, sanitize_display_name,
+};
+
+/// Store settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) template: EndpointTemplate,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_sweep_fraction: f64,
+    pub(crate) adopt_foreign_rows: bool,
+    pub(crate) schema: Option<Schema>,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) operation_timeout: Duration,
+}
+
+impl Config {
+    /// Settings from a connection string (`postgresql://…` URL or `host=… user=…` form).
+    pub fn new(conn: &str) -> Result<Self> {
+        let pg: tokio_postgres::Config = conn
+            .parse()
+            .map_err(|e: tokio_postgres::Error| Error::Config(e.to_string()))?;
+        Ok(Self::from_pg(pg))
+    }
+
+    /// Settings from a ready `tokio_postgres::Config`.
+    pub fn from_pg(pg: tokio_postgres::Config) -> Self {
+        Self {
+            pg,
+            template: EndpointTemplate::default(),
+            lock_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            max_sweep_fraction: 0.3,
+            adopt_foreign_rows: false,
+            schema: None,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Endpoint settings.
+    pub fn template(mut self, t: EndpointTemplate) -> Self {
+        self.template = t;
+        self
+    }
+
+    /// `lock_timeout` of every transaction (default 5 s).
+    pub fn lock_timeout(mut self, t: Duration) -> Self {
+        self.lock_timeout = t;
+        self
+    }
+
+    /// Timeout of connecting (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Largest share of (non-temporary) users a sweep may delete (default 0.3).
+    pub fn max_sweep_fraction(mut self, f: f64) -> Self {
+        self.max_sweep_fraction = f.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Take over `ps_*` rows that exist without hexidian's ownership mark (default `false`:
+    /// such ids are a [`Error::Conflict`]).
+    pub fn adopt_foreign_rows(mut self, on: bool) -> Self {
+        self.adopt_foreign_rows = on;
+        self
+    }
+
+    /// Force a schema generation instead of detecting it.
+    pub fn schema(mut self, s: Option<Schema>) -> Self {
+        self.schema = s;
+        self
+    }
+
+    /// Upper bound for one [`Store::apply`] (default 60 s); on expiry the transaction is
+    /// rolled back and [`Error::Timeout`] returned.
+    pub fn operation_timeout(mut self, t: Duration) -> Self {
+        self.operation_timeout = t;
+        self
+    }
+
+    /// Reconnect back-off bounds (default 200 ms … 10 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+}
+
+/// What a user upsert should write.
+#[derive(Clone, Debug)]
+pub struct UserSpec {
+    /// The extension (also every `ps_*` id).
+    pub extension: Extension,
+    /// SIP, DECT or temporary.
+    pub kind: Kind,
+    /// Display name from GURU3 (sanitised here).
+    pub name: String,
+    /// For SIP: the password from GURU3 (required). For DECT/temporary: `None` keeps the
+    /// stored password (a new one is generated for new users); `Some` replaces it.
+    pub password: Option<SipPassword>,
+}
+
+/// A call-group member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Member number.
+    pub extension: Extension,
+    /// `false` = paused: kept but not rung.
+    pub active: bool,
+    /// Seconds after the call starts (clamped to 0–600).
+    pub delay_s: i32,
+}
+
+/// One unit of work; a batch applies several in one transaction.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Change {
+    /// Create or update a user (AOR, auth, endpoint, ownership mark).
+    UpsertUser(UserSpec),
+    /// Delete a user hexidian owns (no-op otherwise).
+    DeleteUser(Extension),
+    /// Rename a user and every call-group reference to it.
+    Rename {
+        /// Old number.
+        old: Extension,
+        /// New number.
+        new: Extension,
+    },
+    /// Change the password of an owned user.
+    SetPassword(Extension, SipPassword),
+    /// Change the display name (and caller ID) of an owned user.
+    SetDisplayName(Extension, String),
+    /// A GROUP extension (UPDATE_EXTENSION type GROUP).
+    UpsertGroup {
+        /// Number.
+        extension: Extension,
+        /// Name.
+        name: String,
+        /// Up to 3 characters shown before the caller name (sanitised to A-Z a-z 0-9).
+        short_name: String,
+    },
+    /// The complete member list of a group or multiring extension (UPDATE_CALLGROUP).
+    SetMembers {
+        /// Number.
+        extension: Extension,
+        /// Name.
+        name: String,
+        /// Members; duplicates keep the last, the extension itself is dropped.
+        members: Vec<Member>,
+    },
+    /// The extension is no longer a GROUP (UPDATE_EXTENSION of another type).
+    NotGroup {
+        /// Number.
+        extension: Extension,
+        /// Name.
+        name: String,
+    },
+    /// Remove the extension everywhere: its user, its group and its memberships.
+    DeleteExtension(Extension),
+}
+
+/// Result of one change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A user was written; the effective password (push it to the OMM for DECT users).
+    User {
+        /// Password now stored in `ps_auths`.
+        password: SipPassword,
+        /// The id was new.
+        created: bool,
+    },
+    /// Whether something was changed or deleted.
+    Done(bool),
+}
+
+/// An owned user as stored, with drift indicators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagedUser {
+    /// The extension.
+    pub extension: String,
+    /// Kind (`None` if the stored kind is unknown).
+    pub kind: Option<Kind>,
+    /// Sanitised display name.
+    pub display_name: String,
+    /// Sync epoch of the last upsert.
+    pub seen_epoch: i64,
+    /// `ps_endpoints` row present.
+    pub has_endpoint: bool,
+    /// `ps_aors` row present.
+    pub has_aor: bool,
+    /// `ps_auths` row present.
+    pub has_auth: bool,
+    /// Endpoint context.
+    pub context: Option<String>,
+    /// Endpoint caller ID.
+    pub callerid: Option<String>,
+    /// `auth` and `aors` point at the id itself.
+    pub links_ok: bool,
+    /// Stored password.
+    pub password: Option<SipPassword>,
+}
+
+impl ManagedUser {
+    /// Whether all three rows exist and point at each other.
+    pub fn is_complete(&self) -> bool {
+        self.has_endpoint && self.has_aor && self.has_auth && self.links_ok
+    }
+}
+
+/// A flattened call-group route as the dialplan reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Group number.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Short name.
+    pub short_name: String,
+    /// `Local/<delay>-<target>@hexidian-cg-leg` joined by `&`; empty = nobody to ring.
+    pub dialstring: String,
+}
+
+/// What a completed resync removed.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    /// The epoch that ended.
+    pub epoch: i64,
+    /// Users deleted from all three tables.
+    pub users: Vec<String>,
+    /// Call groups deleted.
+    pub groups: Vec<String>,
+}
+
+struct Conn {
+    client: Client,
+    stmts: Option<Arc<Statements>>,
+}
+
+macro_rules! statements {
+    ($($field:ident = $sql:ident),* $(,)?) => {
+        struct Statements { $($field: Statement,)* }
+        impl Statements {
+            async fn prepare(c: &Client) -> Result<Self> {
+                Ok(Self { $($field: c.prepare(sql::$sql).await?,)* })
+            }
+        }
+    };
+}
+
+statements!(
+    lock_timeout = SET_LOCK_TIMEOUT,
+    lock_id = LOCK_ID,
+    u_owner = U_OWNER,
+    u_foreign = U_FOREIGN,
+    u_aor = U_AOR,
+    u_auth_set = U_AUTH_SET,
+    u_auth_keep = U_AUTH_KEEP,
+    u_endpoint = U_ENDPOINT,
+    u_mark = U_MARK,
+    p_password = P_PASSWORD,
+    p_callerid = P_CALLERID,
+    p_display = P_DISPLAY,
+    d_endpoint = D_ENDPOINT,
+    d_auth = D_AUTH,
+    d_aor = D_AOR,
+    d_mark = D_MARK,
+    r_taken = R_TAKEN,
+    r_endpoint = R_ENDPOINT,
+    r_auth = R_AUTH,
+    r_aor = R_AOR,
+    r_mark = R_MARK,
+    r_group = R_GROUP,
+    r_member = R_MEMBER,
+    c_group = C_GROUP,
+    c_not_group = C_NOT_GROUP,
+    c_list_owner = C_LIST_OWNER,
+    c_prune = C_PRUNE,
+    c_merge = C_MERGE,
+    c_drop_if_plain = C_DROP_IF_PLAIN,
+    c_delete = C_DELETE,
+    c_unmember = C_UNMEMBER,
+    c_ancestors = C_ANCESTORS,
+    c_refresh = C_REFRESH,
+);
+
+struct Inner {
+    config: Config,
+    schema: Schema,
+    has_contacts: bool,
+    conn: Mutex<Option<Conn>>,
+    /// Dropping it tells the driver to stop.
+    _alive: oneshot::Sender<()>,
+    wake: tokio::sync::Notify,
+}
+
+/// Handle to hexidian's rows in the Asterisk database. Cheap to clone; operations on one
+/// store run one transaction at a time (use [`Store::apply`] to batch).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+type PgConnection =
+    Pin<Box<dyn Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>>;
+
+/// Keeps the database connection alive and reconnects (with back-off) after it is lost.
+/// Spawn it; it ends when every [`Store`] handle is dropped.
+#[must_use = "the driver does nothing unless spawned"]
+pub struct Driver {
+    inner: std::sync::Weak<Inner>,
+    config: Config,
+    /// The live connection; dropped as soon as it ends, so that the client's requests fail
+    /// fast instead of queueing into a connection nobody polls.
+    connection: Option<PgConnection>,
+    alive: oneshot::Receiver<()>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+async fn open(config: &Config) -> Result<(Client, PgConnection)> {
+    let fut = config.pg.connect(NoTls);
+    let (client, connection) = tokio::time::timeout(config.connect_timeout, fut)
+        .await
+        .map_err(|_| Error::Timeout)??;
+    Ok((client, Box::pin(connection)))
+}
+
+/// Runs `work` on `client` while polling its connection.
+async fn with_connection<T>(
+    connection: &mut PgConnection,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = work => r,
+        r = connection => Err(match r { Err(e) => Error::Db(e), Ok(()) => Error::Unavailable }),
+    }
+}
+
+async fn migrate(client: &mut Client) -> Result<()> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(migrations::LOCK).await?;
+    tx.batch_execute(migrations::BOOTSTRAP).await?;
+    let applied: Vec<i32> = tx
+        .query(migrations::APPLIED, &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (version, description, ddl) in migrations::MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tracing::info!(version, description, "applying hexidian schema migration");
+        tx.batch_execute(ddl).await?;
+        tx.execute(migrations::RECORD, &[version, description])
+            .await?;
+    }
+    if let Some(max) = applied.iter().max() {
+        if *max > migrations::MIGRATIONS.last().map_or(0, |m| m.0) {
+            return Err(Error::Schema(format!(
+                "database has hexidian schema version {max}, newer than this build"
+            )));
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn detect(client: &Client, forced: Option<Schema>) -> Result<(Schema, bool)> {
+    let rows = client.query(sql::DETECT_SCHEMA, &[]).await?;
+    let detected = match rows.first().map(|r| r.get::<_, String>(0)) {
+        Some(t) if t == "ast_bool_values" => Schema::Modern,
+        Some(t) if t == "yesno_values" => Schema::Legacy,
+        Some(t) => {
+            return Err(Error::Schema(format!(
+                "ps_endpoints.direct_media has unexpected type {t}"
+            )));
+        }
+        None => {
+            return Err(Error::Schema(
+                "no ps_endpoints table with a direct_media column in the current schema".into(),
+            ));
+        }
+    };
+    if let Some(f) = forced {
+        if f != detected {
+            tracing::warn!(
+                ?f,
+                ?detected,
+                "configured asterisk schema differs from the database"
+            );
+        }
+    }
+    let enc: String = client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .await?
+        .get(0);
+    if enc != "UTF8" {
+        return Err(Error::Schema(format!(
+            "server_encoding is {enc}; caller-id limits assume UTF8"
+        )));
+    }
+    let contacts: bool = client.query_one(sql::HAS_CONTACTS, &[]).await?.get(0);
+    Ok((forced.unwrap_or(detected), contacts))
+}
+
+impl Store {
+    /// Connects, applies hexidian's migrations, detects the Asterisk schema, and returns the
+    /// store plus the [`Driver`] to spawn.
+    pub async fn connect(config: Config) -> Result<(Self, Driver)> {
+        config.template.validate()?;
+        let (mut client, mut connection) = open(&config).await?;
+        let (schema, has_contacts) = with_connection(&mut connection, async {
+            migrate(&mut client).await?;
+            detect(&client, config.schema).await
+        })
+        .await?;
+        let (alive_tx, alive_rx) = oneshot::channel();
+        let inner = Arc::new(Inner {
+            config: config.clone(),
+            schema,
+            has_contacts,
+            conn: Mutex::new(Some(Conn {
+                client,
+                stmts: None,
+            })),
+            _alive: alive_tx,
+            wake: tokio::sync::Notify::new(),
+        });
+        let driver = Driver {
+            inner: Arc::downgrade(&inner),
+            config,
+            connection: Some(connection),
+            alive: alive_rx,
+        };
+        Ok((Self { inner }, driver))
+    }
+
+    /// The Asterisk schema generation in use.
+    pub fn schema(&self) -> Schema {
+        self.inner.schema
+    }
+
+    /// Backend process id of the current connection (for diagnostics and tests).
+    pub async fn backend_pid(&self) -> Result<i32> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        Ok(conn
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn conn(&self) -> Result<MutexGuard<'_, Option<Conn>>> {
+        let guard = self.inner.conn.lock().await;
+        match guard.as_ref() {
+            Some(c) if !c.client.is_closed() => Ok(guard),
+            _ => {
+                self.inner.wake.notify_one();
+                Err(Error::Unavailable)
+            }
+        }
+    }
+
+    /// Applies `changes` in order in one transaction. A change that fails for a reason of its
+    /// own (conflict, invalid input) is rolled back alone and reported in its slot; a database
+    /// failure rolls back the whole batch and is returned as `Err`.
+    pub async fn apply(&self, changes: &[Change]) -> Result<Vec<Result<Outcome>>> {
+        let mut guard = self.conn().await?;
+        let conn = guard.as_mut().ok_or(Error::Unavailable)?;
+        let stmts = match &conn.stmts {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(Statements::prepare(&conn.client).await?);
+                conn.stmts = Some(s.clone());
+                s
+            }
+        };
+        let limit = self.inner.config.operation_timeout;
+        let result =
+            match tokio::time::timeout(limit, self.apply_in(&mut conn.client, &stmts, changes))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout),
+            };
+        if let Err(e) = &result {
+            if conn.client.is_closed()
+                || e.code()
+                    .is_none_or(|c| c.starts_with("08") || c.starts_with("57P"))
+            {
+                self.inner.wake.notify_one();
+            }
+        }
+        result
+    }
+
+    async fn apply_in(
+        &self,
+        client: &mut Client,
+        st: &Statements,
+        changes: &[Change],
+    ) -> Result<Vec<Result<Outcome>>> {
+        let mut tx = client.transaction().await?;
+        let lt = format!("{}ms", self.inner.config.lock_timeout.as_millis());
+        tx.query_one(&st.lock_timeout, &[&lt]).await?;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let sp = tx.savepoint("change").await?;
+            match self.one(&sp, st, change).await {
+                Ok(o) => {
+                    sp.commit().await?;
+                    out.push(Ok(o));
+                }
+                Err(e @ (Error::Conflict { .. } | Error::Invalid(_) | Error::Config(_))) => {
+                    sp.rollback().await?;
+                    out.push(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn single(&self, change: Change) -> Result<Outcome> {
+        self.apply(std::slice::from_ref(&change))
+            .await?
+            .pop()
+            .unwrap_or(Err(Error::Unavailable))
+    }
+
+    /// Creates or updates a user (one transaction: AOR → auth → endpoint → ownership mark).
+    pub async fn upsert_user(&self, spec: UserSpec) -> Result<Outcome> {
+        self.single(Change::UpsertUser(spec)).await
+    }
+
+    /// Deletes a user hexidian owns; `Ok(Done(false))` if there was none.
+    pub async fn delete_user(&self, extension: Extension) -> Result<Outcome> {
+        self.single(Change::DeleteUser(extension)).await
+    }
+
+    /// Renames a user (and call-group references) atomically.
+    pub async fn rename(&self, old: Extension, new: Extension) -> Result<Outcome> {
+        self.single(Change::Rename { old, new }).await
+    }
+
+    /// Changes an owned user's password.
+    pub async fn set_password(
+        &self,
+        extension: Extension,
+        password: SipPassword,
+    ) -> Result<Outcome> {
+        self.single(Change::SetPassword(extension, password)).await
+    }
+
+    /// Changes an owned user's display name and caller ID.
+    pub async fn set_display_name(&self, extension: Extension, name: String) -> Result<Outcome> {
+        self.single(Change::SetDisplayName(extension, name)).await
+    }
+
+    /// One owned user.
+    pub async fn user(&self, extension: &Extension) -> Result<Option<ManagedUser>> {
+        Ok(self.list(Some(extension.as_str())).await?.pop())
+    }
+
+    /// Every owned user, with drift indicators.
+    pub async fn list_managed(&self) -> Result<Vec<ManagedUser>> {
+        self.list(None).await
+    }
+
+    async fn list(&self, id: Option<&str>) -> Result<Vec<ManagedUser>> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        let rows = conn.client.query(sql::L_USER, &[&id]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| ManagedUser {
+                extension: r.get(0),
+                kind: Kind::from_db(r.get(1)),
+                display_name: r.get(2),
+                seen_epoch: r.get(3),
+                has_endpoint: r.get(4),
+                has_aor: r.get(5),
+                has_auth: r.get(6),
+                context: r.get(7),
+                callerid: r.get(8),
+                links_ok: r.get(9),
+                password: r.get::<_, Option<String>>(10).and_then(|p| p.parse().ok()),
+            })
+            .collect())
+    }
+
+    /// Endpoints in the given contexts that hexidian does not own: `(id, context)`.
+    pub async fn list_foreign(&self, contexts: &[&str]) -> Result<Vec<(String, String)>> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        let rows = conn.client.query(sql::L_FOREIGN, &[&contexts]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Call-group routes (all, or one).
+    pub async fn routes(&self, id: Option<&Extension>) -> Result<Vec<Route>> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        let rows = conn
+            .client
+            .query(sql::C_ROUTE, &[&id.map(Extension::as_str)])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Route {
+                id: r.get(0),
+                name: r.get(1),
+                short_name: r.get(2),
+                dialstring: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Members of a call group `(member, active, delay)`; `None` if there is no such group.
+    pub async fn members(
+        &self,
+        id: &Extension,
+    ) -> Result<Option<(bool, Vec<(String, bool, i32)>)>> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        let rows = conn.client.query(sql::C_MEMBERS, &[&id.as_str()]).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let is_group: bool = first.get(3);
+        let members = rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, bool>(5),
+                    r.get::<_, i32>(6),
+                ))
+            })
+            .collect();
+        Ok(Some((is_group, members)))
+    }
+
+    /// Rebuilds every call-group route (startup, after a resync).
+    pub async fn refresh_all_routes(&self) -> Result<u64> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        Ok(conn
+            .client
+            .execute(sql::C_REFRESH, &[&None::<Vec<String>>])
+            .await?)
+    }
+
+    /// Starts a resync generation (SYNC_STARTED); returns its epoch.
+    pub async fn begin_sync(&self) -> Result<i64> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        Ok(conn.client.query_one(sql::S_BEGIN, &[]).await?.get(0))
+    }
+
+    /// Ends the resync generation `epoch` (SYNC_ENDED): deletes owned users, member lists and
+    /// groups not seen since it began, never temporary users. Refused (nothing deleted, sync
+    /// stays open) if more than the configured share of users would go.
+    pub async fn end_sync(&self, epoch: i64) -> Result<SweepReport> {
+        let mut guard = self.conn().await?;
+        let conn = guard.as_mut().ok_or(Error::Unavailable)?;
+        let tx = conn.client.transaction().await?;
+        let lt = format!("{}ms", self.inner.config.lock_timeout.as_millis());
+        tx.query_one(sql::SET_LOCK_TIMEOUT, &[&lt]).await?;
+        let state = tx.query_one(sql::S_STATE, &[]).await?;
+        let (current, in_progress): (i64, bool) = (state.get(0), state.get(1));
+        if current != epoch || !in_progress {
+            // a newer sync started, or this one was already ended: nothing to sweep
+            return Ok(SweepReport {
+                epoch,
+                ..SweepReport::default()
+            });
+        }
+        let guard_row = tx.query_one(sql::S_GUARD, &[&epoch]).await?;
+        let (stale, total): (i64, i64) = (guard_row.get(0), guard_row.get(1));
+        if total > 0 && stale as f64 > self.inner.config.max_sweep_fraction * total as f64 {
+            return Err(Error::SweepRefused {
+                stale,
+                total,
+                epoch,
+            });
+        }
+        let users: Vec<String> = tx
+            .query(sql::S_SWEEP_USERS, &[&epoch])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if self.inner.has_contacts {
+            for id in &users {
+                tx.execute(sql::D_CONTACTS, &[&id.as_str(), &format!("{id}^3B@%")])
+                    .await?;
+            }
+        }
+        tx.execute(sql::S_CLEAR_LISTS, &[&epoch]).await?;
+        let groups: Vec<String> = tx
+            .query(sql::S_SWEEP_GROUPS, &[&epoch])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.execute(sql::C_REFRESH, &[&None::<Vec<String>>]).await?;
+        tx.query(sql::S_END, &[&epoch]).await?;
+        tx.commit().await?;
+        Ok(SweepReport {
+            epoch,
+            users,
+            groups,
+        })
+    }
+
+    async fn one(&self, tx: &Transaction<'_>, st: &Statements, change: &Change) -> Result<Outcome> {
+        match change {
+            Change::UpsertUser(spec) => self.upsert_in(tx, st, spec).await,
+            Change::DeleteUser(ext) => self.delete_in(tx, st, ext).await.map(Outcome::Done),
+            Change::Rename { old, new } => {
+                self.rename_in(tx, st, old, new).await.map(Outcome::Done)
+            }
+            Change::SetPassword(ext, pw) => {
+                tx.query_one(&st.lock_id, &[&ext.as_str()]).await?;
+                Ok(Outcome::Done(
+                    tx.execute(&st.p_password, &[&ext.as_str(), &pw.expose()])
+                        .await?
+                        > 0,
+                ))
+            }
+            Change::SetDisplayName(ext, name) => {
+                tx.query_one(&st.lock_id, &[&ext.as_str()]).await?;
+                let display = sanitize_display_name(name);
+                let n = tx
+                    .execute(&st.p_callerid, &[&ext.as_str(), &build_callerid(ext, name)])
+                    .await?;
+                tx.execute(&st.p_display, &[&ext.as_str(), &display])
+                    .await?;
+                Ok(Outcome::Done(n > 0))
+            }
+            Change::UpsertGroup {
+                extension,
+                name,
+                short_name,
+            } => {
+                let short: String = short_name
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(3)
+                    .collect();
+                tx.execute(
+                    &st.c_group,
+                    &[&extension.as_str(), &sanitize_display_name(name), &short],
+                )
+                .await?;
+                self.refresh_ancestors(tx, st, &[extension.as_str()])
+                    .await?;
+                Ok(Outcome::Done(true))
+            }
+            Change::SetMembers {
+                extension,
+                name,
+                members,
+            } => {
+                let mut list: Vec<&Member> = Vec::new();
+                for m in members.iter().rev() {
+                    if m.extension != *extension && !list.iter().any(|x| x.extension == m.extension)
+                    {
+                        list.push(m);
+                    }
+                }
+                list.reverse();
+                let numbers: Vec<&str> = list.iter().map(|m| m.extension.as_str()).collect();
+                let active: Vec<bool> = list.iter().map(|m| m.active).collect();
+                let delays: Vec<i32> = list.iter().map(|m| m.delay_s.clamp(0, 600)).collect();
+                let n = extension.as_str();
+                tx.execute(&st.c_list_owner, &[&n, &sanitize_display_name(name)])
+                    .await?;
+                tx.execute(&st.c_prune, &[&n, &numbers]).await?;
+                tx.execute(&st.c_merge, &[&n, &numbers, &active, &delays])
+                    .await?;
+                tx.execute(&st.c_drop_if_plain, &[&n]).await?;
+                self.refresh_ancestors(tx, st, &[n]).await?;
+                Ok(Outcome::Done(true))
+            }
+            Change::NotGroup { extension, name } => {
+                let n = extension.as_str();
+                let changed = tx
+                    .execute(&st.c_not_group, &[&n, &sanitize_display_name(name)])
+                    .await?
+                    > 0;
+                tx.execute(&st.c_drop_if_plain, &[&n]).await?;
+                self.refresh_ancestors(tx, st, &[n]).await?;
+                Ok(Outcome::Done(changed))
+            }
+            Change::DeleteExtension(ext) => {
+                let n = ext.as_str();
+                let ancestors = self.ancestors(tx, st, &[n]).await?;
+                tx.query(&st.c_unmember, &[&n]).await?;
+                let group = tx.execute(&st.c_delete, &[&n]).await? > 0;
+                let rest: Vec<&str> = ancestors
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|a| *a != n)
+                    .collect();
+                if !rest.is_empty() {
+                    tx.execute(&st.c_refresh, &[&rest]).await?;
+                }
+                let user = self.delete_in(tx, st, ext).await?;
+                Ok(Outcome::Done(group || user || !ancestors.is_empty()))
+            }
+        }
+    }
+
+    async fn ancestors(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        of: &[&str],
+    ) -> Result<Vec<String>> {
+        Ok(tx
+            .query(&st.c_ancestors, &[&of])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn refresh_ancestors(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        of: &[&str],
+    ) -> Result<()> {
+        let a = self.ancestors(tx, st, of).await?;
+        if !a.is_empty() {
+            tx.execute(&st.c_refresh, &[&a]).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_in(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        spec: &UserSpec,
+    ) -> Result<Outcome> {
+        let cfg = &self.inner.config;
+        let t = &cfg.template;
+        let id = spec.extension.as_str();
+        if id.len() > self.inner.schema.max_id_len() {
+            return Err(crate::error::InvalidInput::new(
+                "extension",
+                id,
+                "longer than this schema's ids",
+            )
+            .into());
+        }
+        tx.query_one(&st.lock_id, &[&id]).await?;
+        let owner = tx.query_opt(&st.u_owner, &[&id]).await?;
+        let previous = owner.as_ref().and_then(|r| Kind::from_db(r.get(0)));
+        if owner.is_none() {
+            let taken: Option<String> = tx.query_one(&st.u_foreign, &[&id]).await?.get(0);
+            if let Some(table) = taken {
+                if !cfg.adopt_foreign_rows {
+                    let table = match table.as_str() {
+                        "ps_endpoints" => "ps_endpoints",
+                        "ps_aors" => "ps_aors",
+                        _ => "ps_auths",
+                    };
+                    return Err(Error::Conflict {
+                        extension: id.to_owned(),
+                        table,
+                    });
+                }
+                tracing::warn!(
+                    extension = id,
+                    table,
+                    "adopting rows hexidian did not create"
+                );
+            }
+        }
+        let qualify = if spec.kind == Kind::Sip {
+            t.qualify_sip
+        } else {
+            t.qualify_dect
+        };
+        tx.execute(
+            &st.u_aor,
+            &[
+                &id,
+                &t.max_contacts,
+                &Label::yes_no(t.remove_existing),
+                &qualify,
+            ],
+        )
+        .await?;
+        let userpass = Label("userpass");
+        let stored: String = match (spec.kind, &spec.password) {
+            (Kind::Sip, None) => {
+                return Err(Error::Config(format!("sip user {id} needs a password")));
+            }
+            (_, Some(pw)) => tx
+                .query_one(&st.u_auth_set, &[&id, &pw.expose(), &userpass])
+                .await?
+                .get(0),
+            (_, None) if previous == Some(Kind::Sip) => {
+                // the old SIP password was known to the user: never reuse it for DECT
+                let fresh = SipPassword::generate()?;
+                tx.query_one(&st.u_auth_set, &[&id, &fresh.expose(), &userpass])
+                    .await?
+                    .get(0)
+            }
+            (_, None) => {
+                let fresh = SipPassword::generate()?;
+                tx.query_one(&st.u_auth_keep, &[&id, &fresh.expose(), &userpass])
+                    .await?
+                    .get(0)
+            }
+        };
+        let context = if spec.kind == Kind::Temp {
+            &t.temp_context
+        } else {
+            &t.context
+        };
+        let callerid = build_callerid(&spec.extension, &spec.name);
+        tx.execute(
+            &st.u_endpoint,
+            &[
+                &id,
+                context,
+                &t.allow,
+                &t.transport,
+                &Label::yes_no(t.direct_media),
+                &Label::yes_no(t.rtp_symmetric),
+                &Label::yes_no(t.force_rport),
+                &Label::yes_no(t.rewrite_contact),
+                &Label(t.dtmf_mode.label()),
+                &callerid,
+            ],
+        )
+        .await?;
+        tx.execute(
+            &st.u_mark,
+            &[&id, &spec.kind.as_str(), &sanitize_display_name(&spec.name)],
+        )
+        .await?;
+        let password = stored
+            .parse()
+            .map_err(|_| Error::Schema(format!("stored password of {id} is not alphanumeric")))?;
+        Ok(Outcome::User {
+            password,
+            created: owner.is_none(),
+        })
+    }
+
+    async fn delete_in(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        ext: &Extension,
+    ) -> Result<bool> {
+        let id = ext.as_str();
+        tx.query_one(&st.lock_id, &[&id]).await?;
+        if tx.query_opt(&st.u_owner, &[&id]).await?.is_none() {
+            return Ok(false);
+        }
+        tx.execute(&st.d_endpoint, &[&id]).await?;
+        tx.execute(&st.d_auth, &[&id]).await?;
+        tx.execute(&st.d_aor, &[&id]).await?;
+        tx.execute(&st.d_mark, &[&id]).await?;
+        if self.inner.has_contacts {
+            tx.execute(sql::D_CONTACTS, &[&id, &format!("{id}^3B@%")])
+                .await?;
+        }
+        Ok(true)
+    }
+
+    async fn rename_in(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        old: &Extension,
+        new: &Extension,
+    ) -> Result<bool> {
+        let (o, n) = (old.as_str(), new.as_str());
+        if o == n {
+            return Ok(false);
+        }
+        if n.len() > self.inner.schema.max_id_len() {
+            return Err(crate::error::InvalidInput::new(
+                "extension",
+                n,
+                "longer than this schema's ids",
+            )
+            .into());
+        }
+        // lock both ids in a fixed order so two renames cannot deadlock
+        for id in if o < n { [o, n] } else { [n, o] } {
+            tx.query_one(&st.lock_id, &[&id]).await?;
+        }
+        let mut renamed = false;
+        if let Some(owner) = tx.query_opt(&st.u_owner, &[&o]).await? {
+            let display: String = owner.get(1);
+            let taken = tx.query_one(&st.r_taken, &[&n]).await?;
+            let (managed, rows): (bool, bool) = (taken.get(0), taken.get(1));
+            if managed {
+                tracing::warn!(
+                    extension = n,
+                    "rename target already provisioned by hexidian; replacing the stale user"
+                );
+                self.delete_in(tx, st, new).await?;
+            } else if rows {
+                return Err(Error::Conflict {
+                    extension: n.to_owned(),
+                    table: "ps_endpoints",
+                });
+            }
+            tx.execute(&st.r_endpoint, &[&o, &n, &build_callerid(new, &display)])
+                .await?;
+            tx.execute(&st.r_auth, &[&o, &n]).await?;
+            tx.execute(&st.r_aor, &[&o, &n]).await?;
+            tx.execute(&st.r_mark, &[&o, &n]).await?;
+            if self.inner.has_contacts {
+                tx.execute(sql::D_CONTACTS, &[&o, &format!("{o}^3B@%")])
+                    .await?;
+            }
+            renamed = true;
+        }
+        let g = tx.execute(&st.r_group, &[&o, &n]).await?;
+        let m = tx.execute(&st.r_member, &[&o, &n]).await?;
+        self.refresh_ancestors(tx, st, &[n]).await?;
+        Ok(renamed || g > 0 || m > 0)
+    }
+}
+
+impl Driver {
+    /// Runs until every [`Store`] is dropped.
+    pub async fn run(mut self) {
+        let mut delay = self.config.reconnect_min;
+        loop {
+            // drive the current connection until it ends (or the store goes away)
+            if let Some(connection) = self.connection.as_mut() {
+                tokio::select! {
+                    r = connection => {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "database connection lost");
+                        }
+                    }
+                    _ = &mut self.alive => return,
+                }
+            }
+            self.connection = None;
+            let Some(inner) = self.inner.upgrade() else {
+                return;
+            };
+            *inner.conn.lock().await = None;
+            drop(inner);
+            // reconnect with exponential back-off and jitter
+            loop {
+                let jitter = jitter_fraction();
+                let wait = delay.mul_f64(0.5 + 0.5 * jitter);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = &mut self.alive => return,
+                }
+                match open(&self.config).await {
+                    Ok((client, connection)) => {
+                        let Some(inner) = self.inner.upgrade() else {
+                            return;
+                        };
+                        *inner.conn.lock().await = Some(Conn {
+                            client,
+                            stmts: None,
+                        });
+                        self.connection = Some(connection);
+                        delay = self.config.reconnect_min;
+                        tracing::info!("database connection re-established");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "database reconnect failed");
+                        delay = (delay * 2).min(self.config.reconnect_max);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn jitter_fraction() -> f64 {
+    let mut b = [0u8; 2];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+}

@@ -1,0 +1,203 @@
+use asterisk_realtime::{Change, Member, Route};
+
+use crate::{env, ext, sip};
+
+fn m(number: &str, active: bool, delay: i32) -> Member {
+    Member {
+        extension: ext(number),
+        active,
+        delay_s: delay,
+    }
+}
+
+fn dial(route: &[Route]) -> &str {
+    &route[0].dialstring
+}
+
+#[tokio::test]
+async fn group_members_delays_and_pauses_become_a_route() {
+    let e = env().await;
+    e.store
+        .apply(&[
+            Change::UpsertGroup {
+                extension: ext("1100"),
+                name: "Infodesk".into(),
+                short_name: "IN;F".into(),
+            },
+            Change::SetMembers {
+                extension: ext("1100"),
+                name: "Infodesk".into(),
+                members: vec![
+                    m("2001", true, 0),
+                    m("2002", false, 0),
+                    m("2345", true, 15),
+                    m("1100", true, 0),
+                    m("2001", true, 5),
+                ],
+            },
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .for_each(|r| assert!(r.is_ok()));
+    let route = e.store.routes(Some(&ext("1100"))).await.unwrap();
+    assert_eq!(route[0].short_name, "INF");
+    // paused 2002 is skipped, the duplicate 2001 keeps the last delay, the self-reference is dropped
+    assert_eq!(
+        dial(&route),
+        "Local/5-2001@hexidian-cg-leg&Local/15-2345@hexidian-cg-leg"
+    );
+    let (is_group, members) = e.store.members(&ext("1100")).await.unwrap().unwrap();
+    assert!(is_group);
+    assert_eq!(members.len(), 3);
+
+    // 2345 becomes a multiring extension: it rings itself and its member, 15 s later
+    e.store
+        .apply(&[Change::SetMembers {
+            extension: ext("2345"),
+            name: "Tomás".into(),
+            members: vec![m("2004", true, 3)],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        dial(&e.store.routes(Some(&ext("2345"))).await.unwrap()),
+        "Local/0-2345@hexidian-cg-leg&Local/3-2004@hexidian-cg-leg"
+    );
+    assert_eq!(
+        dial(&e.store.routes(Some(&ext("1100"))).await.unwrap()),
+        "Local/5-2001@hexidian-cg-leg&Local/15-2345@hexidian-cg-leg&Local/18-2004@hexidian-cg-leg"
+    );
+
+    // an empty list switches multiring off and the parent route follows
+    e.store
+        .apply(&[Change::SetMembers {
+            extension: ext("2345"),
+            name: "Tomás".into(),
+            members: vec![],
+        }])
+        .await
+        .unwrap();
+    assert!(e.store.routes(Some(&ext("2345"))).await.unwrap().is_empty());
+    assert_eq!(
+        dial(&e.store.routes(Some(&ext("1100"))).await.unwrap()),
+        "Local/5-2001@hexidian-cg-leg&Local/15-2345@hexidian-cg-leg"
+    );
+}
+
+#[tokio::test]
+async fn nested_groups_loops_and_deletes() {
+    let e = env().await;
+    e.store
+        .apply(&[
+            Change::UpsertGroup {
+                extension: ext("1000"),
+                name: "Alle".into(),
+                short_name: String::new(),
+            },
+            Change::UpsertGroup {
+                extension: ext("1100"),
+                name: "Infodesk".into(),
+                short_name: String::new(),
+            },
+            Change::SetMembers {
+                extension: ext("1000"),
+                name: "Alle".into(),
+                members: vec![m("1100", true, 0), m("2600", true, 30)],
+            },
+            Change::SetMembers {
+                extension: ext("1100"),
+                name: "Infodesk".into(),
+                members: vec![m("2001", true, 10), m("1000", true, 0)],
+            },
+        ])
+        .await
+        .unwrap();
+    // the loop 1000 -> 1100 -> 1000 is cut; 2001 rings once at its earliest time
+    assert_eq!(
+        dial(&e.store.routes(Some(&ext("1000"))).await.unwrap()),
+        "Local/10-2001@hexidian-cg-leg&Local/30-2600@hexidian-cg-leg"
+    );
+
+    // deleting a member removes it from every list and refreshes the ancestors
+    e.store
+        .apply(&[Change::DeleteExtension(ext("2001"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        dial(&e.store.routes(Some(&ext("1000"))).await.unwrap()),
+        "Local/30-2600@hexidian-cg-leg"
+    );
+    // 1100 still reaches 2600 through its member group 1000 (the loop back to 1100 is cut)
+    assert_eq!(
+        dial(&e.store.routes(Some(&ext("1100"))).await.unwrap()),
+        "Local/30-2600@hexidian-cg-leg"
+    );
+
+    // renaming a member rewrites the lists (GURU3 does not send that cascade)
+    e.store.rename(ext("2600"), ext("2601")).await.unwrap();
+    assert_eq!(
+        dial(&e.store.routes(Some(&ext("1000"))).await.unwrap()),
+        "Local/30-2601@hexidian-cg-leg"
+    );
+    // renaming a group moves its route too
+    e.store.rename(ext("1100"), ext("1101")).await.unwrap();
+    let routes: Vec<String> = e
+        .store
+        .routes(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(routes, ["1000", "1101"]);
+
+    // a GROUP that becomes another type with no members disappears
+    e.store
+        .apply(&[Change::NotGroup {
+            extension: ext("1101"),
+            name: "now SIP".into(),
+        }])
+        .await
+        .unwrap();
+    assert!(
+        e.store.members(&ext("1101")).await.unwrap().is_none()
+            || !e.store.members(&ext("1101")).await.unwrap().unwrap().0
+    );
+}
+
+#[tokio::test]
+async fn delete_extension_removes_user_group_and_memberships_in_one_go() {
+    let e = env().await;
+    e.store
+        .upsert_user(sip("2345", "Multi", "Secret123"))
+        .await
+        .unwrap();
+    e.store
+        .apply(&[
+            Change::SetMembers {
+                extension: ext("2345"),
+                name: "Multi".into(),
+                members: vec![m("2002", true, 5)],
+            },
+            Change::UpsertGroup {
+                extension: ext("1100"),
+                name: "G".into(),
+                short_name: String::new(),
+            },
+            Change::SetMembers {
+                extension: ext("1100"),
+                name: "G".into(),
+                members: vec![m("2345", true, 0)],
+            },
+        ])
+        .await
+        .unwrap();
+    e.store
+        .apply(&[Change::DeleteExtension(ext("2345"))])
+        .await
+        .unwrap();
+    assert!(crate::rows(&e.sql, "2345").await.is_empty());
+    assert!(e.store.members(&ext("2345")).await.unwrap().is_none());
+    assert_eq!(dial(&e.store.routes(Some(&ext("1100"))).await.unwrap()), "");
+}

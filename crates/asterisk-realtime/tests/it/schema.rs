@@ -1,0 +1,99 @@
+use asterisk_realtime::{Schema, Store};
+
+use crate::{Flavor, env, env_with, ext, rows, sip};
+
+#[tokio::test]
+async fn legacy_schema_works_with_the_same_statements() {
+    let e = env_with(Flavor::Legacy, |c| c).await;
+    assert_eq!(e.store.schema(), Schema::Legacy);
+    e.store
+        .upsert_user(sip("2001", "Lena", "Secret123"))
+        .await
+        .unwrap();
+    assert_eq!(rows(&e.sql, "2001").await.len(), 3);
+    e.store.rename(ext("2001"), ext("2002")).await.unwrap();
+    assert_eq!(rows(&e.sql, "2002").await.len(), 3);
+    // ids longer than the legacy varchar(40) are refused before SQL
+    let long = "1".repeat(32);
+    assert!(
+        e.store
+            .upsert_user(sip(&long, "x", "Secret123"))
+            .await
+            .is_ok(),
+        "32 digits fit into 40"
+    );
+}
+
+#[tokio::test]
+async fn modern_schema_is_detected() {
+    let e = env().await;
+    assert_eq!(e.store.schema(), Schema::Modern);
+}
+
+#[tokio::test]
+async fn database_guards_that_the_statements_rely_on() {
+    let e = env().await;
+    // a text-typed bind into an enum column is refused (42804): enum values are never text binds
+    let err = e
+        .sql
+        .execute(
+            "INSERT INTO ps_aors (id, remove_existing) VALUES ('1', $1::text)",
+            &[&"yes"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42804");
+    // caller ids longer than 40 characters fail instead of being truncated (22001)
+    let err = e
+        .sql
+        .execute(
+            "INSERT INTO ps_endpoints (id, callerid) VALUES ('1', $1)",
+            &[&"x".repeat(41)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22001");
+    // duplicate ids fail on the ps_*_id_key constraint (23505)
+    e.sql
+        .execute("INSERT INTO ps_auths (id) VALUES ('1')", &[])
+        .await
+        .unwrap();
+    let err = e
+        .sql
+        .execute("INSERT INTO ps_auths (id) VALUES ('1')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505");
+    assert_eq!(
+        err.as_db_error().unwrap().constraint(),
+        Some("ps_auths_id_key")
+    );
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_a_missing_asterisk_schema_is_reported() {
+    let e = env().await;
+    // a second store on the same database finds the migrations applied
+    let (again, driver) = Store::connect(asterisk_realtime::Config::new(&e.db.url()).unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(driver.run());
+    assert_eq!(again.schema(), Schema::Modern);
+    let versions: i64 = e
+        .sql
+        .query_one("SELECT count(*) FROM hexidian.schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 1);
+    // a database without Asterisk's tables is a clear schema error
+    let empty = hexidian_testkit::pg::TestDb::new().await;
+    let err = Store::connect(asterisk_realtime::Config::new(&empty.url()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, asterisk_realtime::Error::Schema(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("ps_endpoints"));
+}

@@ -1,0 +1,146 @@
+use asterisk_realtime::{Change, Error, Kind, Member, UserSpec};
+
+use crate::{Flavor, count, dect, env, env_with, ext, sip};
+
+#[tokio::test]
+async fn resync_sweeps_only_unseen_owned_users_never_temporary_or_foreign() {
+    let e = env().await;
+    for n in 2000..2010 {
+        e.store
+            .upsert_user(sip(&n.to_string(), "old", "Secret123"))
+            .await
+            .unwrap();
+    }
+    e.store
+        .upsert_user(UserSpec {
+            extension: ext("0104242"),
+            kind: Kind::Temp,
+            name: "Unbound Handset".into(),
+            password: None,
+        })
+        .await
+        .unwrap();
+    e.sql
+        .batch_execute("INSERT INTO ps_endpoints (id, context) VALUES ('9000', 'call-router')")
+        .await
+        .unwrap();
+    e.store
+        .apply(&[
+            Change::UpsertGroup {
+                extension: ext("1100"),
+                name: "G".into(),
+                short_name: String::new(),
+            },
+            Change::SetMembers {
+                extension: ext("1100"),
+                name: "G".into(),
+                members: vec![Member {
+                    extension: ext("2000"),
+                    active: true,
+                    delay_s: 0,
+                }],
+            },
+            Change::SetMembers {
+                extension: ext("2001"),
+                name: "multi".into(),
+                members: vec![Member {
+                    extension: ext("2002"),
+                    active: true,
+                    delay_s: 0,
+                }],
+            },
+        ])
+        .await
+        .unwrap();
+
+    let epoch = e.store.begin_sync().await.unwrap();
+    // the resync re-sends 8 of the 10 users and group 1100, but no member lists
+    let changes: Vec<Change> = (2000..2008)
+        .map(|n| Change::UpsertUser(sip(&n.to_string(), "new", "Secret123")))
+        .chain([Change::UpsertGroup {
+            extension: ext("1100"),
+            name: "G".into(),
+            short_name: String::new(),
+        }])
+        .collect();
+    assert!(
+        e.store
+            .apply(&changes)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    let report = e.store.end_sync(epoch).await.unwrap();
+    assert_eq!(report.users, ["2008", "2009"]);
+    assert_eq!(
+        report.groups,
+        ["2001"],
+        "a multiring list not re-sent is empty now"
+    );
+    assert_eq!(
+        count(&e.sql, "hexidian.sip_user").await,
+        9,
+        "8 users + the temporary one"
+    );
+    assert_eq!(
+        count(&e.sql, "ps_endpoints").await,
+        10,
+        "8 + temp + foreign 9000"
+    );
+    assert_eq!(
+        e.store
+            .members(&ext("1100"))
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .len(),
+        0,
+        "1100's list was not re-sent"
+    );
+    // ending twice is harmless
+    assert!(e.store.end_sync(epoch).await.unwrap().users.is_empty());
+}
+
+#[tokio::test]
+async fn sweep_guard_refuses_mass_deletion() {
+    let e = env_with(Flavor::Modern, |c| c.max_sweep_fraction(0.3)).await;
+    for n in 2000..2010 {
+        e.store
+            .upsert_user(dect(&n.to_string(), "d"))
+            .await
+            .unwrap();
+    }
+    let epoch = e.store.begin_sync().await.unwrap();
+    e.store.upsert_user(dect("2000", "d")).await.unwrap();
+    let err = e.store.end_sync(epoch).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SweepRefused {
+                stale: 9,
+                total: 10,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        count(&e.sql, "hexidian.sip_user").await,
+        10,
+        "nothing deleted"
+    );
+    // a newer sync supersedes the refused one
+    let epoch2 = e.store.begin_sync().await.unwrap();
+    assert!(epoch2 > epoch);
+    let all: Vec<Change> = (2000..2010)
+        .map(|n| Change::UpsertUser(dect(&n.to_string(), "d")))
+        .collect();
+    e.store.apply(&all).await.unwrap();
+    assert!(e.store.end_sync(epoch2).await.unwrap().users.is_empty());
+    assert!(
+        e.store.end_sync(epoch).await.unwrap().users.is_empty(),
+        "an outdated epoch sweeps nothing"
+    );
+}

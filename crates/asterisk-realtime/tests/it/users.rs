@@ -1,0 +1,396 @@
+use asterisk_realtime::{Error, Kind, Outcome, UserSpec};
+
+use crate::{count, dect, env, ext, pw, rows, sip};
+
+#[tokio::test]
+async fn sip_user_round_trip() {
+    let e = env().await;
+    let out = e
+        .store
+        .upsert_user(sip("2001", "Lena Brandt", "e1vdxzqL"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::User {
+            password: pw("e1vdxzqL"),
+            created: true
+        }
+    );
+    assert_eq!(
+        rows(&e.sql, "2001").await,
+        vec![
+            "ps_endpoints: 2001|2001|2001|call-router|all|g722,alaw,ulaw|no|rfc4733|\"Lena Brandt\" <2001>|yes|yes|yes",
+            "ps_aors: 2001|1|yes|60",
+            "ps_auths: 2001|userpass|2001|e1vdxzqL",
+        ]
+    );
+    // idempotent: the same upsert again changes nothing and reports an existing user
+    let again = e
+        .store
+        .upsert_user(sip("2001", "Lena Brandt", "e1vdxzqL"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Outcome::User {
+            password: pw("e1vdxzqL"),
+            created: false
+        }
+    );
+    let u = e.store.user(&ext("2001")).await.unwrap().unwrap();
+    assert!(u.is_complete());
+    assert_eq!(
+        (u.kind, u.display_name.as_str()),
+        (Some(Kind::Sip), "Lena Brandt")
+    );
+
+    // password and caller id updates
+    assert_eq!(
+        e.store
+            .set_password(ext("2001"), pw("NewPass42"))
+            .await
+            .unwrap(),
+        Outcome::Done(true)
+    );
+    assert_eq!(
+        e.store
+            .set_display_name(ext("2001"), "Lena B.".into())
+            .await
+            .unwrap(),
+        Outcome::Done(true)
+    );
+    let r = rows(&e.sql, "2001").await;
+    assert!(
+        r[0].contains("\"Lena B.\" <2001>") && r[2].ends_with("|NewPass42"),
+        "{r:?}"
+    );
+    assert_eq!(
+        e.store.set_password(ext("9999"), pw("x")).await.unwrap(),
+        Outcome::Done(false)
+    );
+
+    // delete in reverse order, then a no-op delete
+    assert_eq!(
+        e.store.delete_user(ext("2001")).await.unwrap(),
+        Outcome::Done(true)
+    );
+    assert!(rows(&e.sql, "2001").await.is_empty());
+    assert_eq!(
+        e.store.delete_user(ext("2001")).await.unwrap(),
+        Outcome::Done(false)
+    );
+    assert_eq!(count(&e.sql, "hexidian.sip_user").await, 0);
+}
+
+#[tokio::test]
+async fn dect_password_is_generated_once_and_kept() {
+    let e = env().await;
+    let Outcome::User {
+        password: first,
+        created: true,
+    } = e
+        .store
+        .upsert_user(dect("2002", "Kiosk Nord"))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(first.expose().len(), 16);
+    let Outcome::User {
+        password: second,
+        created: false,
+    } = e
+        .store
+        .upsert_user(dect("2002", "Kiosk Nord 2"))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(first, second, "a DECT password must survive updates");
+    let r = rows(&e.sql, "2002").await;
+    assert!(r[1].ends_with("|0"), "DECT users are not qualified: {r:?}");
+
+    // SIP -> DECT gets a fresh password (the SIP one was known to the user)
+    e.store
+        .upsert_user(sip("2003", "Type Change", "KnownToUser1"))
+        .await
+        .unwrap();
+    let Outcome::User { password, .. } = e
+        .store
+        .upsert_user(dect("2003", "Type Change"))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_ne!(password.expose(), "KnownToUser1");
+    assert_eq!(
+        e.store.user(&ext("2003")).await.unwrap().unwrap().kind,
+        Some(Kind::Dect)
+    );
+
+    // temporary users land in the restricted context
+    let temp = UserSpec {
+        extension: ext("0104242"),
+        kind: Kind::Temp,
+        name: "Unbound Handset".into(),
+        password: None,
+    };
+    e.store.upsert_user(temp).await.unwrap();
+    assert!(rows(&e.sql, "0104242").await[0].contains("|call-router-temp|"));
+}
+
+#[tokio::test]
+async fn sip_user_without_password_is_rejected() {
+    let e = env().await;
+    let spec = UserSpec {
+        extension: ext("2001"),
+        kind: Kind::Sip,
+        name: "x".into(),
+        password: None,
+    };
+    assert!(matches!(
+        e.store.upsert_user(spec).await,
+        Err(Error::Config(_))
+    ));
+    assert!(rows(&e.sql, "2001").await.is_empty());
+}
+
+#[tokio::test]
+async fn hostile_names_are_stored_safely() {
+    let e = env().await;
+    let hostile = [
+        "'; DROP TABLE ps_endpoints; --",
+        "Bühnentechnik \"Stage\" <Patch>; Rack 3",
+        "a^3Bb;c\\d",
+        "nul\u{0}byte",
+        "Tomás R. 📞📞📞",
+        &"x".repeat(10_240),
+        "\u{202e}rtl\u{7}bell\r\nnewline",
+    ];
+    for (i, name) in hostile.iter().enumerate() {
+        let number = format!("30{i:02}");
+        e.store
+            .upsert_user(sip(&number, name, "Secret123"))
+            .await
+            .unwrap();
+        let callerid: String = e
+            .sql
+            .query_one(
+                "SELECT callerid FROM ps_endpoints WHERE id = $1",
+                &[&number],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(callerid.chars().count() <= 40, "{callerid}");
+        assert!(
+            !callerid.contains(';')
+                && !callerid.contains('^')
+                && !callerid.chars().any(char::is_control),
+            "{callerid:?}"
+        );
+        assert!(callerid.ends_with(&format!("<{number}>")), "{callerid}");
+    }
+    assert_eq!(count(&e.sql, "ps_endpoints").await, hostile.len() as i64);
+    // 41-character caller ids cannot happen: the longest name gives exactly 35 - len(number) chars
+    let long: String = e
+        .sql
+        .query_one("SELECT callerid FROM ps_endpoints WHERE id = '3005'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(long.chars().count(), 40);
+}
+
+#[tokio::test]
+async fn hostile_ids_and_passwords_are_rejected_before_sql() {
+    for bad in [
+        "'; DROP TABLE ps_endpoints; --",
+        "12 34",
+        "",
+        "2001%",
+        "٢٠٠١",
+    ] {
+        assert!(
+            bad.parse::<asterisk_realtime::Extension>().is_err(),
+            "{bad}"
+        );
+    }
+    for bad in ["pw;evil", "pw^3B", "p w", "\u{0}", &"a".repeat(81)] {
+        assert!(
+            bad.parse::<asterisk_realtime::SipPassword>().is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn foreign_rows_are_never_touched() {
+    let e = env().await;
+    e.sql
+        .batch_execute("INSERT INTO ps_endpoints (id, context, callerid) VALUES ('4000', 'operators', 'Operator'); INSERT INTO ps_auths (id, password) VALUES ('4001', 'opsecret')")
+        .await
+        .unwrap();
+    for id in ["4000", "4001"] {
+        let err = e
+            .store
+            .upsert_user(sip(id, "Mine now?", "Secret123"))
+            .await
+            .unwrap_err();
+        assert!(err.is_conflict(), "{err:?}");
+        assert_eq!(
+            e.store.delete_user(ext(id)).await.unwrap(),
+            Outcome::Done(false)
+        );
+    }
+    assert_eq!(
+        rows(&e.sql, "4000").await,
+        vec!["ps_endpoints: 4000|operators|Operator"]
+    );
+    assert_eq!(rows(&e.sql, "4001").await, vec!["ps_auths: 4001|opsecret"]);
+    assert_eq!(
+        e.store
+            .list_foreign(&["operators", "call-router"])
+            .await
+            .unwrap(),
+        vec![("4000".to_owned(), "operators".to_owned())]
+    );
+    // the conflicting change is rolled back alone inside a batch; the rest commits
+    let results = e
+        .store
+        .apply(&[
+            asterisk_realtime::Change::UpsertUser(sip("4000", "x", "Secret123")),
+            asterisk_realtime::Change::UpsertUser(sip("4002", "ok", "Secret123")),
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].as_ref().unwrap_err().is_conflict());
+    assert!(results[1].is_ok());
+    assert_eq!(rows(&e.sql, "4002").await.len(), 3);
+}
+
+#[tokio::test]
+async fn adoption_of_foreign_rows_when_configured() {
+    let e = crate::env_with(crate::Flavor::Modern, |c| c.adopt_foreign_rows(true)).await;
+    e.sql
+        .batch_execute(
+            "INSERT INTO ps_endpoints (id, context, language) VALUES ('4000', 'operators', 'de')",
+        )
+        .await
+        .unwrap();
+    e.store
+        .upsert_user(sip("4000", "Adopted", "Secret123"))
+        .await
+        .unwrap();
+    // managed columns are overwritten, the operator's other columns survive
+    let lang: String = e
+        .sql
+        .query_one("SELECT language FROM ps_endpoints WHERE id = '4000'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lang, "de");
+    assert!(
+        e.store
+            .user(&ext("4000"))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_complete()
+    );
+}
+
+#[tokio::test]
+async fn drift_is_detected() {
+    let e = env().await;
+    e.store
+        .upsert_user(sip("2001", "A", "Secret123"))
+        .await
+        .unwrap();
+    e.store
+        .upsert_user(sip("2002", "B", "Secret123"))
+        .await
+        .unwrap();
+    e.sql.batch_execute("DELETE FROM ps_auths WHERE id = '2001'; UPDATE ps_endpoints SET auth = 'other' WHERE id = '2002'").await.unwrap();
+    let users = e.store.list_managed().await.unwrap();
+    assert_eq!(users.len(), 2);
+    assert!(!users[0].has_auth && !users[0].is_complete());
+    assert!(users[1].has_auth && !users[1].links_ok);
+    // a re-upsert repairs both
+    e.store
+        .upsert_user(sip("2001", "A", "Secret123"))
+        .await
+        .unwrap();
+    e.store
+        .upsert_user(sip("2002", "B", "Secret123"))
+        .await
+        .unwrap();
+    assert!(
+        e.store
+            .list_managed()
+            .await
+            .unwrap()
+            .iter()
+            .all(asterisk_realtime::ManagedUser::is_complete)
+    );
+}
+
+#[tokio::test]
+async fn rename_moves_all_rows_atomically() {
+    let e = env().await;
+    e.store
+        .upsert_user(sip("2002", "Kiosk Nord", "Secret123"))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.store.rename(ext("2002"), ext("2020")).await.unwrap(),
+        Outcome::Done(true)
+    );
+    assert!(rows(&e.sql, "2002").await.is_empty());
+    assert_eq!(
+        rows(&e.sql, "2020").await,
+        vec![
+            "ps_endpoints: 2020|2020|2020|call-router|all|g722,alaw,ulaw|no|rfc4733|\"Kiosk Nord\" <2020>|yes|yes|yes",
+            "ps_aors: 2020|1|yes|60",
+            "ps_auths: 2020|userpass|2020|Secret123",
+        ]
+    );
+    // re-running after an unknown commit outcome is a no-op
+    assert_eq!(
+        e.store.rename(ext("2002"), ext("2020")).await.unwrap(),
+        Outcome::Done(false)
+    );
+
+    // a failure mid-way (the new id is foreign in ps_aors) leaves the old user intact
+    e.store
+        .upsert_user(sip("2100", "Old", "Secret123"))
+        .await
+        .unwrap();
+    e.sql
+        .batch_execute("INSERT INTO ps_aors (id) VALUES ('2200')")
+        .await
+        .unwrap();
+    let before = rows(&e.sql, "2100").await;
+    assert!(
+        e.store
+            .rename(ext("2100"), ext("2200"))
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+    assert_eq!(rows(&e.sql, "2100").await, before);
+    assert_eq!(rows(&e.sql, "2200").await, vec!["ps_aors: 2200"]);
+
+    // a stale managed user at the target is replaced
+    e.store
+        .upsert_user(sip("2300", "Stale", "Secret123"))
+        .await
+        .unwrap();
+    e.store.rename(ext("2100"), ext("2300")).await.unwrap();
+    assert!(rows(&e.sql, "2300").await[0].contains("\"Old\" <2300>"));
+    assert_eq!(count(&e.sql, "hexidian.sip_user").await, 2);
+}
