@@ -44,6 +44,14 @@ pub(crate) const HAS_CONTACTS: &str = "SELECT to_regclass('ps_contacts') IS NOT 
 pub(crate) const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
 pub(crate) const LOCK_ID: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
 
+pub(crate) const LOCK_IDS: &str = "SELECT pg_advisory_xact_lock(hashtext(x.id)) FROM unnest($1::text[]) WITH ORDINALITY AS x (id, n) ORDER BY x.n";
+pub(crate) const U_OWNERS: &str =
+    "SELECT id, kind FROM hexidian.sip_user WHERE id = ANY ($1::text[]) FOR UPDATE";
+pub(crate) const U_FOREIGNS: &str = "SELECT x.id, CASE \
+       WHEN EXISTS (SELECT 1 FROM ps_endpoints WHERE id = x.id) THEN 'ps_endpoints' \
+       WHEN EXISTS (SELECT 1 FROM ps_aors WHERE id = x.id) THEN 'ps_aors' \
+       WHEN EXISTS (SELECT 1 FROM ps_auths WHERE id = x.id) THEN 'ps_auths' END \
+     FROM unnest($1::text[]) AS x (id)";
 pub(crate) const U_OWNER: &str =
     "SELECT kind, display_name FROM hexidian.sip_user WHERE id = $1 FOR UPDATE";
 pub(crate) const U_FOREIGN: &str = "SELECT CASE \
@@ -178,6 +186,9 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("has_contacts", HAS_CONTACTS),
     ("set_lock_timeout", SET_LOCK_TIMEOUT),
     ("lock_id", LOCK_ID),
+    ("lock_ids", LOCK_IDS),
+    ("u_owners", U_OWNERS),
+    ("u_foreigns", U_FOREIGNS),
     ("u_owner", U_OWNER),
     ("u_foreign", U_FOREIGN),
     ("u_aor", U_AOR),

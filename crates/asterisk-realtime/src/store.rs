@@ -273,6 +273,9 @@ macro_rules! statements {
 statements!(
     lock_timeout = SET_LOCK_TIMEOUT,
     lock_id = LOCK_ID,
+    lock_ids = LOCK_IDS,
+    u_owners = U_OWNERS,
+    u_foreigns = U_FOREIGNS,
     u_owner = U_OWNER,
     u_foreign = U_FOREIGN,
     u_aor = U_AOR,
@@ -541,7 +544,23 @@ impl Store {
         let lt = format!("{}ms", self.inner.config.lock_timeout.as_millis());
         tx.query_one(&st.lock_timeout, &[&lt]).await?;
         let mut out = Vec::with_capacity(changes.len());
-        for change in changes {
+        let mut i = 0;
+        while i < changes.len() {
+            // runs of user upserts with distinct ids go through the pipelined bulk path
+            let mut run: Vec<&UserSpec> = Vec::new();
+            while let Some(Change::UpsertUser(spec)) = changes.get(i + run.len()) {
+                if run.iter().any(|s| s.extension == spec.extension) {
+                    break;
+                }
+                run.push(spec);
+            }
+            if run.len() > 1 {
+                i += run.len();
+                out.extend(self.bulk_upsert(&tx, st, &run).await?);
+                continue;
+            }
+            let change = &changes[i];
+            i += 1;
             let sp = tx.savepoint("change").await?;
             match self.one(&sp, st, change).await {
                 Ok(o) => {
@@ -876,6 +895,180 @@ impl Store {
             tx.execute(&st.c_refresh, &[&a]).await?;
         }
         Ok(())
+    }
+
+    /// Upserts many users with a handful of set-based checks and the per-user writes
+    /// pipelined on the connection (no round trip per statement). Per-user failures
+    /// (conflict, invalid input) exclude that user before anything is written.
+    async fn bulk_upsert(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        specs: &[&UserSpec],
+    ) -> Result<Vec<Result<Outcome>>> {
+        use futures_util::future::try_join_all;
+        use std::collections::HashMap;
+
+        struct Prepared<'a> {
+            index: usize,
+            id: &'a str,
+            qualify: i32,
+            password: String,
+            keep: bool,
+            context: &'a str,
+            callerid: String,
+            display: String,
+            kind: &'static str,
+        }
+
+        let cfg = &self.inner.config;
+        let t = &cfg.template;
+        let mut results: Vec<Option<Result<Outcome>>> = specs.iter().map(|_| None).collect();
+        for (i, spec) in specs.iter().enumerate() {
+            let id = spec.extension.as_str();
+            if id.len() > self.inner.schema.max_id_len() {
+                results[i] = Some(Err(crate::error::InvalidInput::new(
+                    "extension",
+                    id,
+                    "longer than this schema's ids",
+                )
+                .into()));
+            } else if spec.kind == Kind::Sip && spec.password.is_none() {
+                results[i] = Some(Err(Error::Config(format!(
+                    "sip user {id} needs a password"
+                ))));
+            }
+        }
+        let ids: Vec<&str> = specs.iter().map(|s| s.extension.as_str()).collect();
+        // one global lock order, so concurrent batches cannot deadlock
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        tx.query(&st.lock_ids, &[&sorted]).await?;
+        let owners: HashMap<String, Option<Kind>> = tx
+            .query(&st.u_owners, &[&ids])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), Kind::from_db(r.get(1))))
+            .collect();
+        let unowned: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !owners.contains_key(*id))
+            .collect();
+        if !unowned.is_empty() {
+            for row in tx.query(&st.u_foreigns, &[&unowned]).await? {
+                let (id, table): (String, Option<String>) = (row.get(0), row.get(1));
+                let Some(table) = table else { continue };
+                if cfg.adopt_foreign_rows {
+                    tracing::warn!(extension = %id, table, "adopting rows hexidian did not create");
+                    continue;
+                }
+                let table = match table.as_str() {
+                    "ps_endpoints" => "ps_endpoints",
+                    "ps_aors" => "ps_aors",
+                    _ => "ps_auths",
+                };
+                if let Some(i) = ids.iter().position(|x| *x == id) {
+                    results[i].get_or_insert(Err(Error::Conflict {
+                        extension: id,
+                        table,
+                    }));
+                }
+            }
+        }
+        let mut work = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            let previous = owners.get(spec.extension.as_str()).copied().flatten();
+            let (password, keep) = match &spec.password {
+                Some(pw) => (pw.expose().to_owned(), false),
+                None => (
+                    SipPassword::generate()?.expose().to_owned(),
+                    previous != Some(Kind::Sip),
+                ),
+            };
+            work.push(Prepared {
+                index: i,
+                id: spec.extension.as_str(),
+                qualify: if spec.kind == Kind::Sip {
+                    t.qualify_sip
+                } else {
+                    t.qualify_dect
+                },
+                password,
+                keep,
+                context: if spec.kind == Kind::Temp {
+                    &t.temp_context
+                } else {
+                    &t.context
+                },
+                callerid: build_callerid(&spec.extension, &spec.name),
+                display: sanitize_display_name(&spec.name),
+                kind: spec.kind.as_str(),
+            });
+        }
+        let (remove_existing, userpass) = (Label::yes_no(t.remove_existing), Label("userpass"));
+        let labels = [
+            Label::yes_no(t.direct_media),
+            Label::yes_no(t.rtp_symmetric),
+            Label::yes_no(t.force_rport),
+            Label::yes_no(t.rewrite_contact),
+            Label(t.dtmf_mode.label()),
+        ];
+        let (max_contacts, allow, transport) = (&t.max_contacts, &t.allow, &t.transport);
+        let (remove_existing, userpass, labels) = (&remove_existing, &userpass, &labels);
+        let aors = try_join_all(work.iter().map(|w| async move {
+            tx.execute(
+                &st.u_aor,
+                &[&w.id, max_contacts, remove_existing, &w.qualify],
+            )
+            .await
+        }));
+        let auths = try_join_all(work.iter().map(|w| async move {
+            let stmt = if w.keep {
+                &st.u_auth_keep
+            } else {
+                &st.u_auth_set
+            };
+            tx.query_one(stmt, &[&w.id, &w.password, userpass]).await
+        }));
+        let endpoints = try_join_all(work.iter().map(|w| async move {
+            let params: [&(dyn postgres_types::ToSql + Sync); 10] = [
+                &w.id,
+                &w.context,
+                allow,
+                transport,
+                &labels[0],
+                &labels[1],
+                &labels[2],
+                &labels[3],
+                &labels[4],
+                &w.callerid,
+            ];
+            tx.execute(&st.u_endpoint, &params).await
+        }));
+        let marks =
+            try_join_all(work.iter().map(|w| async move {
+                tx.execute(&st.u_mark, &[&w.id, &w.kind, &w.display]).await
+            }));
+        let (_, auths, _, _) =
+            futures_util::future::try_join4(aors, auths, endpoints, marks).await?;
+        for (w, row) in work.iter().zip(auths) {
+            let stored: String = row.get(0);
+            let password = stored.parse().map_err(|_| {
+                Error::Schema(format!("stored password of {} is not alphanumeric", w.id))
+            })?;
+            results[w.index] = Some(Ok(Outcome::User {
+                password,
+                created: !owners.contains_key(w.id),
+            }));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Unavailable)))
+            .collect())
     }
 
     async fn upsert_in(

@@ -394,3 +394,72 @@ async fn rename_moves_all_rows_atomically() {
     assert!(rows(&e.sql, "2300").await[0].contains("\"Old\" <2300>"));
     assert_eq!(count(&e.sql, "hexidian.sip_user").await, 2);
 }
+
+#[tokio::test]
+async fn batched_upserts_match_single_upserts() {
+    use asterisk_realtime::Change;
+    let e = env().await;
+    e.store
+        .upsert_user(sip("8001", "was sip", "KnownToUser1"))
+        .await
+        .unwrap();
+    let Outcome::User { password: kept, .. } =
+        e.store.upsert_user(dect("8002", "dect")).await.unwrap()
+    else {
+        panic!()
+    };
+    let batch = vec![
+        Change::UpsertUser(dect("8001", "now dect")),
+        Change::UpsertUser(dect("8002", "dect renamed")),
+        Change::UpsertUser(sip("8003", "new sip", "Secret123")),
+        Change::UpsertUser(UserSpec {
+            extension: ext("8004"),
+            kind: Kind::Sip,
+            name: "no pw".into(),
+            password: None,
+        }),
+        // a repeated id ends the pipelined run and is applied after it, in order
+        Change::UpsertUser(sip("8003", "new sip again", "Secret456")),
+    ];
+    let out = e.store.apply(&batch).await.unwrap();
+    let Ok(Outcome::User {
+        password: fresh,
+        created: false,
+    }) = &out[0]
+    else {
+        panic!("{:?}", out[0])
+    };
+    assert_ne!(
+        fresh.expose(),
+        "KnownToUser1",
+        "SIP -> DECT must not keep the SIP password"
+    );
+    assert_eq!(
+        out[1].as_ref().unwrap(),
+        &Outcome::User {
+            password: kept,
+            created: false
+        }
+    );
+    assert_eq!(
+        out[2].as_ref().unwrap(),
+        &Outcome::User {
+            password: pw("Secret123"),
+            created: true
+        }
+    );
+    assert!(matches!(out[3], Err(Error::Config(_))));
+    assert_eq!(
+        out[4].as_ref().unwrap(),
+        &Outcome::User {
+            password: pw("Secret456"),
+            created: false
+        }
+    );
+    assert!(rows(&e.sql, "8003").await[0].contains("\"new sip again\" <8003>"));
+    assert!(rows(&e.sql, "8004").await.is_empty());
+    assert_eq!(
+        e.store.user(&ext("8001")).await.unwrap().unwrap().kind,
+        Some(Kind::Dect)
+    );
+}
