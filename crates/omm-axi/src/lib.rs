@@ -5,8 +5,8 @@
 //! The crate has two layers:
 //!
 //! * [`proto`] is sans-IO: a [`FrameBuffer`](proto::FrameBuffer) that reassembles frames from
-//!   any chunking, typed [`Request`](proto::Request)s, [`Response`](proto::Response)s and
-//!   [`Event`](proto::Event)s, records ([`PpUser`], [`PpDevice`]) that keep unknown attributes,
+//!   any chunking, typed [`proto::Request`]s, [`proto::Response`]s and
+//!   [`proto::Event`]s, records ([`PpUser`], [`PpDevice`]) that keep unknown attributes,
 //!   and a [`Session`](proto::Session) state machine that allocates `seq`, correlates replies
 //!   and tracks deadlines. Use it with any runtime.
 //! * `client` (feature `client`, on by default) runs a session over tokio: `connect` logs in

@@ -161,7 +161,7 @@ pub mod danger {
     use super::*;
 
     /// Accepts any certificate (still checks handshake signatures). Anyone on the path can
-    /// impersonate the OMM and read its admin password: prefer [`pinned`](super::pinned).
+    /// impersonate the OMM and read its admin password: prefer [`pinned`].
     pub fn dangerous_accept_any_certificate() -> Arc<ClientConfig> {
         let verifier = AnyCert {
             algorithms: provider().signature_verification_algorithms,
