@@ -1,0 +1,434 @@
+//! "The next page of messages to process" (spec §8 steps 2–6).
+//!
+//! [`feed`] returns a [`Feed`], which the consumer calls in its processing loop, and a
+//! [`Watcher`], a future the caller spawns that keeps the websocket open (reconnecting forever
+//! with back-off and jitter) and tells the feed when to fetch. The feed fetches
+//!
+//! * at start and after every websocket (re)connect,
+//! * after a `messagecount` frame with a non-zero count, debounced,
+//! * once more, shortly after a frame whose fetch found nothing new (the frame races the
+//!   commit in GURU3),
+//! * at once again after a full page,
+//! * on a poll timer, whatever the websocket does.
+//!
+//! Acks are buffered with [`Feed::ack`] and flushed before every fetch and by
+//! [`Feed::flush_acks`]; ids whose ack is still pending are filtered out of later pages (and
+//! acked again) instead of being handed out twice.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Client;
+use crate::error::{Error, Result};
+use crate::message::Page;
+use crate::types::MessageId;
+
+/// Timing of a [`Feed`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FeedConfig {
+    /// Fetch at least this often (default 30 s).
+    pub poll_interval: Duration,
+    /// Wait this long after a frame for more frames before fetching (default 250 ms).
+    pub debounce: Duration,
+    /// Fetch again this long after a frame whose fetch brought nothing new (default 1.5 s).
+    pub repoll_delay: Duration,
+    /// First websocket reconnect delay (default 1 s), doubling up to `reconnect_max`.
+    pub reconnect_base: Duration,
+    /// Largest websocket reconnect delay (default 60 s).
+    pub reconnect_max: Duration,
+    /// Reconnect when the websocket is silent this long (GURU3 pings every 20 s; default 75 s).
+    pub idle_timeout: Duration,
+    /// First delay after a failed fetch (default 1 s), doubling up to `retry_max`.
+    pub retry_base: Duration,
+    /// Largest delay after failed fetches (default 30 s).
+    pub retry_max: Duration,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(30),
+            debounce: Duration::from_millis(250),
+            repoll_delay: Duration::from_millis(1500),
+            reconnect_base: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl FeedConfig {
+    /// Sets [`poll_interval`](Self::poll_interval).
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+
+    /// Sets [`debounce`](Self::debounce).
+    pub fn debounce(mut self, d: Duration) -> Self {
+        self.debounce = d;
+        self
+    }
+
+    /// Sets [`repoll_delay`](Self::repoll_delay).
+    pub fn repoll_delay(mut self, d: Duration) -> Self {
+        self.repoll_delay = d;
+        self
+    }
+
+    /// Sets the websocket reconnect back-off.
+    pub fn reconnect(mut self, base: Duration, max: Duration) -> Self {
+        self.reconnect_base = base;
+        self.reconnect_max = max.max(base);
+        self
+    }
+
+    /// Sets the fetch retry back-off.
+    pub fn retry(mut self, base: Duration, max: Duration) -> Self {
+        self.retry_base = base;
+        self.retry_max = max.max(base);
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct WsState {
+    connected: bool,
+    connects: u64,
+    frames: u64,
+}
+
+/// What the feed knows about its peer, for health reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedStatus {
+    /// The websocket is open.
+    pub websocket_connected: bool,
+    /// Successful websocket connects so far.
+    pub websocket_connects: u64,
+    /// Whether the last fetch succeeded.
+    pub last_fetch_ok: bool,
+    /// Ids processed but not yet acknowledged to GURU3.
+    pub pending_acks: usize,
+    /// Fetches done.
+    pub fetches: u64,
+}
+
+/// Creates the feed and its websocket watcher for `client`.
+pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
+    let (tx, rx) = watch::channel(WsState::default());
+    let now = Instant::now();
+    let feed = Feed {
+        client: client.clone(),
+        ws: rx,
+        seen: WsState::default(),
+        fetch_now: true,
+        next_poll: now + config.poll_interval,
+        debounce_at: None,
+        repoll_at: None,
+        retry_at: None,
+        retry: Backoff::new(config.retry_base, config.retry_max),
+        pending_acks: BTreeSet::new(),
+        last_fetch_ok: false,
+        fetches: 0,
+        config: config.clone(),
+    };
+    let watcher = Watcher {
+        client,
+        tx,
+        backoff: Backoff::new(config.reconnect_base, config.reconnect_max),
+        idle_timeout: config.idle_timeout,
+    };
+    (feed, watcher)
+}
+
+/// Pages of messages to process, in GURU3 order, plus the ack buffer.
+#[derive(Debug)]
+pub struct Feed {
+    client: Client,
+    config: FeedConfig,
+    ws: watch::Receiver<WsState>,
+    seen: WsState,
+    fetch_now: bool,
+    next_poll: Instant,
+    debounce_at: Option<Instant>,
+    repoll_at: Option<Instant>,
+    retry_at: Option<Instant>,
+    retry: Backoff,
+    pending_acks: BTreeSet<MessageId>,
+    last_fetch_ok: bool,
+    fetches: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Now,
+    Frame,
+    Timer,
+}
+
+impl Feed {
+    /// The underlying client (e.g. for [`Client::submit`]).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Health of the feed.
+    pub fn status(&self) -> FeedStatus {
+        let ws = *self.ws.borrow();
+        FeedStatus {
+            websocket_connected: ws.connected,
+            websocket_connects: ws.connects,
+            last_fetch_ok: self.last_fetch_ok,
+            pending_acks: self.pending_acks.len(),
+            fetches: self.fetches,
+        }
+    }
+
+    /// Marks a message as done; it is acknowledged with the next flush.
+    pub fn ack(&mut self, id: MessageId) {
+        self.pending_acks.insert(id);
+    }
+
+    /// Asks for a fetch at the next [`next_page`](Self::next_page) without waiting for a trigger.
+    pub fn fetch_soon(&mut self) {
+        self.fetch_now = true;
+    }
+
+    /// Sends all buffered acks. On failure they stay buffered (re-acking is harmless).
+    pub async fn flush_acks(&mut self) -> Result<()> {
+        if self.pending_acks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<MessageId> = self.pending_acks.iter().copied().collect();
+        self.client.ack(&ids).await?;
+        for id in ids {
+            self.pending_acks.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Waits for a trigger, fetches, and returns the next non-empty page (messages whose ack
+    /// is still pending are removed from it). A failed fetch is returned as an error; the next
+    /// call waits out a growing back-off before it fetches again. Cancel-safe.
+    pub async fn next_page(&mut self) -> Result<Page> {
+        loop {
+            let trigger = self.wait_for_trigger().await;
+            if let Err(e) = self.flush_acks().await {
+                tracing::warn!(error = %e, pending = self.pending_acks.len(), "flushing guru3 acks failed; will retry");
+            }
+            self.fetches += 1;
+            let fetched = self.client.fetch_messages().await;
+            let now = Instant::now();
+            let mut page = match fetched {
+                Ok(p) => p,
+                Err(e) => {
+                    self.last_fetch_ok = false;
+                    self.retry_at = Some(now + self.retry.next_delay());
+                    self.fetch_now = true;
+                    return Err(e);
+                }
+            };
+            self.last_fetch_ok = true;
+            self.retry.reset();
+            self.retry_at = None;
+            self.next_poll = now + self.config.poll_interval;
+            self.fetch_now = page.returned >= self.client.page_size() as usize;
+            let before = page.messages.len();
+            page.messages.retain(|m| !self.pending_acks.contains(&m.id));
+            if page.messages.len() < before {
+                // their acks are still on the way; they go out with the next flush
+                tracing::debug!(
+                    skipped = before - page.messages.len(),
+                    "messages with pending acks returned again"
+                );
+                self.fetch_now = true;
+            }
+            if !page.messages.is_empty() || !page.malformed.is_empty() {
+                return Ok(page);
+            }
+            if trigger == Trigger::Frame {
+                // the frame may have been sent before GURU3 committed: look once more
+                self.repoll_at = Some(now + self.config.repoll_delay);
+            }
+        }
+    }
+
+    async fn wait_for_trigger(&mut self) -> Trigger {
+        loop {
+            let ws = *self.ws.borrow_and_update();
+            if ws.connects > self.seen.connects {
+                self.fetch_now = true;
+            }
+            if ws.frames > self.seen.frames && self.debounce_at.is_none() {
+                self.debounce_at = Some(Instant::now() + self.config.debounce);
+            }
+            self.seen = ws;
+            let now = Instant::now();
+            let blocked_until = self.retry_at.filter(|t| *t > now);
+            let mut trigger = None;
+            if self.fetch_now {
+                trigger = Some(Trigger::Now);
+            } else if self.debounce_at.is_some_and(|t| t <= now) {
+                trigger = Some(Trigger::Frame);
+            } else if self.repoll_at.is_some_and(|t| t <= now) || self.next_poll <= now {
+                trigger = Some(Trigger::Timer);
+            }
+            if let (Some(t), None) = (trigger, blocked_until) {
+                // one fetch answers every frame seen so far
+                self.debounce_at = None;
+                self.repoll_at = None;
+                self.fetch_now = false;
+                return t;
+            }
+            let wake = [
+                blocked_until,
+                self.debounce_at,
+                self.repoll_at,
+                Some(self.next_poll),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+            .unwrap_or(now + self.config.poll_interval);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                r = self.ws.changed() => {
+                    if r.is_err() {
+                        // watcher gone: keep polling on timers alone
+                        tokio::time::sleep_until(wake).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the notification websocket open and tells the [`Feed`] about frames and (re)connects.
+/// Spawn [`run`](Self::run); it returns when the feed is dropped.
+#[derive(Debug)]
+pub struct Watcher {
+    client: Client,
+    tx: watch::Sender<WsState>,
+    backoff: Backoff,
+    idle_timeout: Duration,
+}
+
+impl Watcher {
+    /// Connects, reads frames, reconnects with exponential back-off and jitter; forever.
+    pub async fn run(mut self) {
+        loop {
+            tokio::select! {
+                () = self.tx.closed() => return,
+                r = self.client.connect_notifications() => match r {
+                    Ok(ws) => {
+                        self.backoff.reset();
+                        self.tx.send_modify(|s| {
+                            s.connected = true;
+                            s.connects += 1;
+                        });
+                        tracing::info!("guru3 websocket connected");
+                        let reason = self.read(ws).await;
+                        self.tx.send_modify(|s| s.connected = false);
+                        match reason {
+                            None => return,
+                            Some(e) => tracing::warn!(error = %e, "guru3 websocket lost"),
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "guru3 websocket connect failed"),
+                },
+            }
+            let delay = self.backoff.next_delay();
+            tokio::select! {
+                () = self.tx.closed() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Reads until the stream ends; `None` when the feed is gone.
+    async fn read(&mut self, mut ws: super::Notifications) -> Option<Error> {
+        loop {
+            tokio::select! {
+                () = self.tx.closed() => return None,
+                r = tokio::time::timeout(self.idle_timeout, ws.next()) => match r {
+                    Err(_) => return Some(Error::Timeout { request: "websocket (silent)" }),
+                    Ok(None) => return Some(Error::Closed),
+                    Ok(Some(Err(e))) => return Some(e),
+                    Ok(Some(Ok(n))) => {
+                        if n.queue_length > 0 {
+                            self.tx.send_modify(|s| s.frames += 1);
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Exponential back-off with jitter: each delay is uniform in `[cap/2, cap]`.
+#[derive(Debug, Clone)]
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max: max.max(base),
+            attempt: 0,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let cap = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let mut b = [0u8; 4];
+        let r = if getrandom::fill(&mut b).is_ok() {
+            u32::from_le_bytes(b)
+        } else {
+            u32::MAX / 2
+        };
+        let half = cap / 2;
+        half + half.mul_f64(f64::from(r) / f64::from(u32::MAX))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let d: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(500) && d[0] <= Duration::from_secs(1));
+        assert!(d[3] >= Duration::from_secs(4) && d[3] <= Duration::from_secs(8));
+        assert!(d[9] >= Duration::from_secs(30) && d[9] <= Duration::from_secs(60));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+}
