@@ -46,6 +46,18 @@ fn omm_attach_against_the_sim() {
 }
 
 #[test]
+fn guru3_tail_against_the_sim() {
+    let out = run(env!("CARGO_BIN_EXE_guru3_tail"), &["--sim"]);
+    assert!(
+        out.contains("UPDATE_EXTENSION 2001 (SIP)")
+            && out.contains("UPDATE_CALLGROUP 1100 (2 members)")
+            && out.contains("RENAME_EXTENSION 2002→2020")
+            && out.contains("6 messages shown, none acked"),
+        "{out}"
+    );
+}
+
+#[test]
 fn examples_explain_missing_settings() {
     let out = Command::new(env!("CARGO_BIN_EXE_omm_list"))
         .env_remove("OMM_HOST")
@@ -53,4 +65,10 @@ fn examples_explain_missing_settings() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("OMM_HOST"));
+    let out = Command::new(env!("CARGO_BIN_EXE_guru3_tail"))
+        .env_remove("GURU3_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GURU3_KEY"));
 }

@@ -30,15 +30,14 @@ pub enum DecodeError {
         source: serde_json::Error,
     },
     /// A field is present but its value is not acceptable.
-    #[error("{context}: field `{field}`: {source}")]
+    #[error("{context}: field `{field}`: {reason}")]
     Invalid {
         /// What was being decoded.
         context: String,
         /// The wire name of the field.
         field: &'static str,
         /// What is wrong with the value.
-        #[source]
-        source: InvalidValue,
+        reason: InvalidValue,
     },
 }
 
@@ -543,11 +542,11 @@ impl Cx<'_> {
         })
     }
 
-    fn bad(&self, field: &'static str, source: InvalidValue) -> DecodeError {
+    fn bad(&self, field: &'static str, reason: InvalidValue) -> DecodeError {
         DecodeError::Invalid {
             context: self.context.to_owned(),
             field,
-            source,
+            reason,
         }
     }
 

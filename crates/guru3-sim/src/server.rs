@@ -716,7 +716,6 @@ fn websocket(
         let mut ping = tokio::time::interval(shared.config.ping_interval);
         ping.tick().await;
         let mut awaiting_pong: Option<tokio::time::Instant> = None;
-        drop_ws.borrow_and_update();
         loop {
             let pong_deadline = awaiting_pong.map(|t| t + shared.config.ping_timeout);
             tokio::select! {
