@@ -487,3 +487,22 @@ async fn unknown_and_malformed_messages_do_not_fail_the_page() {
         .collect();
     assert_eq!(verdicts, ["ok", "unknown", "error", "error", "ok"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_pings_are_answered_so_the_socket_stays_open() {
+    hexidian_testkit::init_tracing();
+    let sim = Guru3Sim::start(guru3_sim::Config {
+        ping_interval: Duration::from_millis(50),
+        ping_timeout: Duration::from_millis(150),
+        ..guru3_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    let (feed, _w) = start_feed(client(&sim), quiet());
+    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
+        .await;
+    // many ping intervals and several pong timeouts later, still the first connection
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sim.websocket_clients(), 1);
+    assert_eq!(feed.status().websocket_connects, 1, "{:?}", feed.status());
+}
