@@ -51,7 +51,8 @@ fn deps(dir: &Path, names: &[String]) -> (String, Vec<String>, Vec<String>) {
         if section == "[package]" && key == "name" {
             name = line.split('"').nth(1).unwrap().to_owned();
         }
-        if names.contains(&key) {
+        // a package may name itself as a dev-dependency to turn on its own test features
+        if names.contains(&key) && key != name {
             match section.as_str() {
                 "[dependencies]" => normal.push(key),
                 "[dev-dependencies]" => dev.push(key),

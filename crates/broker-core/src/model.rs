@@ -1,0 +1,216 @@
+//! Domain types: what GURU3 wants, in the broker's own words (no protocol types).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An extension number: 1–32 ASCII digits, kept as text (leading zeros matter).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Number(String);
+
+impl Number {
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Number {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{s:?} is not an extension number"));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl std::str::FromStr for Number {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl From<Number> for String {
+    fn from(n: Number) -> Self {
+        n.0
+    }
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A secret string (SIP password, UAK, token). `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The plaintext.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A DECT handset: IPEI (`DDDDD DDDDDDD C`) and its authentication key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handset {
+    /// Identity.
+    pub ipei: String,
+    /// 32 hex digits.
+    pub uak: Secret,
+}
+
+/// What an extension is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Kind {
+    /// SIP phone: an Asterisk user with GURU3's password.
+    Sip {
+        /// Digest password from GURU3.
+        password: Secret,
+    },
+    /// DECT handset: an OMM user and an Asterisk user with a password of our own.
+    Dect {
+        /// Registration token (dialled from an unbound handset).
+        token: Secret,
+        /// DECT encryption.
+        encryption: bool,
+        /// A handset GURU3 knows for this extension.
+        handset: Option<Handset>,
+    },
+    /// Call group: a route, members come separately.
+    Group {
+        /// Tag before the caller name.
+        short_name: String,
+    },
+    /// GSM, APP, ANNOUNCEMENT, SPECIAL or a future type: recorded, nothing provisioned.
+    Other {
+        /// The GURU3 type name.
+        wire_type: String,
+    },
+}
+
+impl Kind {
+    /// Short name for logs.
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Sip { .. } => "SIP",
+            Self::Dect { .. } => "DECT",
+            Self::Group { .. } => "GROUP",
+            Self::Other { wire_type } => wire_type,
+        }
+    }
+}
+
+/// A call forward, kept by number (GURU3 does not re-send it on a rename of the target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// Target.
+    pub target: Number,
+    /// `DISABLED`, `ENABLED`, `ON_BUSY`, `ON_UNAVAILABLE`.
+    pub mode: String,
+    /// Seconds.
+    pub delay_s: u32,
+}
+
+/// The desired state of one extension (from `UPDATE_EXTENSION`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    /// Number.
+    pub number: Number,
+    /// Display name as GURU3 has it (sanitised per backend).
+    pub name: String,
+    /// Type-specific part.
+    pub kind: Kind,
+    /// Forward, if set.
+    pub forward: Option<Forward>,
+}
+
+/// A member of a call group or multiring list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Member number.
+    pub number: Number,
+    /// Not paused.
+    pub active: bool,
+    /// Seconds from the start of the call (0–600).
+    pub delay_s: u32,
+}
+
+/// One GURU3 message, decoded into what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// `UPDATE_EXTENSION`.
+    Upsert(Extension),
+    /// `DELETE_EXTENSION`.
+    Delete(Number),
+    /// `RENAME_EXTENSION`.
+    Rename {
+        /// Old number.
+        old: Number,
+        /// New number.
+        new: Number,
+    },
+    /// `UPDATE_CALLGROUP`: the complete list.
+    SetMembers {
+        /// Group or multiring extension.
+        number: Number,
+        /// Its name.
+        name: String,
+        /// Members.
+        members: Vec<Member>,
+    },
+    /// `UNSUBSCRIBE_DEVICE`.
+    Unsubscribe(Number),
+    /// `CALL_EXTENSION` (not supported by this broker: recorded and acked).
+    CallExtension(Number),
+    /// `SYNC_STARTED`.
+    SyncStarted,
+    /// `SYNC_ENDED`.
+    SyncEnded,
+}
+
+/// One message from the feed: its id, type name, raw payload (for the journal) and what it
+/// decoded to (or why it did not).
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// GURU3 message id.
+    pub id: i64,
+    /// Wire type.
+    pub kind: String,
+    /// The envelope as received (secrets included: stored only in the journal table).
+    pub raw: String,
+    /// Decoded command, or the decode error.
+    pub command: Result<Command, String>,
+}
+
+/// What the broker remembers about one number: the latest desired extension and member list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorEntry {
+    /// The extension, if GURU3 has one under this number.
+    pub extension: Option<Extension>,
+    /// The latest member list (group or multiring), possibly for a number without extension.
+    pub members: Vec<Member>,
+    /// Sync epoch in which the extension was last seen.
+    pub seen_epoch: i64,
+    /// Sync epoch in which the member list was last sent.
+    pub members_epoch: i64,
+}

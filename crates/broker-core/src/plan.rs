@@ -1,0 +1,586 @@
+//! The handlers, as pure functions: a command plus the broker's mirror of GURU3's desired
+//! state give the PBX changes, the OMM operations and the mirror updates. Nothing here does
+//! I/O, so every rule of `guru3.md` §6 and §9 is unit-tested without peers.
+
+use std::collections::BTreeMap;
+
+use crate::model::{Command, Extension, Handset, Kind, MirrorEntry, Number, Secret};
+use crate::ports::{SipChange, SipUserKind};
+
+/// The mirror: number → latest desired state.
+pub(crate) type Mirror = BTreeMap<Number, MirrorEntry>;
+
+/// One OMM operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DectOp {
+    /// Create/update the user; the SIP password is the outcome of `plan.sip[password_from]`.
+    Upsert {
+        number: Number,
+        name: String,
+        token: Secret,
+        password_from: usize,
+    },
+    Delete(Number),
+    Rename(Number, Number),
+    Bind {
+        number: Number,
+        handset: Handset,
+        encryption: bool,
+    },
+    Release(Number),
+}
+
+impl DectOp {
+    /// The number whose operations must stay in order.
+    pub(crate) fn key(&self) -> &Number {
+        match self {
+            Self::Upsert { number, .. }
+            | Self::Delete(number)
+            | Self::Bind { number, .. }
+            | Self::Release(number) => number,
+            Self::Rename(old, _) => old,
+        }
+    }
+}
+
+/// What a message needs done.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub(crate) sip: Vec<SipChange>,
+    pub(crate) dect: Vec<DectOp>,
+    /// Mirror entries to store (`None`: forget the number), already applied to the working mirror.
+    pub(crate) mirror: Vec<(Number, Option<MirrorEntry>)>,
+    /// Recorded without effect (unsupported type), with the reason.
+    pub(crate) ignored: Option<String>,
+}
+
+impl Plan {
+    fn put(&mut self, mirror: &mut Mirror, number: &Number, entry: MirrorEntry) {
+        mirror.insert(number.clone(), entry.clone());
+        self.mirror.push((number.clone(), Some(entry)));
+    }
+
+    fn remove(&mut self, mirror: &mut Mirror, number: &Number) {
+        mirror.remove(number);
+        self.mirror.push((number.clone(), None));
+    }
+}
+
+/// Longest OMM display name we send (mgr uses 20, the Python hexidian 19).
+pub const OMM_NAME_MAX: usize = 19;
+
+/// Display name for the OMM: printable ASCII and German umlauts kept, other characters
+/// become `?`, control characters are dropped, at most [`OMM_NAME_MAX`] characters.
+pub fn omm_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_control() {
+            continue;
+        }
+        let c = if c.is_ascii() || "äöüÄÖÜß".contains(c) {
+            c
+        } else {
+            '?'
+        };
+        out.push(c);
+        if out.chars().count() == OMM_NAME_MAX {
+            break;
+        }
+    }
+    out.trim().to_owned()
+}
+
+fn is_dect(e: Option<&Extension>) -> bool {
+    matches!(e.map(|e| &e.kind), Some(Kind::Dect { .. }))
+}
+
+fn is_user(e: Option<&Extension>) -> bool {
+    matches!(
+        e.map(|e| &e.kind),
+        Some(Kind::Sip { .. } | Kind::Dect { .. })
+    )
+}
+
+fn is_group(e: Option<&Extension>) -> bool {
+    matches!(e.map(|e| &e.kind), Some(Kind::Group { .. }))
+}
+
+/// Plans `cmd` against the working mirror (which it updates). `epoch` is the resync
+/// generation in progress, if any.
+pub(crate) fn plan(cmd: &Command, mirror: &mut Mirror, epoch: Option<i64>) -> Plan {
+    let mut p = Plan::default();
+    match cmd {
+        Command::Upsert(ext) => upsert(&mut p, mirror, ext, epoch),
+        Command::Delete(number) => {
+            let prev = mirror.get(number).and_then(|e| e.extension.clone());
+            p.sip.push(SipChange::DeleteExtension(number.clone()));
+            // without a mirror entry we cannot know: the OMM adapter's delete is a no-op then
+            if prev.is_none() || is_dect(prev.as_ref()) {
+                p.dect.push(DectOp::Delete(number.clone()));
+            }
+            p.remove(mirror, number);
+            // GURU3 drops memberships silently (spec §6.2): so do we
+            let touched: Vec<Number> = mirror
+                .iter()
+                .filter(|(_, e)| e.members.iter().any(|m| &m.number == number))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in touched {
+                let mut e = mirror[&n].clone();
+                e.members.retain(|m| &m.number != number);
+                p.put(mirror, &n, e);
+            }
+        }
+        Command::Rename { old, new } => {
+            let prev = mirror.get(old).cloned();
+            if prev.is_none() && mirror.contains_key(new) {
+                // replay of a rename that was already applied
+                return p;
+            }
+            p.sip.push(SipChange::Rename {
+                old: old.clone(),
+                new: new.clone(),
+            });
+            let prev_ext = prev.as_ref().and_then(|e| e.extension.as_ref());
+            if prev.is_none() || is_dect(prev_ext) {
+                p.dect.push(DectOp::Rename(old.clone(), new.clone()));
+            }
+            if let Some(mut e) = prev {
+                if let Some(x) = e.extension.as_mut() {
+                    x.number = new.clone();
+                }
+                p.remove(mirror, old);
+                p.put(mirror, new, e);
+            }
+            // references GURU3 does not re-send (spec §6.3): member lists and forwards
+            let touched: Vec<Number> = mirror
+                .iter()
+                .filter(|(_, e)| {
+                    e.members.iter().any(|m| &m.number == old)
+                        || e.extension
+                            .as_ref()
+                            .and_then(|x| x.forward.as_ref())
+                            .is_some_and(|f| &f.target == old)
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in touched {
+                let mut e = mirror[&n].clone();
+                for m in e.members.iter_mut().filter(|m| &m.number == old) {
+                    m.number = new.clone();
+                }
+                if let Some(f) = e
+                    .extension
+                    .as_mut()
+                    .and_then(|x| x.forward.as_mut())
+                    .filter(|f| &f.target == old)
+                {
+                    f.target = new.clone();
+                }
+                p.put(mirror, &n, e);
+            }
+        }
+        Command::SetMembers {
+            number,
+            name,
+            members,
+        } => {
+            let mut members = members.clone();
+            members.retain(|m| &m.number != number);
+            p.sip.push(SipChange::SetMembers {
+                number: number.clone(),
+                name: name.clone(),
+                members: members.clone(),
+            });
+            let mut e = mirror.get(number).cloned().unwrap_or_default();
+            e.members = members;
+            if let Some(ep) = epoch {
+                e.members_epoch = ep;
+            }
+            p.put(mirror, number, e);
+        }
+        Command::Unsubscribe(number) => {
+            let Some(mut e) = mirror.get(number).cloned() else {
+                return p; // unknown extension: no-op success (spec §9.14)
+            };
+            if let Some(Extension {
+                kind: Kind::Dect { handset, .. },
+                ..
+            }) = e.extension.as_mut()
+            {
+                *handset = None;
+                p.dect.push(DectOp::Release(number.clone()));
+                p.put(mirror, number, e);
+            }
+        }
+        Command::CallExtension(number) => {
+            p.ignored = Some(format!(
+                "CALL_EXTENSION {number}: placing calls is not supported by this broker"
+            ));
+        }
+        // handled by the engine, which talks to the PBX's sync state
+        Command::SyncStarted | Command::SyncEnded => {}
+    }
+    p
+}
+
+fn upsert(p: &mut Plan, mirror: &mut Mirror, ext: &Extension, epoch: Option<i64>) {
+    let number = &ext.number;
+    let entry = mirror.get(number).cloned().unwrap_or_default();
+    let prev = entry.extension.clone();
+    let unchanged = prev.as_ref() == Some(ext);
+    let name = ext.name.clone();
+    // tear down what the previous type had and this one has not (spec §6.1 "type changes")
+    let was_dect = is_dect(prev.as_ref());
+    let was_user = is_user(prev.as_ref());
+    match &ext.kind {
+        Kind::Sip { password } => {
+            if was_dect || prev.is_none() {
+                p.dect.push(DectOp::Delete(number.clone()));
+            }
+            if is_group(prev.as_ref()) {
+                p.sip.push(SipChange::NotGroup {
+                    number: number.clone(),
+                    name: name.clone(),
+                });
+            }
+            p.sip.push(SipChange::UpsertUser {
+                number: number.clone(),
+                kind: SipUserKind::Sip,
+                name,
+                password: Some(password.clone()),
+            });
+        }
+        Kind::Dect {
+            token,
+            encryption,
+            handset,
+        } => {
+            if is_group(prev.as_ref()) {
+                p.sip.push(SipChange::NotGroup {
+                    number: number.clone(),
+                    name: name.clone(),
+                });
+            }
+            p.sip.push(SipChange::UpsertUser {
+                number: number.clone(),
+                kind: SipUserKind::Dect,
+                name: name.clone(),
+                password: None,
+            });
+            if !unchanged {
+                p.dect.push(DectOp::Upsert {
+                    number: number.clone(),
+                    name: omm_name(&name),
+                    token: token.clone(),
+                    password_from: p.sip.len() - 1,
+                });
+                let known = match &prev {
+                    Some(Extension {
+                        kind: Kind::Dect { handset: h, .. },
+                        ..
+                    }) => h.clone(),
+                    _ => None,
+                };
+                // a missing `dect` is "no information", not "unbind" (spec §6.7)
+                if let Some(h) = handset.as_ref().filter(|h| known.as_ref() != Some(*h)) {
+                    p.dect.push(DectOp::Bind {
+                        number: number.clone(),
+                        handset: h.clone(),
+                        encryption: *encryption,
+                    });
+                }
+            }
+        }
+        Kind::Group { short_name } => {
+            if was_user {
+                p.sip.push(SipChange::DeleteUser(number.clone()));
+            }
+            if was_dect {
+                p.dect.push(DectOp::Delete(number.clone()));
+            }
+            p.sip.push(SipChange::UpsertGroup {
+                number: number.clone(),
+                name,
+                short_name: short_name.clone(),
+            });
+        }
+        Kind::Other { .. } => {
+            // remove SIP/DECT remnants of the number; the extension is only recorded
+            if was_user || prev.is_none() {
+                p.sip.push(SipChange::DeleteUser(number.clone()));
+            }
+            if was_dect || prev.is_none() {
+                p.dect.push(DectOp::Delete(number.clone()));
+            }
+            if is_group(prev.as_ref()) {
+                p.sip.push(SipChange::NotGroup {
+                    number: number.clone(),
+                    name,
+                });
+            }
+        }
+    }
+    // a known DECT handset survives an update whose `dect` is absent
+    let mut stored = ext.clone();
+    if let (
+        Kind::Dect {
+            handset: h @ None, ..
+        },
+        Some(Extension {
+            kind: Kind::Dect {
+                handset: Some(old), ..
+            },
+            ..
+        }),
+    ) = (&mut stored.kind, &prev)
+    {
+        *h = Some(old.clone());
+    }
+    let mut entry = entry;
+    entry.extension = Some(stored);
+    if let Some(ep) = epoch {
+        entry.seen_epoch = ep;
+    }
+    p.put(mirror, number, entry);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Forward, Member};
+
+    fn n(s: &str) -> Number {
+        s.parse().unwrap()
+    }
+
+    fn sip(num: &str) -> Extension {
+        Extension {
+            number: n(num),
+            name: format!("User {num}"),
+            kind: Kind::Sip {
+                password: Secret::new("pw"),
+            },
+            forward: None,
+        }
+    }
+
+    fn dect(num: &str, handset: Option<&str>) -> Extension {
+        Extension {
+            number: n(num),
+            name: "Kiosk".into(),
+            kind: Kind::Dect {
+                token: Secret::new("0001"),
+                encryption: false,
+                handset: handset.map(|i| Handset {
+                    ipei: i.into(),
+                    uak: Secret::new("AA"),
+                }),
+            },
+            forward: None,
+        }
+    }
+
+    fn apply(m: &mut Mirror, cmd: Command) -> Plan {
+        plan(&cmd, m, None)
+    }
+
+    #[test]
+    fn omm_names_are_sanitised() {
+        assert_eq!(omm_name("Tomás R. 📞"), "Tom?s R. ?");
+        assert_eq!(
+            omm_name("Bühne\u{0}\n \"A\" <x>; ok and more text here"),
+            "Bühne \"A\" <x>; ok a"
+        );
+        assert_eq!(omm_name("   "), "");
+    }
+
+    #[test]
+    fn dect_update_without_changes_touches_no_omm() {
+        let mut m = Mirror::new();
+        let first = apply(
+            &mut m,
+            Command::Upsert(dect("2002", Some("03587 0412396 2"))),
+        );
+        assert_eq!(first.dect.len(), 2, "{:?}", first.dect);
+        let again = apply(
+            &mut m,
+            Command::Upsert(dect("2002", Some("03587 0412396 2"))),
+        );
+        assert!(again.dect.is_empty(), "{:?}", again.dect);
+        assert_eq!(
+            again.sip.len(),
+            1,
+            "the PBX upsert is cheap and marks the sync epoch"
+        );
+        // `dect` absent later: keep the handset, no unbind
+        let absent = apply(&mut m, Command::Upsert(dect("2002", None)));
+        assert!(absent.dect.iter().all(|o| !matches!(o, DectOp::Release(_))));
+        assert!(matches!(
+            &m[&n("2002")].extension,
+            Some(Extension {
+                kind: Kind::Dect {
+                    handset: Some(_),
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn type_changes_tear_down_the_old_incarnation() {
+        let mut m = Mirror::new();
+        apply(&mut m, Command::Upsert(dect("2001", None)));
+        let p = apply(&mut m, Command::Upsert(sip("2001")));
+        assert!(p.dect.contains(&DectOp::Delete(n("2001"))));
+        let mut g = sip("2001");
+        g.kind = Kind::Group {
+            short_name: "X".into(),
+        };
+        let p = apply(&mut m, Command::Upsert(g));
+        assert!(p.sip.contains(&SipChange::DeleteUser(n("2001"))));
+        let mut o = sip("2001");
+        o.kind = Kind::Other {
+            wire_type: "GSM".into(),
+        };
+        let p = apply(&mut m, Command::Upsert(o));
+        assert!(
+            p.sip
+                .iter()
+                .any(|c| matches!(c, SipChange::NotGroup { .. }))
+        );
+    }
+
+    #[test]
+    fn rename_rewrites_members_and_forwards() {
+        let mut m = Mirror::new();
+        apply(&mut m, Command::Upsert(dect("2002", None)));
+        let mut a = sip("2001");
+        a.forward = Some(Forward {
+            target: n("2002"),
+            mode: "ON_BUSY".into(),
+            delay_s: 0,
+        });
+        apply(&mut m, Command::Upsert(a));
+        apply(
+            &mut m,
+            Command::SetMembers {
+                number: n("1100"),
+                name: "g".into(),
+                members: vec![Member {
+                    number: n("2002"),
+                    active: true,
+                    delay_s: 5,
+                }],
+            },
+        );
+        let p = apply(
+            &mut m,
+            Command::Rename {
+                old: n("2002"),
+                new: n("2020"),
+            },
+        );
+        assert!(p.dect.contains(&DectOp::Rename(n("2002"), n("2020"))));
+        assert!(!m.contains_key(&n("2002")));
+        assert_eq!(m[&n("2020")].extension.as_ref().unwrap().number, n("2020"));
+        assert_eq!(m[&n("1100")].members[0].number, n("2020"));
+        assert_eq!(
+            m[&n("2001")]
+                .extension
+                .as_ref()
+                .unwrap()
+                .forward
+                .as_ref()
+                .unwrap()
+                .target,
+            n("2020")
+        );
+        // the replay is a no-op
+        let again = apply(
+            &mut m,
+            Command::Rename {
+                old: n("2002"),
+                new: n("2020"),
+            },
+        );
+        assert!(again.sip.is_empty() && again.dect.is_empty());
+    }
+
+    #[test]
+    fn delete_drops_memberships_and_unknown_numbers_are_fine() {
+        let mut m = Mirror::new();
+        apply(&mut m, Command::Upsert(sip("2345")));
+        apply(
+            &mut m,
+            Command::SetMembers {
+                number: n("1100"),
+                name: "g".into(),
+                members: vec![
+                    Member {
+                        number: n("2345"),
+                        active: true,
+                        delay_s: 0,
+                    },
+                    Member {
+                        number: n("1100"),
+                        active: true,
+                        delay_s: 0,
+                    },
+                ],
+            },
+        );
+        assert_eq!(
+            m[&n("1100")].members.len(),
+            1,
+            "a group never contains itself"
+        );
+        apply(&mut m, Command::Delete(n("2345")));
+        assert!(m[&n("1100")].members.is_empty());
+        let p = apply(&mut m, Command::Delete(n("9999")));
+        assert_eq!(p.sip, [SipChange::DeleteExtension(n("9999"))]);
+        assert!(
+            apply(&mut m, Command::Unsubscribe(n("9999")))
+                .dect
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unsubscribe_releases_the_handset() {
+        let mut m = Mirror::new();
+        apply(
+            &mut m,
+            Command::Upsert(dect("2020", Some("03587 0412396 2"))),
+        );
+        let p = apply(&mut m, Command::Unsubscribe(n("2020")));
+        assert_eq!(p.dect, [DectOp::Release(n("2020"))]);
+        assert!(matches!(
+            &m[&n("2020")].extension,
+            Some(Extension {
+                kind: Kind::Dect { handset: None, .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn sync_epochs_are_stamped() {
+        let mut m = Mirror::new();
+        plan(&Command::Upsert(sip("2001")), &mut m, Some(4));
+        plan(
+            &Command::SetMembers {
+                number: n("2001"),
+                name: "a".into(),
+                members: vec![],
+            },
+            &mut m,
+            Some(4),
+        );
+        assert_eq!(
+            (m[&n("2001")].seen_epoch, m[&n("2001")].members_epoch),
+            (4, 4)
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! The ports: everything the broker needs from the outside, as object-safe traits held as
+//! `Arc<dyn …>`. Signatures use domain types only.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use crate::model::{Handset, Incoming, Member, MirrorEntry, Number, Secret};
+
+/// A boxed, sendable future: keeps the traits dyn-compatible.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Result of a port call.
+pub type PortResult<T> = Result<T, PortError>;
+
+/// How the broker should react to a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PortErrorKind {
+    /// The peer is unreachable or busy: retry later, keep order.
+    Transient,
+    /// The object does not exist.
+    NotFound,
+    /// The object exists but belongs to someone else, or a unique key is taken.
+    Conflict,
+    /// The peer refused the data: retrying will not help.
+    Rejected,
+    /// Broken configuration or invariant: give up.
+    Fatal,
+}
+
+/// A failure reported by an adapter.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct PortError {
+    kind: PortErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PortError {
+    /// A new error.
+    pub fn new(kind: PortErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps the underlying error as the source.
+    pub fn with_source(mut self, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(e));
+        self
+    }
+
+    /// Shorthand for a transient error.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(PortErrorKind::Transient, message)
+    }
+
+    /// Shorthand for a rejection.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self::new(PortErrorKind::Rejected, message)
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> PortErrorKind {
+        self.kind
+    }
+
+    /// Whether a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind == PortErrorKind::Transient
+    }
+
+    /// The message and the chain of sources, for journals and logs.
+    pub fn report(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(e) = src {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            src = e.source();
+        }
+        s
+    }
+}
+
+/// Health of the message feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedHealth {
+    /// The push channel (websocket) is up.
+    pub push_connected: bool,
+    /// The last fetch succeeded.
+    pub last_fetch_ok: bool,
+    /// Acks not yet confirmed.
+    pub pending_acks: usize,
+}
+
+/// GURU3: the next messages to process, and their acknowledgement.
+pub trait EventFeed: Send + Sync + 'static {
+    /// Waits for and returns the next non-empty batch, in GURU3 order.
+    fn next_batch(&self) -> BoxFuture<'_, PortResult<Vec<Incoming>>>;
+    /// Acknowledges processed messages (buffered and retried by the adapter on failure).
+    fn ack(&self, ids: Vec<i64>) -> BoxFuture<'_, PortResult<()>>;
+    /// Health for the readiness report.
+    fn health(&self) -> FeedHealth;
+}
+
+/// What the OMM user of a DECT extension should look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DectUser {
+    /// Number (`num`, `sipAuthId`, `addId`).
+    pub number: Number,
+    /// Display name, already sanitised for the OMM.
+    pub name: String,
+    /// SIP password of the extension's Asterisk user.
+    pub sip_password: Secret,
+    /// Registration token (kept in the user record for the token call).
+    pub token: Secret,
+}
+
+/// The DECT system (OMM): users of DECT extensions and their handsets. Adapters only touch
+/// users they own (marked as hexidian's).
+pub trait DectSystem: Send + Sync + 'static {
+    /// Creates or updates the user of `user.number`.
+    fn upsert_user(&self, user: DectUser) -> BoxFuture<'_, PortResult<()>>;
+    /// Deletes the owned user of `number` (its handset stays subscribed, unbound); `false`
+    /// if there was none.
+    fn delete_user(&self, number: Number) -> BoxFuture<'_, PortResult<bool>>;
+    /// Gives the owned user of `old` the number `new`.
+    fn rename_user(&self, old: Number, new: Number) -> BoxFuture<'_, PortResult<()>>;
+    /// Makes the handset known (IPEI + UAK) and attaches it to the user of `number`.
+    fn bind_handset(
+        &self,
+        number: Number,
+        handset: Handset,
+        encryption: bool,
+    ) -> BoxFuture<'_, PortResult<()>>;
+    /// Detaches the handset of `number`, keeping it subscribed; `false` if none was attached.
+    fn release_handset(&self, number: Number) -> BoxFuture<'_, PortResult<bool>>;
+    /// Numbers of all users this broker owns.
+    fn list_owned(&self) -> BoxFuture<'_, PortResult<Vec<Number>>>;
+}
+
+/// The kind of Asterisk user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipUserKind {
+    /// SIP extension (GURU3's password).
+    Sip,
+    /// DECT extension (a password of our own, generated once and kept).
+    Dect,
+}
+
+/// One change to the PBX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SipChange {
+    /// Create or update a user.
+    UpsertUser {
+        /// Number.
+        number: Number,
+        /// Kind.
+        kind: SipUserKind,
+        /// Display name (sanitised by the adapter for caller ID).
+        name: String,
+        /// For SIP: GURU3's password; for DECT: `None` keeps (or generates) ours.
+        password: Option<Secret>,
+    },
+    /// Delete the user of a number (no-op if none).
+    DeleteUser(Number),
+    /// Rename the user and every group reference.
+    Rename {
+        /// Old.
+        old: Number,
+        /// New.
+        new: Number,
+    },
+    /// A GROUP extension.
+    UpsertGroup {
+        /// Number.
+        number: Number,
+        /// Name.
+        name: String,
+        /// Tag.
+        short_name: String,
+    },
+    /// The complete member list of a group or multiring extension.
+    SetMembers {
+        /// Number.
+        number: Number,
+        /// Name.
+        name: String,
+        /// Members.
+        members: Vec<Member>,
+    },
+    /// The number is no longer a GROUP.
+    NotGroup {
+        /// Number.
+        number: Number,
+        /// Name.
+        name: String,
+    },
+    /// Remove user, group and memberships of a deleted extension.
+    DeleteExtension(Number),
+}
+
+/// Result of one [`SipChange`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipOutcome {
+    /// A user was written with this password.
+    User(Secret),
+    /// Done; whether anything changed.
+    Done(bool),
+}
+
+/// What a finished resync removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepSummary {
+    /// Users deleted.
+    pub users: Vec<String>,
+    /// Groups deleted.
+    pub groups: Vec<String>,
+}
+
+/// The PBX (Asterisk realtime tables).
+pub trait SipProvisioning: Send + Sync + 'static {
+    /// Applies a batch in one transaction; one result per change (a failed change fails alone).
+    /// `Err` means nothing was applied.
+    fn apply(
+        &self,
+        changes: Vec<SipChange>,
+    ) -> BoxFuture<'_, PortResult<Vec<PortResult<SipOutcome>>>>;
+    /// Starts a resync generation; returns its epoch.
+    fn begin_sync(&self) -> BoxFuture<'_, PortResult<i64>>;
+    /// Ends it: sweeps what was not seen (never temporary users), behind a mass-deletion guard.
+    fn end_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>>;
+    /// `(current epoch, in progress)`, to resume after a restart.
+    fn sync_state(&self) -> BoxFuture<'_, PortResult<(i64, bool)>>;
+}
+
+/// Outcome of a message in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalStatus {
+    /// Applied to every target.
+    Done,
+    /// Recorded but nothing to do (unknown or unsupported type).
+    Ignored,
+    /// Given up (malformed, rejected, or still failing after the retry bound).
+    Dead,
+}
+
+impl JournalStatus {
+    /// Stored label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Ignored => "ignored",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// One journal row.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// GURU3 message id.
+    pub id: i64,
+    /// Wire type.
+    pub kind: String,
+    /// Outcome.
+    pub status: JournalStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why it was ignored or given up.
+    pub reason: Option<String>,
+    /// The full envelope (may contain secrets: never logged).
+    pub payload: String,
+}
+
+impl fmt::Debug for JournalEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalEntry")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .field("reason", &self.reason)
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .finish()
+    }
+}
+
+/// A change to the broker's durable state.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StateOp {
+    /// Store the mirror entry of a number.
+    Put(Number, MirrorEntry),
+    /// Forget a number.
+    Remove(Number),
+    /// Record a message outcome.
+    Journal(JournalEntry),
+}
+
+/// Counters of the journal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Messages done.
+    pub done: u64,
+    /// Ignored.
+    pub ignored: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+/// The broker's own durable state: the desired-state mirror and the journal.
+pub trait StateStore: Send + Sync + 'static {
+    /// Every mirror entry.
+    fn load(&self) -> BoxFuture<'_, PortResult<Vec<(Number, MirrorEntry)>>>;
+    /// Applies the ops atomically, in order.
+    fn commit(&self, ops: Vec<StateOp>) -> BoxFuture<'_, PortResult<()>>;
+    /// Journal counters.
+    fn stats(&self) -> BoxFuture<'_, PortResult<JournalStats>>;
+    /// The newest dead letters.
+    fn dead_letters(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<JournalEntry>>>;
+}
+
+/// Time, so back-off and deadlines are testable.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> Instant;
+    /// Completes after `d`.
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
+}

@@ -1,0 +1,368 @@
+//! The delivery loop against the in-memory models of every port.
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+use std::sync::Arc;
+
+use broker_core::fakes::{MemoryDect, MemoryFeed, MemorySip, MemoryState, SkipClock};
+use broker_core::model::{
+    Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Secret,
+};
+use broker_core::ports::{EventFeed, JournalStatus, SipUserKind};
+use broker_core::{Broker, BrokerConfig, Ports};
+
+struct World {
+    feed: MemoryFeed,
+    dect: MemoryDect,
+    sip: MemorySip,
+    state: MemoryState,
+    clock: SkipClock,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            feed: MemoryFeed::default(),
+            dect: MemoryDect::default(),
+            sip: MemorySip::default(),
+            state: MemoryState::default(),
+            clock: SkipClock::default(),
+        }
+    }
+
+    fn ports(&self) -> Ports {
+        Ports {
+            feed: Arc::new(self.feed.clone()),
+            dect: Arc::new(self.dect.clone()),
+            sip: Arc::new(self.sip.clone()),
+            state: Arc::new(self.state.clone()),
+            clock: Arc::new(self.clock.clone()),
+        }
+    }
+
+    async fn broker(&self) -> Broker {
+        Broker::start(self.ports(), BrokerConfig::default())
+            .await
+            .unwrap()
+    }
+
+    /// Fetch → process → ack until the queue is empty (retries included).
+    async fn drain(&self, broker: &mut Broker) {
+        for _ in 0..100 {
+            if self.feed.unacked().is_empty() {
+                return;
+            }
+            let batch = self.feed.next_batch().await.unwrap();
+            let mut report = broker.process(batch).await;
+            self.feed
+                .ack(std::mem::take(&mut report.acked))
+                .await
+                .unwrap();
+        }
+        panic!("queue did not drain: {:?}", self.feed.unacked());
+    }
+}
+
+fn n(s: &str) -> Number {
+    s.parse().unwrap()
+}
+
+fn msg(id: i64, cmd: Command) -> Incoming {
+    Incoming {
+        id,
+        kind: format!("{cmd:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap()
+            .to_owned(),
+        raw: format!("{{\"id\": {id}}}"),
+        command: Ok(cmd),
+    }
+}
+
+fn sip(num: &str, pw: &str) -> Command {
+    Command::Upsert(Extension {
+        number: n(num),
+        name: format!("SIP {num}"),
+        kind: Kind::Sip {
+            password: Secret::new(pw),
+        },
+        forward: None,
+    })
+}
+
+fn dect(num: &str, ipei: Option<&str>) -> Command {
+    Command::Upsert(Extension {
+        number: n(num),
+        name: "Tomás R. 📞".into(),
+        kind: Kind::Dect {
+            token: Secret::new("05704191"),
+            encryption: true,
+            handset: ipei.map(|i| Handset {
+                ipei: i.into(),
+                uak: Secret::new("FA05689957F199E95B1FE44621BFD6EE"),
+            }),
+        },
+        forward: None,
+    })
+}
+
+fn group(num: &str) -> Command {
+    Command::Upsert(Extension {
+        number: n(num),
+        name: "Infodesk".into(),
+        kind: Kind::Group {
+            short_name: "INF".into(),
+        },
+        forward: None,
+    })
+}
+
+fn members(num: &str, list: &[(&str, u32)]) -> Command {
+    Command::SetMembers {
+        number: n(num),
+        name: "g".into(),
+        members: list
+            .iter()
+            .map(|(m, d)| Member {
+                number: n(m),
+                active: true,
+                delay_s: *d,
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn every_message_type_converges_to_guru3s_state() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    let script = vec![
+        Command::SyncStarted,
+        sip("2001", "e1vdxzqL"),
+        dect("2345", None),
+        dect("2002", Some("03587 0412396 2")),
+        group("1100"),
+        Command::Upsert(Extension {
+            number: n("1020"),
+            name: "Wetter".into(),
+            kind: Kind::Other {
+                wire_type: "ANNOUNCEMENT".into(),
+            },
+            forward: None,
+        }),
+        Command::Upsert(Extension {
+            number: n("2001"),
+            name: "SIP 2001".into(),
+            kind: Kind::Sip {
+                password: Secret::new("e1vdxzqL"),
+            },
+            forward: Some(Forward {
+                target: n("2345"),
+                mode: "ON_BUSY".into(),
+                delay_s: 0,
+            }),
+        }),
+        members("1100", &[("2001", 0), ("2002", 0), ("2345", 15)]),
+        members("2345", &[("2002", 5)]),
+        Command::SyncEnded,
+        Command::Rename {
+            old: n("2002"),
+            new: n("2020"),
+        },
+        dect("2020", Some("03587 0412396 2")),
+        Command::Unsubscribe(n("2020")),
+        sip("2001", "e1vdxzqL"),
+        Command::Delete(n("2345")),
+        Command::CallExtension(n("2001")),
+    ];
+    for (i, c) in script.into_iter().enumerate() {
+        w.feed.push(msg(52001 + i as i64, c));
+    }
+    let mut unknown = msg(52100, Command::SyncEnded);
+    unknown.kind = "TELEPORT".into();
+    unknown.command = Err("unknown message type \"TELEPORT\"".into());
+    w.feed.push(unknown);
+    w.drain(&mut b).await;
+
+    assert_eq!(w.sip.numbers(), ["2001", "2020"]);
+    assert_eq!(w.sip.user("2001").unwrap().password.expose(), "e1vdxzqL");
+    let d = w.sip.user("2020").unwrap();
+    assert_eq!(d.kind, SipUserKind::Dect);
+    // the DECT user's SIP password is ours, and the OMM got the same one
+    let omm = w.dect.user("2020").unwrap();
+    assert_eq!(omm.user.sip_password, d.password);
+    assert_eq!(omm.user.name, "Tom?s R. ?");
+    assert_eq!(omm.handset, None, "unsubscribed");
+    assert!(
+        w.dect.devices().contains(&"03587 0412396 2".to_owned()),
+        "the handset stays subscribed"
+    );
+    assert_eq!(w.dect.numbers(), ["2020"], "2345 deleted, 2002 renamed");
+    assert_eq!(w.sip.groups(), ["1100"]);
+    let m: Vec<String> = w
+        .sip
+        .members("1100")
+        .iter()
+        .map(|m| m.number.to_string())
+        .collect();
+    assert_eq!(
+        m,
+        ["2001", "2020"],
+        "renamed member rewritten, deleted member dropped"
+    );
+    assert!(
+        w.state.with_status(JournalStatus::Ignored).contains(&52016),
+        "CALL_EXTENSION recorded"
+    );
+    let dead = w.state.journal(52100).unwrap();
+    assert_eq!(dead.status, JournalStatus::Dead);
+    assert!(dead.reason.unwrap().contains("TELEPORT"));
+    assert!(w.feed.unacked().is_empty());
+    // the mirror remembers the forward now pointing at the renamed number? 2001's target was
+    // 2345, deleted: GURU3 re-sends 2001 without it (as the script does)
+    assert!(
+        b.mirror(&n("2001"))
+            .unwrap()
+            .extension
+            .as_ref()
+            .unwrap()
+            .forward
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_keep_order_and_nothing_is_acked_early() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    w.feed.push(msg(1, sip("2001", "a")));
+    w.feed.push(msg(2, Command::Delete(n("2001"))));
+    w.sip.fail_next(2);
+    let batch = w.feed.next_batch().await.unwrap();
+    let r = b.process(batch).await;
+    assert!(r.acked.is_empty(), "{r:?}");
+    assert_eq!(r.retry, 2);
+    // the broker retries its tail itself; the second attempt fails too, the third works
+    let r = b.retry().await;
+    assert!(r.acked.is_empty());
+    let r = b.retry().await;
+    assert_eq!(r.acked, [1, 2]);
+    assert!(
+        w.sip.numbers().is_empty(),
+        "the delete came after the upsert"
+    );
+}
+
+#[tokio::test]
+async fn a_message_failing_past_the_bound_is_dead_lettered_and_the_queue_moves() {
+    let w = World::new();
+    let mut b = Broker::start(w.ports(), BrokerConfig::default().max_attempts(3))
+        .await
+        .unwrap();
+    w.feed.push(msg(1, dect("2002", None)));
+    // a group needs no OMM: it goes through once the DECT message is given up
+    w.feed.push(msg(2, group("1100")));
+    w.dect.fail_next(1000);
+    let batch = w.feed.next_batch().await.unwrap();
+    let mut acked = b.process(batch).await.acked;
+    for _ in 0..5 {
+        acked.extend(b.retry().await.acked);
+    }
+    assert_eq!(acked, [1, 2]);
+    let j = w.state.journal(1).unwrap();
+    assert_eq!((j.status, j.attempts), (JournalStatus::Dead, 3));
+    assert!(j.reason.unwrap().contains("injected outage"));
+    assert_eq!(w.sip.groups(), ["1100"]);
+    assert_eq!(w.state.journal(2).unwrap().status, JournalStatus::Done);
+    assert_eq!(b.status().lock().unwrap().dead, 1);
+}
+
+#[tokio::test]
+async fn replaying_everything_is_harmless() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    let script = [
+        dect("2002", Some("03587 0412396 2")),
+        group("1100"),
+        members("1100", &[("2002", 0)]),
+        Command::Rename {
+            old: n("2002"),
+            new: n("2020"),
+        },
+        dect("2020", Some("03587 0412396 2")),
+    ];
+    let batch: Vec<Incoming> = script
+        .iter()
+        .enumerate()
+        .map(|(i, c)| msg(i as i64 + 1, c.clone()))
+        .collect();
+    b.process(batch.clone()).await;
+    let (sip1, omm1) = (w.sip.numbers(), w.dect.numbers());
+    // a crash before the acks: a fresh broker sees the same messages again
+    let mut b2 = w.broker().await;
+    let r = b2.process(batch).await;
+    assert_eq!(r.acked.len(), 5);
+    assert_eq!((w.sip.numbers(), w.dect.numbers()), (sip1, omm1));
+    // the OMM user has the password of the PBX user (a replayed rename may renew it)
+    assert_eq!(
+        w.sip.user("2020").unwrap().password,
+        w.dect.user("2020").unwrap().user.sip_password
+    );
+    assert_eq!(
+        w.dect.user("2020").unwrap().handset.as_deref(),
+        Some("03587 0412396 2")
+    );
+}
+
+#[tokio::test]
+async fn resync_sweeps_owned_objects_only_and_survives_a_restart() {
+    let w = World::new();
+    w.dect.seed_foreign("3000", "Someone else's");
+    let mut b = w.broker().await;
+    for (i, c) in [
+        sip("2001", "a"),
+        dect("2002", None),
+        dect("2003", None),
+        sip("2004", "b"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        w.feed.push(msg(i as i64 + 1, c));
+    }
+    w.drain(&mut b).await;
+    // a resync that no longer mentions 2003 and 2004, split over a restart
+    w.feed.push(msg(10, Command::SyncStarted));
+    w.feed.push(msg(11, sip("2001", "a")));
+    w.drain(&mut b).await;
+    let mut b = w.broker().await;
+    assert_eq!(b.status().lock().unwrap().sync_epoch, Some(1));
+    w.feed.push(msg(12, dect("2002", None)));
+    w.feed.push(msg(13, Command::SyncEnded));
+    w.drain(&mut b).await;
+    assert_eq!(w.sip.numbers(), ["2001", "2002"]);
+    assert_eq!(
+        w.dect.numbers(),
+        ["2002", "3000"],
+        "the foreign OMM user is never swept"
+    );
+    assert!(b.mirror(&n("2003")).is_none());
+}
+
+#[tokio::test]
+async fn run_stops_on_shutdown_after_acking() {
+    let w = World::new();
+    let b = w.broker().await;
+    w.feed.push(msg(1, sip("2001", "a")));
+    let (tx, rx) = futures_util::future::abortable(futures_util::future::pending::<()>());
+    let feed = w.feed.clone();
+    let run = tokio::spawn(b.run(async move {
+        let _ = tx.await;
+    }));
+    while !feed.unacked().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    rx.abort();
+    run.await.unwrap().unwrap();
+    assert_eq!(w.feed.acks(), [1]);
+}
