@@ -34,7 +34,8 @@ mod types;
 
 pub use error::{Error, InvalidInput, Result};
 pub use store::{
-    Change, Config, Driver, ManagedUser, Member, Outcome, Route, Store, SweepReport, UserSpec,
+    Change, Config, Driver, JournalRow, JournalStatus, ManagedUser, Member, Outcome, Route,
+    StateChange, Store, SweepReport, UserSpec,
 };
 pub use types::{
     DtmfMode, EndpointTemplate, Extension, Kind, Schema, SipPassword, build_callerid,

@@ -1,8 +1,10 @@
 //! hexidian's own schema (`hexidian.*`), created and upgraded by versioned migrations.
 
 /// `(version, description, SQL)`, applied in order, each in its own transaction.
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "ownership, sync state, call groups and routes", V1)];
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "ownership, sync state, call groups and routes", V1),
+    (2, "broker state: desired-state mirror and message journal", V2),
+];
 
 pub(crate) const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS hexidian; \
      CREATE TABLE IF NOT EXISTS hexidian.schema_migrations ( \
@@ -78,4 +80,26 @@ CREATE TABLE hexidian.callgroup_route (
     short_name text NOT NULL,
     dialstring text NOT NULL
 );
+";
+
+/// The broker's own state. `desired.doc` is an opaque document per number written by the
+/// broker (its mirror of GURU3's desired state); `journal` has one row per GURU3 message.
+const V2: &str = r"
+CREATE TABLE hexidian.desired (
+    number     text PRIMARY KEY CHECK (number ~ '^[0-9]{1,32}$'),
+    doc        text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE hexidian.journal (
+    id         bigint PRIMARY KEY,
+    kind       text NOT NULL,
+    status     text NOT NULL CHECK (status IN ('done', 'ignored', 'dead')),
+    attempts   integer NOT NULL DEFAULT 1,
+    reason     text,
+    payload    text NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX journal_status_idx ON hexidian.journal (status, id);
 ";

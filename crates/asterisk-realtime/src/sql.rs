@@ -180,6 +180,22 @@ pub(crate) const C_MEMBERS: &str = "SELECT g.extension, g.name, g.short_name, g.
      WHERE g.extension = $1 ORDER BY m.member";
 
 /// Every statement with its name, for the snapshot of generated SQL.
+// broker state (migration 2): bulk statements over parallel arrays
+pub(crate) const B_SYNC: &str = "SELECT current_epoch, in_progress FROM hexidian.sync_state";
+pub(crate) const B_LOAD: &str = "SELECT number, doc FROM hexidian.desired ORDER BY number";
+pub(crate) const B_PUT: &str = "INSERT INTO hexidian.desired (number, doc) \
+     SELECT * FROM unnest($1::text[], $2::text[]) \
+     ON CONFLICT (number) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()";
+pub(crate) const B_REMOVE: &str = "DELETE FROM hexidian.desired WHERE number = ANY($1::text[])";
+pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, status, attempts, reason, payload) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[]) \
+     ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, status = EXCLUDED.status, \
+       attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, payload = EXCLUDED.payload, updated_at = now()";
+pub(crate) const B_COUNTS: &str = "SELECT count(*) FILTER (WHERE status = 'done'), \
+     count(*) FILTER (WHERE status = 'ignored'), count(*) FILTER (WHERE status = 'dead') FROM hexidian.journal";
+pub(crate) const B_DEAD: &str = "SELECT id, kind, status, attempts, reason, payload FROM hexidian.journal \
+     WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
+
 #[cfg(test)]
 pub(crate) const ALL: &[(&str, &str)] = &[
     ("detect_schema", DETECT_SCHEMA),
@@ -220,6 +236,13 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("s_clear_lists", S_CLEAR_LISTS),
     ("s_sweep_groups", S_SWEEP_GROUPS),
     ("s_end", S_END),
+    ("b_sync", B_SYNC),
+    ("b_load", B_LOAD),
+    ("b_put", B_PUT),
+    ("b_remove", B_REMOVE),
+    ("b_journal", B_JOURNAL),
+    ("b_counts", B_COUNTS),
+    ("b_dead", B_DEAD),
     ("c_group", C_GROUP),
     ("c_not_group", C_NOT_GROUP),
     ("c_list_owner", C_LIST_OWNER),

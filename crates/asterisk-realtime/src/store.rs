@@ -1266,6 +1266,200 @@ impl Store {
     }
 }
 
+/// Outcome of a message in the broker's journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JournalStatus {
+    /// Applied everywhere.
+    Done,
+    /// Recorded, nothing to do.
+    Ignored,
+    /// Given up.
+    Dead,
+}
+
+impl JournalStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Ignored => "ignored",
+            Self::Dead => "dead",
+        }
+    }
+
+    fn from_db(s: &str) -> Self {
+        match s {
+            "done" => Self::Done,
+            "ignored" => Self::Ignored,
+            _ => Self::Dead,
+        }
+    }
+}
+
+/// One row of the broker's message journal.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    /// GURU3 message id.
+    pub id: i64,
+    /// Wire type.
+    pub kind: String,
+    /// Outcome.
+    pub status: JournalStatus,
+    /// Attempts.
+    pub attempts: i32,
+    /// Why it was ignored or given up.
+    pub reason: Option<String>,
+    /// The message as received (may contain secrets).
+    pub payload: String,
+}
+
+impl std::fmt::Debug for JournalRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalRow")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .field("reason", &self.reason)
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .finish()
+    }
+}
+
+/// A change to the broker's state tables.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum StateChange {
+    /// Store the document of a number (its desired state, opaque to this crate).
+    Put {
+        /// Extension number.
+        number: Extension,
+        /// Document.
+        doc: String,
+    },
+    /// Forget a number.
+    Remove(Extension),
+    /// Record a message outcome.
+    Journal(JournalRow),
+}
+
+/// PostgreSQL `text` cannot hold NUL: replace it (journal texts echo hostile input).
+fn no_nul(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
+}
+
+impl Store {
+    /// `(current epoch, in progress)` of the resync state.
+    pub async fn sync_state(&self) -> Result<(i64, bool)> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        let row = conn.client.query_one(sql::B_SYNC, &[]).await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Every stored `(number, document)` of the broker's desired-state mirror.
+    pub async fn load_desired(&self) -> Result<Vec<(String, String)>> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        Ok(conn
+            .client
+            .query(sql::B_LOAD, &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Applies state changes in one transaction (later changes of a key win), with three
+    /// set-based statements however many changes there are.
+    pub async fn commit_state(&self, changes: &[StateChange]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut docs: std::collections::BTreeMap<&str, Option<String>> = Default::default();
+        let mut journal: std::collections::BTreeMap<i64, &JournalRow> = Default::default();
+        for c in changes {
+            match c {
+                StateChange::Put { number, doc } => {
+                    docs.insert(number.as_str(), Some(no_nul(doc)));
+                }
+                StateChange::Remove(number) => {
+                    docs.insert(number.as_str(), None);
+                }
+                StateChange::Journal(j) => {
+                    journal.insert(j.id, j);
+                }
+            }
+        }
+        let (mut put_k, mut put_v, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in docs {
+            match v {
+                Some(doc) => {
+                    put_k.push(k.to_owned());
+                    put_v.push(doc);
+                }
+                None => gone.push(k.to_owned()),
+            }
+        }
+        let mut cols: (Vec<i64>, Vec<String>, Vec<&str>, Vec<i32>, Vec<Option<String>>, Vec<String>) =
+            Default::default();
+        for j in journal.values() {
+            cols.0.push(j.id);
+            cols.1.push(no_nul(&j.kind));
+            cols.2.push(j.status.as_str());
+            cols.3.push(j.attempts);
+            cols.4.push(j.reason.as_deref().map(no_nul));
+            cols.5.push(no_nul(&j.payload));
+        }
+        let mut guard = self.conn().await?;
+        let conn = guard.as_mut().ok_or(Error::Unavailable)?;
+        let tx = conn.client.transaction().await?;
+        if !gone.is_empty() {
+            tx.execute(sql::B_REMOVE, &[&gone]).await?;
+        }
+        if !put_k.is_empty() {
+            tx.execute(sql::B_PUT, &[&put_k, &put_v]).await?;
+        }
+        if !cols.0.is_empty() {
+            tx.execute(
+                sql::B_JOURNAL,
+                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `(done, ignored, dead)` message counts of the journal.
+    pub async fn journal_counts(&self) -> Result<(i64, i64, i64)> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        let r = conn.client.query_one(sql::B_COUNTS, &[]).await?;
+        Ok((r.get(0), r.get(1), r.get(2)))
+    }
+
+    /// The newest dead letters.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<JournalRow>> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        Ok(conn
+            .client
+            .query(sql::B_DEAD, &[&limit])
+            .await?
+            .iter()
+            .map(|r| JournalRow {
+                id: r.get(0),
+                kind: r.get(1),
+                status: JournalStatus::from_db(r.get(2)),
+                attempts: r.get(3),
+                reason: r.get(4),
+                payload: r.get(5),
+            })
+            .collect())
+    }
+}
+
 impl Driver {
     /// Runs until every [`Store`] is dropped.
     pub async fn run(mut self) {

@@ -5,6 +5,7 @@
 mod callgroups;
 mod faults;
 mod schema;
+mod state;
 mod sync;
 mod users;
 

@@ -1,0 +1,91 @@
+//! The broker's state tables: mirror documents and the journal.
+
+use asterisk_realtime::{JournalRow, JournalStatus, StateChange};
+
+use crate::{env, ext};
+
+fn row(id: i64, status: JournalStatus, payload: &str) -> StateChange {
+    StateChange::Journal(JournalRow {
+        id,
+        kind: "UPDATE_EXTENSION".into(),
+        status,
+        attempts: 1,
+        reason: (status == JournalStatus::Dead).then(|| "bad \0 input".to_owned()),
+        payload: payload.into(),
+    })
+}
+
+#[tokio::test]
+async fn documents_and_journal_commit_together_and_later_changes_win() {
+    let e = env().await;
+    let put = |n: &str, doc: &str| StateChange::Put {
+        number: ext(n),
+        doc: doc.into(),
+    };
+    e.store
+        .commit_state(&[
+            put("2001", r#"{"v": 1}"#),
+            put("2002", r#"{"v": 1}"#),
+            put("2001", r#"{"v": 2, "name": "'; DROP TABLE hexidian.journal; --"}"#),
+            StateChange::Remove(ext("2002")),
+            row(52001, JournalStatus::Done, r#"{"id": 52001}"#),
+            row(52002, JournalStatus::Dead, "{\"name\": \"nul\\u0000\"}"),
+            row(52001, JournalStatus::Done, r#"{"id": 52001, "again": true}"#),
+        ])
+        .await
+        .unwrap();
+    let docs = e.store.load_desired().await.unwrap();
+    assert_eq!(
+        docs,
+        [(
+            "2001".to_owned(),
+            r#"{"v": 2, "name": "'; DROP TABLE hexidian.journal; --"}"#.to_owned()
+        )]
+    );
+    assert_eq!(e.store.journal_counts().await.unwrap(), (1, 0, 1));
+    let dead = e.store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason.as_deref(), Some("bad \u{fffd} input"));
+    assert!(!format!("{dead:?}").contains("nul"), "payloads stay out of Debug");
+    // a failed commit leaves nothing behind
+    let bad = StateChange::Journal(JournalRow {
+        id: 1,
+        kind: "X".into(),
+        status: JournalStatus::Done,
+        attempts: -1,
+        reason: None,
+        payload: String::new(),
+    });
+    let r = e
+        .store
+        .commit_state(&[put("2003", "{}"), bad, put("2004", "{}")])
+        .await;
+    assert!(r.is_ok(), "attempts are not constrained: {r:?}");
+    assert_eq!(e.store.load_desired().await.unwrap().len(), 3);
+    assert_eq!(e.store.sync_state().await.unwrap(), (0, false));
+    e.store.begin_sync().await.unwrap();
+    assert_eq!(e.store.sync_state().await.unwrap(), (1, true));
+}
+
+#[tokio::test]
+async fn a_commit_is_atomic() {
+    let e = env().await;
+    // a journal status outside the CHECK constraint cannot be built through the API, so break
+    // the table instead: the whole commit must roll back
+    e.sql
+        .batch_execute("ALTER TABLE hexidian.desired ADD CONSTRAINT short CHECK (length(doc) < 10)")
+        .await
+        .unwrap();
+    let r = e
+        .store
+        .commit_state(&[
+            row(7, JournalStatus::Done, "{}"),
+            StateChange::Put {
+                number: ext("2001"),
+                doc: "x".repeat(20),
+            },
+        ])
+        .await;
+    assert!(r.is_err());
+    assert_eq!(e.store.journal_counts().await.unwrap(), (0, 0, 0));
+}
