@@ -186,6 +186,11 @@ pub enum Command {
     SyncStarted,
     /// `SYNC_ENDED`.
     SyncEnded,
+    /// A message type this broker does not know (recorded and acked).
+    Unknown {
+        /// The wire type.
+        kind: String,
+    },
 }
 
 /// One message from the feed: its id, type name, raw payload (for the journal) and what it

@@ -218,6 +218,9 @@ pub(crate) fn plan(cmd: &Command, mirror: &mut Mirror, epoch: Option<i64>) -> Pl
                 "CALL_EXTENSION {number}: placing calls is not supported by this broker"
             ));
         }
+        Command::Unknown { kind } => {
+            p.ignored = Some(format!("unknown message type {kind:?}"));
+        }
         // handled by the engine, which talks to the PBX's sync state
         Command::SyncStarted | Command::SyncEnded => {}
     }

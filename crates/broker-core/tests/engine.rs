@@ -178,10 +178,11 @@ async fn every_message_type_converges_to_guru3s_state() {
     for (i, c) in script.into_iter().enumerate() {
         w.feed.push(msg(52001 + i as i64, c));
     }
-    let mut unknown = msg(52100, Command::SyncEnded);
-    unknown.kind = "TELEPORT".into();
-    unknown.command = Err("unknown message type \"TELEPORT\"".into());
-    w.feed.push(unknown);
+    w.feed.push(msg(52099, Command::Unknown { kind: "TELEPORT".into() }));
+    let mut malformed = msg(52100, Command::SyncEnded);
+    malformed.kind = "UPDATE_EXTENSION".into();
+    malformed.command = Err("field `number`: not an extension number".into());
+    w.feed.push(malformed);
     w.drain(&mut b).await;
 
     assert_eq!(w.sip.numbers(), ["2001", "2020"]);
@@ -214,9 +215,13 @@ async fn every_message_type_converges_to_guru3s_state() {
         w.state.with_status(JournalStatus::Ignored).contains(&52016),
         "CALL_EXTENSION recorded"
     );
+    let ignored = w.state.journal(52099).unwrap();
+    assert_eq!(ignored.status, JournalStatus::Ignored);
+    assert!(ignored.reason.unwrap().contains("TELEPORT"));
     let dead = w.state.journal(52100).unwrap();
     assert_eq!(dead.status, JournalStatus::Dead);
-    assert!(dead.reason.unwrap().contains("TELEPORT"));
+    assert!(dead.reason.unwrap().contains("`number`"));
+    assert_eq!(dead.payload, "{\"id\": 52100}", "the full payload is kept");
     assert!(w.feed.unacked().is_empty());
     // the mirror remembers the forward now pointing at the renamed number? 2001's target was
     // 2345, deleted: GURU3 re-sends 2001 without it (as the script does)

@@ -34,6 +34,12 @@ fn has_binaries(dir: &Path) -> bool {
         .all(|b| dir.join(b).is_file())
 }
 
+/// Where the PostgreSQL server binaries are (`HEXIDIAN_PG_BIN`, `pg_config --bindir`, the newest
+/// `/usr/lib/postgresql/*/bin`, then `PATH`), or what to install.
+pub fn server_binaries() -> Result<PathBuf, String> {
+    find_bin()
+}
+
 fn find_bin() -> Result<PathBuf, String> {
     #[allow(clippy::disallowed_methods)] // testkit reads its one setting from the environment
     if let Ok(dir) = std::env::var("HEXIDIAN_PG_BIN") {

@@ -1,0 +1,177 @@
+//! `EventFeed` over `guru3_client::Feed`: decodes envelopes into domain commands.
+
+use std::sync::Mutex as StdMutex;
+
+use broker_core::model::{Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Secret};
+use broker_core::ports::{BoxFuture, EventFeed, FeedHealth, PortError, PortErrorKind, PortResult};
+use guru3_client::{ExtensionKind, Feed, Message, MessageId, RawMessage};
+use tokio::sync::Mutex;
+
+/// The GURU3 message feed.
+#[derive(Debug)]
+pub struct Guru3Feed {
+    feed: Mutex<Feed>,
+    health: StdMutex<FeedHealth>,
+}
+
+impl Guru3Feed {
+    /// Wraps a feed (its watcher is spawned by the caller).
+    pub fn new(feed: Feed) -> Self {
+        Self {
+            feed: Mutex::new(feed),
+            health: StdMutex::new(FeedHealth::default()),
+        }
+    }
+
+    fn remember(&self, feed: &Feed) {
+        let s = feed.status();
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        *h = FeedHealth {
+            push_connected: s.websocket_connected,
+            last_fetch_ok: s.last_fetch_ok,
+            pending_acks: s.pending_acks,
+        };
+    }
+}
+
+pub(crate) fn port_error(e: guru3_client::Error) -> PortError {
+    let kind = if e.is_transient() {
+        PortErrorKind::Transient
+    } else if e.is_auth() {
+        PortErrorKind::Fatal
+    } else {
+        PortErrorKind::Rejected
+    };
+    PortError::new(kind, format!("guru3: {e}")).with_source(e)
+}
+
+impl EventFeed for Guru3Feed {
+    fn next_batch(&self) -> BoxFuture<'_, PortResult<Vec<Incoming>>> {
+        Box::pin(async move {
+            let mut feed = self.feed.lock().await;
+            self.remember(&feed);
+            let page = feed.next_page().await;
+            self.remember(&feed);
+            let page = page.map_err(port_error)?;
+            for m in &page.malformed {
+                // without an id it can never be acked: GURU3 will keep returning it
+                tracing::error!(element = %m.to_string().chars().take(200).collect::<String>(), "guru3 returned an element without a usable id");
+            }
+            Ok(page.messages.iter().map(incoming).collect())
+        })
+    }
+
+    fn ack(&self, ids: Vec<i64>) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            let mut feed = self.feed.lock().await;
+            for id in ids {
+                if let Ok(id) = MessageId::new(id) {
+                    feed.ack(id);
+                }
+            }
+            let r = feed.flush_acks().await.map_err(port_error);
+            self.remember(&feed);
+            r
+        })
+    }
+
+    fn health(&self) -> FeedHealth {
+        if let Ok(feed) = self.feed.try_lock() {
+            self.remember(&feed);
+        }
+        *self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn incoming(raw: &RawMessage) -> Incoming {
+    let envelope = serde_json::json!({
+        "id": raw.id.get(),
+        "timestamp": raw.timestamp,
+        "type": raw.kind,
+        "data": raw.data,
+    });
+    Incoming {
+        id: raw.id.get(),
+        kind: raw.kind.clone(),
+        raw: envelope.to_string(),
+        command: raw
+            .decode()
+            .map_err(|e| e.to_string())
+            .and_then(command),
+    }
+}
+
+fn num(e: &guru3_client::Extension) -> Result<Number, String> {
+    e.as_str().parse()
+}
+
+/// Maps a decoded GURU3 message to what it asks of the broker.
+pub(crate) fn command(m: Message) -> Result<Command, String> {
+    Ok(match m {
+        Message::UpdateExtension(u) => {
+            let kind = match u.kind {
+                ExtensionKind::Sip { password, .. } => Kind::Sip {
+                    password: Secret::new(password.expose()),
+                },
+                ExtensionKind::Dect {
+                    token,
+                    use_encryption,
+                    handset,
+                    ..
+                } => Kind::Dect {
+                    token: Secret::new(token.as_str()),
+                    encryption: use_encryption,
+                    handset: handset.map(|h| Handset {
+                        ipei: h.ipei.as_str().to_owned(),
+                        uak: Secret::new(h.uak.expose()),
+                    }),
+                },
+                ExtensionKind::Group { short_name } => Kind::Group { short_name },
+                other => Kind::Other {
+                    wire_type: other.wire_name().to_owned(),
+                },
+            };
+            Command::Upsert(Extension {
+                number: num(&u.number)?,
+                name: u.name,
+                kind,
+                forward: match u.forward {
+                    Some(f) => Some(Forward {
+                        target: num(&f.extension)?,
+                        mode: format!("{:?}", f.mode),
+                        delay_s: f.delay_s,
+                    }),
+                    None => None,
+                },
+            })
+        }
+        Message::DeleteExtension { number } => Command::Delete(num(&number)?),
+        Message::RenameExtension { old, new } => Command::Rename {
+            old: num(&old)?,
+            new: num(&new)?,
+        },
+        Message::UpdateCallgroup(g) => Command::SetMembers {
+            number: num(&g.number)?,
+            name: g.name,
+            members: g
+                .members
+                .iter()
+                .map(|m| {
+                    Ok(Member {
+                        number: num(&m.extension)?,
+                        active: m.active,
+                        delay_s: m.delay_s,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        },
+        Message::UnsubscribeDevice { extension } => Command::Unsubscribe(num(&extension)?),
+        Message::CallExtension(c) => Command::CallExtension(num(&c.number)?),
+        Message::SyncStarted => Command::SyncStarted,
+        Message::SyncEnded => Command::SyncEnded,
+        Message::Unknown { kind, .. } => Command::Unknown { kind },
+        other => Command::Unknown {
+            kind: other.to_string(),
+        },
+    })
+}

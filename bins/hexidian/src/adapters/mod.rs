@@ -1,0 +1,10 @@
+//! The only code that knows both sides: each adapter implements a `broker_core` port over a
+//! protocol crate, mapping types and errors and nothing more.
+
+mod guru3;
+mod omm;
+mod pg;
+
+pub use guru3::Guru3Feed;
+pub use omm::{OWNER_TAG, OmmDect, OmmLink};
+pub use pg::{PgSip, PgState};

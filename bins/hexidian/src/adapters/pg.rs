@@ -1,0 +1,267 @@
+//! `SipProvisioning` and `StateStore` over one `asterisk_realtime::Store`.
+
+use asterisk_realtime::{
+    Change, Extension, JournalRow, Kind, Member, Outcome, SipPassword, StateChange, Store,
+    UserSpec,
+};
+use broker_core::model::{MirrorEntry, Number, Secret};
+use broker_core::ports::{
+    BoxFuture, JournalEntry, JournalStats, JournalStatus, PortError, PortErrorKind, PortResult,
+    SipChange, SipOutcome, SipProvisioning, SipUserKind, StateOp, StateStore, SweepSummary,
+};
+
+fn port_error(e: asterisk_realtime::Error) -> PortError {
+    let kind = if e.is_transient() {
+        PortErrorKind::Transient
+    } else if e.is_conflict() {
+        PortErrorKind::Conflict
+    } else {
+        PortErrorKind::Rejected
+    };
+    PortError::new(kind, format!("postgres: {e}")).with_source(e)
+}
+
+fn ext(n: &Number) -> PortResult<Extension> {
+    n.as_str()
+        .parse()
+        .map_err(|e: asterisk_realtime::InvalidInput| PortError::rejected(format!("extension {n}: {e}")))
+}
+
+fn change(c: SipChange) -> PortResult<Change> {
+    Ok(match c {
+        SipChange::UpsertUser {
+            number,
+            kind,
+            name,
+            password,
+        } => Change::UpsertUser(UserSpec {
+            extension: ext(&number)?,
+            kind: match kind {
+                SipUserKind::Sip => Kind::Sip,
+                SipUserKind::Dect => Kind::Dect,
+            },
+            name,
+            password: match password {
+                Some(p) => Some(p.expose().parse::<SipPassword>().map_err(|e| {
+                    PortError::rejected(format!("password of {number}: {e}"))
+                })?),
+                None => None,
+            },
+        }),
+        SipChange::DeleteUser(n) => Change::DeleteUser(ext(&n)?),
+        SipChange::Rename { old, new } => Change::Rename {
+            old: ext(&old)?,
+            new: ext(&new)?,
+        },
+        SipChange::UpsertGroup {
+            number,
+            name,
+            short_name,
+        } => Change::UpsertGroup {
+            extension: ext(&number)?,
+            name,
+            short_name,
+        },
+        SipChange::SetMembers {
+            number,
+            name,
+            members,
+        } => Change::SetMembers {
+            extension: ext(&number)?,
+            name,
+            members: members
+                .iter()
+                .map(|m| {
+                    Ok(Member {
+                        extension: ext(&m.number)?,
+                        active: m.active,
+                        delay_s: i32::try_from(m.delay_s).unwrap_or(600),
+                    })
+                })
+                .collect::<PortResult<_>>()?,
+        },
+        SipChange::NotGroup { number, name } => Change::NotGroup {
+            extension: ext(&number)?,
+            name,
+        },
+        SipChange::DeleteExtension(n) => Change::DeleteExtension(ext(&n)?),
+        _ => return Err(PortError::rejected("unsupported pbx change")),
+    })
+}
+
+/// Asterisk's PJSIP realtime tables as the broker's SIP provisioning.
+#[derive(Debug, Clone)]
+pub struct PgSip {
+    store: Store,
+}
+
+impl PgSip {
+    /// Over a connected store.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+impl SipProvisioning for PgSip {
+    fn apply(
+        &self,
+        changes: Vec<SipChange>,
+    ) -> BoxFuture<'_, PortResult<Vec<PortResult<SipOutcome>>>> {
+        Box::pin(async move {
+            // changes that cannot even be expressed fail alone, before the batch
+            let mut slots: Vec<Result<usize, PortError>> = Vec::with_capacity(changes.len());
+            let mut batch = Vec::new();
+            for c in changes {
+                slots.push(change(c).map(|c| {
+                    batch.push(c);
+                    batch.len() - 1
+                }));
+            }
+            let mut results: Vec<Option<asterisk_realtime::Result<Outcome>>> = if batch.is_empty() {
+                Vec::new()
+            } else {
+                self.store
+                    .apply(&batch)
+                    .await
+                    .map_err(port_error)?
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            };
+            Ok(slots
+                .into_iter()
+                .map(|s| {
+                    let i = s?;
+                    match results.get_mut(i).and_then(Option::take) {
+                        Some(Ok(Outcome::User { password, .. })) => {
+                            Ok(SipOutcome::User(Secret::new(password.expose())))
+                        }
+                        Some(Ok(Outcome::Done(b))) => Ok(SipOutcome::Done(b)),
+                        Some(Ok(_)) => Ok(SipOutcome::Done(true)),
+                        Some(Err(e)) => Err(port_error(e)),
+                        None => Err(PortError::transient("missing batch result")),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn begin_sync(&self) -> BoxFuture<'_, PortResult<i64>> {
+        Box::pin(async move { self.store.begin_sync().await.map_err(port_error) })
+    }
+
+    fn end_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>> {
+        Box::pin(async move {
+            let r = self.store.end_sync(epoch).await.map_err(port_error)?;
+            Ok(SweepSummary {
+                users: r.users,
+                groups: r.groups,
+            })
+        })
+    }
+
+    fn sync_state(&self) -> BoxFuture<'_, PortResult<(i64, bool)>> {
+        Box::pin(async move { self.store.sync_state().await.map_err(port_error) })
+    }
+}
+
+/// The broker's mirror and journal in schema `hexidian`, next to the PBX rows.
+#[derive(Debug, Clone)]
+pub struct PgState {
+    store: Store,
+}
+
+impl PgState {
+    /// Over a connected store.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn status(s: JournalStatus) -> asterisk_realtime::JournalStatus {
+    match s {
+        JournalStatus::Done => asterisk_realtime::JournalStatus::Done,
+        JournalStatus::Ignored => asterisk_realtime::JournalStatus::Ignored,
+        JournalStatus::Dead => asterisk_realtime::JournalStatus::Dead,
+    }
+}
+
+impl StateStore for PgState {
+    fn load(&self) -> BoxFuture<'_, PortResult<Vec<(Number, MirrorEntry)>>> {
+        Box::pin(async move {
+            let docs = self.store.load_desired().await.map_err(port_error)?;
+            Ok(docs
+                .into_iter()
+                .filter_map(|(n, doc)| {
+                    let number: Number = n.parse().ok()?;
+                    match serde_json::from_str::<MirrorEntry>(&doc) {
+                        Ok(e) => Some((number, e)),
+                        Err(e) => {
+                            tracing::error!(extension = %number, error = %e, "unreadable mirror entry ignored");
+                            None
+                        }
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn commit(&self, ops: Vec<StateOp>) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            let mut changes = Vec::with_capacity(ops.len());
+            for op in ops {
+                changes.push(match op {
+                    StateOp::Put(n, e) => StateChange::Put {
+                        number: ext(&n)?,
+                        doc: serde_json::to_string(&e).map_err(|e| {
+                            PortError::new(PortErrorKind::Fatal, format!("mirror entry: {e}"))
+                        })?,
+                    },
+                    StateOp::Remove(n) => StateChange::Remove(ext(&n)?),
+                    StateOp::Journal(j) => StateChange::Journal(JournalRow {
+                        id: j.id,
+                        kind: j.kind,
+                        status: status(j.status),
+                        attempts: i32::try_from(j.attempts).unwrap_or(i32::MAX),
+                        reason: j.reason,
+                        payload: j.payload,
+                    }),
+                    _ => continue,
+                });
+            }
+            self.store.commit_state(&changes).await.map_err(port_error)
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, PortResult<JournalStats>> {
+        Box::pin(async move {
+            let (done, ignored, dead) = self.store.journal_counts().await.map_err(port_error)?;
+            Ok(JournalStats {
+                done: done as u64,
+                ignored: ignored as u64,
+                dead: dead as u64,
+            })
+        })
+    }
+
+    fn dead_letters(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<JournalEntry>>> {
+        Box::pin(async move {
+            let rows = self
+                .store
+                .dead_letters(i64::from(limit))
+                .await
+                .map_err(port_error)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| JournalEntry {
+                    id: r.id,
+                    kind: r.kind,
+                    status: JournalStatus::Dead,
+                    attempts: u32::try_from(r.attempts).unwrap_or(0),
+                    reason: r.reason,
+                    payload: r.payload,
+                })
+                .collect())
+        })
+    }
+}

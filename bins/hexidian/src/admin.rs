@@ -1,0 +1,118 @@
+//! `GET /healthz` (the process is alive) and `GET /readyz` (each peer's state, backlog and
+//! dead letters, 503 while a peer is down) over HTTP/1.1.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use broker_core::ports::EventFeed;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::Health;
+
+type Resp = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+pub(crate) async fn serve(listener: TcpListener, health: Health, mut stop: watch::Receiver<bool>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((tcp, _)) = accepted else { continue };
+        let health = health.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let health = health.clone();
+                async move { Ok::<_, Infallible>(route(&health, &req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc);
+            // a client that never finishes its request cannot hold a connection forever
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+async fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Resp {
+    if req.method() != hyper::Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => readyz(health).await,
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+async fn readyz(h: &Health) -> Resp {
+    let feed = h.feed.health();
+    let omm_up = h.omm.is_up();
+    let store = h.pg.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let pg_up = match store {
+        Some(s) => tokio::time::timeout(Duration::from_secs(2), s.backend_pid())
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        None => h.memory_store,
+    };
+    let state = h.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (journal, dead) = match state {
+        Some(s) => (
+            s.stats().await.ok(),
+            s.dead_letters(10).await.unwrap_or_default(),
+        ),
+        None => (None, Vec::new()),
+    };
+    let broker = h
+        .broker
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let ready = feed.last_fetch_ok && omm_up && pg_up && broker.is_some();
+    let body = json!({
+        "ready": ready,
+        "guru3": {
+            "last_fetch_ok": feed.last_fetch_ok,
+            "websocket_connected": feed.push_connected,
+            "pending_acks": feed.pending_acks,
+        },
+        "omm": {"connected": omm_up, "sessions": h.omm.connects()},
+        "postgres": {"connected": pg_up, "in_memory": h.memory_store},
+        "broker": broker.map(|b| json!({
+            "started": true,
+            "done": b.done,
+            "ignored": b.ignored,
+            "dead": b.dead,
+            "backlog": b.backlog,
+            "retrying": b.retrying,
+            "sync_epoch": b.sync_epoch,
+        })),
+        "journal": journal.map(|j| json!({"done": j.done, "ignored": j.ignored, "dead": j.dead})),
+        "dead_letters": dead.iter().map(|d| json!({
+            "id": d.id, "type": d.kind, "attempts": d.attempts, "reason": d.reason,
+        })).collect::<Vec<_>>(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(status, "application/json", format!("{body:#}\n"))
+}

@@ -1,0 +1,304 @@
+//! The TOML config file and how it becomes [`Settings`]. Secrets are never in the file: each
+//! one is named by an environment variable (`*_env`) or a file (`*_file`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::Deserialize;
+
+use crate::{Settings, StoreSettings};
+
+/// The config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[guru3]`
+    pub guru3: Guru3Section,
+    /// `[omm]`
+    pub omm: OmmSection,
+    /// `[postgres]`
+    pub postgres: PostgresSection,
+    /// `[broker]`
+    #[serde(default)]
+    pub broker: BrokerSection,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// `[log]`
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[guru3]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guru3Section {
+    /// Base URL, `https://…`.
+    pub url: String,
+    /// Environment variable holding the event's mgr key.
+    pub api_key_env: Option<String>,
+    /// File holding the event's mgr key.
+    pub api_key_file: Option<PathBuf>,
+    /// Event id (checked against the key's prefix; default: the prefix).
+    pub event_id: Option<u32>,
+    /// Extra CA certificates (PEM) besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// `max_messages` per GET (default 200).
+    pub page_size: Option<u32>,
+    /// Poll interval in seconds (default 30).
+    pub poll_interval_s: Option<u64>,
+}
+
+/// `[omm]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OmmSection {
+    /// Host name or address.
+    pub host: String,
+    /// Port (default 12622, or 12621 with `plain`).
+    pub port: Option<u16>,
+    /// AXI account.
+    pub user: String,
+    /// Environment variable holding its password.
+    pub password_env: Option<String>,
+    /// File holding its password.
+    pub password_file: Option<PathBuf>,
+    /// SHA-256 fingerprints (hex) of the OMM certificate to pin.
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
+    /// Or: a CA file (PEM) that issued the OMM certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Plain TCP instead of TLS (only on a trusted network).
+    #[serde(default)]
+    pub plain: bool,
+}
+
+/// `[postgres]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// Connection string without a password (`host=/run/postgresql dbname=asterisk user=hexidian`).
+    pub url: Option<String>,
+    /// Environment variable holding the connection string.
+    pub url_env: Option<String>,
+    /// File holding the connection string.
+    pub url_file: Option<PathBuf>,
+}
+
+/// `[broker]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    /// Attempts before a message is dead-lettered (default 5).
+    pub max_attempts: Option<u32>,
+    /// Seconds a message may keep failing before it is dead-lettered (default 240).
+    pub retry_budget_s: Option<u64>,
+    /// OMM operations in flight (default 32).
+    pub dect_concurrency: Option<usize>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Listen address (default `127.0.0.1:9464`; `""` disables).
+    #[serde(default = "default_admin")]
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: default_admin(),
+        }
+    }
+}
+
+fn default_admin() -> String {
+    "127.0.0.1:9464".into()
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `human` (default) or `json`.
+    pub format: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let mut msg = format!("{}: {e}", path.display());
+            if ["api_key", "password", "secret"].iter().any(|k| msg.contains(&format!("`{k}`"))) {
+                msg.push_str("\n(secrets are never written in the config file: use the *_env or *_file keys)");
+            }
+            msg
+        })
+    }
+
+    /// Resolves secrets and TLS material into [`Settings`].
+    pub fn settings(&self) -> Result<Settings, String> {
+        let key = secret("guru3 api key", &self.guru3.api_key_env, &self.guru3.api_key_file)?;
+        let key: guru3_client::ApiKey = key.parse().map_err(|e| format!("guru3 api key: {e}"))?;
+        let mut guru3 = guru3_client::Config::new(&self.guru3.url, key).map_err(|e| e.to_string())?;
+        if let Some(id) = self.guru3.event_id {
+            guru3 = guru3.event_id(guru3_client::EventId::new(id).map_err(|e| e.to_string())?);
+        }
+        if let Some(n) = self.guru3.page_size {
+            guru3 = guru3.max_messages(n);
+        }
+        if let Some(path) = &self.guru3.ca_file {
+            let (roots, added) = guru3_client::client::tls::webpki_roots_and(pem(path)?);
+            if added == 0 {
+                return Err(format!("{}: no usable CA certificate", path.display()));
+            }
+            guru3 = guru3.tls(guru3_client::client::tls::with_roots(roots));
+        }
+        let mut feed = guru3_client::FeedConfig::default();
+        if let Some(s) = self.guru3.poll_interval_s {
+            feed = feed.poll_interval(Duration::from_secs(s.max(1)));
+        }
+
+        let password = secret("omm password", &self.omm.password_env, &self.omm.password_file)?;
+        let mut omm = omm_axi::Config::new(self.omm.host.clone(), self.omm.user.clone(), password);
+        if let Some(p) = self.omm.port {
+            omm = omm.port(p);
+        }
+        if self.omm.plain {
+            omm = omm.plain();
+        } else if !self.omm.fingerprints.is_empty() {
+            let pins = self
+                .omm
+                .fingerprints
+                .iter()
+                .map(|f| f.parse::<omm_axi::Fingerprint>().map_err(|e| format!("omm fingerprint {f:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            omm = omm.tls(omm_axi::client::tls::pinned(&pins));
+        } else if let Some(path) = &self.omm.ca_file {
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(pem(path)?);
+            if added == 0 {
+                return Err(format!("{}: no usable CA certificate", path.display()));
+            }
+            omm = omm.tls(omm_axi::client::tls::with_roots(roots));
+        } else {
+            return Err("[omm]: set `fingerprints` or `ca_file` (or `plain = true`)".into());
+        }
+
+        let url = match (&self.postgres.url, &self.postgres.url_env, &self.postgres.url_file) {
+            (Some(u), None, None) => u.clone(),
+            (None, env, file) if env.is_some() || file.is_some() => {
+                secret("postgres url", env, file)?
+            }
+            _ => return Err("[postgres]: set exactly one of url, url_env, url_file".into()),
+        };
+        let pg = asterisk_realtime::Config::new(&url).map_err(|e| format!("postgres url: {e}"))?;
+
+        let mut broker = broker_core::BrokerConfig::default();
+        if let Some(n) = self.broker.max_attempts {
+            broker = broker.max_attempts(n);
+        }
+        if let Some(s) = self.broker.retry_budget_s {
+            broker = broker.retry_budget(Duration::from_secs(s));
+        }
+        if let Some(n) = self.broker.dect_concurrency {
+            broker = broker.dect_concurrency(n);
+        }
+        let admin = if self.admin.listen.is_empty() {
+            None
+        } else {
+            Some(
+                self.admin
+                    .listen
+                    .parse::<SocketAddr>()
+                    .map_err(|e| format!("[admin] listen {:?}: {e}", self.admin.listen))?,
+            )
+        };
+        Ok(Settings {
+            guru3,
+            feed,
+            omm,
+            store: StoreSettings::Postgres(pg),
+            broker,
+            admin,
+        })
+    }
+}
+
+fn pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads a secret from exactly one of an environment variable or a file (trailing newline
+/// removed). The value never appears in errors.
+fn secret(what: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<String, String> {
+    match (env, file) {
+        (Some(var), None) => {
+            #[allow(clippy::disallowed_methods)] // the binary reads its secrets from the environment
+            let v = std::env::var(var).map_err(|_| format!("{what}: environment variable {var} is not set"))?;
+            Ok(v)
+        }
+        (None, Some(path)) => {
+            let v = std::fs::read_to_string(path).map_err(|e| format!("{what}: {}: {e}", path.display()))?;
+            Ok(v.trim_end_matches(['\n', '\r']).to_owned())
+        }
+        _ => Err(format!("{what}: set exactly one of the *_env and *_file keys")),
+    }
+}
+
+
+/// `hexidian check-config`: parses the file, resolves secrets and connects to each peer once.
+/// Prints one line per check; fails if any failed.
+pub async fn check(path: &Path) -> Result<(), String> {
+    let file = FileConfig::load(path)?;
+    let settings = file.settings()?;
+    let mut failed = Vec::new();
+    let mut line = |what: &str, r: Result<String, String>| match r {
+        Ok(ok) => tracing::info!("{what}: ok ({ok})"),
+        Err(e) => {
+            tracing::error!("{what}: FAILED: {e}");
+            failed.push(what.to_owned());
+        }
+    };
+    let guru3 = async {
+        let c = guru3_client::Client::new(settings.guru3.clone()).map_err(|e| e.to_string())?;
+        // max_messages=0: authenticates and returns [] without touching the queue
+        c.fetch_messages_max(0).await.map_err(|e| e.to_string())?;
+        Ok(format!("event {}", c.event_id()))
+    };
+    line("guru3", guru3.await);
+    let omm = async {
+        let (client, conn, _events) = omm_axi::connect(&settings.omm).await.map_err(|e| e.to_string())?;
+        let task = tokio::spawn(conn);
+        let name = client.fetch_system_name().await.map_err(|e| e.to_string());
+        drop(client);
+        task.abort();
+        name.map(|n| format!("system {n:?}"))
+    };
+    line("omm", omm.await);
+    let pg = async {
+        let StoreSettings::Postgres(cfg) = &settings.store else {
+            return Ok("in memory".to_owned());
+        };
+        let (store, driver) = asterisk_realtime::Store::connect(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let task = tokio::spawn(driver.run());
+        let r = store.sync_state().await.map_err(|e| e.to_string());
+        task.abort();
+        r.map(|(epoch, _)| format!("schema {:?}, resync epoch {epoch}", store.schema()))
+    };
+    line("postgres", pg.await);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", failed.join(", ")))
+    }
+}

@@ -1,0 +1,256 @@
+//! `hexidian demo`: the whole broker on loopback with nothing external. It starts the GURU3
+//! and OMM simulators, a throwaway PostgreSQL (or an in-memory PBX store when no server
+//! binaries are installed), runs the broker, plays a scenario (extensions of every type,
+//! call groups, renames, deletes, an unsubscribe, a resync), checks the result against the
+//! simulators and the store, prints a summary and keeps everything up until Ctrl-C.
+#![allow(clippy::print_stdout)] // the demo reports on the terminal
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use guru3_sim::{Extension, Guru3Sim, Handset, Kind, Member};
+
+use crate::{Settings, StoreSettings};
+
+/// Options of `hexidian demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Extensions to create (70 % DECT, 25 % SIP, 5 % groups, plus a few of the other types)
+    #[arg(long, default_value_t = 300)]
+    pub extensions: usize,
+    /// Exit after the summary instead of keeping the simulators up
+    #[arg(long)]
+    pub exit: bool,
+    /// Use the in-memory PBX store even when PostgreSQL binaries are installed
+    #[arg(long)]
+    pub memory: bool,
+}
+
+/// An IPEI with a valid ETSI check digit.
+pub fn ipei(n: u32) -> String {
+    let digits = format!("{:05}{:07}", 3000 + n / 1_000_000, n % 1_000_000);
+    let sum: u32 = digits
+        .bytes()
+        .zip(1u32..)
+        .map(|(d, i)| u32::from(d - b'0') * i)
+        .sum();
+    let check = match sum % 11 {
+        10 => '*',
+        c => char::from(b'0' + c as u8),
+    };
+    format!("{} {} {check}", &digits[..5], &digits[5..])
+}
+
+fn uak(n: u32) -> String {
+    format!("{n:08X}{:024X}", u128::from(n) * 0x9E37_79B9)
+}
+
+/// Fills the GURU3 simulator: `n` extensions in the given mix. Returns (dect, sip, groups).
+pub fn seed(sim: &Guru3Sim, n: usize) -> Result<(usize, usize, usize), String> {
+    let (mut dect, mut sip, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let number = format!("{}", 10000 + i);
+        let kind = match i % 20 {
+            0 => Kind::group("G"),
+            1..=5 => Kind::sip(),
+            _ => Kind::dect(),
+        };
+        let mut e = Extension::new(&number, &format!("Demo {i} – Tomás 📞"), kind);
+        match e.kind {
+            Kind::Group { .. } => groups.push(number.clone()),
+            Kind::Sip { .. } => sip.push(number.clone()),
+            _ => {
+                if i % 3 == 0 {
+                    e.handset = Some(Handset {
+                        ipei: ipei(i as u32),
+                        uak: uak(i as u32),
+                    });
+                }
+                dect.push(number.clone());
+            }
+        }
+        sim.save(e)?;
+    }
+    for (j, g) in groups.iter().enumerate() {
+        let members: Vec<Member> = dect
+            .iter()
+            .chain(&sip)
+            .skip(j * 3)
+            .take(3)
+            .enumerate()
+            .map(|(k, m)| Member::new(m, 5 * k as u32))
+            .collect();
+        sim.set_members(g, members)?;
+    }
+    for (number, kind) in [
+        ("19000", Kind::Gsm { token: String::new() }),
+        ("19001", Kind::App { target: "echo".into() }),
+        ("19002", Kind::Announcement { audio: String::new() }),
+        ("19003", Kind::Special),
+    ] {
+        sim.save(Extension::new(number, "Service", kind))?;
+    }
+    Ok((dect.len(), sip.len(), groups.len()))
+}
+
+/// Waits until GURU3's queue is empty (every message acked); prints progress.
+pub async fn drained(sim: &Guru3Sim, what: &str) -> Duration {
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    while !sim.pending().is_empty() {
+        if last.elapsed() > Duration::from_secs(1) {
+            println!("  {what}: {} messages pending", sim.pending().len());
+            last = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t0.elapsed()
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let t0 = Instant::now();
+    let guru3 = Guru3Sim::start(guru3_sim::Config::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let omm = omm_axi_sim::Sim::start().await;
+    let _db;
+    let store = match hexidian_testkit::pg::server_binaries() {
+        Ok(_) if !args.memory => {
+            let db = hexidian_testkit::pg::TestDb::new().await;
+            let ddl = hexidian_testkit::fixtures_dir().join("sql/asterisk-modern.sql");
+            let ddl = std::fs::read_to_string(&ddl).map_err(|e| format!("{}: {e}", ddl.display()))?;
+            db.connect()
+                .await
+                .batch_execute(&ddl)
+                .await
+                .map_err(|e| format!("loading the Asterisk schema: {e}"))?;
+            let cfg = asterisk_realtime::Config::new(&db.url()).map_err(|e| e.to_string())?;
+            println!("PBX store: throwaway PostgreSQL ({})", db.url());
+            _db = Some(db);
+            StoreSettings::Postgres(cfg)
+        }
+        other => {
+            if let Err(why) = other {
+                println!("PBX store: in memory ({why})");
+            } else {
+                println!("PBX store: in memory");
+            }
+            _db = None;
+            StoreSettings::Memory
+        }
+    };
+    let settings = sim_settings(&guru3, &omm, store)?;
+    let running = crate::start(settings).await.map_err(|e| e.to_string())?;
+    println!(
+        "hexidian running; admin on http://{}/readyz",
+        running
+            .admin_addr()
+            .map_or_else(|| "-".to_owned(), |a| a.to_string())
+    );
+
+    let (dect, sip, groups) = seed(&guru3, args.extensions)?;
+    println!("created {dect} DECT, {sip} SIP, {groups} group extensions and 4 others in GURU3");
+    let t = drained(&guru3, "initial load").await;
+    println!("  applied in {:.2} s", t.as_secs_f64());
+
+    // live edits: renames, deletes, an unsubscribe, a new handset
+    let exts = guru3.extensions();
+    let dects: Vec<String> = exts
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Dect { .. }))
+        .map(|e| e.number.clone())
+        .collect();
+    for (k, n) in dects.iter().take(5).enumerate() {
+        guru3.rename(n, &format!("2{k:04}"))?;
+    }
+    for n in dects.iter().skip(5).take(5) {
+        guru3.delete(n)?;
+    }
+    if let Some(with_handset) = exts
+        .iter()
+        .find(|e| e.handset.is_some() && !dects[..10.min(dects.len())].contains(&e.number))
+    {
+        guru3.unsubscribe(&with_handset.number)?;
+    }
+    let t = drained(&guru3, "live edits").await;
+    println!("5 renames, 5 deletes, 1 unsubscribe applied in {:.2} s", t.as_secs_f64());
+
+    guru3.resync();
+    println!("resync triggered (GURU3 sends no websocket frame for it: the poll timer finds it)");
+    let t = drained(&guru3, "resync").await;
+    println!(
+        "resync of {} extensions applied in {:.2} s",
+        guru3.extensions().len(),
+        t.as_secs_f64()
+    );
+
+    // check the result against the simulators
+    let view = omm.view();
+    let want_dect = guru3
+        .extensions()
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Dect { .. }))
+        .count();
+    let omm_users = view
+        .users
+        .iter()
+        .filter(|(_, a)| a.get("hierarchy1").map(String::as_str) == Some(crate::adapters::OWNER_TAG))
+        .count();
+    let bound = view
+        .devices
+        .iter()
+        .filter(|(_, a)| a.get("uid").is_some_and(|u| u != "0"))
+        .count();
+    let status = running.status();
+    println!("summary after {:.1} s:", t0.elapsed().as_secs_f64());
+    println!("  GURU3 DECT extensions {want_dect}, OMM users owned by hexidian {omm_users}, handsets bound {bound}");
+    println!(
+        "  messages applied {}, ignored {}, dead-lettered {}",
+        status.done, status.ignored, status.dead
+    );
+    if omm_users != want_dect {
+        return Err(format!("OMM has {omm_users} users, GURU3 {want_dect} DECT extensions"));
+    }
+    println!("  ok: OMM and GURU3 agree");
+    if args.exit {
+        running.stop().await.map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    println!("simulators stay up until Ctrl-C:");
+    println!("  GURU3  {}  (event {}, key {})", guru3.url(), guru3.event_id(), guru3.api_key());
+    println!("  OMM    {}  (user omm, password omm)", omm.addr());
+    shutdown.await;
+    running.stop().await.map_err(|e| e.to_string())
+}
+
+/// Settings that point hexidian at the two simulators.
+pub fn sim_settings(
+    guru3: &Guru3Sim,
+    omm: &omm_axi_sim::Sim,
+    store: StoreSettings,
+) -> Result<Settings, String> {
+    let key: guru3_client::ApiKey = guru3.api_key().parse().map_err(|e| format!("{e}"))?;
+    let g = guru3_client::Config::new(&guru3.url(), key)
+        .map_err(|e| e.to_string())?
+        .tls(guru3_client::client::tls::with_roots(
+            hexidian_testkit::ca_roots(),
+        ))
+        .max_messages(500);
+    let fp: omm_axi::Fingerprint = hexidian_testkit::fingerprint_hex("server")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let o = omm_axi::Config::new("127.0.0.1", "omm", "omm")
+        .port(omm.addr().port())
+        .tls(omm_axi::client::tls::pinned(&[fp]));
+    Ok(Settings {
+        guru3: g,
+        feed: guru3_client::FeedConfig::default()
+            .poll_interval(Duration::from_secs(5))
+            .debounce(Duration::from_millis(50)),
+        omm: o,
+        store,
+        broker: broker_core::BrokerConfig::default(),
+        admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+    })
+}

@@ -1,0 +1,287 @@
+//! The hexidian binary as a library: [`start`]/[`run`] wire the adapters over the protocol
+//! crates into `broker_core` and serve the admin endpoints; `main.rs` only parses the command
+//! line, reads the config file and handles signals.
+
+pub mod adapters;
+mod admin;
+pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use broker_core::ports::{BoxFuture, Clock, EventFeed, SipProvisioning, StateStore};
+use broker_core::{Broker, BrokerConfig, BrokerStatus, Ports};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::adapters::{Guru3Feed, OmmDect, OmmLink, PgSip, PgState};
+
+/// Where the PBX rows and the broker's state live.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StoreSettings {
+    /// PostgreSQL with Asterisk's realtime tables (production).
+    Postgres(asterisk_realtime::Config),
+    /// In memory (the demo without PostgreSQL binaries): nothing survives a restart.
+    #[cfg(feature = "demo")]
+    Memory,
+}
+
+/// Everything [`start`] needs, already resolved (secrets read, TLS built).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// GURU3 client.
+    pub guru3: guru3_client::Config,
+    /// GURU3 feed timing.
+    pub feed: guru3_client::FeedConfig,
+    /// OMM client.
+    pub omm: omm_axi::Config,
+    /// PBX and state store.
+    pub store: StoreSettings,
+    /// Delivery loop tuning.
+    pub broker: BrokerConfig,
+    /// Admin listener (`/healthz`, `/readyz`); `None` to disable.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Failures that stop [`start`] or [`run`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Invalid settings.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The GURU3 client refused its configuration.
+    #[error("guru3 client")]
+    Guru3(#[from] guru3_client::Error),
+    /// Binding the admin listener failed.
+    #[error("admin listener")]
+    Admin(#[source] std::io::Error),
+    /// The broker stopped with an error.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+/// Tokio time as the broker's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
+/// Shared view of the peers, for the admin endpoints.
+#[derive(Clone)]
+pub(crate) struct Health {
+    pub(crate) feed: Arc<Guru3Feed>,
+    pub(crate) omm: Arc<OmmLink>,
+    pub(crate) pg: Arc<Mutex<Option<asterisk_realtime::Store>>>,
+    pub(crate) memory_store: bool,
+    pub(crate) state: Arc<Mutex<Option<Arc<dyn StateStore>>>>,
+    pub(crate) broker: Arc<Mutex<Option<Arc<Mutex<BrokerStatus>>>>>,
+}
+
+/// A started hexidian.
+#[derive(Debug)]
+pub struct Running {
+    admin_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+    broker: Arc<Mutex<Option<Arc<Mutex<BrokerStatus>>>>>,
+    omm: Arc<OmmLink>,
+}
+
+impl Running {
+    /// Where `/healthz` and `/readyz` are served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The broker's counters (default until the broker has started).
+    pub fn status(&self) -> BrokerStatus {
+        let b = self.broker.lock().unwrap_or_else(|e| e.into_inner());
+        b.as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// OMM sessions opened so far.
+    pub fn omm_connects(&self) -> u64 {
+        self.omm.connects()
+    }
+
+    /// Graceful stop: the batch in progress is finished and its acks are sent.
+    pub async fn stop(self) -> Result<(), Error> {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Broker(format!("broker task: {e}"))),
+        }
+    }
+
+    /// Kills everything at once, wherever it is (what a crash does).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
+    /// Waits until hexidian stops by itself (it only does on a fatal error).
+    pub async fn wait(self) -> Result<(), Error> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Broker(format!("broker task: {e}"))),
+        }
+    }
+}
+
+/// Starts every component; returns once the admin listener is bound. Peers that are down
+/// are retried in the background (the admin endpoints report them).
+pub async fn start(settings: Settings) -> Result<Running, Error> {
+    let client = guru3_client::Client::new(settings.guru3.clone())?;
+    let (feed, watcher) = guru3_client::client::feed(client, settings.feed.clone());
+    let feed = Arc::new(Guru3Feed::new(feed));
+    let omm = OmmLink::new();
+    let (stop, stop_rx) = watch::channel(false);
+    let health = Health {
+        feed: Arc::clone(&feed),
+        omm: Arc::clone(&omm),
+        pg: Arc::default(),
+        memory_store: !matches!(settings.store, StoreSettings::Postgres(_)),
+        state: Arc::default(),
+        broker: Arc::default(),
+    };
+    let admin = match settings.admin {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(Error::Admin)?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let broker_slot = Arc::clone(&health.broker);
+    let task = tokio::spawn(supervise(
+        settings, feed, watcher, Arc::clone(&omm), admin, health, stop_rx,
+    ));
+    Ok(Running {
+        admin_addr,
+        stop,
+        task,
+        broker: broker_slot,
+        omm,
+    })
+}
+
+/// Runs until `shutdown` completes, then stops gracefully.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let running = start(settings).await?;
+    tokio::pin!(shutdown);
+    let stop = running.stop.clone();
+    let task = running.task;
+    tokio::pin!(task);
+    tokio::select! {
+        r = &mut task => return r.map_err(|e| Error::Broker(e.to_string()))?,
+        () = &mut shutdown => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    task.await.map_err(|e| Error::Broker(e.to_string()))?
+}
+
+async fn supervise(
+    settings: Settings,
+    feed: Arc<Guru3Feed>,
+    watcher: guru3_client::Watcher,
+    omm: Arc<OmmLink>,
+    admin: Option<tokio::net::TcpListener>,
+    health: Health,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    // every helper task lives in this set: aborting the supervisor ends them all
+    let mut tasks = JoinSet::new();
+    tasks.spawn(watcher.run());
+    tasks.spawn(Arc::clone(&omm).maintain(settings.omm.clone(), stop.clone()));
+    if let Some(listener) = admin {
+        tasks.spawn(admin::serve(listener, health.clone(), stop.clone()));
+    }
+    let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
+    let (sip, state): (Arc<dyn SipProvisioning>, Arc<dyn StateStore>) = match &settings.store {
+        StoreSettings::Postgres(cfg) => {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match asterisk_realtime::Store::connect(cfg.clone()).await {
+                    Ok((store, driver)) => {
+                        tasks.spawn(driver.run());
+                        *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
+                        break (
+                            Arc::new(PgSip::new(store.clone())),
+                            Arc::new(PgState::new(store)),
+                        );
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, "postgres not reachable; retrying");
+                    }
+                    Err(e) => return Err(Error::Config(format!("postgres: {e}"))),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
+                if stopped(&stop) {
+                    return Ok(());
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+        #[cfg(feature = "demo")]
+        StoreSettings::Memory => (
+            Arc::new(broker_core::fakes::MemorySip::default()),
+            Arc::new(broker_core::fakes::MemoryState::default()),
+        ),
+    };
+    *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&state));
+    let ports = Ports {
+        feed: feed as Arc<dyn EventFeed>,
+        dect: Arc::new(OmmDect::new(Arc::clone(&omm))),
+        sip,
+        state,
+        clock: Arc::new(SystemClock),
+    };
+    let broker = loop {
+        match Broker::start(ports.clone(), settings.broker.clone()).await {
+            Ok(b) => break b,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e.report(), "loading broker state failed; retrying");
+            }
+            Err(e) => return Err(Error::Broker(e.report())),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+        if stopped(&stop) {
+            return Ok(());
+        }
+    };
+    *health.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker.status());
+    let mut stop2 = stop.clone();
+    let shutdown = async move {
+        while !*stop2.borrow() {
+            if stop2.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    let r = broker.run(shutdown).await;
+    tasks.abort_all();
+    r.map_err(|e| Error::Broker(e.report()))
+}

@@ -1,0 +1,117 @@
+//! `hexidian`: command line, config file, logging and signals. Everything else is in the
+//! library (`hexidian::run`).
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports on its terminal
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "hexidian", version, about = "Provisioning broker: GURU3 → Mitel OMM and Asterisk")]
+struct Cli {
+    /// Log format: human or json (RUST_LOG sets the filter, default info)
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the broker
+    Run {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate the config file and connect to each peer once
+    CheckConfig {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Everything on loopback: simulators, a throwaway store, a scripted scenario
+    #[cfg(feature = "demo")]
+    Demo(hexidian::demo::DemoArgs),
+}
+
+fn init_logging(format: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == Some("json") {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run { config } => {
+            let file = match hexidian::config::FileConfig::load(&config) {
+                Ok(f) => f,
+                Err(e) => return fail(&e),
+            };
+            init_logging(cli.log_format.as_deref().or(file.log.format.as_deref()));
+            match file.settings() {
+                Ok(s) => hexidian::run(s, shutdown_signal()).await.map_err(|e| report(&e)),
+                Err(e) => Err(e),
+            }
+        }
+        Cmd::CheckConfig { config } => {
+            init_logging(cli.log_format.as_deref());
+            hexidian::config::check(&config).await
+        }
+        #[cfg(feature = "demo")]
+        Cmd::Demo(args) => {
+            init_logging(cli.log_format.as_deref());
+            hexidian::demo::run(args, shutdown_signal()).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn report(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("hexidian: {msg}");
+    ExitCode::FAILURE
+}
