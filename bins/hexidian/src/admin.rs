@@ -41,8 +41,8 @@ pub(crate) async fn serve(listener: TcpListener, health: Health, mut stop: watch
                 let health = health.clone();
                 async move { Ok::<_, Infallible>(route(&health, &req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc);
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
             // a client that never finishes its request cannot hold a connection forever
             let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
         });
@@ -52,7 +52,11 @@ pub(crate) async fn serve(listener: TcpListener, health: Health, mut stop: watch
 
 async fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Resp {
     if req.method() != hyper::Method::GET {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
     }
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),

@@ -135,7 +135,15 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            let mut msg = format!("{}: {e}", path.display());
+            // the parser's own Display quotes the offending line, which may hold a secret:
+            // report its message and the line number only
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let mut msg = match line {
+                Some(l) => format!("{} line {l}: {}", path.display(), e.message()),
+                None => format!("{}: {}", path.display(), e.message()),
+            };
             if ["api_key", "password", "secret"].iter().any(|k| msg.contains(&format!("`{k}`"))) {
                 msg.push_str("\n(secrets are never written in the config file: use the *_env or *_file keys)");
             }
@@ -145,9 +153,14 @@ impl FileConfig {
 
     /// Resolves secrets and TLS material into [`Settings`].
     pub fn settings(&self) -> Result<Settings, String> {
-        let key = secret("guru3 api key", &self.guru3.api_key_env, &self.guru3.api_key_file)?;
+        let key = secret(
+            "guru3 api key",
+            &self.guru3.api_key_env,
+            &self.guru3.api_key_file,
+        )?;
         let key: guru3_client::ApiKey = key.parse().map_err(|e| format!("guru3 api key: {e}"))?;
-        let mut guru3 = guru3_client::Config::new(&self.guru3.url, key).map_err(|e| e.to_string())?;
+        let mut guru3 =
+            guru3_client::Config::new(&self.guru3.url, key).map_err(|e| e.to_string())?;
         if let Some(id) = self.guru3.event_id {
             guru3 = guru3.event_id(guru3_client::EventId::new(id).map_err(|e| e.to_string())?);
         }
@@ -166,7 +179,11 @@ impl FileConfig {
             feed = feed.poll_interval(Duration::from_secs(s.max(1)));
         }
 
-        let password = secret("omm password", &self.omm.password_env, &self.omm.password_file)?;
+        let password = secret(
+            "omm password",
+            &self.omm.password_env,
+            &self.omm.password_file,
+        )?;
         let mut omm = omm_axi::Config::new(self.omm.host.clone(), self.omm.user.clone(), password);
         if let Some(p) = self.omm.port {
             omm = omm.port(p);
@@ -178,7 +195,10 @@ impl FileConfig {
                 .omm
                 .fingerprints
                 .iter()
-                .map(|f| f.parse::<omm_axi::Fingerprint>().map_err(|e| format!("omm fingerprint {f:?}: {e}")))
+                .map(|f| {
+                    f.parse::<omm_axi::Fingerprint>()
+                        .map_err(|e| format!("omm fingerprint {f:?}: {e}"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             omm = omm.tls(omm_axi::client::tls::pinned(&pins));
         } else if let Some(path) = &self.omm.ca_file {
@@ -192,7 +212,11 @@ impl FileConfig {
             return Err("[omm]: set `fingerprints` or `ca_file` (or `plain = true`)".into());
         }
 
-        let url = match (&self.postgres.url, &self.postgres.url_env, &self.postgres.url_file) {
+        let url = match (
+            &self.postgres.url,
+            &self.postgres.url_env,
+            &self.postgres.url_file,
+        ) {
             (Some(u), None, None) => u.clone(),
             (None, env, file) if env.is_some() || file.is_some() => {
                 secret("postgres url", env, file)?
@@ -225,7 +249,7 @@ impl FileConfig {
             guru3,
             feed,
             omm,
-            store: StoreSettings::Postgres(pg),
+            store: StoreSettings::Postgres(Box::new(pg)),
             broker,
             admin,
         })
@@ -243,18 +267,22 @@ fn pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 fn secret(what: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<String, String> {
     match (env, file) {
         (Some(var), None) => {
-            #[allow(clippy::disallowed_methods)] // the binary reads its secrets from the environment
-            let v = std::env::var(var).map_err(|_| format!("{what}: environment variable {var} is not set"))?;
+            #[allow(clippy::disallowed_methods)]
+            // the binary reads its secrets from the environment
+            let v = std::env::var(var)
+                .map_err(|_| format!("{what}: environment variable {var} is not set"))?;
             Ok(v)
         }
         (None, Some(path)) => {
-            let v = std::fs::read_to_string(path).map_err(|e| format!("{what}: {}: {e}", path.display()))?;
+            let v = std::fs::read_to_string(path)
+                .map_err(|e| format!("{what}: {}: {e}", path.display()))?;
             Ok(v.trim_end_matches(['\n', '\r']).to_owned())
         }
-        _ => Err(format!("{what}: set exactly one of the *_env and *_file keys")),
+        _ => Err(format!(
+            "{what}: set exactly one of the *_env and *_file keys"
+        )),
     }
 }
-
 
 /// `hexidian check-config`: parses the file, resolves secrets and connects to each peer once.
 /// Prints one line per check; fails if any failed.
@@ -277,7 +305,9 @@ pub async fn check(path: &Path) -> Result<(), String> {
     };
     line("guru3", guru3.await);
     let omm = async {
-        let (client, conn, _events) = omm_axi::connect(&settings.omm).await.map_err(|e| e.to_string())?;
+        let (client, conn, _events) = omm_axi::connect(&settings.omm)
+            .await
+            .map_err(|e| e.to_string())?;
         let task = tokio::spawn(conn);
         let name = client.fetch_system_name().await.map_err(|e| e.to_string());
         drop(client);
@@ -289,7 +319,9 @@ pub async fn check(path: &Path) -> Result<(), String> {
         let StoreSettings::Postgres(cfg) = &settings.store else {
             return Ok("in memory".to_owned());
         };
-        let (store, driver) = asterisk_realtime::Store::connect(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let (store, driver) = asterisk_realtime::Store::connect((**cfg).clone())
+            .await
+            .map_err(|e| e.to_string())?;
         let task = tokio::spawn(driver.run());
         let r = store.sync_state().await.map_err(|e| e.to_string());
         task.abort();
@@ -300,5 +332,48 @@ pub async fn check(path: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("failed: {}", failed.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/hexidian.toml")
+    }
+
+    #[test]
+    fn the_example_config_parses_and_names_its_secrets() {
+        let f = FileConfig::load(&example()).unwrap();
+        assert_eq!(f.guru3.api_key_env.as_deref(), Some("HEXIDIAN_GURU3_KEY"));
+        assert_eq!(f.admin.listen, "127.0.0.1:9464");
+        // the secrets are not there, so resolving says which one is missing (and nothing else)
+        let err = f.settings().unwrap_err();
+        assert!(err.contains("HEXIDIAN_GURU3_KEY"), "{err}");
+    }
+
+    #[test]
+    fn secrets_in_the_file_are_refused_with_a_hint() {
+        let dir = std::env::temp_dir().join(format!("hexidian-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        let text = std::fs::read_to_string(example()).unwrap().replace(
+            "password_file = \"/etc/hexidian/omm-password\"",
+            "password = \"hunter2\"",
+        );
+        std::fs::write(&p, text).unwrap();
+        let err = FileConfig::load(&p).unwrap_err();
+        assert!(err.contains("never written in the config file"), "{err}");
+        assert!(!err.contains("hunter2"), "the secret is not echoed: {err}");
+        let key = dir.join("key");
+        std::fs::write(&key, "7$abcDEF123\n").unwrap();
+        let mut f = FileConfig::load(&example()).unwrap();
+        f.guru3.api_key_env = None;
+        f.guru3.api_key_file = Some(key);
+        f.omm.password_file = Some(dir.join("missing"));
+        let err = f.settings().unwrap_err();
+        assert!(err.starts_with("omm password:"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -83,9 +83,24 @@ pub fn seed(sim: &Guru3Sim, n: usize) -> Result<(usize, usize, usize), String> {
         sim.set_members(g, members)?;
     }
     for (number, kind) in [
-        ("19000", Kind::Gsm { token: String::new() }),
-        ("19001", Kind::App { target: "echo".into() }),
-        ("19002", Kind::Announcement { audio: String::new() }),
+        (
+            "19000",
+            Kind::Gsm {
+                token: String::new(),
+            },
+        ),
+        (
+            "19001",
+            Kind::App {
+                target: "echo".into(),
+            },
+        ),
+        (
+            "19002",
+            Kind::Announcement {
+                audio: String::new(),
+            },
+        ),
         ("19003", Kind::Special),
     ] {
         sim.save(Extension::new(number, "Service", kind))?;
@@ -97,9 +112,9 @@ pub fn seed(sim: &Guru3Sim, n: usize) -> Result<(usize, usize, usize), String> {
 pub async fn drained(sim: &Guru3Sim, what: &str) -> Duration {
     let t0 = Instant::now();
     let mut last = Instant::now();
-    while !sim.pending().is_empty() {
+    while sim.pending_count() > 0 {
         if last.elapsed() > Duration::from_secs(1) {
-            println!("  {what}: {} messages pending", sim.pending().len());
+            println!("  {what}: {} messages pending", sim.pending_count());
             last = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -119,7 +134,8 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         Ok(_) if !args.memory => {
             let db = hexidian_testkit::pg::TestDb::new().await;
             let ddl = hexidian_testkit::fixtures_dir().join("sql/asterisk-modern.sql");
-            let ddl = std::fs::read_to_string(&ddl).map_err(|e| format!("{}: {e}", ddl.display()))?;
+            let ddl =
+                std::fs::read_to_string(&ddl).map_err(|e| format!("{}: {e}", ddl.display()))?;
             db.connect()
                 .await
                 .batch_execute(&ddl)
@@ -128,7 +144,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
             let cfg = asterisk_realtime::Config::new(&db.url()).map_err(|e| e.to_string())?;
             println!("PBX store: throwaway PostgreSQL ({})", db.url());
             _db = Some(db);
-            StoreSettings::Postgres(cfg)
+            StoreSettings::Postgres(Box::new(cfg))
         }
         other => {
             if let Err(why) = other {
@@ -174,7 +190,10 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         guru3.unsubscribe(&with_handset.number)?;
     }
     let t = drained(&guru3, "live edits").await;
-    println!("5 renames, 5 deletes, 1 unsubscribe applied in {:.2} s", t.as_secs_f64());
+    println!(
+        "5 renames, 5 deletes, 1 unsubscribe applied in {:.2} s",
+        t.as_secs_f64()
+    );
 
     guru3.resync();
     println!("resync triggered (GURU3 sends no websocket frame for it: the poll timer finds it)");
@@ -195,7 +214,9 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     let omm_users = view
         .users
         .iter()
-        .filter(|(_, a)| a.get("hierarchy1").map(String::as_str) == Some(crate::adapters::OWNER_TAG))
+        .filter(|(_, a)| {
+            a.get("hierarchy1").map(String::as_str) == Some(crate::adapters::OWNER_TAG)
+        })
         .count();
     let bound = view
         .devices
@@ -204,13 +225,17 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         .count();
     let status = running.status();
     println!("summary after {:.1} s:", t0.elapsed().as_secs_f64());
-    println!("  GURU3 DECT extensions {want_dect}, OMM users owned by hexidian {omm_users}, handsets bound {bound}");
+    println!(
+        "  GURU3 DECT extensions {want_dect}, OMM users owned by hexidian {omm_users}, handsets bound {bound}"
+    );
     println!(
         "  messages applied {}, ignored {}, dead-lettered {}",
         status.done, status.ignored, status.dead
     );
     if omm_users != want_dect {
-        return Err(format!("OMM has {omm_users} users, GURU3 {want_dect} DECT extensions"));
+        return Err(format!(
+            "OMM has {omm_users} users, GURU3 {want_dect} DECT extensions"
+        ));
     }
     println!("  ok: OMM and GURU3 agree");
     if args.exit {
@@ -218,7 +243,12 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         return Ok(());
     }
     println!("simulators stay up until Ctrl-C:");
-    println!("  GURU3  {}  (event {}, key {})", guru3.url(), guru3.event_id(), guru3.api_key());
+    println!(
+        "  GURU3  {}  (event {}, key {})",
+        guru3.url(),
+        guru3.event_id(),
+        guru3.api_key()
+    );
     println!("  OMM    {}  (user omm, password omm)", omm.addr());
     shutdown.await;
     running.stop().await.map_err(|e| e.to_string())

@@ -25,7 +25,7 @@ use crate::adapters::{Guru3Feed, OmmDect, OmmLink, PgSip, PgState};
 #[non_exhaustive]
 pub enum StoreSettings {
     /// PostgreSQL with Asterisk's realtime tables (production).
-    Postgres(asterisk_realtime::Config),
+    Postgres(Box<asterisk_realtime::Config>),
     /// In memory (the demo without PostgreSQL binaries): nothing survives a restart.
     #[cfg(feature = "demo")]
     Memory,
@@ -170,7 +170,13 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let broker_slot = Arc::clone(&health.broker);
     let task = tokio::spawn(supervise(
-        settings, feed, watcher, Arc::clone(&omm), admin, health, stop_rx,
+        settings,
+        feed,
+        watcher,
+        Arc::clone(&omm),
+        admin,
+        health,
+        stop_rx,
     ));
     Ok(Running {
         admin_addr,
@@ -218,7 +224,7 @@ async fn supervise(
         StoreSettings::Postgres(cfg) => {
             let mut delay = Duration::from_millis(200);
             loop {
-                match asterisk_realtime::Store::connect(cfg.clone()).await {
+                match asterisk_realtime::Store::connect((**cfg).clone()).await {
                     Ok((store, driver)) => {
                         tasks.spawn(driver.run());
                         *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());

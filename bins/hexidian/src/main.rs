@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hexidian", version, about = "Provisioning broker: GURU3 → Mitel OMM and Asterisk")]
+#[command(
+    name = "hexidian",
+    version,
+    about = "Provisioning broker: GURU3 → Mitel OMM and Asterisk"
+)]
 struct Cli {
     /// Log format: human or json (RUST_LOG sets the filter, default info)
     #[arg(long, global = true)]
@@ -39,7 +43,9 @@ enum Cmd {
 fn init_logging(format: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == Some("json") {
         b.json().init();
     } else {
@@ -80,7 +86,9 @@ async fn main() -> ExitCode {
             };
             init_logging(cli.log_format.as_deref().or(file.log.format.as_deref()));
             match file.settings() {
-                Ok(s) => hexidian::run(s, shutdown_signal()).await.map_err(|e| report(&e)),
+                Ok(s) => hexidian::run(s, shutdown_signal())
+                    .await
+                    .map_err(|e| report(&e)),
                 Err(e) => Err(e),
             }
         }

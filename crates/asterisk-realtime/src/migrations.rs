@@ -3,7 +3,11 @@
 /// `(version, description, SQL)`, applied in order, each in its own transaction.
 pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "ownership, sync state, call groups and routes", V1),
-    (2, "broker state: desired-state mirror and message journal", V2),
+    (
+        2,
+        "broker state: desired-state mirror and message journal",
+        V2,
+    ),
 ];
 
 pub(crate) const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS hexidian; \

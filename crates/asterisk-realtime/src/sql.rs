@@ -85,6 +85,39 @@ pub(crate) const U_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, displa
      ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, display_name = EXCLUDED.display_name, \
        seen_epoch = EXCLUDED.seen_epoch, updated_at = now()";
 
+// set-based user upserts: rows arrive as one JSON array; jsonb_populate_recordset gives every
+// field the column's own type, so enum columns take labels on both schema generations
+pub(crate) const UB_AOR: &str = "INSERT INTO ps_aors (id, max_contacts, remove_existing, qualify_frequency) \
+     SELECT r.id, r.max_contacts, r.remove_existing, r.qualify_frequency \
+       FROM jsonb_populate_recordset(NULL::ps_aors, $1::text::jsonb) AS r \
+     ON CONFLICT (id) DO UPDATE SET max_contacts = EXCLUDED.max_contacts, \
+       remove_existing = EXCLUDED.remove_existing, qualify_frequency = EXCLUDED.qualify_frequency";
+pub(crate) const UB_AUTH_SET: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
+     SELECT r.id, r.auth_type, r.id, r.password FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb) AS r \
+     ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
+       password = EXCLUDED.password \
+     RETURNING id::text, password::text";
+pub(crate) const UB_AUTH_KEEP: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
+     SELECT r.id, r.auth_type, r.id, r.password FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb) AS r \
+     ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
+       password = coalesce(nullif(ps_auths.password, ''), EXCLUDED.password) \
+     RETURNING id::text, password::text";
+pub(crate) const UB_ENDPOINT: &str = "INSERT INTO ps_endpoints (id, aors, auth, context, disallow, allow, transport, \
+       direct_media, rtp_symmetric, force_rport, rewrite_contact, dtmf_mode, callerid) \
+     SELECT r.id, r.id, r.id, r.context, 'all', r.allow, r.transport, r.direct_media, r.rtp_symmetric, \
+            r.force_rport, r.rewrite_contact, r.dtmf_mode, r.callerid \
+       FROM jsonb_populate_recordset(NULL::ps_endpoints, $1::text::jsonb) AS r \
+     ON CONFLICT (id) DO UPDATE SET aors = EXCLUDED.aors, auth = EXCLUDED.auth, context = EXCLUDED.context, \
+       disallow = EXCLUDED.disallow, allow = EXCLUDED.allow, transport = EXCLUDED.transport, \
+       direct_media = EXCLUDED.direct_media, rtp_symmetric = EXCLUDED.rtp_symmetric, \
+       force_rport = EXCLUDED.force_rport, rewrite_contact = EXCLUDED.rewrite_contact, \
+       dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid";
+pub(crate) const UB_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch) \
+     SELECT x.id, x.kind, x.display, (SELECT current_epoch FROM hexidian.sync_state) \
+       FROM unnest($1::text[], $2::text[], $3::text[]) AS x (id, kind, display) \
+     ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, display_name = EXCLUDED.display_name, \
+       seen_epoch = EXCLUDED.seen_epoch, updated_at = now()";
+
 pub(crate) const P_PASSWORD: &str = "UPDATE ps_auths AS a SET password = $2 FROM hexidian.sip_user AS u WHERE a.id = $1 AND u.id = a.id";
 pub(crate) const P_CALLERID: &str = "UPDATE ps_endpoints AS e SET callerid = $2 FROM hexidian.sip_user AS u WHERE e.id = $1 AND u.id = e.id";
 pub(crate) const P_DISPLAY: &str =
@@ -157,6 +190,20 @@ pub(crate) const C_MERGE: &str = "INSERT INTO hexidian.callgroup_member AS cm (c
      WHERE (cm.active, cm.delay_s) IS DISTINCT FROM (EXCLUDED.active, EXCLUDED.delay_s)";
 pub(crate) const C_DROP_IF_PLAIN: &str = "DELETE FROM hexidian.callgroup g WHERE g.extension = $1 AND NOT g.is_group \
        AND NOT EXISTS (SELECT 1 FROM hexidian.callgroup_member m WHERE m.callgroup = g.extension)";
+// set-based member lists for a run of SetMembers: groups in $1 (names $2), pairs in the rest
+pub(crate) const CB_LIST_OWNER: &str = "INSERT INTO hexidian.callgroup (extension, name, members_epoch) \
+     SELECT x.e, x.n, (SELECT current_epoch FROM hexidian.sync_state) FROM unnest($1::text[], $2::text[]) AS x (e, n) \
+     ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, members_epoch = EXCLUDED.members_epoch, updated_at = now()";
+pub(crate) const CB_PRUNE: &str = "DELETE FROM hexidian.callgroup_member m \
+     WHERE m.callgroup = ANY ($1::text[]) \
+       AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[]) AS k (g, member) \
+                        WHERE k.g = m.callgroup AND k.member = m.member)";
+pub(crate) const CB_MERGE: &str = "INSERT INTO hexidian.callgroup_member AS cm (callgroup, member, active, delay_s) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::integer[]) \
+     ON CONFLICT (callgroup, member) DO UPDATE SET active = EXCLUDED.active, delay_s = EXCLUDED.delay_s \
+     WHERE (cm.active, cm.delay_s) IS DISTINCT FROM (EXCLUDED.active, EXCLUDED.delay_s)";
+pub(crate) const CB_DROP_IF_PLAIN: &str = "DELETE FROM hexidian.callgroup g WHERE g.extension = ANY ($1::text[]) AND NOT g.is_group \
+       AND NOT EXISTS (SELECT 1 FROM hexidian.callgroup_member m WHERE m.callgroup = g.extension)";
 pub(crate) const C_DELETE: &str = "DELETE FROM hexidian.callgroup WHERE extension = $1";
 pub(crate) const C_UNMEMBER: &str =
     "DELETE FROM hexidian.callgroup_member WHERE member = $1 RETURNING callgroup";
@@ -212,6 +259,11 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("u_auth_keep", U_AUTH_KEEP),
     ("u_endpoint", U_ENDPOINT),
     ("u_mark", U_MARK),
+    ("ub_aor", UB_AOR),
+    ("ub_auth_set", UB_AUTH_SET),
+    ("ub_auth_keep", UB_AUTH_KEEP),
+    ("ub_endpoint", UB_ENDPOINT),
+    ("ub_mark", UB_MARK),
     ("p_password", P_PASSWORD),
     ("p_callerid", P_CALLERID),
     ("p_display", P_DISPLAY),
@@ -249,6 +301,10 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("c_prune", C_PRUNE),
     ("c_merge", C_MERGE),
     ("c_drop_if_plain", C_DROP_IF_PLAIN),
+    ("cb_list_owner", CB_LIST_OWNER),
+    ("cb_prune", CB_PRUNE),
+    ("cb_merge", CB_MERGE),
+    ("cb_drop_if_plain", CB_DROP_IF_PLAIN),
     ("c_delete", C_DELETE),
     ("c_unmember", C_UNMEMBER),
     ("c_ancestors", C_ANCESTORS),

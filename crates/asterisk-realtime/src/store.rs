@@ -307,6 +307,15 @@ statements!(
     c_unmember = C_UNMEMBER,
     c_ancestors = C_ANCESTORS,
     c_refresh = C_REFRESH,
+    ub_aor = UB_AOR,
+    ub_auth_set = UB_AUTH_SET,
+    ub_auth_keep = UB_AUTH_KEEP,
+    ub_endpoint = UB_ENDPOINT,
+    ub_mark = UB_MARK,
+    cb_list_owner = CB_LIST_OWNER,
+    cb_prune = CB_PRUNE,
+    cb_merge = CB_MERGE,
+    cb_drop_if_plain = CB_DROP_IF_PLAIN,
 );
 
 struct Inner {
@@ -543,39 +552,96 @@ impl Store {
         let mut tx = client.transaction().await?;
         let lt = format!("{}ms", self.inner.config.lock_timeout.as_millis());
         tx.query_one(&st.lock_timeout, &[&lt]).await?;
-        let mut out = Vec::with_capacity(changes.len());
+        let mut out: Vec<Option<Result<Outcome>>> = changes.iter().map(|_| None).collect();
         let mut i = 0;
         while i < changes.len() {
-            // runs of user upserts with distinct ids go through the pipelined bulk path
-            let mut run: Vec<&UserSpec> = Vec::new();
-            while let Some(Change::UpsertUser(spec)) = changes.get(i + run.len()) {
-                if run.iter().any(|s| s.extension == spec.extension) {
-                    break;
+            // runs of user upserts with distinct ids go through the set-based bulk path;
+            // group upserts of other ids inside the run commute with them (they touch
+            // other rows) and are applied right after it
+            let mut users: Vec<(usize, &UserSpec)> = Vec::new();
+            let mut groups: Vec<(usize, &Extension)> = Vec::new();
+            let taken = |users: &[(usize, &UserSpec)],
+                         groups: &[(usize, &Extension)],
+                         e: &Extension| {
+                users.iter().any(|(_, s)| &s.extension == e) || groups.iter().any(|(_, g)| *g == e)
+            };
+            let mut j = i;
+            loop {
+                match changes.get(j) {
+                    Some(Change::UpsertUser(spec)) if !taken(&users, &groups, &spec.extension) => {
+                        users.push((j, spec));
+                    }
+                    Some(Change::UpsertGroup { extension, .. })
+                        if !users.is_empty() && !taken(&users, &groups, extension) =>
+                    {
+                        groups.push((j, extension));
+                    }
+                    _ => break,
                 }
-                run.push(spec);
+                j += 1;
             }
-            if run.len() > 1 {
-                i += run.len();
-                out.extend(self.bulk_upsert(&tx, st, &run).await?);
+            if users.len() > 1 {
+                let specs: Vec<&UserSpec> = users.iter().map(|(_, s)| *s).collect();
+                let results = self.bulk_upsert(&tx, st, &specs).await?;
+                for ((k, _), r) in users.iter().zip(results) {
+                    out[*k] = Some(r);
+                }
+                for (k, _) in &groups {
+                    out[*k] = Some(self.savepointed(&mut tx, st, &changes[*k]).await?);
+                }
+                i = j;
                 continue;
             }
-            let change = &changes[i];
-            i += 1;
-            let sp = tx.savepoint("change").await?;
-            match self.one(&sp, st, change).await {
-                Ok(o) => {
-                    sp.commit().await?;
-                    out.push(Ok(o));
+            // so do runs of member lists (a resync's third pass is all of them)
+            let mut lists: Vec<(&Extension, &String, &Vec<Member>)> = Vec::new();
+            while let Some(Change::SetMembers {
+                extension,
+                name,
+                members,
+            }) = changes.get(i + lists.len())
+            {
+                if lists.iter().any(|l| l.0 == extension) {
+                    break;
                 }
-                Err(e @ (Error::Conflict { .. } | Error::Invalid(_) | Error::Config(_))) => {
-                    sp.rollback().await?;
-                    out.push(Err(e));
-                }
-                Err(e) => return Err(e),
+                lists.push((extension, name, members));
             }
+            if lists.len() > 1 {
+                self.bulk_members(&tx, st, &lists).await?;
+                for slot in &mut out[i..i + lists.len()] {
+                    *slot = Some(Ok(Outcome::Done(true)));
+                }
+                i += lists.len();
+                continue;
+            }
+            out[i] = Some(self.savepointed(&mut tx, st, &changes[i]).await?);
+            i += 1;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Unavailable)))
+            .collect())
+    }
+
+    /// One change under its own savepoint: a conflict or invalid input fails it alone.
+    async fn savepointed(
+        &self,
+        tx: &mut Transaction<'_>,
+        st: &Statements,
+        change: &Change,
+    ) -> Result<Result<Outcome>> {
+        let sp = tx.savepoint("change").await?;
+        match self.one(&sp, st, change).await {
+            Ok(o) => {
+                sp.commit().await?;
+                Ok(Ok(o))
+            }
+            Err(e @ (Error::Conflict { .. } | Error::Invalid(_) | Error::Config(_))) => {
+                sp.rollback().await?;
+                Ok(Err(e))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn single(&self, change: Change) -> Result<Outcome> {
@@ -897,16 +963,50 @@ impl Store {
         Ok(())
     }
 
-    /// Upserts many users with a handful of set-based checks and the per-user writes
-    /// pipelined on the connection (no round trip per statement). Per-user failures
-    /// (conflict, invalid input) exclude that user before anything is written.
+    /// Replaces many member lists with four set-based statements and one route refresh.
+    async fn bulk_members(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        lists: &[(&Extension, &String, &Vec<Member>)],
+    ) -> Result<()> {
+        let groups: Vec<&str> = lists.iter().map(|l| l.0.as_str()).collect();
+        let mut sorted = groups.clone();
+        sorted.sort_unstable();
+        tx.query(&st.lock_ids, &[&sorted]).await?;
+        let names: Vec<String> = lists.iter().map(|l| sanitize_display_name(l.1)).collect();
+        let (mut g, mut m, mut a, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (ext, _, members) in lists {
+            // duplicates keep the last, the group itself is dropped (as in the single path)
+            let mut list: Vec<&Member> = Vec::new();
+            for mem in members.iter().rev() {
+                if mem.extension != **ext && !list.iter().any(|x| x.extension == mem.extension) {
+                    list.push(mem);
+                }
+            }
+            for mem in list.into_iter().rev() {
+                g.push(ext.as_str());
+                m.push(mem.extension.as_str());
+                a.push(mem.active);
+                d.push(mem.delay_s.clamp(0, 600));
+            }
+        }
+        tx.execute(&st.cb_list_owner, &[&groups, &names]).await?;
+        tx.execute(&st.cb_prune, &[&groups, &g, &m]).await?;
+        tx.execute(&st.cb_merge, &[&g, &m, &a, &d]).await?;
+        tx.execute(&st.cb_drop_if_plain, &[&groups]).await?;
+        self.refresh_ancestors(tx, st, &groups).await
+    }
+
+    /// Upserts many users with a handful of set-based checks and four set-based writes for
+    /// the whole run (rows as one JSON parameter each). Per-user failures (conflict, invalid
+    /// input) exclude that user before anything is written.
     async fn bulk_upsert(
         &self,
         tx: &Transaction<'_>,
         st: &Statements,
         specs: &[&UserSpec],
     ) -> Result<Vec<Result<Outcome>>> {
-        use futures_util::future::try_join_all;
         use std::collections::HashMap;
 
         struct Prepared<'a> {
@@ -1009,55 +1109,63 @@ impl Store {
                 kind: spec.kind.as_str(),
             });
         }
-        let (remove_existing, userpass) = (Label::yes_no(t.remove_existing), Label("userpass"));
-        let labels = [
-            Label::yes_no(t.direct_media),
-            Label::yes_no(t.rtp_symmetric),
-            Label::yes_no(t.force_rport),
-            Label::yes_no(t.rewrite_contact),
-            Label(t.dtmf_mode.label()),
-        ];
-        let (max_contacts, allow, transport) = (&t.max_contacts, &t.allow, &t.transport);
-        let (remove_existing, userpass, labels) = (&remove_existing, &userpass, &labels);
-        let aors = try_join_all(work.iter().map(|w| async move {
-            tx.execute(
-                &st.u_aor,
-                &[&w.id, max_contacts, remove_existing, &w.qualify],
+        // four set-based statements for the whole run; enum labels come from fixed sets
+        let yes_no = |b: bool| Label::yes_no(b).0;
+        let aors: Vec<serde_json::Value> = work
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "id": w.id, "max_contacts": t.max_contacts,
+                    "remove_existing": yes_no(t.remove_existing), "qualify_frequency": w.qualify,
+                })
+            })
+            .collect();
+        let auth = |keep: bool| -> String {
+            serde_json::Value::Array(
+                work.iter()
+                    .filter(|w| w.keep == keep)
+                    .map(|w| serde_json::json!({"id": w.id, "auth_type": "userpass", "password": w.password}))
+                    .collect(),
             )
-            .await
-        }));
-        let auths = try_join_all(work.iter().map(|w| async move {
-            let stmt = if w.keep {
-                &st.u_auth_keep
-            } else {
-                &st.u_auth_set
-            };
-            tx.query_one(stmt, &[&w.id, &w.password, userpass]).await
-        }));
-        let endpoints = try_join_all(work.iter().map(|w| async move {
-            let params: [&(dyn postgres_types::ToSql + Sync); 10] = [
-                &w.id,
-                &w.context,
-                allow,
-                transport,
-                &labels[0],
-                &labels[1],
-                &labels[2],
-                &labels[3],
-                &labels[4],
-                &w.callerid,
-            ];
-            tx.execute(&st.u_endpoint, &params).await
-        }));
-        let marks =
-            try_join_all(work.iter().map(|w| async move {
-                tx.execute(&st.u_mark, &[&w.id, &w.kind, &w.display]).await
-            }));
-        let (_, auths, _, _) =
-            futures_util::future::try_join4(aors, auths, endpoints, marks).await?;
-        for (w, row) in work.iter().zip(auths) {
-            let stored: String = row.get(0);
-            let password = stored.parse().map_err(|_| {
+            .to_string()
+        };
+        let endpoints: Vec<serde_json::Value> = work
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "id": w.id, "context": w.context, "allow": t.allow, "transport": t.transport,
+                    "direct_media": yes_no(t.direct_media), "rtp_symmetric": yes_no(t.rtp_symmetric),
+                    "force_rport": yes_no(t.force_rport), "rewrite_contact": yes_no(t.rewrite_contact),
+                    "dtmf_mode": t.dtmf_mode.label(), "callerid": w.callerid,
+                })
+            })
+            .collect();
+        let ids: Vec<&str> = work.iter().map(|w| w.id).collect();
+        let kinds: Vec<&str> = work.iter().map(|w| w.kind).collect();
+        let displays: Vec<&str> = work.iter().map(|w| w.display.as_str()).collect();
+        let (aors, endpoints) = (
+            serde_json::Value::Array(aors).to_string(),
+            serde_json::Value::Array(endpoints).to_string(),
+        );
+        let (auth_set, auth_keep) = (auth(false), auth(true));
+        let (_, set_rows, keep_rows, _, _) = futures_util::future::try_join5(
+            tx.execute(&st.ub_aor, &[&aors]),
+            tx.query(&st.ub_auth_set, &[&auth_set]),
+            tx.query(&st.ub_auth_keep, &[&auth_keep]),
+            tx.execute(&st.ub_endpoint, &[&endpoints]),
+            tx.execute(&st.ub_mark, &[&ids, &kinds, &displays]),
+        )
+        .await?;
+        let stored: HashMap<String, String> = set_rows
+            .iter()
+            .chain(&keep_rows)
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for w in &work {
+            let pw = stored
+                .get(w.id)
+                .ok_or_else(|| Error::Schema(format!("no ps_auths row came back for {}", w.id)))?;
+            let password = pw.parse().map_err(|_| {
                 Error::Schema(format!("stored password of {} is not alphanumeric", w.id))
             })?;
             results[w.index] = Some(Ok(Outcome::User {
@@ -1401,16 +1509,16 @@ impl Store {
                 None => gone.push(k.to_owned()),
             }
         }
-        let mut cols: (Vec<i64>, Vec<String>, Vec<&str>, Vec<i32>, Vec<Option<String>>, Vec<String>) =
-            Default::default();
-        for j in journal.values() {
-            cols.0.push(j.id);
-            cols.1.push(no_nul(&j.kind));
-            cols.2.push(j.status.as_str());
-            cols.3.push(j.attempts);
-            cols.4.push(j.reason.as_deref().map(no_nul));
-            cols.5.push(no_nul(&j.payload));
-        }
+        let rows: Vec<&JournalRow> = journal.into_values().collect();
+        let ids: Vec<i64> = rows.iter().map(|j| j.id).collect();
+        let kinds: Vec<String> = rows.iter().map(|j| no_nul(&j.kind)).collect();
+        let statuses: Vec<&str> = rows.iter().map(|j| j.status.as_str()).collect();
+        let attempts: Vec<i32> = rows.iter().map(|j| j.attempts).collect();
+        let reasons: Vec<Option<String>> = rows
+            .iter()
+            .map(|j| j.reason.as_deref().map(no_nul))
+            .collect();
+        let payloads: Vec<String> = rows.iter().map(|j| no_nul(&j.payload)).collect();
         let mut guard = self.conn().await?;
         let conn = guard.as_mut().ok_or(Error::Unavailable)?;
         let tx = conn.client.transaction().await?;
@@ -1420,10 +1528,10 @@ impl Store {
         if !put_k.is_empty() {
             tx.execute(sql::B_PUT, &[&put_k, &put_v]).await?;
         }
-        if !cols.0.is_empty() {
+        if !ids.is_empty() {
             tx.execute(
                 sql::B_JOURNAL,
-                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5],
+                &[&ids, &kinds, &statuses, &attempts, &reasons, &payloads],
             )
             .await?;
         }

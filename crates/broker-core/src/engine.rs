@@ -473,13 +473,16 @@ impl Broker {
     /// left for a retry.
     async fn apply_segment(&mut self, seg: Vec<Incoming>) -> (Vec<i64>, Vec<Incoming>) {
         // 1. plan every message against a working copy of the mirror
-        let mut work = self.mirror.clone();
+        let t_plan = self.ports.clock.now();
         let mut plans: Vec<Result<Plan, String>> = Vec::with_capacity(seg.len());
-        for msg in &seg {
-            plans.push(match &msg.command {
-                Ok(cmd) => Ok(plan::plan(cmd, &mut work, self.sync)),
-                Err(e) => Err(e.clone()),
-            });
+        {
+            let mut work = plan::Overlay::new(&self.mirror);
+            for msg in &seg {
+                plans.push(match &msg.command {
+                    Ok(cmd) => Ok(plan::plan(cmd, &mut work, self.sync)),
+                    Err(e) => Err(e.clone()),
+                });
+            }
         }
         // 2. all PBX changes of the segment in one transaction
         let mut offsets = Vec::with_capacity(plans.len());
@@ -497,6 +500,8 @@ impl Broker {
                 Ok(p) => p.ignored.clone().map(Verdict::Ignored),
             })
             .collect();
+        let t_sip = self.ports.clock.now();
+        let n_changes = changes.len();
         let sip_results: Vec<PortResult<SipOutcome>> = if changes.is_empty() {
             Vec::new()
         } else {
@@ -531,6 +536,7 @@ impl Broker {
             }
         }
         // 3. OMM operations: per number in order, numbers concurrently
+        let t_dect = self.ports.clock.now();
         let mut queues: BTreeMap<Number, Vec<(usize, DectOp)>> = BTreeMap::new();
         for (i, p) in plans.iter().enumerate() {
             let Ok(p) = p else { continue };
@@ -600,6 +606,7 @@ impl Broker {
             }
         }
         // 4. settle in order: the prefix up to the first retry is final
+        let t_state = self.ports.clock.now();
         let mut acked = Vec::new();
         let mut ops = Vec::new();
         let mut left = Vec::new();
@@ -628,7 +635,20 @@ impl Broker {
             acked.push(msg.id);
         }
         left.extend(seg.map(|(_, m)| m));
-        if let Err(e) = self.ports.state.commit(ops).await {
+        let n_ops = ops.len();
+        let committed = self.ports.state.commit(ops).await;
+        let t_end = self.ports.clock.now();
+        tracing::debug!(
+            messages = acked.len() + left.len(),
+            pbx_changes = n_changes,
+            state_ops = n_ops,
+            plan_ms = t_sip.duration_since(t_plan).as_millis() as u64,
+            pbx_ms = t_dect.duration_since(t_sip).as_millis() as u64,
+            omm_ms = t_state.duration_since(t_dect).as_millis() as u64,
+            state_ms = t_end.duration_since(t_state).as_millis() as u64,
+            "segment applied"
+        );
+        if let Err(e) = committed {
             // the targets are applied; without the journal and mirror the messages are
             // replayed (idempotently) instead of acked
             tracing::warn!(error = %e.report(), "state commit failed; the batch will be replayed");

@@ -10,6 +10,80 @@ use crate::ports::{SipChange, SipUserKind};
 /// The mirror: number → latest desired state.
 pub(crate) type Mirror = BTreeMap<Number, MirrorEntry>;
 
+/// What the handlers need of the mirror they plan against.
+pub(crate) trait MirrorMut {
+    fn get(&self, n: &Number) -> Option<&MirrorEntry>;
+    fn insert(&mut self, n: Number, e: MirrorEntry);
+    fn remove(&mut self, n: &Number);
+    /// Numbers whose entry satisfies `pred` (a scan: only renames and deletes need it).
+    fn numbers_where(&self, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number>;
+}
+
+impl MirrorMut for Mirror {
+    fn get(&self, n: &Number) -> Option<&MirrorEntry> {
+        Self::get(self, n)
+    }
+    fn insert(&mut self, n: Number, e: MirrorEntry) {
+        Self::insert(self, n, e);
+    }
+    fn remove(&mut self, n: &Number) {
+        Self::remove(self, n);
+    }
+    fn numbers_where(&self, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number> {
+        self.iter()
+            .filter(|(_, e)| pred(e))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// A copy-on-write view of the mirror: planning a run of messages touches only what they
+/// change, instead of cloning 10,000 entries for a single edit.
+pub(crate) struct Overlay<'a> {
+    base: &'a Mirror,
+    changed: BTreeMap<Number, Option<MirrorEntry>>,
+}
+
+impl<'a> Overlay<'a> {
+    pub(crate) fn new(base: &'a Mirror) -> Self {
+        Self {
+            base,
+            changed: BTreeMap::new(),
+        }
+    }
+}
+
+impl MirrorMut for Overlay<'_> {
+    fn get(&self, n: &Number) -> Option<&MirrorEntry> {
+        match self.changed.get(n) {
+            Some(e) => e.as_ref(),
+            None => self.base.get(n),
+        }
+    }
+    fn insert(&mut self, n: Number, e: MirrorEntry) {
+        self.changed.insert(n, Some(e));
+    }
+    fn remove(&mut self, n: &Number) {
+        self.changed.insert(n.clone(), None);
+    }
+    fn numbers_where(&self, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number> {
+        let mut out: Vec<Number> = self
+            .base
+            .iter()
+            .filter(|(n, e)| !self.changed.contains_key(*n) && pred(e))
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.extend(
+            self.changed
+                .iter()
+                .filter(|(_, e)| e.as_ref().is_some_and(pred))
+                .map(|(n, _)| n.clone()),
+        );
+        out.sort();
+        out
+    }
+}
+
 /// One OMM operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DectOp {
@@ -55,12 +129,12 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    fn put(&mut self, mirror: &mut Mirror, number: &Number, entry: MirrorEntry) {
+    fn put(&mut self, mirror: &mut impl MirrorMut, number: &Number, entry: MirrorEntry) {
         mirror.insert(number.clone(), entry.clone());
         self.mirror.push((number.clone(), Some(entry)));
     }
 
-    fn remove(&mut self, mirror: &mut Mirror, number: &Number) {
+    fn remove(&mut self, mirror: &mut impl MirrorMut, number: &Number) {
         mirror.remove(number);
         self.mirror.push((number.clone(), None));
     }
@@ -107,7 +181,7 @@ fn is_group(e: Option<&Extension>) -> bool {
 
 /// Plans `cmd` against the working mirror (which it updates). `epoch` is the resync
 /// generation in progress, if any.
-pub(crate) fn plan(cmd: &Command, mirror: &mut Mirror, epoch: Option<i64>) -> Plan {
+pub(crate) fn plan(cmd: &Command, mirror: &mut impl MirrorMut, epoch: Option<i64>) -> Plan {
     let mut p = Plan::default();
     match cmd {
         Command::Upsert(ext) => upsert(&mut p, mirror, ext, epoch),
@@ -120,20 +194,18 @@ pub(crate) fn plan(cmd: &Command, mirror: &mut Mirror, epoch: Option<i64>) -> Pl
             }
             p.remove(mirror, number);
             // GURU3 drops memberships silently (spec §6.2): so do we
-            let touched: Vec<Number> = mirror
-                .iter()
-                .filter(|(_, e)| e.members.iter().any(|m| &m.number == number))
-                .map(|(n, _)| n.clone())
-                .collect();
+            let touched = mirror.numbers_where(&|e| e.members.iter().any(|m| &m.number == number));
             for n in touched {
-                let mut e = mirror[&n].clone();
+                let Some(mut e) = mirror.get(&n).cloned() else {
+                    continue;
+                };
                 e.members.retain(|m| &m.number != number);
                 p.put(mirror, &n, e);
             }
         }
         Command::Rename { old, new } => {
             let prev = mirror.get(old).cloned();
-            if prev.is_none() && mirror.contains_key(new) {
+            if prev.is_none() && mirror.get(new).is_some() {
                 // replay of a rename that was already applied
                 return p;
             }
@@ -153,19 +225,17 @@ pub(crate) fn plan(cmd: &Command, mirror: &mut Mirror, epoch: Option<i64>) -> Pl
                 p.put(mirror, new, e);
             }
             // references GURU3 does not re-send (spec §6.3): member lists and forwards
-            let touched: Vec<Number> = mirror
-                .iter()
-                .filter(|(_, e)| {
-                    e.members.iter().any(|m| &m.number == old)
-                        || e.extension
-                            .as_ref()
-                            .and_then(|x| x.forward.as_ref())
-                            .is_some_and(|f| &f.target == old)
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
+            let touched = mirror.numbers_where(&|e| {
+                e.members.iter().any(|m| &m.number == old)
+                    || e.extension
+                        .as_ref()
+                        .and_then(|x| x.forward.as_ref())
+                        .is_some_and(|f| &f.target == old)
+            });
             for n in touched {
-                let mut e = mirror[&n].clone();
+                let Some(mut e) = mirror.get(&n).cloned() else {
+                    continue;
+                };
                 for m in e.members.iter_mut().filter(|m| &m.number == old) {
                     m.number = new.clone();
                 }
@@ -227,7 +297,7 @@ pub(crate) fn plan(cmd: &Command, mirror: &mut Mirror, epoch: Option<i64>) -> Pl
     p
 }
 
-fn upsert(p: &mut Plan, mirror: &mut Mirror, ext: &Extension, epoch: Option<i64>) {
+fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Option<i64>) {
     let number = &ext.number;
     let entry = mirror.get(number).cloned().unwrap_or_default();
     let prev = entry.extension.clone();

@@ -178,7 +178,12 @@ async fn every_message_type_converges_to_guru3s_state() {
     for (i, c) in script.into_iter().enumerate() {
         w.feed.push(msg(52001 + i as i64, c));
     }
-    w.feed.push(msg(52099, Command::Unknown { kind: "TELEPORT".into() }));
+    w.feed.push(msg(
+        52099,
+        Command::Unknown {
+            kind: "TELEPORT".into(),
+        },
+    ));
     let mut malformed = msg(52100, Command::SyncEnded);
     malformed.kind = "UPDATE_EXTENSION".into();
     malformed.command = Err("field `number`: not an extension number".into());

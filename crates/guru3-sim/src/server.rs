@@ -378,6 +378,11 @@ impl Guru3Sim {
         v.into_iter().map(|w| (w.id, w.kind.clone())).collect()
     }
 
+    /// How many messages are undelivered (cheap: no copy, no sort).
+    pub fn pending_count(&self) -> usize {
+        self.shared.state().undelivered()
+    }
+
     /// All messages ever queued (since the last resync) as `(id, type, delivered)`.
     pub fn queue(&self) -> Vec<(i64, String, bool)> {
         let st = self.shared.state();

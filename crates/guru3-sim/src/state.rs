@@ -597,12 +597,11 @@ impl State {
     }
 
     pub(crate) fn ack(&mut self, ids: &[i64]) {
-        for id in ids {
-            if let Some(w) = self.queue.iter_mut().find(|w| w.id == *id) {
-                w.delivered = true;
-            }
-            self.acked.push(*id);
+        let set: std::collections::HashSet<i64> = ids.iter().copied().collect();
+        for w in self.queue.iter_mut().filter(|w| set.contains(&w.id)) {
+            w.delivered = true;
         }
+        self.acked.extend_from_slice(ids);
     }
 
     /// `process_incoming_message`: `Err(())` is an unhandled exception (HTTP 500).

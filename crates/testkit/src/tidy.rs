@@ -121,7 +121,9 @@ fn dependency_directions_hold() {
                 {
                     let line = text
                         .lines()
-                        .find(|l| l.starts_with(&format!("{d} ")) || l.starts_with(&format!("{d}.")))
+                        .find(|l| {
+                            l.starts_with(&format!("{d} ")) || l.starts_with(&format!("{d}."))
+                        })
                         .unwrap_or_default();
                     assert!(
                         line.contains("optional = true"),

@@ -2,7 +2,9 @@
 
 use std::sync::Mutex as StdMutex;
 
-use broker_core::model::{Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Secret};
+use broker_core::model::{
+    Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Secret,
+};
 use broker_core::ports::{BoxFuture, EventFeed, FeedHealth, PortError, PortErrorKind, PortResult};
 use guru3_client::{ExtensionKind, Feed, Message, MessageId, RawMessage};
 use tokio::sync::Mutex;
@@ -94,10 +96,7 @@ fn incoming(raw: &RawMessage) -> Incoming {
         id: raw.id.get(),
         kind: raw.kind.clone(),
         raw: envelope.to_string(),
-        command: raw
-            .decode()
-            .map_err(|e| e.to_string())
-            .and_then(command),
+        command: raw.decode().map_err(|e| e.to_string()).and_then(command),
     }
 }
 

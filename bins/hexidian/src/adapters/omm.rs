@@ -8,7 +8,10 @@ use std::time::Duration;
 use broker_core::model::{Handset, Number};
 use broker_core::ports::{BoxFuture, DectSystem, DectUser, PortError, PortErrorKind, PortResult};
 use omm_axi::proto::Backoff;
-use omm_axi::{Client, ErrorCode, Ipei, PpDevice, PpUser, RelType, Secret, SecretValue, Sensitive, SubscriptionState};
+use omm_axi::{
+    Client, ErrorCode, Ipei, PpDevice, PpUser, RelType, Secret, SecretValue, Sensitive,
+    SubscriptionState,
+};
 use tokio::sync::{RwLock, watch};
 
 /// `hierarchy1` of every OMM user hexidian creates: users without it are never touched.
@@ -40,7 +43,11 @@ impl OmmLink {
 
     /// Connects, logs in and keeps the session; reconnects with back-off and jitter until
     /// `shutdown` turns true.
-    pub async fn maintain(self: Arc<Self>, config: omm_axi::Config, mut shutdown: watch::Receiver<bool>) {
+    pub async fn maintain(
+        self: Arc<Self>,
+        config: omm_axi::Config,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             if *shutdown.borrow() {
@@ -149,7 +156,11 @@ fn fill(u: &mut PpUser, user: &DectUser) {
     u.hierarchy1 = Some(OWNER_TAG.into());
     // hierarchy fields hold at most 16 characters
     let token = user.token.expose();
-    u.hierarchy2 = Some(if token.len() <= 16 { token.into() } else { String::new() });
+    u.hierarchy2 = Some(if token.len() <= 16 {
+        token.into()
+    } else {
+        String::new()
+    });
 }
 
 impl DectSystem for OmmDect {
@@ -176,7 +187,11 @@ impl DectSystem for OmmDect {
     fn delete_user(&self, number: Number) -> BoxFuture<'_, PortResult<bool>> {
         Box::pin(async move {
             let c = self.link.client().await?;
-            match c.fetch_user_by_number(number.as_str()).await.map_err(port_error)? {
+            match c
+                .fetch_user_by_number(number.as_str())
+                .await
+                .map_err(port_error)?
+            {
                 Some(u) if owned(&u) => {
                     // the OMM leaves a bound handset subscribed and unbound
                     c.delete_user(u.uid()).await.map_err(port_error)?;
@@ -242,7 +257,9 @@ impl DectSystem for OmmDect {
                 c.detach(device.ppn(), bound).await.map_err(port_error)?;
             }
             if !user.bound_ppn().is_none() {
-                c.detach(user.bound_ppn(), user.uid()).await.map_err(port_error)?;
+                c.detach(user.bound_ppn(), user.uid())
+                    .await
+                    .map_err(port_error)?;
             }
             c.attach(device.ppn(), user.uid(), RelType::Dynamic)
                 .await

@@ -1,8 +1,7 @@
 //! `SipProvisioning` and `StateStore` over one `asterisk_realtime::Store`.
 
 use asterisk_realtime::{
-    Change, Extension, JournalRow, Kind, Member, Outcome, SipPassword, StateChange, Store,
-    UserSpec,
+    Change, Extension, JournalRow, Kind, Member, Outcome, SipPassword, StateChange, Store, UserSpec,
 };
 use broker_core::model::{MirrorEntry, Number, Secret};
 use broker_core::ports::{
@@ -24,7 +23,9 @@ fn port_error(e: asterisk_realtime::Error) -> PortError {
 fn ext(n: &Number) -> PortResult<Extension> {
     n.as_str()
         .parse()
-        .map_err(|e: asterisk_realtime::InvalidInput| PortError::rejected(format!("extension {n}: {e}")))
+        .map_err(|e: asterisk_realtime::InvalidInput| {
+            PortError::rejected(format!("extension {n}: {e}"))
+        })
 }
 
 fn change(c: SipChange) -> PortResult<Change> {
@@ -42,9 +43,11 @@ fn change(c: SipChange) -> PortResult<Change> {
             },
             name,
             password: match password {
-                Some(p) => Some(p.expose().parse::<SipPassword>().map_err(|e| {
-                    PortError::rejected(format!("password of {number}: {e}"))
-                })?),
+                Some(p) => Some(
+                    p.expose()
+                        .parse::<SipPassword>()
+                        .map_err(|e| PortError::rejected(format!("password of {number}: {e}")))?,
+                ),
                 None => None,
             },
         }),

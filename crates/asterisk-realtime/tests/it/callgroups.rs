@@ -201,3 +201,108 @@ async fn delete_extension_removes_user_group_and_memberships_in_one_go() {
     assert!(e.store.members(&ext("2345")).await.unwrap().is_none());
     assert_eq!(dial(&e.store.routes(Some(&ext("1100"))).await.unwrap()), "");
 }
+
+#[tokio::test]
+async fn a_run_of_member_lists_matches_one_list_at_a_time() {
+    let lists = |tag: &str| {
+        vec![
+            Change::UpsertGroup {
+                extension: ext("1100"),
+                name: format!("Infodesk {tag}"),
+                short_name: "INF".into(),
+            },
+            Change::SetMembers {
+                extension: ext("1100"),
+                name: "Infodesk".into(),
+                members: vec![
+                    m("2001", true, 0),
+                    m("2002", false, 0),
+                    m("1100", true, 0),
+                    m("2345", true, 15),
+                ],
+            },
+            // a multiring list, a nested group and a list that empties an earlier one
+            Change::SetMembers {
+                extension: ext("2345"),
+                name: "Tomás".into(),
+                members: vec![m("2002", true, 5), m("2002", true, 7)],
+            },
+            Change::SetMembers {
+                extension: ext("1000"),
+                name: "All".into(),
+                members: vec![m("1100", true, 0)],
+            },
+            Change::SetMembers {
+                extension: ext("3000"),
+                name: "Was multiring".into(),
+                members: vec![],
+            },
+        ]
+    };
+    // the same changes one per batch (single path) and in one batch (set-based run)
+    let single = env().await;
+    for c in lists("x") {
+        single.store.apply(std::slice::from_ref(&c)).await.unwrap();
+    }
+    let bulk = env().await;
+    let out = bulk.store.apply(&lists("x")).await.unwrap();
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    async fn rows(e: &crate::Env) -> Vec<String> {
+        let q = "SELECT callgroup || ':' || member || ':' || active || ':' || delay_s FROM hexidian.callgroup_member ORDER BY 1";
+        e.sql
+            .query(q, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    }
+    assert_eq!(rows(&bulk).await, rows(&single).await);
+    assert_eq!(
+        rows(&bulk).await,
+        [
+            "1000:1100:true:0",
+            "1100:2001:true:0",
+            "1100:2002:false:0",
+            "1100:2345:true:15",
+            "2345:2002:true:7"
+        ]
+    );
+    assert_eq!(
+        bulk.store.routes(None).await.unwrap(),
+        single.store.routes(None).await.unwrap()
+    );
+    let r = bulk.store.routes(Some(&ext("1000"))).await.unwrap();
+    // 1000 is a multiring (no group row): it rings itself, and 2345's own multiring member
+    // 2002 joins at 15 + 7 s
+    assert_eq!(
+        dial(&r),
+        "Local/0-1000@hexidian-cg-leg&Local/0-2001@hexidian-cg-leg&Local/15-2345@hexidian-cg-leg&Local/22-2002@hexidian-cg-leg",
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn set_based_upserts_work_on_the_legacy_schema() {
+    let e = crate::env_with(crate::Flavor::Legacy, |c| c).await;
+    let out = e
+        .store
+        .apply(&[
+            Change::UpsertUser(sip("2001", "Lena", "Secret123")),
+            Change::UpsertUser(crate::dect("2002", "Kiosk")),
+            Change::UpsertUser(sip("2003", "Tom", "Secret456")),
+        ])
+        .await
+        .unwrap();
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    let n: i64 = e
+        .sql
+        .query_one(
+            "SELECT count(*) FROM ps_endpoints WHERE direct_media IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}

@@ -26,11 +26,18 @@ async fn documents_and_journal_commit_together_and_later_changes_win() {
         .commit_state(&[
             put("2001", r#"{"v": 1}"#),
             put("2002", r#"{"v": 1}"#),
-            put("2001", r#"{"v": 2, "name": "'; DROP TABLE hexidian.journal; --"}"#),
+            put(
+                "2001",
+                r#"{"v": 2, "name": "'; DROP TABLE hexidian.journal; --"}"#,
+            ),
             StateChange::Remove(ext("2002")),
             row(52001, JournalStatus::Done, r#"{"id": 52001}"#),
             row(52002, JournalStatus::Dead, "{\"name\": \"nul\\u0000\"}"),
-            row(52001, JournalStatus::Done, r#"{"id": 52001, "again": true}"#),
+            row(
+                52001,
+                JournalStatus::Done,
+                r#"{"id": 52001, "again": true}"#,
+            ),
         ])
         .await
         .unwrap();
@@ -46,7 +53,10 @@ async fn documents_and_journal_commit_together_and_later_changes_win() {
     let dead = e.store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason.as_deref(), Some("bad \u{fffd} input"));
-    assert!(!format!("{dead:?}").contains("nul"), "payloads stay out of Debug");
+    assert!(
+        !format!("{dead:?}").contains("nul"),
+        "payloads stay out of Debug"
+    );
     // a failed commit leaves nothing behind
     let bad = StateChange::Journal(JournalRow {
         id: 1,

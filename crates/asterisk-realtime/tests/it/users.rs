@@ -463,3 +463,52 @@ async fn batched_upserts_match_single_upserts() {
         Some(Kind::Dect)
     );
 }
+
+#[tokio::test]
+async fn group_upserts_inside_a_run_of_users_keep_their_results_in_order() {
+    use asterisk_realtime::Change;
+    let e = env().await;
+    let group = |n: &str| Change::UpsertGroup {
+        extension: ext(n),
+        name: format!("Group {n}"),
+        short_name: "G".into(),
+    };
+    let batch = vec![
+        Change::UpsertUser(sip("8001", "a", "Secret001")),
+        group("8100"),
+        Change::UpsertUser(sip("8002", "b", "Secret002")),
+        // the same id as a user of the run: the run ends before it
+        group("8001"),
+        Change::UpsertUser(UserSpec {
+            extension: ext("8003"),
+            kind: Kind::Sip,
+            name: "no pw".into(),
+            password: None,
+        }),
+        Change::UpsertUser(sip("8004", "d", "Secret004")),
+    ];
+    let out = e.store.apply(&batch).await.unwrap();
+    assert!(matches!(out[0], Ok(Outcome::User { .. })), "{:?}", out[0]);
+    assert!(matches!(out[1], Ok(Outcome::Done(true))), "{:?}", out[1]);
+    assert!(matches!(out[2], Ok(Outcome::User { .. })), "{:?}", out[2]);
+    assert!(matches!(out[3], Ok(Outcome::Done(true))), "{:?}", out[3]);
+    assert!(out[4].is_err(), "a SIP user without password fails alone");
+    assert!(matches!(out[5], Ok(Outcome::User { .. })), "{:?}", out[5]);
+    let groups: i64 = e
+        .sql
+        .query_one(
+            "SELECT count(*) FROM hexidian.callgroup WHERE is_group",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(groups, 2);
+    let users: i64 = e
+        .sql
+        .query_one("SELECT count(*) FROM ps_endpoints", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 3);
+}

@@ -1,0 +1,121 @@
+//! hexidian end to end, measured: initial provisioning and a full resync of 10,000 extensions
+//! (70 % DECT, a third of them with a known handset, 25 % SIP, 5 % groups) through guru3-sim,
+//! omm-axi-sim (TLS) and a throwaway PostgreSQL until every message is acked; then the
+//! latency of single edits from GURU3's save to the ack; and the process's peak RSS (broker
+//! and both simulators share the process; PostgreSQL is separate).
+//!
+//! `cargo bench -p hexidian-e2e --bench resync [-- <extensions>]`
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench binary: reports on stdout, fails loudly
+
+use std::time::{Duration, Instant};
+
+use guru3_sim::{Extension, Guru3Sim, Kind};
+use hexidian::StoreSettings;
+
+async fn drained(sim: &Guru3Sim) {
+    while sim.pending_count() > 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+async fn bench(n: usize) {
+    hexidian_testkit::init_tracing();
+    let guru3 = Guru3Sim::start(guru3_sim::Config::default()).await.unwrap();
+    let omm = omm_axi_sim::Sim::start().await;
+    let db = hexidian_testkit::pg::TestDb::new().await;
+    let ddl = hexidian_testkit::fixtures_dir().join("sql/asterisk-modern.sql");
+    db.connect()
+        .await
+        .batch_execute(&std::fs::read_to_string(ddl).unwrap())
+        .await
+        .unwrap();
+    let pg = asterisk_realtime::Config::new(&db.url()).unwrap();
+    let mut settings =
+        hexidian::demo::sim_settings(&guru3, &omm, StoreSettings::Postgres(Box::new(pg))).unwrap();
+    // the resync window has no websocket frame: a short poll makes the measurement about
+    // processing, not about the poll interval
+    settings.feed = guru3_client::FeedConfig::default()
+        .poll_interval(Duration::from_millis(50))
+        .debounce(Duration::ZERO);
+    settings.guru3 = settings.guru3.max_messages(1000);
+    let (dect, sip, groups) = hexidian::demo::seed(&guru3, n).unwrap();
+    let run = hexidian::start(settings).await.unwrap();
+
+    let t0 = Instant::now();
+    drained(&guru3).await;
+    let initial = t0.elapsed();
+    println!(
+        "initial provisioning: {n} extensions ({dect} DECT, {sip} SIP, {groups} groups, 4 others), {} messages: {:.2} s",
+        guru3.queue().len(),
+        initial.as_secs_f64()
+    );
+
+    let ids = guru3.resync();
+    let t0 = Instant::now();
+    drained(&guru3).await;
+    let resync = t0.elapsed();
+    println!(
+        "full resync: {} messages until all acked: {:.2} s ({:.0} msgs/s)",
+        ids.len(),
+        resync.as_secs_f64(),
+        ids.len() as f64 / resync.as_secs_f64()
+    );
+    let owned = omm
+        .view()
+        .users
+        .iter()
+        .filter(|(_, a)| {
+            a.get("hierarchy1").map(String::as_str) == Some(hexidian::adapters::OWNER_TAG)
+        })
+        .count();
+    assert_eq!(owned, dect, "every DECT extension has its OMM user");
+
+    // single edits, one at a time, from GURU3's save to the ack
+    let mut samples = Vec::new();
+    for i in 0..200 {
+        let kind = if i % 2 == 0 {
+            Kind::sip()
+        } else {
+            Kind::dect()
+        };
+        let t0 = Instant::now();
+        guru3
+            .save(Extension::new(&format!("{}", 90000 + i), "Latency", kind))
+            .unwrap();
+        drained(&guru3).await;
+        samples.push(t0.elapsed());
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "single edit (websocket frame → fetch → apply → ack), 200 edits: p50 {:.1} ms, p99 {:.1} ms",
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
+    println!("peak RSS of broker + simulators: {:.0} MiB", peak_rss_mib());
+    run.stop().await.unwrap();
+}
+
+fn main() {
+    let n = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(bench(n));
+}

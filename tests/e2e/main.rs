@@ -1,0 +1,267 @@
+//! hexidian end to end: `hexidian::start` against guru3-sim and omm-axi-sim over TLS and a
+//! throwaway PostgreSQL with the Asterisk test schema. Every test ends by comparing the
+//! OMM, the PBX tables and the broker's state with what GURU3 says.
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+#![allow(clippy::print_stderr)] // the crash-point seed is printed so a failure can be reproduced
+
+mod faults;
+mod scenario;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use guru3_sim::{Guru3Sim, Kind};
+use hexidian::{Running, StoreSettings};
+use hexidian_testkit::pg::TestDb;
+
+pub(crate) struct World {
+    pub(crate) guru3: Guru3Sim,
+    pub(crate) omm: omm_axi_sim::Sim,
+    pub(crate) db: TestDb,
+    pub(crate) sql: tokio_postgres::Client,
+}
+
+impl World {
+    pub(crate) async fn new() -> Self {
+        hexidian_testkit::init_tracing();
+        let guru3 = Guru3Sim::start(guru3_sim::Config::default()).await.unwrap();
+        let omm = omm_axi_sim::Sim::start().await;
+        let db = TestDb::new().await;
+        let sql = db.connect().await;
+        let ddl = hexidian_testkit::fixtures_dir().join("sql/asterisk-modern.sql");
+        sql.batch_execute(&std::fs::read_to_string(ddl).unwrap())
+            .await
+            .unwrap();
+        Self {
+            guru3,
+            omm,
+            db,
+            sql,
+        }
+    }
+
+    pub(crate) fn settings(&self) -> hexidian::Settings {
+        let pg = asterisk_realtime::Config::new(&self.db.url()).unwrap();
+        let mut s = hexidian::demo::sim_settings(
+            &self.guru3,
+            &self.omm,
+            StoreSettings::Postgres(Box::new(pg)),
+        )
+        .unwrap();
+        s.feed = guru3_client::FeedConfig::default()
+            .poll_interval(Duration::from_millis(300))
+            .debounce(Duration::from_millis(10))
+            .retry(Duration::from_millis(50), Duration::from_millis(500))
+            .reconnect(Duration::from_millis(50), Duration::from_millis(500));
+        s.broker = broker_core::BrokerConfig::default()
+            .retry(Duration::from_millis(50), Duration::from_millis(500))
+            .max_attempts(20);
+        s
+    }
+
+    pub(crate) async fn start(&self) -> Running {
+        hexidian::start(self.settings()).await.unwrap()
+    }
+
+    /// Waits until every GURU3 message is acked.
+    pub(crate) async fn drained(&self, limit: Duration) {
+        let t0 = Instant::now();
+        while self.guru3.pending_count() > 0 {
+            assert!(
+                t0.elapsed() < limit,
+                "not drained after {limit:?}: {} pending, first {:?}",
+                self.guru3.pending().len(),
+                self.guru3.pending().first()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn column(&self, q: &str) -> BTreeSet<String> {
+        self.sql
+            .query(q, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    }
+
+    /// Asserts that the OMM, the PBX and the broker's mirror hold what GURU3 holds.
+    pub(crate) async fn assert_converged(&self) {
+        let exts = self.guru3.extensions();
+        let of = |f: fn(&Kind) -> bool| -> BTreeSet<String> {
+            exts.iter()
+                .filter(|e| f(&e.kind))
+                .map(|e| e.number.clone())
+                .collect()
+        };
+        let dect = of(|k| matches!(k, Kind::Dect { .. }));
+        let sip = of(|k| matches!(k, Kind::Sip { .. }));
+        let groups = of(|k| matches!(k, Kind::Group { .. }));
+
+        // OMM: exactly the DECT extensions, with the PBX password and sanitised names
+        let view = self.omm.view();
+        let owned: BTreeMap<String, (u32, &BTreeMap<String, String>)> = view
+            .users
+            .iter()
+            .filter(|(_, a)| {
+                a.get("hierarchy1").map(String::as_str) == Some(hexidian::adapters::OWNER_TAG)
+            })
+            .map(|(uid, a)| (a["num"].clone(), (*uid, a)))
+            .collect();
+        assert_eq!(
+            owned.keys().cloned().collect::<BTreeSet<_>>(),
+            dect,
+            "OMM users"
+        );
+        let passwords: BTreeMap<String, String> = self
+            .sql
+            .query("SELECT id::text, password::text FROM ps_auths", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for e in exts.iter().filter(|e| dect.contains(&e.number)) {
+            let (uid, attrs) = owned[&e.number];
+            assert_eq!(
+                attrs.get("name").map(String::as_str),
+                Some(broker_core::omm_name(&e.name).as_str())
+            );
+            assert_eq!(
+                attrs.get("sipPw"),
+                passwords.get(&e.number),
+                "sip password of {}",
+                e.number
+            );
+            if let Some(h) = &e.handset {
+                let bound = view
+                    .devices
+                    .iter()
+                    .find(|(_, d)| d.get("ipei") == Some(&h.ipei))
+                    .map(|(_, d)| d.get("uid").cloned().unwrap_or_default());
+                assert_eq!(bound, Some(uid.to_string()), "handset of {}", e.number);
+            }
+        }
+        // PBX: users for SIP and DECT, all rows complete, no orphans
+        let users = self
+            .column("SELECT id FROM hexidian.sip_user WHERE kind <> 'temp'")
+            .await;
+        let want: BTreeSet<String> = dect.union(&sip).cloned().collect();
+        assert_eq!(users, want, "PBX users");
+        for (table, what) in [
+            ("ps_endpoints", "endpoints"),
+            ("ps_aors", "aors"),
+            ("ps_auths", "auths"),
+        ] {
+            let ids = self.column(&format!("SELECT id::text FROM {table}")).await;
+            assert_eq!(ids, want, "{what}");
+        }
+        for e in exts.iter().filter(|e| sip.contains(&e.number)) {
+            let Kind::Sip { password, .. } = &e.kind else {
+                unreachable!()
+            };
+            assert_eq!(
+                passwords.get(&e.number),
+                Some(password),
+                "password of {}",
+                e.number
+            );
+        }
+        let pbx_groups = self
+            .column("SELECT extension FROM hexidian.callgroup WHERE is_group")
+            .await;
+        assert_eq!(pbx_groups, groups, "call groups");
+        let rows = self
+            .sql
+            .query(
+                "SELECT callgroup, member, active, delay_s FROM hexidian.callgroup_member",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut pbx: BTreeMap<String, BTreeSet<(String, bool, i32)>> = BTreeMap::new();
+        for r in rows {
+            pbx.entry(r.get(0))
+                .or_default()
+                .insert((r.get(1), r.get(2), r.get(3)));
+        }
+        let mut truth: BTreeMap<String, BTreeSet<(String, bool, i32)>> = BTreeMap::new();
+        for e in &exts {
+            let m = self.guru3.members(&e.number);
+            if !m.is_empty() {
+                truth.insert(
+                    e.number.clone(),
+                    m.iter()
+                        .map(|m| (m.extension.clone(), m.active, m.delay as i32))
+                        .collect(),
+                );
+            }
+        }
+        assert_eq!(pbx, truth, "member lists");
+        // the broker's mirror knows every extension GURU3 has, and nothing else
+        let mirror = self.column("SELECT number FROM hexidian.desired").await;
+        let all: BTreeSet<String> = exts.iter().map(|e| e.number.clone()).collect();
+        assert!(
+            all.is_subset(&mirror),
+            "mirror misses {:?}",
+            all.difference(&mirror).collect::<Vec<_>>()
+        );
+    }
+
+    /// `(done, ignored, dead)` in the journal.
+    pub(crate) async fn journal(&self) -> (i64, i64, i64) {
+        let r = self
+            .sql
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'ignored'), \
+                 count(*) FILTER (WHERE status = 'dead') FROM hexidian.journal",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    }
+}
+
+/// GET over plain HTTP/1.1 (the admin listener): `(status, body)`.
+pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A small xorshift generator for crash points (seed printed for reproduction).
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new() -> Self {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        let seed = u64::from_le_bytes(b) | 1;
+        eprintln!("crash-point seed: {seed}");
+        Self(seed)
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}

@@ -1,0 +1,185 @@
+//! The whole scenario: every message type, live edits, a resync, hostile input.
+
+use std::time::Duration;
+
+use guru3_sim::{Extension, Forward, Kind, Member};
+
+use crate::{World, http_get};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_type_end_to_end() {
+    let w = World::new().await;
+    hexidian::demo::seed(&w.guru3, 60).unwrap();
+    let run = w.start().await;
+    w.drained(Duration::from_secs(60)).await;
+    w.assert_converged().await;
+
+    let dects: Vec<Extension> = w
+        .guru3
+        .extensions()
+        .into_iter()
+        .filter(|e| matches!(e.kind, Kind::Dect { .. }))
+        .collect();
+    let with_handset = dects.iter().find(|e| e.handset.is_some()).unwrap().clone();
+    let other_handset = dects
+        .iter()
+        .filter(|e| e.handset.is_some())
+        .nth(1)
+        .unwrap()
+        .clone();
+    // rename a DECT extension with a handset: the handset follows, group lists are rewritten
+    w.guru3.rename(&with_handset.number, "30000").unwrap();
+    // type changes both ways, and a group that becomes a SIP extension
+    w.guru3
+        .edit(&dects[1].number, |e| e.kind = Kind::sip())
+        .unwrap();
+    w.guru3.edit("10020", |e| e.kind = Kind::dect()).unwrap(); // was SIP
+    w.guru3.edit("10000", |e| e.kind = Kind::sip()).unwrap(); // was a GROUP
+    // multiring on a SIP extension, a forward, a delete of a group member (silent cascade)
+    w.guru3
+        .set_members(
+            "10001",
+            vec![Member::new("10002", 0), Member::new("10003", 10)],
+        )
+        .unwrap();
+    w.guru3
+        .edit("10004", |e| {
+            e.forward = Some(Forward {
+                target: "10001".into(),
+                mode: "ON_BUSY".into(),
+                delay: 0,
+            })
+        })
+        .unwrap();
+    w.guru3.delete("10021").unwrap();
+    // the other handset is released, but stays subscribed
+    w.guru3.unsubscribe(&other_handset.number).unwrap();
+    // types the broker records but does not act on
+    w.guru3.call_extension("10001", "");
+    w.guru3
+        .inject("TELEPORT_EXTENSION", serde_json::json!({"number": "10001"}));
+    w.drained(Duration::from_secs(60)).await;
+    w.assert_converged().await;
+    let view = w.omm.view();
+    let (uid, _) = view.user_by_num("30000").expect("renamed OMM user");
+    let h = with_handset.handset.unwrap();
+    let dev = view
+        .devices
+        .iter()
+        .find(|(_, d)| d.get("ipei") == Some(&h.ipei))
+        .unwrap();
+    assert_eq!(
+        dev.1.get("uid"),
+        Some(&uid.to_string()),
+        "the handset followed the rename"
+    );
+    let released = other_handset.handset.unwrap();
+    let dev = view
+        .devices
+        .iter()
+        .find(|(_, d)| d.get("ipei") == Some(&released.ipei))
+        .expect("an unsubscribed handset stays known to the OMM");
+    assert_eq!(dev.1.get("uid").map(String::as_str), Some("0"));
+    assert!(
+        view.user_by_num(&dects[1].number).is_none(),
+        "DECT→SIP removed the OMM user"
+    );
+
+    // a full resync changes nothing and sweeps nothing
+    w.guru3.resync();
+    w.drained(Duration::from_secs(60)).await;
+    w.assert_converged().await;
+    let (done, ignored, dead) = w.journal().await;
+    assert_eq!(dead, 0);
+    assert_eq!(ignored, 2, "CALL_EXTENSION and the unknown type");
+    assert!(done > 100);
+    // every message was acked
+    assert!(w.guru3.queue().iter().all(|(_, _, delivered)| *delivered));
+
+    let (status, body) = http_get(run.admin_addr().unwrap(), "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["omm"]["connected"], true);
+    assert_eq!(ready["broker"]["dead"], 0);
+    assert_eq!(http_get(run.admin_addr().unwrap(), "/healthz").await.0, 200);
+    assert_eq!(http_get(run.admin_addr().unwrap(), "/nope").await.0, 404);
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_sanitised_or_dead_lettered_and_the_queue_moves() {
+    let w = World::new().await;
+    let run = w.start().await;
+    let hostile = "Robert'); DROP TABLE ps_endpoints;-- \"\\ <x/> ;^ 📞\u{202e}";
+    w.guru3
+        .save(Extension::new("2001", hostile, Kind::sip()))
+        .unwrap();
+    w.guru3
+        .save(Extension::new("2002", hostile, Kind::dect()))
+        .unwrap();
+    // every element of the hostile page, as GURU3 would queue it
+    let page: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(hexidian_testkit::fixtures_dir().join("guru3/get-messages-hostile.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for m in &page {
+        if let (Some(kind), Some(data)) = (m["type"].as_str(), m.get("data")) {
+            w.guru3.inject(kind, data.clone());
+        }
+    }
+    // GURU3's real state for 2001 comes last, and a normal message after everything
+    w.guru3
+        .save(Extension::new("2001", hostile, Kind::sip()))
+        .unwrap();
+    w.guru3
+        .save(Extension::new("2003", "Normal", Kind::sip()))
+        .unwrap();
+    w.drained(Duration::from_secs(60)).await;
+    w.assert_converged().await;
+    let (_, ignored, dead) = w.journal().await;
+    assert_eq!(dead, 9, "the malformed messages of the hostile page");
+    assert_eq!(ignored, 1, "the unknown type");
+    let callerid: String = w
+        .sql
+        .query_one(
+            "SELECT callerid::text FROM ps_endpoints WHERE id = '2001'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        callerid.ends_with("<2001>") && callerid.chars().count() <= 40,
+        "{callerid}"
+    );
+    assert!(
+        !callerid.contains(';') && !callerid.contains('^'),
+        "{callerid}"
+    );
+    let endpoints: i64 = w
+        .sql
+        .query_one("SELECT count(*) FROM ps_endpoints", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(endpoints, 3, "nothing was dropped");
+    let dead_row: (String, String) = w
+        .sql
+        .query(
+            "SELECT reason, payload FROM hexidian.journal WHERE status = 'dead' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .first()
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(dead_row.0.contains("malformed"), "{dead_row:?}");
+    assert!(
+        dead_row.1.contains("\"type\""),
+        "the full payload is kept: {dead_row:?}"
+    );
+    run.stop().await.unwrap();
+}

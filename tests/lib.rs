@@ -1,0 +1,1 @@
+//! End-to-end tests and benchmarks of hexidian live in `e2e/` and `benches/`.
