@@ -3,7 +3,6 @@
 //! binaries are installed), runs the broker, plays a scenario (extensions of every type,
 //! call groups, renames, deletes, an unsubscribe, a resync), checks the result against the
 //! simulators and the store, prints a summary and keeps everything up until Ctrl-C.
-#![allow(clippy::print_stdout)] // the demo reports on the terminal
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -11,6 +10,14 @@ use std::time::{Duration, Instant};
 use guru3_sim::{Extension, Guru3Sim, Handset, Kind, Member};
 
 use crate::{Settings, StoreSettings};
+
+/// Prints a line; a closed stdout (`| head`) is not an error worth a panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
 
 /// Options of `hexidian demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -114,7 +121,7 @@ pub async fn drained(sim: &Guru3Sim, what: &str) -> Duration {
     let mut last = Instant::now();
     while sim.pending_count() > 0 {
         if last.elapsed() > Duration::from_secs(1) {
-            println!("  {what}: {} messages pending", sim.pending_count());
+            say!("  {what}: {} messages pending", sim.pending_count());
             last = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -142,15 +149,15 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
                 .await
                 .map_err(|e| format!("loading the Asterisk schema: {e}"))?;
             let cfg = asterisk_realtime::Config::new(&db.url()).map_err(|e| e.to_string())?;
-            println!("PBX store: throwaway PostgreSQL ({})", db.url());
+            say!("PBX store: throwaway PostgreSQL ({})", db.url());
             _db = Some(db);
             StoreSettings::Postgres(Box::new(cfg))
         }
         other => {
             if let Err(why) = other {
-                println!("PBX store: in memory ({why})");
+                say!("PBX store: in memory ({why})");
             } else {
-                println!("PBX store: in memory");
+                say!("PBX store: in memory");
             }
             _db = None;
             StoreSettings::Memory
@@ -158,7 +165,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let settings = sim_settings(&guru3, &omm, store)?;
     let running = crate::start(settings).await.map_err(|e| e.to_string())?;
-    println!(
+    say!(
         "hexidian running; admin on http://{}/readyz",
         running
             .admin_addr()
@@ -166,9 +173,9 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     );
 
     let (dect, sip, groups) = seed(&guru3, args.extensions)?;
-    println!("created {dect} DECT, {sip} SIP, {groups} group extensions and 4 others in GURU3");
+    say!("created {dect} DECT, {sip} SIP, {groups} group extensions and 4 others in GURU3");
     let t = drained(&guru3, "initial load").await;
-    println!("  applied in {:.2} s", t.as_secs_f64());
+    say!("  applied in {:.2} s", t.as_secs_f64());
 
     // live edits: renames, deletes, an unsubscribe, a new handset
     let exts = guru3.extensions();
@@ -190,15 +197,15 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         guru3.unsubscribe(&with_handset.number)?;
     }
     let t = drained(&guru3, "live edits").await;
-    println!(
+    say!(
         "5 renames, 5 deletes, 1 unsubscribe applied in {:.2} s",
         t.as_secs_f64()
     );
 
     guru3.resync();
-    println!("resync triggered (GURU3 sends no websocket frame for it: the poll timer finds it)");
+    say!("resync triggered (GURU3 sends no websocket frame for it: the poll timer finds it)");
     let t = drained(&guru3, "resync").await;
-    println!(
+    say!(
         "resync of {} extensions applied in {:.2} s",
         guru3.extensions().len(),
         t.as_secs_f64()
@@ -224,32 +231,34 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         .filter(|(_, a)| a.get("uid").is_some_and(|u| u != "0"))
         .count();
     let status = running.status();
-    println!("summary after {:.1} s:", t0.elapsed().as_secs_f64());
-    println!(
+    say!("summary after {:.1} s:", t0.elapsed().as_secs_f64());
+    say!(
         "  GURU3 DECT extensions {want_dect}, OMM users owned by hexidian {omm_users}, handsets bound {bound}"
     );
-    println!(
+    say!(
         "  messages applied {}, ignored {}, dead-lettered {}",
-        status.done, status.ignored, status.dead
+        status.done,
+        status.ignored,
+        status.dead
     );
     if omm_users != want_dect {
         return Err(format!(
             "OMM has {omm_users} users, GURU3 {want_dect} DECT extensions"
         ));
     }
-    println!("  ok: OMM and GURU3 agree");
+    say!("  ok: OMM and GURU3 agree");
     if args.exit {
         running.stop().await.map_err(|e| e.to_string())?;
         return Ok(());
     }
-    println!("simulators stay up until Ctrl-C:");
-    println!(
+    say!("simulators stay up until Ctrl-C:");
+    say!(
         "  GURU3  {}  (event {}, key {})",
         guru3.url(),
         guru3.event_id(),
         guru3.api_key()
     );
-    println!("  OMM    {}  (user omm, password omm)", omm.addr());
+    say!("  OMM    {}  (user omm, password omm)", omm.addr());
     shutdown.await;
     running.stop().await.map_err(|e| e.to_string())
 }

@@ -42,3 +42,42 @@ fn check_config_reports_what_is_missing() {
     assert!(!ok);
     assert!(err.contains("/nonexistent.toml"), "{err}");
 }
+
+#[test]
+fn sigterm_stops_gracefully() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hexidian"))
+        .args(["demo", "--memory", "--extensions", "10"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("stay up until Ctrl-C") {
+            break;
+        }
+    }
+    assert!(seen.contains("ok: OMM and GURU3 agree"), "{seen}");
+    // keep reading, as a terminal would
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    rest.join().unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -176,6 +176,11 @@ pub(crate) const C_GROUP: &str = "INSERT INTO hexidian.callgroup (extension, nam
      VALUES ($1, $2, $3, true, (SELECT current_epoch FROM hexidian.sync_state)) \
      ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name, is_group = true, \
        group_epoch = EXCLUDED.group_epoch, updated_at = now()";
+pub(crate) const CB_GROUP: &str = "INSERT INTO hexidian.callgroup (extension, name, short_name, is_group, group_epoch) \
+     SELECT x.e, x.n, x.s, true, (SELECT current_epoch FROM hexidian.sync_state) \
+       FROM unnest($1::text[], $2::text[], $3::text[]) AS x (e, n, s) \
+     ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name, is_group = true, \
+       group_epoch = EXCLUDED.group_epoch, updated_at = now()";
 pub(crate) const C_NOT_GROUP: &str = "UPDATE hexidian.callgroup SET is_group = false, name = $2, updated_at = now() \
      WHERE extension = $1 AND (is_group OR name IS DISTINCT FROM $2)";
 pub(crate) const C_LIST_OWNER: &str = "INSERT INTO hexidian.callgroup (extension, name, members_epoch) \
@@ -301,6 +306,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("c_prune", C_PRUNE),
     ("c_merge", C_MERGE),
     ("c_drop_if_plain", C_DROP_IF_PLAIN),
+    ("cb_group", CB_GROUP),
     ("cb_list_owner", CB_LIST_OWNER),
     ("cb_prune", CB_PRUNE),
     ("cb_merge", CB_MERGE),

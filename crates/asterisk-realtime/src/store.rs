@@ -316,6 +316,7 @@ statements!(
     cb_prune = CB_PRUNE,
     cb_merge = CB_MERGE,
     cb_drop_if_plain = CB_DROP_IF_PLAIN,
+    cb_group = CB_GROUP,
 );
 
 struct Inner {
@@ -586,8 +587,23 @@ impl Store {
                 for ((k, _), r) in users.iter().zip(results) {
                     out[*k] = Some(r);
                 }
-                for (k, _) in &groups {
-                    out[*k] = Some(self.savepointed(&mut tx, st, &changes[*k]).await?);
+                if !groups.is_empty() {
+                    let (mut ids, mut names, mut shorts) = (Vec::new(), Vec::new(), Vec::new());
+                    for (k, _) in &groups {
+                        if let Change::UpsertGroup {
+                            extension,
+                            name,
+                            short_name,
+                        } = &changes[*k]
+                        {
+                            ids.push(extension.as_str());
+                            names.push(sanitize_display_name(name));
+                            shorts.push(short_tag(short_name));
+                        }
+                        out[*k] = Some(Ok(Outcome::Done(true)));
+                    }
+                    tx.execute(&st.cb_group, &[&ids, &names, &shorts]).await?;
+                    self.refresh_ancestors(&tx, st, &ids).await?;
                 }
                 i = j;
                 continue;
@@ -867,11 +883,7 @@ impl Store {
                 name,
                 short_name,
             } => {
-                let short: String = short_name
-                    .chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .take(3)
-                    .collect();
+                let short = short_tag(short_name);
                 tx.execute(
                     &st.c_group,
                     &[&extension.as_str(), &sanitize_display_name(name), &short],
@@ -1449,6 +1461,14 @@ pub enum StateChange {
     Remove(Extension),
     /// Record a message outcome.
     Journal(JournalRow),
+}
+
+/// A group's tag: up to three ASCII letters or digits.
+fn short_tag(s: &str) -> String {
+    s.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(3)
+        .collect()
 }
 
 /// PostgreSQL `text` cannot hold NUL: replace it (journal texts echo hostile input).

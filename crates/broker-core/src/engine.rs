@@ -206,6 +206,7 @@ impl Broker {
         let mut shutdown = std::pin::pin!(shutdown);
         {
             loop {
+                let t_fetch = self.ports.clock.now();
                 let batch = if self.tail.is_empty() {
                     let next = self.ports.feed.next_batch();
                     match select(next, shutdown.as_mut()).await {
@@ -233,13 +234,26 @@ impl Broker {
                     }
                     std::mem::take(&mut self.tail)
                 };
+                tracing::debug!(
+                    wait_ms = self.ports.clock.now().duration_since(t_fetch).as_millis() as u64,
+                    "batch fetched"
+                );
+                let t_batch = self.ports.clock.now();
+                let n = batch.len();
                 let report = self.process(batch).await;
+                let t_ack = self.ports.clock.now();
                 if !report.acked.is_empty() {
                     if let Err(e) = self.ports.feed.ack(report.acked).await {
                         // the adapter keeps them and re-sends; replays are harmless
                         tracing::warn!(error = %e.report(), "acking failed; will retry");
                     }
                 }
+                tracing::debug!(
+                    messages = n,
+                    process_ms = t_ack.duration_since(t_batch).as_millis() as u64,
+                    ack_ms = self.ports.clock.now().duration_since(t_ack).as_millis() as u64,
+                    "batch done"
+                );
             }
             // flush whatever the adapter still buffers
             if let Err(e) = self.ports.feed.ack(Vec::new()).await {
@@ -359,7 +373,9 @@ impl Broker {
 
     /// SYNC_ENDED: sweep the OMM, the PBX and the mirror of what the window did not mention.
     async fn sweep(&mut self, epoch: i64) -> PortResult<()> {
+        let t0 = self.ports.clock.now();
         let owned = self.ports.dect.list_owned().await?;
+        let t_list = self.ports.clock.now();
         let stale_dect: Vec<Number> = owned
             .into_iter()
             .filter(|n| {
@@ -408,6 +424,11 @@ impl Broker {
             }
         }
         self.ports.state.commit(ops).await?;
+        tracing::debug!(
+            list_owned_ms = t_list.duration_since(t0).as_millis() as u64,
+            total_ms = self.ports.clock.now().duration_since(t0).as_millis() as u64,
+            "sweep timings"
+        );
         tracing::info!(
             epoch,
             pbx_users = summary.users.len(),
