@@ -306,16 +306,16 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
     // tear down what the previous type had and this one has not (spec §6.1 "type changes")
     let was_dect = is_dect(prev.as_ref());
     let was_user = is_user(prev.as_ref());
+    if is_group(prev.as_ref()) && !matches!(ext.kind, Kind::Group { .. }) {
+        p.sip.push(SipChange::NotGroup {
+            number: number.clone(),
+            name: name.clone(),
+        });
+    }
     match &ext.kind {
         Kind::Sip { password } => {
             if was_dect || prev.is_none() {
                 p.dect.push(DectOp::Delete(number.clone()));
-            }
-            if is_group(prev.as_ref()) {
-                p.sip.push(SipChange::NotGroup {
-                    number: number.clone(),
-                    name: name.clone(),
-                });
             }
             p.sip.push(SipChange::UpsertUser {
                 number: number.clone(),
@@ -329,12 +329,6 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
             encryption,
             handset,
         } => {
-            if is_group(prev.as_ref()) {
-                p.sip.push(SipChange::NotGroup {
-                    number: number.clone(),
-                    name: name.clone(),
-                });
-            }
             p.sip.push(SipChange::UpsertUser {
                 number: number.clone(),
                 kind: SipUserKind::Dect,
@@ -385,12 +379,6 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
             }
             if was_dect || prev.is_none() {
                 p.dect.push(DectOp::Delete(number.clone()));
-            }
-            if is_group(prev.as_ref()) {
-                p.sip.push(SipChange::NotGroup {
-                    number: number.clone(),
-                    name,
-                });
             }
         }
     }
