@@ -73,13 +73,12 @@ async fn every_message_type_end_to_end() {
         Some(&uid.to_string()),
         "the handset followed the rename"
     );
+    // the released handset stays subscribed and becomes an unbound one (a temporary number)
     let released = other_handset.handset.unwrap();
-    let dev = view
-        .devices
-        .iter()
-        .find(|(_, d)| d.get("ipei") == Some(&released.ipei))
-        .expect("an unsubscribed handset stays known to the OMM");
-    assert_eq!(dev.1.get("uid").map(String::as_str), Some("0"));
+    crate::unbound::attached(&w, &released.ipei, |u| {
+        u.get("hierarchy2").map(String::as_str) == Some(hexidian::adapters::TEMP_TAG)
+    })
+    .await;
     assert!(
         view.user_by_num(&dects[1].number).is_none(),
         "DECT→SIP removed the OMM user"

@@ -252,6 +252,7 @@ impl FileConfig {
             store: StoreSettings::Postgres(Box::new(pg)),
             broker,
             admin,
+            unbound: None,
         })
     }
 }

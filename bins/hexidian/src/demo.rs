@@ -218,12 +218,19 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         .iter()
         .filter(|e| matches!(e.kind, Kind::Dect { .. }))
         .count();
+    let tag = |a: &std::collections::BTreeMap<String, String>, k: &str| {
+        a.get(k).cloned().unwrap_or_default()
+    };
     let omm_users = view
         .users
         .iter()
-        .filter(|(_, a)| {
-            a.get("hierarchy1").map(String::as_str) == Some(crate::adapters::OWNER_TAG)
-        })
+        .filter(|(_, a)| tag(a, "hierarchy1") == crate::adapters::OWNER_TAG)
+        .filter(|(_, a)| tag(a, "hierarchy2") != crate::adapters::TEMP_TAG)
+        .count();
+    let temporary = view
+        .users
+        .iter()
+        .filter(|(_, a)| tag(a, "hierarchy2") == crate::adapters::TEMP_TAG)
         .count();
     let bound = view
         .devices
@@ -234,6 +241,9 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     say!("summary after {:.1} s:", t0.elapsed().as_secs_f64());
     say!(
         "  GURU3 DECT extensions {want_dect}, OMM users owned by hexidian {omm_users}, handsets bound {bound}"
+    );
+    say!(
+        "  unbound handsets on a temporary number: {temporary} (of deleted or unsubscribed extensions)"
     );
     say!(
         "  messages applied {}, ignored {}, dead-lettered {}",
@@ -291,5 +301,15 @@ pub fn sim_settings(
         store,
         broker: broker_core::BrokerConfig::default(),
         admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        unbound: Some(crate::UnboundSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            deadline: Duration::from_secs(3),
+            config: {
+                let mut c =
+                    unbound_handsets::Config::new(unbound_handsets::TempNumbers::new("0100", 8)?);
+                c.subscription_mode = Some("Configured".into());
+                c
+            },
+        }),
     })
 }

@@ -7,18 +7,30 @@ mod admin;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use broker_core::ports::{BoxFuture, Clock, EventFeed, SipProvisioning, StateStore};
+use broker_core::ports::{BoxFuture, Clock, EventFeed, HandsetState, SipProvisioning, StateStore};
 use broker_core::{Broker, BrokerConfig, BrokerStatus, Ports};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::adapters::{Guru3Feed, OmmDect, OmmLink, PgSip, PgState};
+use crate::adapters::{Guru3Feed, OmmDect, OmmHandsets, OmmLink, PgSip, PgState};
+
+/// The unbound-handset workflow and its token-call webhook.
+#[derive(Debug, Clone)]
+pub struct UnboundSettings {
+    /// Where the webhook listens (the Asterisk-facing address).
+    pub listen: SocketAddr,
+    /// Answer token calls within this (default 3 s; later answers are `RETRY`).
+    pub deadline: Duration,
+    /// The workflow.
+    pub config: unbound_handsets::Config,
+}
 
 /// Where the PBX rows and the broker's state live.
 #[derive(Debug, Clone)]
@@ -46,6 +58,8 @@ pub struct Settings {
     pub broker: BrokerConfig,
     /// Admin listener (`/healthz`, `/readyz`); `None` to disable.
     pub admin: Option<SocketAddr>,
+    /// Unbound handsets and the token-call webhook; `None` to disable.
+    pub unbound: Option<UnboundSettings>,
 }
 
 /// Failures that stop [`start`] or [`run`].
@@ -61,6 +75,9 @@ pub enum Error {
     /// Binding the admin listener failed.
     #[error("admin listener")]
     Admin(#[source] std::io::Error),
+    /// Binding the token-call webhook failed.
+    #[error("token-call webhook listener")]
+    Webhook(#[source] std::io::Error),
     /// The broker stopped with an error.
     #[error("broker: {0}")]
     Broker(String),
@@ -89,12 +106,15 @@ pub(crate) struct Health {
     pub(crate) memory_store: bool,
     pub(crate) state: Arc<Mutex<Option<Arc<dyn StateStore>>>>,
     pub(crate) broker: Arc<Mutex<Option<Arc<Mutex<BrokerStatus>>>>>,
+    pub(crate) unbound: Arc<Mutex<Option<unbound_handsets::Unbound>>>,
 }
 
 /// A started hexidian.
 #[derive(Debug)]
 pub struct Running {
     admin_addr: Option<SocketAddr>,
+    webhook_addr: Option<SocketAddr>,
+    unbound: Arc<Mutex<Option<unbound_handsets::Unbound>>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), Error>>,
     broker: Arc<Mutex<Option<Arc<Mutex<BrokerStatus>>>>>,
@@ -105,6 +125,20 @@ impl Running {
     /// Where `/healthz` and `/readyz` are served.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Where the token-call webhook listens.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_addr
+    }
+
+    /// The unbound-handset workflow's counters, once it runs.
+    pub fn unbound_status(&self) -> Option<unbound_handsets::Status> {
+        self.unbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(unbound_handsets::Unbound::status)
     }
 
     /// The broker's counters (default until the broker has started).
@@ -158,6 +192,7 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         memory_store: !matches!(settings.store, StoreSettings::Postgres(_)),
         state: Arc::default(),
         broker: Arc::default(),
+        unbound: Arc::default(),
     };
     let admin = match settings.admin {
         Some(addr) => Some(
@@ -168,18 +203,31 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let hook = match &settings.unbound {
+        Some(u) => Some(
+            tokio::net::TcpListener::bind(u.listen)
+                .await
+                .map_err(Error::Webhook)?,
+        ),
+        None => None,
+    };
+    let webhook_addr = hook.as_ref().and_then(|l| l.local_addr().ok());
     let broker_slot = Arc::clone(&health.broker);
+    let unbound_slot = Arc::clone(&health.unbound);
+    let listeners = Listeners { admin, hook };
     let task = tokio::spawn(supervise(
         settings,
         feed,
         watcher,
         Arc::clone(&omm),
-        admin,
+        listeners,
         health,
         stop_rx,
     ));
     Ok(Running {
         admin_addr,
+        webhook_addr,
+        unbound: unbound_slot,
         stop,
         task,
         broker: broker_slot,
@@ -203,15 +251,21 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     task.await.map_err(|e| Error::Broker(e.to_string()))?
 }
 
+struct Listeners {
+    admin: Option<tokio::net::TcpListener>,
+    hook: Option<tokio::net::TcpListener>,
+}
+
 async fn supervise(
     settings: Settings,
     feed: Arc<Guru3Feed>,
     watcher: guru3_client::Watcher,
     omm: Arc<OmmLink>,
-    admin: Option<tokio::net::TcpListener>,
+    listeners: Listeners,
     health: Health,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
+    let Listeners { admin, hook } = listeners;
     // every helper task lives in this set: aborting the supervisor ends them all
     let mut tasks = JoinSet::new();
     tasks.spawn(watcher.run());
@@ -220,7 +274,12 @@ async fn supervise(
         tasks.spawn(admin::serve(listener, health.clone(), stop.clone()));
     }
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
-    let (sip, state): (Arc<dyn SipProvisioning>, Arc<dyn StateStore>) = match &settings.store {
+    type Stores = (
+        Arc<dyn SipProvisioning>,
+        Arc<dyn StateStore>,
+        Arc<dyn HandsetState>,
+    );
+    let (sip, state, handset_state): Stores = match &settings.store {
         StoreSettings::Postgres(cfg) => {
             let mut delay = Duration::from_millis(200);
             loop {
@@ -228,9 +287,11 @@ async fn supervise(
                     Ok((store, driver)) => {
                         tasks.spawn(driver.run());
                         *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
+                        let pg = Arc::new(PgState::new(store.clone()));
                         break (
-                            Arc::new(PgSip::new(store.clone())),
-                            Arc::new(PgState::new(store)),
+                            Arc::new(PgSip::new(store)),
+                            Arc::clone(&pg) as Arc<dyn StateStore>,
+                            pg as Arc<dyn HandsetState>,
                         );
                     }
                     Err(e) if e.is_transient() => {
@@ -249,16 +310,21 @@ async fn supervise(
             }
         }
         #[cfg(feature = "demo")]
-        StoreSettings::Memory => (
-            Arc::new(broker_core::fakes::MemorySip::default()),
-            Arc::new(broker_core::fakes::MemoryState::default()),
-        ),
+        StoreSettings::Memory => {
+            let m = Arc::new(broker_core::fakes::MemoryState::default());
+            (
+                Arc::new(broker_core::fakes::MemorySip::default()),
+                Arc::clone(&m) as Arc<dyn StateStore>,
+                m as Arc<dyn HandsetState>,
+            )
+        }
     };
     *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&state));
+    let feed = feed as Arc<dyn EventFeed>;
     let ports = Ports {
-        feed: feed as Arc<dyn EventFeed>,
+        feed: Arc::clone(&feed),
         dect: Arc::new(OmmDect::new(Arc::clone(&omm))),
-        sip,
+        sip: Arc::clone(&sip),
         state,
         clock: Arc::new(SystemClock),
     };
@@ -279,6 +345,42 @@ async fn supervise(
         }
     };
     *health.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker.status());
+    if let (Some(u), Some(listener)) = (&settings.unbound, hook) {
+        let unbound = unbound_handsets::Unbound::new(
+            unbound_handsets::Ports {
+                handsets: Arc::new(OmmHandsets::new(Arc::clone(&omm))),
+                sip,
+                state: handset_state,
+                feed,
+                clock: Arc::new(SystemClock),
+            },
+            u.config.clone(),
+            broker.directory(),
+        );
+        *health.unbound.lock().unwrap_or_else(|e| e.into_inner()) = Some(unbound.clone());
+        let limits = webhook::Limits {
+            deadline: u.deadline,
+            prefix: u.config.token_prefix.clone(),
+        };
+        tasks.spawn(webhook::serve(
+            listener,
+            unbound.clone(),
+            limits,
+            stop.clone(),
+        ));
+        let mut stop3 = stop.clone();
+        tasks.spawn(async move {
+            unbound
+                .run(async move {
+                    while !*stop3.borrow() {
+                        if stop3.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                })
+                .await;
+        });
+    }
     let mut stop2 = stop.clone();
     let shutdown = async move {
         while !*stop2.borrow() {

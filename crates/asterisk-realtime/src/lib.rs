@@ -34,8 +34,8 @@ mod types;
 
 pub use error::{Error, InvalidInput, Result};
 pub use store::{
-    Change, Config, Driver, JournalRow, JournalStatus, ManagedUser, Member, Outcome, Route,
-    StateChange, Store, SweepReport, UserSpec,
+    Change, Config, Driver, HandsetBind, JournalRow, JournalStatus, ManagedUser, Member,
+    OutboxEntry, Outcome, Route, StateChange, Store, SweepReport, UserSpec,
 };
 pub use types::{
     DtmfMode, EndpointTemplate, Extension, Kind, Schema, SipPassword, build_callerid,

@@ -8,6 +8,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "broker state: desired-state mirror and message journal",
         V2,
     ),
+    (
+        3,
+        "unbound handsets: promised binds and the ASSIGN_HANDSET outbox",
+        V3,
+    ),
 ];
 
 pub(crate) const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS hexidian; \
@@ -106,4 +111,28 @@ CREATE TABLE hexidian.journal (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX journal_status_idx ON hexidian.journal (status, id);
+";
+
+/// Token-call binds promised to a caller (deleted when carried out) and the outbox of
+/// `ASSIGN_HANDSET` messages for GURU3.
+const V3: &str = r"
+CREATE TABLE hexidian.handset_bind (
+    id         bigserial PRIMARY KEY,
+    ppn        integer NOT NULL,
+    temp       text NOT NULL CHECK (temp ~ '^[0-9]{1,32}$'),
+    extension  text NOT NULL CHECK (extension ~ '^[0-9]{1,32}$'),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE hexidian.assign_outbox (
+    id         bigserial PRIMARY KEY,
+    ipei       text NOT NULL,
+    uak        text NOT NULL,
+    extension  text NOT NULL CHECK (extension ~ '^[0-9]{1,32}$'),
+    status     text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'ok', 'nak')),
+    text       text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX assign_outbox_pending_idx ON hexidian.assign_outbox (id) WHERE status = 'pending';
 ";

@@ -248,6 +248,19 @@ pub(crate) const B_COUNTS: &str = "SELECT count(*) FILTER (WHERE status = 'done'
 pub(crate) const B_DEAD: &str = "SELECT id, kind, status, attempts, reason, payload FROM hexidian.journal \
      WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
 
+// unbound handsets (migration 3)
+pub(crate) const H_BIND_ADD: &str =
+    "INSERT INTO hexidian.handset_bind (ppn, temp, extension) VALUES ($1, $2, $3) RETURNING id";
+pub(crate) const H_BINDS: &str =
+    "SELECT id, ppn, temp, extension FROM hexidian.handset_bind ORDER BY id";
+pub(crate) const H_BIND_DONE: &str = "DELETE FROM hexidian.handset_bind WHERE id = $1";
+pub(crate) const H_OUTBOX_ADD: &str =
+    "INSERT INTO hexidian.assign_outbox (ipei, uak, extension) VALUES ($1, $2, $3)";
+pub(crate) const H_OUTBOX: &str = "SELECT id, ipei, uak, extension FROM hexidian.assign_outbox \
+     WHERE status = 'pending' ORDER BY id LIMIT $1";
+pub(crate) const H_OUTBOX_DONE: &str = "UPDATE hexidian.assign_outbox SET status = $2, text = $3, updated_at = now() \
+     WHERE id = $1 AND status = 'pending'";
+
 #[cfg(test)]
 pub(crate) const ALL: &[(&str, &str)] = &[
     ("detect_schema", DETECT_SCHEMA),
@@ -293,6 +306,12 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("s_clear_lists", S_CLEAR_LISTS),
     ("s_sweep_groups", S_SWEEP_GROUPS),
     ("s_end", S_END),
+    ("h_bind_add", H_BIND_ADD),
+    ("h_binds", H_BINDS),
+    ("h_bind_done", H_BIND_DONE),
+    ("h_outbox_add", H_OUTBOX_ADD),
+    ("h_outbox", H_OUTBOX),
+    ("h_outbox_done", H_OUTBOX_DONE),
     ("b_sync", B_SYNC),
     ("b_load", B_LOAD),
     ("b_put", B_PUT),

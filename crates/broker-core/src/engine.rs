@@ -138,6 +138,7 @@ pub struct Broker {
     attempts: HashMap<i64, (u32, Instant)>,
     tail: Vec<Incoming>,
     status: Arc<Mutex<BrokerStatus>>,
+    directory: crate::model::SharedDirectory,
 }
 
 impl std::fmt::Debug for Broker {
@@ -174,6 +175,13 @@ impl Broker {
             sync_epoch: sync,
             ..BrokerStatus::default()
         }));
+        let directory = crate::model::SharedDirectory::default();
+        {
+            let mut d = directory.write().unwrap_or_else(|e| e.into_inner());
+            for (n, e) in &mirror {
+                d.set(n, Some(e));
+            }
+        }
         Ok(Self {
             ports,
             config,
@@ -182,7 +190,18 @@ impl Broker {
             attempts: HashMap::new(),
             tail: Vec::new(),
             status,
+            directory,
         })
+    }
+
+    /// GURU3's DECT tokens and known handsets, kept current as messages are applied.
+    pub fn directory(&self) -> crate::model::SharedDirectory {
+        Arc::clone(&self.directory)
+    }
+
+    fn publish(&self, n: &Number) {
+        let mut d = self.directory.write().unwrap_or_else(|e| e.into_inner());
+        d.set(n, self.mirror.get(n));
     }
 
     /// A handle on the live counters.
@@ -418,9 +437,11 @@ impl Broker {
             }
             if e.extension.is_none() && e.members.is_empty() {
                 self.mirror.remove(&n);
+                self.publish(&n);
                 ops.push(StateOp::Remove(n));
             } else if changed {
                 ops.push(StateOp::Put(n.clone(), e.clone()));
+                self.publish(&n);
             }
         }
         self.ports.state.commit(ops).await?;
@@ -503,6 +524,17 @@ impl Broker {
                     Ok(cmd) => Ok(plan::plan(cmd, &mut work, self.sync)),
                     Err(e) => Err(e.clone()),
                 });
+            }
+        }
+        // the directory learns the desired state before the OMM is touched: a handset this
+        // run releases must not be taken for a known one coming back, and one it binds must
+        // not be taken for a new one
+        {
+            let mut d = self.directory.write().unwrap_or_else(|e| e.into_inner());
+            for p in plans.iter().flatten() {
+                for (n, e) in &p.mirror {
+                    d.set(n, e.as_ref());
+                }
             }
         }
         // 2. all PBX changes of the segment in one transaction
@@ -650,6 +682,7 @@ impl Broker {
                             ops.push(StateOp::Remove(n.clone()));
                         }
                     }
+                    self.publish(n);
                 }
             }
             ops.push(self.journal(&msg, &v, attempts));

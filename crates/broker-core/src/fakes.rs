@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Handset, Incoming, Member, MirrorEntry, Number, Secret};
 use crate::ports::{
-    BoxFuture, Clock, DectSystem, DectUser, EventFeed, FeedHealth, JournalEntry, JournalStats,
-    JournalStatus, PortError, PortResult, SipChange, SipOutcome, SipProvisioning, SipUserKind,
-    StateOp, StateStore, SweepSummary,
+    Assign, AssignResult, BoxFuture, Clock, DectSystem, DectUser, EventFeed, FeedHealth,
+    HandsetState, JournalEntry, JournalStats, JournalStatus, PendingBind, PortError, PortResult,
+    SipChange, SipOutcome, SipProvisioning, SipUserKind, StateOp, StateStore, SweepSummary,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -42,6 +42,7 @@ struct FeedState {
     queue: Vec<(Incoming, bool)>,
     acks: Vec<i64>,
     wakers: Vec<Waker>,
+    assigns: Vec<Assign>,
 }
 
 /// GURU3's queue: messages stay until acked; a batch is every unacked message.
@@ -63,6 +64,11 @@ impl MemoryFeed {
     /// Ids acked so far, in order (repeats included).
     pub fn acks(&self) -> Vec<i64> {
         lock(&self.inner).acks.clone()
+    }
+
+    /// `ASSIGN_HANDSET`s received.
+    pub fn assigns(&self) -> Vec<Assign> {
+        lock(&self.inner).assigns.clone()
     }
 
     /// Ids not yet acked.
@@ -114,6 +120,20 @@ impl EventFeed for MemoryFeed {
             last_fetch_ok: true,
             pending_acks: 0,
         }
+    }
+
+    fn submit(&self, assigns: Vec<Assign>) -> BoxFuture<'_, PortResult<Vec<AssignResult>>> {
+        let mut s = lock(&self.inner);
+        let results = assigns
+            .iter()
+            .map(|a| AssignResult {
+                id: a.id,
+                ok: true,
+                text: String::new(),
+            })
+            .collect();
+        s.assigns.extend(assigns);
+        ready(Ok(results))
     }
 }
 
@@ -411,8 +431,8 @@ impl SipState {
             } => {
                 let pw = match (kind, password, self.users.get(&number)) {
                     (_, Some(p), _) => p,
-                    (SipUserKind::Dect, None, Some(u)) => u.password.clone(),
-                    (SipUserKind::Dect, None, None) => random_password(),
+                    (SipUserKind::Dect | SipUserKind::Temp, None, Some(u)) => u.password.clone(),
+                    (SipUserKind::Dect | SipUserKind::Temp, None, None) => random_password(),
                     (SipUserKind::Sip, None, _) => {
                         return Err(PortError::rejected(format!(
                             "sip user {number} without password"
@@ -507,7 +527,7 @@ impl SipProvisioning for MemorySip {
         let users: Vec<Number> = s
             .users
             .iter()
-            .filter(|(_, u)| u.seen < epoch)
+            .filter(|(_, u)| u.seen < epoch && u.kind != SipUserKind::Temp)
             .map(|(n, _)| n.clone())
             .collect();
         let groups: Vec<Number> = s
@@ -534,6 +554,11 @@ impl SipProvisioning for MemorySip {
         let s = lock(&self.inner);
         ready(Ok((s.epoch, s.in_progress)))
     }
+
+    fn exists(&self, number: Number) -> BoxFuture<'_, PortResult<bool>> {
+        let s = lock(&self.inner);
+        ready(Ok(s.users.contains_key(&number)))
+    }
 }
 
 // ---------------------------------------------------------------- state
@@ -543,6 +568,10 @@ struct StoreState {
     mirror: BTreeMap<Number, MirrorEntry>,
     journal: BTreeMap<i64, JournalEntry>,
     faults: Faults,
+    next_id: i64,
+    binds: BTreeMap<i64, PendingBind>,
+    /// id → (assign, verdict)
+    outbox: BTreeMap<i64, (Assign, Option<AssignResult>)>,
 }
 
 /// The broker's mirror and journal.
@@ -623,6 +652,87 @@ impl StateStore for MemoryState {
             .take(limit as usize)
             .cloned()
             .collect()))
+    }
+}
+
+impl MemoryState {
+    /// Every `ASSIGN_HANDSET` queued, with GURU3's verdict once it came.
+    pub fn outbox(&self) -> Vec<(Assign, Option<AssignResult>)> {
+        lock(&self.inner).outbox.values().cloned().collect()
+    }
+}
+
+impl HandsetState for MemoryState {
+    fn add_bind(
+        &self,
+        ppn: u32,
+        temp: Number,
+        extension: Number,
+    ) -> BoxFuture<'_, PortResult<i64>> {
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("add bind").map(|()| {
+            s.next_id += 1;
+            let id = s.next_id;
+            s.binds.insert(
+                id,
+                PendingBind {
+                    id,
+                    ppn,
+                    temp,
+                    extension,
+                },
+            );
+            id
+        });
+        ready(r)
+    }
+
+    fn pending_binds(&self) -> BoxFuture<'_, PortResult<Vec<PendingBind>>> {
+        ready(Ok(lock(&self.inner).binds.values().cloned().collect()))
+    }
+
+    fn finish_bind(
+        &self,
+        id: i64,
+        ipei: String,
+        uak: Secret,
+        extension: Number,
+    ) -> BoxFuture<'_, PortResult<()>> {
+        let mut s = lock(&self.inner);
+        if s.binds.remove(&id).is_some() {
+            s.next_id += 1;
+            let oid = s.next_id;
+            s.outbox.insert(
+                oid,
+                (
+                    Assign {
+                        id: oid,
+                        ipei,
+                        uak,
+                        extension,
+                    },
+                    None,
+                ),
+            );
+        }
+        ready(Ok(()))
+    }
+
+    fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>> {
+        ready(Ok(lock(&self.inner)
+            .outbox
+            .values()
+            .filter(|(_, r)| r.is_none())
+            .take(limit as usize)
+            .map(|(a, _)| a.clone())
+            .collect()))
+    }
+
+    fn finish_assign(&self, result: AssignResult) -> BoxFuture<'_, PortResult<()>> {
+        if let Some(e) = lock(&self.inner).outbox.get_mut(&result.id) {
+            e.1 = Some(result);
+        }
+        ready(Ok(()))
     }
 }
 

@@ -219,3 +219,60 @@ pub struct MirrorEntry {
     /// Sync epoch in which the member list was last sent.
     pub members_epoch: i64,
 }
+
+/// What the unbound-handset workflow needs to know of GURU3's DECT extensions, published by
+/// the broker whenever its mirror changes.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    by_token: std::collections::HashMap<String, Number>,
+    by_ipei: std::collections::HashMap<String, Number>,
+    dect: std::collections::HashMap<Number, (String, Option<String>)>,
+}
+
+impl Directory {
+    /// The DECT extension whose registration token this is.
+    pub fn by_token(&self, token: &str) -> Option<&Number> {
+        self.by_token.get(token)
+    }
+
+    /// The DECT extension GURU3 knows this handset for.
+    pub fn by_ipei(&self, ipei: &str) -> Option<&Number> {
+        self.by_ipei.get(ipei)
+    }
+
+    /// Whether the number is a DECT extension.
+    pub fn is_dect(&self, number: &Number) -> bool {
+        self.dect.contains_key(number)
+    }
+
+    /// Updates the entry of `number` (`None`: gone).
+    pub fn set(&mut self, number: &Number, entry: Option<&MirrorEntry>) {
+        if let Some((token, ipei)) = self.dect.remove(number) {
+            if self.by_token.get(&token) == Some(number) {
+                self.by_token.remove(&token);
+            }
+            if let Some(i) = ipei {
+                if self.by_ipei.get(&i) == Some(number) {
+                    self.by_ipei.remove(&i);
+                }
+            }
+        }
+        if let Some(Extension {
+            kind: Kind::Dect { token, handset, .. },
+            ..
+        }) = entry.and_then(|e| e.extension.as_ref())
+        {
+            let ipei = handset.as_ref().map(|h| h.ipei.clone());
+            self.by_token
+                .insert(token.expose().to_owned(), number.clone());
+            if let Some(i) = &ipei {
+                self.by_ipei.insert(i.clone(), number.clone());
+            }
+            self.dect
+                .insert(number.clone(), (token.expose().to_owned(), ipei));
+        }
+    }
+}
+
+/// The directory, shared between the broker (writer) and the unbound-handset workflow.
+pub type SharedDirectory = std::sync::Arc<std::sync::RwLock<Directory>>;

@@ -108,6 +108,125 @@ pub trait EventFeed: Send + Sync + 'static {
     fn ack(&self, ids: Vec<i64>) -> BoxFuture<'_, PortResult<()>>;
     /// Health for the readiness report.
     fn health(&self) -> FeedHealth;
+    /// Sends `ASSIGN_HANDSET` messages; GURU3's verdict for each, in order.
+    fn submit(&self, assigns: Vec<Assign>) -> BoxFuture<'_, PortResult<Vec<AssignResult>>>;
+}
+
+/// `ASSIGN_HANDSET`: tell GURU3 that a handset now belongs to a DECT extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assign {
+    /// Our durable outbox id (echoed back by GURU3).
+    pub id: i64,
+    /// The handset's IPEI.
+    pub ipei: String,
+    /// Its UAK.
+    pub uak: Secret,
+    /// The extension.
+    pub extension: Number,
+}
+
+/// GURU3's answer to one [`Assign`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignResult {
+    /// The outbox id.
+    pub id: i64,
+    /// `OK` (true) or `NAK`.
+    pub ok: bool,
+    /// GURU3's text (empty on OK).
+    pub text: String,
+}
+
+/// A DECT handset as the unbound-handset workflow sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// OMM device id.
+    pub ppn: u32,
+    /// IPEI.
+    pub ipei: String,
+    /// UAK (for `ASSIGN_HANDSET`).
+    pub uak: Secret,
+    /// Subscribed to the DECT system.
+    pub subscribed: bool,
+    /// Number of the user it is attached to.
+    pub user: Option<Number>,
+    /// That user is one of hexidian's temporary users.
+    pub temp: bool,
+}
+
+/// Which handset to look up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// By device id.
+    Ppn(u32),
+    /// The handset attached to this user number.
+    User(Number),
+}
+
+/// Something happened on the DECT system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DectEvent {
+    /// A device appeared or changed (subscribed, bound, unbound).
+    Device(u32),
+    /// The subscription mode changed.
+    Mode(String),
+    /// The link (re)connected or events were lost: rescan.
+    Rescan,
+}
+
+/// The DECT system's handsets (the unbound-handset workflow's view of the OMM).
+pub trait Handsets: Send + Sync + 'static {
+    /// The next event (waits; cancel-safe).
+    fn next_event(&self) -> BoxFuture<'_, DectEvent>;
+    /// Every device.
+    fn devices(&self) -> BoxFuture<'_, PortResult<Vec<Device>>>;
+    /// One device.
+    fn lookup(&self, which: Lookup) -> BoxFuture<'_, PortResult<Option<Device>>>;
+    /// Creates the temporary user `number` (tagged as temporary) and attaches the handset.
+    fn give_temp(
+        &self,
+        ppn: u32,
+        number: Number,
+        sip_password: Secret,
+    ) -> BoxFuture<'_, PortResult<()>>;
+    /// Moves the handset to the user of `extension`; a temporary user it leaves is deleted.
+    fn move_to(&self, ppn: u32, extension: Number) -> BoxFuture<'_, PortResult<()>>;
+    /// Sets the DECT subscription mode (`Off`, `Configured`, `Wildcard`).
+    fn set_subscription_mode(&self, mode: String) -> BoxFuture<'_, PortResult<()>>;
+}
+
+/// A bind promised to a caller and not yet carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBind {
+    /// Durable id.
+    pub id: i64,
+    /// The handset.
+    pub ppn: u32,
+    /// Its temporary number.
+    pub temp: Number,
+    /// The extension it goes to.
+    pub extension: Number,
+}
+
+/// Durable state of the unbound-handset workflow: promised binds and the ASSIGN_HANDSET outbox.
+pub trait HandsetState: Send + Sync + 'static {
+    /// Records a promised bind (before the caller hears `OK`).
+    fn add_bind(&self, ppn: u32, temp: Number, extension: Number)
+    -> BoxFuture<'_, PortResult<i64>>;
+    /// Binds not yet carried out.
+    fn pending_binds(&self) -> BoxFuture<'_, PortResult<Vec<PendingBind>>>;
+    /// Marks a bind done and queues its `ASSIGN_HANDSET` (ipei, uak), atomically.
+    fn finish_bind(
+        &self,
+        id: i64,
+        ipei: String,
+        uak: Secret,
+        extension: Number,
+    ) -> BoxFuture<'_, PortResult<()>>;
+    /// Queued `ASSIGN_HANDSET`s.
+    fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>>;
+    /// Records GURU3's verdict (never retried blindly after a NAK).
+    fn finish_assign(&self, result: AssignResult) -> BoxFuture<'_, PortResult<()>>;
 }
 
 /// What the OMM user of a DECT extension should look like.
@@ -153,6 +272,8 @@ pub enum SipUserKind {
     Sip,
     /// DECT extension (a password of our own, generated once and kept).
     Dect,
+    /// Temporary user of an unbound handset (restricted context, never swept).
+    Temp,
 }
 
 /// One change to the PBX.
@@ -240,6 +361,8 @@ pub trait SipProvisioning: Send + Sync + 'static {
     fn end_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>>;
     /// `(current epoch, in progress)`, to resume after a restart.
     fn sync_state(&self) -> BoxFuture<'_, PortResult<(i64, bool)>>;
+    /// Whether any PBX row (owned or not) uses this id.
+    fn exists(&self, number: Number) -> BoxFuture<'_, PortResult<bool>>;
 }
 
 /// Outcome of a message in the journal.

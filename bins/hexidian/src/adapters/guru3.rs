@@ -5,7 +5,9 @@ use std::sync::Mutex as StdMutex;
 use broker_core::model::{
     Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Secret,
 };
-use broker_core::ports::{BoxFuture, EventFeed, FeedHealth, PortError, PortErrorKind, PortResult};
+use broker_core::ports::{
+    Assign, AssignResult, BoxFuture, EventFeed, FeedHealth, PortError, PortErrorKind, PortResult,
+};
 use guru3_client::{ExtensionKind, Feed, Message, MessageId, RawMessage};
 use tokio::sync::Mutex;
 
@@ -13,6 +15,7 @@ use tokio::sync::Mutex;
 #[derive(Debug)]
 pub struct Guru3Feed {
     feed: Mutex<Feed>,
+    client: guru3_client::Client,
     health: StdMutex<FeedHealth>,
 }
 
@@ -20,6 +23,7 @@ impl Guru3Feed {
     /// Wraps a feed (its watcher is spawned by the caller).
     pub fn new(feed: Feed) -> Self {
         Self {
+            client: feed.client().clone(),
             feed: Mutex::new(feed),
             health: StdMutex::new(FeedHealth::default()),
         }
@@ -82,6 +86,52 @@ impl EventFeed for Guru3Feed {
             self.remember(&feed);
         }
         *self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn submit(&self, assigns: Vec<Assign>) -> BoxFuture<'_, PortResult<Vec<AssignResult>>> {
+        Box::pin(async move {
+            // the client is cheap to clone: do not hold the feed (the broker's loop waits in it)
+            let client = self.client.clone();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let mut msgs = Vec::new();
+            let mut refused = Vec::new();
+            for a in &assigns {
+                let parsed = (
+                    u32::try_from(a.id).ok().filter(|id| *id <= 2_147_483_647),
+                    a.ipei.parse::<guru3_client::Ipei>(),
+                    a.uak.expose().parse::<guru3_client::Uak>(),
+                    a.extension.as_str().parse::<guru3_client::Extension>(),
+                );
+                match parsed {
+                    (Some(id), Ok(ipei), Ok(uak), Ok(extension)) => {
+                        msgs.push(guru3_client::Inbound::AssignHandset {
+                            id,
+                            timestamp: now,
+                            ipei,
+                            uak,
+                            extension,
+                        });
+                    }
+                    _ => refused.push(AssignResult {
+                        id: a.id,
+                        ok: false,
+                        text: "not sent: invalid ipei, uak, extension or id".into(),
+                    }),
+                }
+            }
+            let results = client.submit(&msgs).await.map_err(port_error)?;
+            Ok(results
+                .into_iter()
+                .map(|r| AssignResult {
+                    id: r.id,
+                    ok: r.status == guru3_client::InboundStatus::Ok,
+                    text: r.text,
+                })
+                .chain(refused)
+                .collect())
+        })
     }
 }
 

@@ -6,5 +6,5 @@ mod omm;
 mod pg;
 
 pub use guru3::Guru3Feed;
-pub use omm::{OWNER_TAG, OmmDect, OmmLink};
+pub use omm::{OWNER_TAG, OmmDect, OmmHandsets, OmmLink, TEMP_TAG};
 pub use pg::{PgSip, PgState};

@@ -5,8 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use broker_core::model::Secret as DomainSecret;
 use broker_core::model::{Handset, Number};
-use broker_core::ports::{BoxFuture, DectSystem, DectUser, PortError, PortErrorKind, PortResult};
+use broker_core::ports::{
+    BoxFuture, DectEvent, DectSystem, DectUser, Device, Handsets, Lookup, PortError, PortErrorKind,
+    PortResult,
+};
 use omm_axi::proto::Backoff;
 use omm_axi::{
     Client, ErrorCode, Ipei, PpDevice, PpUser, RelType, Secret, SecretValue, Sensitive,
@@ -16,6 +20,9 @@ use tokio::sync::{RwLock, watch};
 
 /// `hierarchy1` of every OMM user hexidian creates: users without it are never touched.
 pub const OWNER_TAG: &str = "HEXIDIAN";
+
+/// `hierarchy2` of hexidian's temporary users (unbound handsets); never swept by a resync.
+pub const TEMP_TAG: &str = "HEXIDIAN-TEMP";
 
 /// Numbers of the users hexidian owns, so a resync's sweep needs no full scan of the OMM
 /// (7,000 users are 350 sequential pages). Rebuilt by a background scan after every
@@ -44,12 +51,56 @@ impl OwnedIndex {
 }
 
 /// The OMM session, kept open by [`OmmLink::maintain`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OmmLink {
     client: RwLock<Option<Client>>,
     up: AtomicBool,
     connects: AtomicU64,
     owned: std::sync::Mutex<OwnedIndex>,
+    events_tx: tokio::sync::mpsc::Sender<DectEvent>,
+    events_rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<DectEvent>>,
+    lagged: AtomicBool,
+}
+
+impl Default for OmmLink {
+    fn default() -> Self {
+        let (events_tx, rx) = tokio::sync::mpsc::channel(4096);
+        Self {
+            client: RwLock::default(),
+            up: AtomicBool::default(),
+            connects: AtomicU64::default(),
+            owned: std::sync::Mutex::default(),
+            events_tx,
+            events_rx: tokio::sync::Mutex::new(rx),
+            lagged: AtomicBool::default(),
+        }
+    }
+}
+
+/// What an OMM event means for the handset workflow.
+fn dect_events(ev: &omm_axi::Event) -> Vec<DectEvent> {
+    use omm_axi::Event as E;
+    let from_user = |u: &PpUser| {
+        u.ppn
+            .filter(|p| !p.is_none())
+            .or(u.ppn_old)
+            .filter(|p| !p.is_none())
+            .map(|p| DectEvent::Device(p.get()))
+    };
+    match ev {
+        E::PpCnf { user, device, .. } => match (device, user) {
+            (Some(d), _) if !d.ppn().is_none() => vec![DectEvent::Device(d.ppn().get())],
+            (_, Some(u)) => from_user(u).into_iter().collect(),
+            _ => Vec::new(),
+        },
+        E::PpDevCnf { device, .. } if !device.ppn().is_none() => {
+            vec![DectEvent::Device(device.ppn().get())]
+        }
+        E::PpUserCnf { user, .. } => from_user(user).into_iter().collect(),
+        E::DectSubscriptionMode { mode } => vec![DectEvent::Mode(mode.as_str().to_owned())],
+        E::Lagged(_) => vec![DectEvent::Rescan],
+        _ => Vec::new(),
+    }
 }
 
 impl OmmLink {
@@ -66,6 +117,19 @@ impl OmmLink {
     /// Sessions opened so far.
     pub fn connects(&self) -> u64 {
         self.connects.load(Ordering::SeqCst)
+    }
+
+    fn emit(&self, ev: DectEvent) {
+        if self.lagged.swap(false, Ordering::SeqCst)
+            && self.events_tx.try_send(DectEvent::Rescan).is_err()
+        {
+            self.lagged.store(true, Ordering::SeqCst);
+            return;
+        }
+        if self.events_tx.try_send(ev).is_err() {
+            // nobody keeps up (or listens): the next reader rescans instead
+            self.lagged.store(true, Ordering::SeqCst);
+        }
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, OwnedIndex> {
@@ -95,7 +159,7 @@ impl OmmLink {
             Ok(users) => {
                 let mut set: std::collections::BTreeSet<String> = users
                     .iter()
-                    .filter(|u| owned(u))
+                    .filter(|u| owned(u) && !is_temp(u))
                     .filter_map(|u| u.num.clone())
                     .collect();
                 let mut ix = self.index();
@@ -132,20 +196,31 @@ impl OmmLink {
                     self.up.store(true, Ordering::SeqCst);
                     self.connects.fetch_add(1, Ordering::SeqCst);
                     tracing::info!("omm session open");
-                    let scan = async {
+                    // requests only progress while `connection` is polled: run them beside it
+                    let setup = async {
+                        if let Err(e) = client
+                            .subscribe(&omm_axi::Subscription::provisioning())
+                            .await
+                        {
+                            tracing::warn!(error = %e, "omm event subscription failed");
+                        }
+                        // events during the outage are lost: the handset workflow rescans
+                        self.emit(DectEvent::Rescan);
                         self.scan(&client).await;
-                        drop(client);
                         std::future::pending::<()>().await;
                     };
                     let drain = async {
-                        // the broker does not use events; keep the channel flowing
-                        while events.recv().await.is_some() {}
+                        while let Some(ev) = events.recv().await {
+                            for d in dect_events(&ev) {
+                                self.emit(d);
+                            }
+                        }
                         std::future::pending::<()>().await;
                     };
                     let ended = tokio::select! {
                         r = connection => Some(r),
                         () = drain => None,
-                        () = scan => None,
+                        () = setup => None,
                         _ = shutdown.changed() => None,
                     };
                     self.up.store(false, Ordering::SeqCst);
@@ -208,6 +283,10 @@ impl OmmDect {
 
 fn owned(u: &PpUser) -> bool {
     u.hierarchy1.as_deref() == Some(OWNER_TAG)
+}
+
+fn is_temp(u: &PpUser) -> bool {
+    u.hierarchy2.as_deref() == Some(TEMP_TAG)
 }
 
 async fn owned_user(c: &Client, number: &Number) -> PortResult<Option<PpUser>> {
@@ -376,9 +455,206 @@ impl DectSystem for OmmDect {
             let users = c.list_users().await.map_err(port_error)?;
             Ok(users
                 .iter()
-                .filter(|u| owned(u))
+                .filter(|u| owned(u) && !is_temp(u))
                 .filter_map(|u| u.num.as_deref()?.parse().ok())
                 .collect())
+        })
+    }
+}
+
+/// The OMM's handsets for the unbound-handset workflow.
+#[derive(Debug, Clone)]
+pub struct OmmHandsets {
+    link: Arc<OmmLink>,
+}
+
+impl OmmHandsets {
+    /// Over a maintained link (which forwards the OMM's events).
+    pub fn new(link: Arc<OmmLink>) -> Self {
+        Self { link }
+    }
+}
+
+fn device(d: &PpDevice, user: Option<&PpUser>) -> Device {
+    Device {
+        ppn: d.ppn().get(),
+        ipei: d.ipei.map(|i| i.to_string()).unwrap_or_default(),
+        uak: DomainSecret::new(d.uak.as_ref().map(|u| u.0.clone()).unwrap_or_default()),
+        subscribed: d.s == Some(SubscriptionState::Yes),
+        user: user.and_then(|u| u.num.as_deref()?.parse().ok()),
+        temp: user.is_some_and(|u| owned(u) && is_temp(u)),
+    }
+}
+
+async fn with_user(c: &Client, d: PpDevice) -> PortResult<Device> {
+    let uid = d.bound_uid();
+    let user = if uid.is_none() {
+        None
+    } else {
+        c.fetch_user(uid).await.map_err(port_error)?
+    };
+    Ok(device(&d, user.as_ref()))
+}
+
+impl Handsets for OmmHandsets {
+    fn next_event(&self) -> BoxFuture<'_, DectEvent> {
+        Box::pin(async move {
+            let mut rx = self.link.events_rx.lock().await;
+            match rx.recv().await {
+                Some(ev) => ev,
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    fn devices(&self) -> BoxFuture<'_, PortResult<Vec<Device>>> {
+        Box::pin(async move {
+            let c = self.link.client().await?;
+            let users: std::collections::HashMap<u32, PpUser> = c
+                .list_users()
+                .await
+                .map_err(port_error)?
+                .into_iter()
+                .map(|u| (u.uid().get(), u))
+                .collect();
+            let devices = c.list_devices().await.map_err(port_error)?;
+            Ok(devices
+                .iter()
+                .map(|d| device(d, users.get(&d.bound_uid().get())))
+                .collect())
+        })
+    }
+
+    fn lookup(&self, which: Lookup) -> BoxFuture<'_, PortResult<Option<Device>>> {
+        Box::pin(async move {
+            let c = self.link.client().await?;
+            match which {
+                Lookup::Ppn(ppn) => match c
+                    .fetch_device(omm_axi::Ppn::new(ppn))
+                    .await
+                    .map_err(port_error)?
+                {
+                    Some(d) => Ok(Some(with_user(&c, d).await?)),
+                    None => Ok(None),
+                },
+                Lookup::User(n) => {
+                    let Some(u) = c
+                        .fetch_user_by_number(n.as_str())
+                        .await
+                        .map_err(port_error)?
+                    else {
+                        return Ok(None);
+                    };
+                    if u.bound_ppn().is_none() {
+                        return Ok(None);
+                    }
+                    match c.fetch_device(u.bound_ppn()).await.map_err(port_error)? {
+                        Some(d) => Ok(Some(device(&d, Some(&u)))),
+                        None => Ok(None),
+                    }
+                }
+            }
+        })
+    }
+
+    fn give_temp(
+        &self,
+        ppn: u32,
+        number: Number,
+        sip_password: DomainSecret,
+    ) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            let c = self.link.client().await?;
+            if c.fetch_user_by_number(number.as_str())
+                .await
+                .map_err(port_error)?
+                .is_some()
+            {
+                return Err(PortError::new(
+                    PortErrorKind::Conflict,
+                    format!("omm number {number} is taken"),
+                ));
+            }
+            let mut u = PpUser::default();
+            fill(
+                &mut u,
+                &DectUser {
+                    number: number.clone(),
+                    name: "Unbound Handset".into(),
+                    sip_password,
+                    token: DomainSecret::new(""),
+                },
+            );
+            u.hierarchy2 = Some(TEMP_TAG.into());
+            let created = c.create_user(u).await.map_err(port_error)?;
+            if let Err(e) = c
+                .attach(omm_axi::Ppn::new(ppn), created.uid(), RelType::Dynamic)
+                .await
+            {
+                let _ = c.delete_user(created.uid()).await;
+                return Err(port_error(e));
+            }
+            Ok(())
+        })
+    }
+
+    fn move_to(&self, ppn: u32, extension: Number) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            let c = self.link.client().await?;
+            let ppn = omm_axi::Ppn::new(ppn);
+            let target = owned_user(&c, &extension)
+                .await?
+                .filter(|u| !is_temp(u))
+                .ok_or_else(|| {
+                    PortError::new(
+                        PortErrorKind::NotFound,
+                        format!("no omm user {extension} to bind to"),
+                    )
+                })?;
+            let dev = c
+                .fetch_device(ppn)
+                .await
+                .map_err(port_error)?
+                .ok_or_else(|| {
+                    PortError::new(PortErrorKind::NotFound, format!("no handset {ppn}"))
+                })?;
+            let bound = dev.bound_uid();
+            if bound == target.uid() {
+                return Ok(());
+            }
+            if !bound.is_none() {
+                match c.fetch_user(bound).await.map_err(port_error)? {
+                    // deleting the temporary user frees the handset in one step
+                    Some(u) if owned(&u) && is_temp(&u) => {
+                        c.delete_user(bound).await.map_err(port_error)?
+                    }
+                    _ => {
+                        c.detach(ppn, bound).await.map_err(port_error)?;
+                    }
+                }
+            }
+            if !target.bound_ppn().is_none() {
+                c.detach(target.bound_ppn(), target.uid())
+                    .await
+                    .map_err(port_error)?;
+            }
+            c.attach(ppn, target.uid(), RelType::Dynamic)
+                .await
+                .map_err(port_error)?;
+            Ok(())
+        })
+    }
+
+    fn set_subscription_mode(&self, mode: String) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            let c = self.link.client().await?;
+            let m: omm_axi::SubscriptionMode = mode
+                .parse()
+                .unwrap_or(omm_axi::SubscriptionMode::Configured);
+            let timeout = (m == omm_axi::SubscriptionMode::Wildcard).then_some(3);
+            c.set_subscription_mode(m, timeout)
+                .await
+                .map_err(port_error)
         })
     }
 }

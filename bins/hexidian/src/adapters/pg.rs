@@ -5,8 +5,9 @@ use asterisk_realtime::{
 };
 use broker_core::model::{MirrorEntry, Number, Secret};
 use broker_core::ports::{
-    BoxFuture, JournalEntry, JournalStats, JournalStatus, PortError, PortErrorKind, PortResult,
-    SipChange, SipOutcome, SipProvisioning, SipUserKind, StateOp, StateStore, SweepSummary,
+    Assign, AssignResult, BoxFuture, HandsetState, JournalEntry, JournalStats, JournalStatus,
+    PendingBind, PortError, PortErrorKind, PortResult, SipChange, SipOutcome, SipProvisioning,
+    SipUserKind, StateOp, StateStore, SweepSummary,
 };
 
 fn port_error(e: asterisk_realtime::Error) -> PortError {
@@ -40,6 +41,7 @@ fn change(c: SipChange) -> PortResult<Change> {
             kind: match kind {
                 SipUserKind::Sip => Kind::Sip,
                 SipUserKind::Dect => Kind::Dect,
+                SipUserKind::Temp => Kind::Temp,
             },
             name,
             password: match password {
@@ -166,6 +168,14 @@ impl SipProvisioning for PgSip {
     fn sync_state(&self) -> BoxFuture<'_, PortResult<(i64, bool)>> {
         Box::pin(async move { self.store.sync_state().await.map_err(port_error) })
     }
+
+    fn exists(&self, number: Number) -> BoxFuture<'_, PortResult<bool>> {
+        // rows hexidian does not own are refused by the upsert itself (a conflict)
+        Box::pin(async move {
+            let e = ext(&number)?;
+            Ok(self.store.user(&e).await.map_err(port_error)?.is_some())
+        })
+    }
 }
 
 /// The broker's mirror and journal in schema `hexidian`, next to the PBX rows.
@@ -265,6 +275,85 @@ impl StateStore for PgState {
                     payload: r.payload,
                 })
                 .collect())
+        })
+    }
+}
+
+impl HandsetState for PgState {
+    fn add_bind(
+        &self,
+        ppn: u32,
+        temp: Number,
+        extension: Number,
+    ) -> BoxFuture<'_, PortResult<i64>> {
+        Box::pin(async move {
+            let ppn = i32::try_from(ppn).map_err(|_| PortError::rejected("ppn out of range"))?;
+            self.store
+                .add_bind(ppn, &ext(&temp)?, &ext(&extension)?)
+                .await
+                .map_err(port_error)
+        })
+    }
+
+    fn pending_binds(&self) -> BoxFuture<'_, PortResult<Vec<PendingBind>>> {
+        Box::pin(async move {
+            let rows = self.store.pending_binds().await.map_err(port_error)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|b| {
+                    Some(PendingBind {
+                        id: b.id,
+                        ppn: u32::try_from(b.ppn).ok()?,
+                        temp: b.temp.parse().ok()?,
+                        extension: b.extension.parse().ok()?,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn finish_bind(
+        &self,
+        id: i64,
+        ipei: String,
+        uak: Secret,
+        extension: Number,
+    ) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            self.store
+                .finish_bind(id, &ipei, uak.expose(), &ext(&extension)?)
+                .await
+                .map_err(port_error)
+        })
+    }
+
+    fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>> {
+        Box::pin(async move {
+            let rows = self
+                .store
+                .pending_assigns(i64::from(limit))
+                .await
+                .map_err(port_error)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Assign {
+                        id: r.id,
+                        ipei: r.ipei,
+                        uak: Secret::new(r.uak),
+                        extension: r.extension.parse().ok()?,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn finish_assign(&self, result: AssignResult) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            self.store
+                .finish_assign(result.id, result.ok, &result.text)
+                .await
+                .map_err(port_error)
         })
     }
 }

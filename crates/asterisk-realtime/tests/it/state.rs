@@ -99,3 +99,48 @@ async fn a_commit_is_atomic() {
     assert!(r.is_err());
     assert_eq!(e.store.journal_counts().await.unwrap(), (0, 0, 0));
 }
+
+#[tokio::test]
+async fn promised_binds_become_outbox_entries_once() {
+    let e = env().await;
+    let id = e
+        .store
+        .add_bind(7, &ext("01001234"), &ext("2001"))
+        .await
+        .unwrap();
+    assert_eq!(e.store.pending_binds().await.unwrap().len(), 1);
+    e.store
+        .finish_bind(
+            id,
+            "01842 0093371 6",
+            "351B50AA981AAB5CF7FE6151B2719394",
+            &ext("2001"),
+        )
+        .await
+        .unwrap();
+    // a replay after a crash queues nothing twice
+    e.store
+        .finish_bind(
+            id,
+            "01842 0093371 6",
+            "351B50AA981AAB5CF7FE6151B2719394",
+            &ext("2001"),
+        )
+        .await
+        .unwrap();
+    assert!(e.store.pending_binds().await.unwrap().is_empty());
+    let out = e.store.pending_assigns(10).await.unwrap();
+    assert_eq!(out.len(), 1);
+    assert!(
+        !format!("{out:?}").contains("351B50AA"),
+        "the UAK stays out of Debug"
+    );
+    e.store
+        .finish_assign(out[0].id, false, "Processing error: Extension not known.")
+        .await
+        .unwrap();
+    assert!(
+        e.store.pending_assigns(10).await.unwrap().is_empty(),
+        "a NAK is final"
+    );
+}

@@ -1,0 +1,104 @@
+//! The token-call listener (`POST /token-call`, `/` for dialplans written for the Python
+//! version, `/token-call/check` without side effects). Parsing and decisions are in
+//! `unbound_handsets`; this is HTTP only: limits, deadlines, one-word bodies.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use unbound_handsets::{Reply, TokenCall, Unbound, webhook::MAX_BODY};
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Answer within this (the dialplan waits in `CURL()`); later is `RETRY`.
+    pub(crate) deadline: Duration,
+    /// Token prefix.
+    pub(crate) prefix: String,
+}
+
+fn reply(r: Reply) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(r.word().as_bytes())));
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+async fn handle(unbound: Unbound, limits: Limits, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let check = match (req.method(), req.uri().path()) {
+        (&hyper::Method::POST, "/token-call" | "/") => false,
+        (&hyper::Method::POST, "/token-call/check") => true,
+        _ => {
+            let mut r = reply(Reply::BadRequest);
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            return r;
+        }
+    };
+    let key = req
+        .headers()
+        .get("x-hexidian-key")
+        .map(|v| v.as_bytes().to_vec());
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let work = async {
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Reply::BadRequest,
+        };
+        let call = TokenCall::parse(content_type.as_deref(), &body, &limits.prefix);
+        unbound.token_call(key.as_deref(), call, check).await
+    };
+    let r = tokio::time::timeout(limits.deadline, work)
+        .await
+        .unwrap_or(Reply::Retry);
+    tracing::info!(status = r.status(), answer = r.word(), check, "token call");
+    reply(r)
+}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    unbound: Unbound,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((tcp, _)) = accepted else { continue };
+        let (unbound, limits) = (unbound.clone(), limits.clone());
+        if conns.len() > 256 {
+            // bounded: a flood of idle connections cannot exhaust the process
+            continue;
+        }
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let (unbound, limits) = (unbound.clone(), limits.clone());
+                async move { Ok::<_, Infallible>(handle(unbound, limits, req).await) }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            // slowloris: headers must arrive quickly, and no connection lives long
+            b.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .max_buf_size(16 * 1024);
+            let conn = b.serve_connection(TokioIo::new(tcp), svc);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+        while conns.try_join_next().is_some() {}
+    }
+}

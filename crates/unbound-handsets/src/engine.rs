@@ -1,0 +1,561 @@
+//! The workflow: temporary users for unbound handsets, known handsets back to their
+//! extension, token calls validated at once and carried out after a delay, the
+//! ASSIGN_HANDSET outbox, and the subscription mode kept open.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use broker_core::model::{Number, Secret, SharedDirectory};
+use broker_core::ports::{
+    AssignResult, Clock, DectEvent, EventFeed, HandsetState, Handsets, Lookup, PendingBind,
+    PortError, PortResult, SipChange, SipOutcome, SipProvisioning, SipUserKind,
+};
+use futures_util::future::{Either, select};
+
+use crate::temp::{Blocklist, TempNumbers};
+use crate::webhook::{RateLimiter, Reply, TokenCall, keys_match};
+
+/// The ports the workflow runs on.
+#[derive(Clone)]
+pub struct Ports {
+    /// The OMM's handsets.
+    pub handsets: Arc<dyn Handsets>,
+    /// The PBX (temporary users).
+    pub sip: Arc<dyn SipProvisioning>,
+    /// Promised binds and the outbox.
+    pub state: Arc<dyn HandsetState>,
+    /// GURU3 (ASSIGN_HANDSET).
+    pub feed: Arc<dyn EventFeed>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ports")
+    }
+}
+
+/// Settings of the workflow.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Temporary numbers.
+    pub temp: TempNumbers,
+    /// Prefix of token numbers (`9955`), accepted with or without.
+    pub token_prefix: String,
+    /// Shared secret of the webhook (`X-Hexidian-Key`); `None` accepts any caller.
+    pub key: Option<Secret>,
+    /// Time between `OK` and moving the handset, so the prompt can play (default 2 s).
+    pub bind_delay: Duration,
+    /// Full scan of all handsets (default 5 min; events do the real work).
+    pub scan_interval: Duration,
+    /// Mode to keep the DECT system in (`Configured`), re-set on expiry (default none).
+    pub subscription_mode: Option<String>,
+    /// How often the mode is re-sent (default 15 s).
+    pub mode_refresh: Duration,
+    /// IPEIs never bound.
+    pub blocklist: Blocklist,
+    /// Token calls per caller and minute (default 6).
+    pub per_caller_per_min: u32,
+    /// Token calls per second in total (default 50).
+    pub global_per_s: u32,
+    /// How often the outbox is sent (default 2 s).
+    pub outbox_interval: Duration,
+}
+
+impl Config {
+    /// Defaults with temporary numbers `0100xxxx` and token prefix `9955`.
+    pub fn new(temp: TempNumbers) -> Self {
+        Self {
+            temp,
+            token_prefix: "9955".into(),
+            key: None,
+            bind_delay: Duration::from_secs(2),
+            scan_interval: Duration::from_secs(300),
+            subscription_mode: None,
+            mode_refresh: Duration::from_secs(15),
+            blocklist: Blocklist::default(),
+            per_caller_per_min: 6,
+            global_per_s: 50,
+            outbox_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters for the health report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Handsets on a temporary user.
+    pub temporary: usize,
+    /// Temporary users created since start.
+    pub temps_created: u64,
+    /// Handsets bound by token since start.
+    pub bound: u64,
+    /// Known handsets returned to their extension since start.
+    pub returned: u64,
+    /// ASSIGN_HANDSET answered OK / NAK.
+    pub assigns_ok: u64,
+    /// NAKs.
+    pub assigns_nak: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Local {
+    /// temporary number → ppn
+    temps: HashMap<Number, u32>,
+    limiter: RateLimiter,
+    /// bind id → (bind, due)
+    due: HashMap<i64, (PendingBind, Instant)>,
+    reserved_ppn: HashSet<u32>,
+    reserved_ext: HashSet<Number>,
+    status: Status,
+}
+
+/// The unbound-handset workflow. Cheap to clone; [`run`](Self::run) drives it, and
+/// [`token_call`](Self::token_call) answers the webhook (concurrently).
+#[derive(Clone)]
+pub struct Unbound {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ports: Ports,
+    config: Config,
+    directory: SharedDirectory,
+    local: Mutex<Local>,
+}
+
+impl std::fmt::Debug for Unbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unbound").finish_non_exhaustive()
+    }
+}
+
+fn transient_or_error(e: &PortError) -> Reply {
+    if e.is_transient() {
+        Reply::Retry
+    } else {
+        Reply::Error
+    }
+}
+
+impl Unbound {
+    /// A workflow over `ports`, reading GURU3's tokens and handsets from `directory`.
+    pub fn new(ports: Ports, config: Config, directory: SharedDirectory) -> Self {
+        let now = ports.clock.now();
+        let limiter = RateLimiter::new(config.per_caller_per_min, config.global_per_s, now);
+        Self {
+            inner: Arc::new(Inner {
+                ports,
+                config,
+                directory,
+                local: Mutex::new(Local {
+                    temps: HashMap::new(),
+                    limiter,
+                    due: HashMap::new(),
+                    reserved_ppn: HashSet::new(),
+                    reserved_ext: HashSet::new(),
+                    status: Status::default(),
+                }),
+            }),
+        }
+    }
+
+    fn local(&self) -> MutexGuard<'_, Local> {
+        self.inner.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counters.
+    pub fn status(&self) -> Status {
+        let l = self.local();
+        let mut s = l.status.clone();
+        s.temporary = l.temps.len();
+        s
+    }
+
+    fn failed(&self, what: &str, e: &PortError) {
+        tracing::warn!(error = %e.report(), "{what}");
+        self.local().status.last_error = Some(format!("{what}: {}", e.report()));
+    }
+
+    /// Answers a token call: validates at once, records the promised bind durably, and
+    /// leaves the move for later (`check_only`: the same answer, no effect).
+    pub async fn token_call(
+        &self,
+        key: Option<&[u8]>,
+        call: Result<TokenCall, Reply>,
+        check_only: bool,
+    ) -> Reply {
+        let cfg = &self.inner.config;
+        if let Some(k) = &cfg.key {
+            if !key.is_some_and(|p| keys_match(p, k.expose().as_bytes())) {
+                return Reply::Unauthorized;
+            }
+        }
+        let call = match call {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let now = self.inner.ports.clock.now();
+        if !self.local().limiter.allow(&call.caller, now) {
+            return Reply::TooMany;
+        }
+        let extension = {
+            let d = self
+                .inner
+                .directory
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            call.candidates(&cfg.token_prefix)
+                .iter()
+                .find_map(|t| d.by_token(t).cloned())
+        };
+        let Some(extension) = extension else {
+            return Reply::UnknownToken;
+        };
+        let Some(ppn) = self.local().temps.get(&call.caller).copied() else {
+            return Reply::NotUnbound;
+        };
+        let h = &self.inner.ports.handsets;
+        match h.lookup(Lookup::Ppn(ppn)).await {
+            Ok(Some(d)) if d.temp && d.user.as_ref() == Some(&call.caller) => {}
+            Ok(_) => return Reply::NotUnbound,
+            Err(e) => return transient_or_error(&e),
+        }
+        {
+            let l = self.local();
+            if l.reserved_ppn.contains(&ppn) {
+                // the same caller again: its bind is already under way
+                return if l.reserved_ext.contains(&extension) {
+                    Reply::Ok
+                } else {
+                    Reply::NotUnbound
+                };
+            }
+            if l.reserved_ext.contains(&extension) {
+                return Reply::AlreadyBound;
+            }
+        }
+        match h.lookup(Lookup::User(extension.clone())).await {
+            Ok(Some(_)) => return Reply::AlreadyBound,
+            Ok(None) => {}
+            Err(e) => return transient_or_error(&e),
+        }
+        if check_only {
+            return Reply::Ok;
+        }
+        {
+            let mut l = self.local();
+            if !l.reserved_ext.insert(extension.clone()) || !l.reserved_ppn.insert(ppn) {
+                return Reply::AlreadyBound;
+            }
+        }
+        match self
+            .inner
+            .ports
+            .state
+            .add_bind(ppn, call.caller.clone(), extension.clone())
+            .await
+        {
+            Ok(id) => {
+                let due = now + cfg.bind_delay;
+                let bind = PendingBind {
+                    id,
+                    ppn,
+                    temp: call.caller,
+                    extension,
+                };
+                self.local().due.insert(id, (bind, due));
+                Reply::Ok
+            }
+            Err(e) => {
+                let mut l = self.local();
+                l.reserved_ext.remove(&extension);
+                l.reserved_ppn.remove(&ppn);
+                drop(l);
+                self.failed("recording a bind", &e);
+                transient_or_error(&e)
+            }
+        }
+    }
+
+    /// Drives the workflow until `shutdown`: events, scans, due binds, the outbox and the
+    /// subscription mode. Promised binds left by a crash are carried out first.
+    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) {
+        let clock = Arc::clone(&self.inner.ports.clock);
+        let cfg = self.inner.config.clone();
+        match self.inner.ports.state.pending_binds().await {
+            Ok(binds) => {
+                let now = clock.now();
+                let mut l = self.local();
+                for b in binds {
+                    l.reserved_ppn.insert(b.ppn);
+                    l.reserved_ext.insert(b.extension.clone());
+                    l.due.insert(b.id, (b, now));
+                }
+            }
+            Err(e) => self.failed("loading promised binds", &e),
+        }
+        let mut shutdown = std::pin::pin!(shutdown);
+        let start = clock.now();
+        let (mut next_scan, mut next_outbox, mut next_mode) = (start, start, start);
+        loop {
+            let tick = clock.sleep(Duration::from_millis(100));
+            let event = self.inner.ports.handsets.next_event();
+            match select(select(event, tick), shutdown.as_mut()).await {
+                Either::Right(_) => return,
+                Either::Left((Either::Left((ev, _)), _)) => self.on_event(ev).await,
+                Either::Left((Either::Right(_), _)) => {}
+            }
+            let now = clock.now();
+            self.run_due_binds(now).await;
+            if now >= next_outbox {
+                self.flush_outbox().await;
+                next_outbox = now + cfg.outbox_interval;
+            }
+            if now >= next_mode {
+                self.enforce_mode(None).await;
+                next_mode = now + cfg.mode_refresh;
+            }
+            if now >= next_scan {
+                self.scan().await;
+                next_scan = now + cfg.scan_interval;
+            }
+        }
+    }
+
+    async fn on_event(&self, ev: DectEvent) {
+        match ev {
+            DectEvent::Device(ppn) => self.ensure(ppn).await,
+            DectEvent::Mode(m) => self.enforce_mode(Some(m)).await,
+            DectEvent::Rescan => self.scan().await,
+            _ => {}
+        }
+    }
+
+    async fn enforce_mode(&self, seen: Option<String>) {
+        let Some(want) = &self.inner.config.subscription_mode else {
+            return;
+        };
+        if seen.as_deref().is_some_and(|m| m == want) {
+            return;
+        }
+        if let Err(e) = self
+            .inner
+            .ports
+            .handsets
+            .set_subscription_mode(want.clone())
+            .await
+        {
+            self.failed("setting the subscription mode", &e);
+        }
+    }
+
+    /// Every handset: unbound ones get a temporary user; the temporary map is rebuilt.
+    pub async fn scan(&self) {
+        let devices = match self.inner.ports.handsets.devices().await {
+            Ok(d) => d,
+            Err(e) => return self.failed("scanning handsets", &e),
+        };
+        {
+            let mut l = self.local();
+            l.temps = devices
+                .iter()
+                .filter(|d| d.temp)
+                .filter_map(|d| Some((d.user.clone()?, d.ppn)))
+                .collect();
+        }
+        for d in devices.iter().filter(|d| d.user.is_none() && d.subscribed) {
+            self.ensure(d.ppn).await;
+        }
+    }
+
+    /// A device appeared or changed: give it a temporary user if it is unbound.
+    pub async fn ensure(&self, ppn: u32) {
+        if self.local().reserved_ppn.contains(&ppn) {
+            return;
+        }
+        let h = &self.inner.ports.handsets;
+        let dev = match h.lookup(Lookup::Ppn(ppn)).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => return self.failed("looking up a handset", &e),
+        };
+        if let Some(u) = &dev.user {
+            if dev.temp {
+                self.local().temps.insert(u.clone(), ppn);
+            }
+            return;
+        }
+        if !dev.subscribed || self.inner.config.blocklist.blocks(&dev.ipei) {
+            return;
+        }
+        // a handset GURU3 knows goes straight back to its extension
+        let known = {
+            let d = self
+                .inner
+                .directory
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            d.by_ipei(&dev.ipei).cloned()
+        };
+        if let Some(ext) = known {
+            // never a temporary number for a handset GURU3 knows: the broker may be binding it
+            // right now (it creates the device, then attaches it); a failure is retried by the
+            // next event or scan
+            match h.move_to(ppn, ext.clone()).await {
+                Ok(()) => {
+                    tracing::info!(ppn, ipei = %dev.ipei, extension = %ext, "known handset returned to its extension");
+                    self.local().status.returned += 1;
+                }
+                Err(e) => self.failed("returning a known handset", &e),
+            }
+            return;
+        }
+        for _ in 0..8 {
+            let n = self.inner.config.temp.generate();
+            let taken = self.local().temps.contains_key(&n)
+                || self
+                    .inner
+                    .directory
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_dect(&n);
+            if taken {
+                continue;
+            }
+            match self.inner.ports.sip.exists(n.clone()).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => return self.failed("checking a temporary number", &e),
+            }
+            match self.give_temp(ppn, &n).await {
+                Ok(()) => {
+                    tracing::info!(ppn, ipei = %dev.ipei, number = %n, "unbound handset got a temporary number");
+                    let mut l = self.local();
+                    l.temps.insert(n, ppn);
+                    l.status.temps_created += 1;
+                    return;
+                }
+                Err(e) if e.kind() == broker_core::ports::PortErrorKind::Conflict => continue,
+                Err(e) => return self.failed("giving a temporary number", &e),
+            }
+        }
+    }
+
+    async fn give_temp(&self, ppn: u32, n: &Number) -> PortResult<()> {
+        let sip = &self.inner.ports.sip;
+        let out = sip
+            .apply(vec![SipChange::UpsertUser {
+                number: n.clone(),
+                kind: SipUserKind::Temp,
+                name: "Unbound Handset".into(),
+                password: None,
+            }])
+            .await?;
+        let password = match out.into_iter().next() {
+            Some(Ok(SipOutcome::User(pw))) => pw,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(PortError::transient("no outcome for the temporary user")),
+        };
+        if let Err(e) = self
+            .inner
+            .ports
+            .handsets
+            .give_temp(ppn, n.clone(), password)
+            .await
+        {
+            // do not leave a PBX user without its handset
+            let _ = sip.apply(vec![SipChange::DeleteUser(n.clone())]).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn run_due_binds(&self, now: Instant) {
+        let due: Vec<PendingBind> = self
+            .local()
+            .due
+            .values()
+            .filter(|(_, t)| *t <= now)
+            .map(|(b, _)| b.clone())
+            .collect();
+        for b in due {
+            match self.bind(&b).await {
+                Ok(()) => {
+                    let mut l = self.local();
+                    l.due.remove(&b.id);
+                    l.reserved_ppn.remove(&b.ppn);
+                    l.reserved_ext.remove(&b.extension);
+                    l.temps.remove(&b.temp);
+                    l.status.bound += 1;
+                    tracing::info!(ppn = b.ppn, extension = %b.extension, "handset bound by token call");
+                }
+                Err(e) => {
+                    self.failed("carrying out a bind", &e);
+                    if let Some(entry) = self.local().due.get_mut(&b.id) {
+                        entry.1 = now + Duration::from_secs(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the handset, deletes the temporary PBX user, queues ASSIGN_HANDSET. Each step is
+    /// idempotent, so a bind interrupted anywhere completes when it is run again.
+    async fn bind(&self, b: &PendingBind) -> PortResult<()> {
+        let p = &self.inner.ports;
+        p.handsets.move_to(b.ppn, b.extension.clone()).await?;
+        let dev = p
+            .handsets
+            .lookup(Lookup::Ppn(b.ppn))
+            .await?
+            .ok_or_else(|| PortError::transient("the handset vanished during the bind"))?;
+        let r = p
+            .sip
+            .apply(vec![SipChange::DeleteUser(b.temp.clone())])
+            .await?;
+        if let Some(Err(e)) = r.into_iter().next() {
+            return Err(e);
+        }
+        p.state
+            .finish_bind(b.id, dev.ipei, dev.uak, b.extension.clone())
+            .await
+    }
+
+    /// Sends queued ASSIGN_HANDSETs in batches of 10.
+    pub async fn flush_outbox(&self) {
+        let p = &self.inner.ports;
+        let assigns = match p.state.pending_assigns(10).await {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => return,
+            Err(e) => return self.failed("reading the outbox", &e),
+        };
+        match p.feed.submit(assigns).await {
+            Ok(results) => {
+                for r in results {
+                    let ok = r.ok;
+                    if !ok {
+                        tracing::warn!(id = r.id, text = %r.text, "guru3 refused ASSIGN_HANDSET");
+                    }
+                    if let Err(e) = p.state.finish_assign(AssignResult { ..r }).await {
+                        self.failed("recording an ASSIGN_HANDSET result", &e);
+                    }
+                    let mut l = self.local();
+                    if ok {
+                        l.status.assigns_ok += 1;
+                    } else {
+                        l.status.assigns_nak += 1;
+                    }
+                }
+            }
+            Err(e) => self.failed("sending ASSIGN_HANDSET", &e),
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Unbound handsets end to end: temporary numbers, token calls over the real webhook, the
+//! ASSIGN_HANDSET outbox to guru3-sim, known handsets coming back, crashes and outages.
+
+use std::time::{Duration, Instant};
+
+use guru3_sim::{Extension, Handset, Kind};
+
+use crate::World;
+
+const KEY: &str = "hook-key";
+
+fn settings(w: &World, bind_delay: Duration) -> hexidian::Settings {
+    let mut s = w.settings();
+    let mut c =
+        unbound_handsets::Config::new(unbound_handsets::TempNumbers::new("0100", 8).unwrap());
+    c.subscription_mode = Some("Wildcard".into());
+    c.bind_delay = bind_delay;
+    c.key = Some(broker_core::model::Secret::new(KEY));
+    c.per_caller_per_min = 1000;
+    c.outbox_interval = Duration::from_millis(100);
+    s.unbound = Some(hexidian::UnboundSettings {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        deadline: Duration::from_secs(3),
+        config: c,
+    });
+    s
+}
+
+/// POST over plain HTTP/1.1: `(status, body)`.
+pub(crate) async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\nX-Hexidian-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub(crate) fn call(caller: &str, token: &str) -> String {
+    serde_json::json!({"callerid": caller, "token": token}).to_string()
+}
+
+fn token_of(w: &World, number: &str) -> String {
+    match w.guru3.extension(number).unwrap().kind {
+        Kind::Dect { token, .. } => token,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits (at most 20 s) until the device of `ipei` is attached to a user; returns the user's
+/// attributes.
+pub(crate) async fn attached(
+    w: &World,
+    ipei: &str,
+    pred: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) -> std::collections::BTreeMap<String, String> {
+    let t0 = Instant::now();
+    loop {
+        let v = w.omm.view();
+        if let Some((_, d)) = v
+            .devices
+            .iter()
+            .find(|(_, d)| d.get("ipei").map(String::as_str) == Some(ipei))
+        {
+            let uid: u32 = d.get("uid").and_then(|u| u.parse().ok()).unwrap_or(0);
+            if let Some(u) = v.user(uid) {
+                if pred(u) {
+                    return u.clone();
+                }
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "handset {ipei} not attached as expected"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn is_temp(u: &std::collections::BTreeMap<String, String>) -> bool {
+    u.get("hierarchy2").map(String::as_str) == Some(hexidian::adapters::TEMP_TAG)
+}
+
+async fn temp_rows(w: &World) -> i64 {
+    w.sql
+        .query_one(
+            "SELECT count(*) FROM hexidian.sip_user WHERE kind = 'temp'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_handset_gets_a_temporary_number_and_binds_by_token_call() {
+    let w = World::new().await;
+    w.guru3
+        .save(Extension::new("2001", "Kiosk", Kind::dect()))
+        .unwrap();
+    let run = hexidian::start(settings(&w, Duration::from_millis(200)))
+        .await
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    let hook = run.webhook_addr().unwrap();
+    // the workflow opens subscription
+    let t0 = Instant::now();
+    while !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "subscription mode not set"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ipei = "01842 0093371 6";
+    let t0 = Instant::now();
+    w.omm.handset_subscribe(ipei, "0000").unwrap();
+    let temp = attached(&w, ipei, is_temp).await;
+    eprintln!("subscribe → temporary user attached: {:?}", t0.elapsed());
+    let temp_number = temp["num"].clone();
+    assert!(
+        temp_number.starts_with("0100") && temp_number.len() == 8,
+        "{temp_number}"
+    );
+    assert_eq!(temp_rows(&w).await, 1, "the PBX has the temporary user");
+    let token = token_of(&w, "2001");
+
+    // every answer of the contract
+    let json = "application/json";
+    let cases = [
+        (
+            "/token-call",
+            "wrong",
+            json,
+            call(&temp_number, &token),
+            401,
+            "UNAUTHORIZED",
+        ),
+        (
+            "/token-call",
+            KEY,
+            json,
+            call(&temp_number, "99999999"),
+            404,
+            "UNKNOWN_TOKEN",
+        ),
+        (
+            "/token-call",
+            KEY,
+            json,
+            call("2001", &token),
+            403,
+            "NOT_UNBOUND",
+        ),
+        (
+            "/token-call",
+            KEY,
+            json,
+            "{\"callerid\": 5".to_owned(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "/token-call",
+            KEY,
+            "text/plain",
+            call(&temp_number, &token),
+            415,
+            "BAD_REQUEST",
+        ),
+        (
+            "/token-call",
+            KEY,
+            json,
+            "x".repeat(10_000),
+            400,
+            "BAD_REQUEST",
+        ),
+        // the side-effect-free check answers the same question
+        (
+            "/token-call/check",
+            KEY,
+            json,
+            call(&temp_number, &format!("9955{token}")),
+            200,
+            "OK",
+        ),
+    ];
+    for (path, key, ct, body, status, word) in cases {
+        let got = post(hook, path, key, ct, &body).await;
+        assert_eq!(
+            got,
+            (status, word.to_owned()),
+            "{path} {key} {ct} {}",
+            &body[..body.len().min(60)]
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        is_temp(&attached(&w, ipei, |_| true).await),
+        "the check call changed nothing"
+    );
+
+    // the real call (the Python dialplan's path `/`)
+    assert_eq!(
+        post(hook, "/", KEY, json, &call(&temp_number, &token)).await,
+        (200, "OK".to_owned())
+    );
+    let user = attached(&w, ipei, |u| {
+        u.get("num").map(String::as_str) == Some("2001")
+    })
+    .await;
+    assert!(!is_temp(&user));
+    assert!(
+        w.omm.view().user_by_num(&temp_number).is_none(),
+        "the temporary OMM user is gone"
+    );
+    let t0 = Instant::now();
+    while temp_rows(&w).await != 0 || w.guru3.inbound().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "temp user or ASSIGN_HANDSET left over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let inbound = w.guru3.inbound();
+    assert_eq!(inbound.len(), 1);
+    assert_eq!(
+        (inbound[0].kind.as_str(), inbound[0].status.as_str()),
+        ("ASSIGN_HANDSET", "OK")
+    );
+    assert_eq!(inbound[0].data["ipei"], ipei);
+    assert_eq!(
+        w.guru3.extension("2001").unwrap().handset.unwrap().ipei,
+        ipei,
+        "GURU3 knows the handset now"
+    );
+
+    // a second handset cannot take the same extension
+    let other = hexidian::demo::ipei(4242);
+    let other = other.as_str();
+    w.omm.handset_subscribe(other, "0000").unwrap();
+    let t2 = attached(&w, other, is_temp).await;
+    assert_eq!(
+        post(hook, "/token-call", KEY, json, &call(&t2["num"], &token)).await,
+        (409, "ALREADY_BOUND".to_owned())
+    );
+
+    // unsubscribing in GURU3 leaves the handset usable: it gets a temporary number again
+    w.guru3.unsubscribe("2001").unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    attached(&w, ipei, is_temp).await;
+
+    // a handset GURU3 knows goes straight back to its extension when it re-subscribes
+    let known = "03587 0412396 2";
+    let mut kiosk = Extension::new("2002", "Kiosk Nord", Kind::dect());
+    kiosk.handset = Some(Handset {
+        ipei: known.into(),
+        uak: "FA05689957F199E95B1FE44621BFD6EE".into(),
+    });
+    w.guru3.save(kiosk).unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    attached(&w, known, |u| {
+        u.get("num").map(String::as_str) == Some("2002")
+    })
+    .await;
+    w.omm.handset_subscribe(known, "0000").unwrap();
+    attached(&w, known, |u| {
+        u.get("num").map(String::as_str) == Some("2002")
+    })
+    .await;
+    // deleting the extension leaves its handset usable as an unbound one
+    w.guru3.delete("2002").unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    attached(&w, known, is_temp).await;
+    let status = run.unbound_status().unwrap();
+    assert!(
+        status.bound == 1 && status.assigns_ok == 1 && status.temps_created >= 4,
+        "{status:?}"
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn omm_down_means_retry_and_a_crash_mid_bind_completes_on_restart() {
+    let w = World::new().await;
+    w.guru3
+        .save(Extension::new("2001", "Kiosk", Kind::dect()))
+        .unwrap();
+    let run = hexidian::start(settings(&w, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    let t0 = Instant::now();
+    while !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ipei = "01842 0093371 6";
+    w.omm.handset_subscribe(ipei, "0000").unwrap();
+    let temp = attached(&w, ipei, is_temp).await["num"].clone();
+    let token = token_of(&w, "2001");
+    let hook = run.webhook_addr().unwrap();
+    let json = "application/json";
+
+    // the OMM goes away: the caller hears RETRY and nothing is recorded
+    w.omm.faults(|f| f.refuse_tls = true);
+    w.omm.drop_connections();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        post(hook, "/token-call", KEY, json, &call(&temp, &token)).await,
+        (503, "RETRY".to_owned())
+    );
+    let binds: i64 = w
+        .sql
+        .query_one("SELECT count(*) FROM hexidian.handset_bind", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(binds, 0);
+    w.omm.faults(|f| f.refuse_tls = false);
+    let t0 = Instant::now();
+    let ok = loop {
+        let r = post(hook, "/token-call", KEY, json, &call(&temp, &token)).await;
+        if r.1 != "RETRY" || t0.elapsed() > Duration::from_secs(20) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ok, (200, "OK".to_owned()));
+    // the process dies before the (30 s) bind delay is over
+    run.abort();
+    let binds: i64 = w
+        .sql
+        .query_one("SELECT count(*) FROM hexidian.handset_bind", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(binds, 1, "the promise is durable");
+    let run = hexidian::start(settings(&w, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    attached(&w, ipei, |u| {
+        u.get("num").map(String::as_str) == Some("2001")
+    })
+    .await;
+    let t0 = Instant::now();
+    while w.guru3.inbound().is_empty() || temp_rows(&w).await != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "bind not completed after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(w.guru3.inbound()[0].status, "OK");
+    run.stop().await.unwrap();
+}
