@@ -4,6 +4,9 @@
 //! latency of single edits from GURU3's save to the ack; and the process's peak RSS (broker
 //! and both simulators share the process; PostgreSQL is separate).
 //!
+//! Then the unbound-handset workflow: subscribe → temporary user attached, and 1,000 webhook
+//! calls through the whole validation.
+//!
 //! `cargo bench -p hexidian-e2e --bench resync [-- <extensions>]`
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench binary: reports on stdout, fails loudly
 
@@ -107,6 +110,105 @@ async fn bench(n: usize) {
     run.stop().await.unwrap();
 }
 
+/// Unbound handsets: subscribe → temporary user attached, and the webhook's latency.
+async fn unbound() {
+    let guru3 = Guru3Sim::start(guru3_sim::Config::default()).await.unwrap();
+    let omm = omm_axi_sim::Sim::start().await;
+    for i in 0..20 {
+        guru3
+            .save(Extension::new(
+                &format!("{}", 3000 + i),
+                "Kiosk",
+                Kind::dect(),
+            ))
+            .unwrap();
+    }
+    let mut settings = hexidian::demo::sim_settings(&guru3, &omm, StoreSettings::Memory).unwrap();
+    if let Some(u) = settings.unbound.as_mut() {
+        u.config.subscription_mode = Some("Wildcard".into());
+        u.config.per_caller_per_min = 100_000;
+        u.config.global_per_s = 100_000;
+    }
+    let run = hexidian::start(settings).await.unwrap();
+    drained(&guru3).await;
+    while !matches!(omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut attach = Vec::new();
+    let mut temp = String::new();
+    for i in 0..50u32 {
+        let ipei = hexidian::demo::ipei(900_000 + i);
+        let t0 = Instant::now();
+        let ppn = omm.handset_subscribe(&ipei, "0000").unwrap();
+        loop {
+            let v = omm.view();
+            let uid = v
+                .device(ppn)
+                .and_then(|d| d.get("uid"))
+                .cloned()
+                .unwrap_or_default();
+            if uid != "0" && !uid.is_empty() {
+                temp = v.user(uid.parse().unwrap()).unwrap()["num"].clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        attach.push(t0.elapsed());
+    }
+    attach.sort();
+    let p = |v: &[Duration], q: f64| {
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e3
+    };
+    println!(
+        "unbound handset subscribes → temporary user attached, 50 handsets: p50 {:.1} ms, p99 {:.1} ms",
+        p(&attach, 0.5),
+        p(&attach, 0.99)
+    );
+    // 1,000 token calls through the whole validation (OMM lookups included), without effect
+    let hook = run.webhook_addr().unwrap();
+    let Kind::Dect { token, .. } = guru3.extension("3000").unwrap().kind else {
+        unreachable!("3000 is a DECT extension")
+    };
+    let body = format!("{{\"callerid\":\"{temp}\",\"token\":\"9955{token}\"}}");
+    let mut calls = Vec::new();
+    for _ in 0..1000 {
+        let t0 = Instant::now();
+        let (status, word) = post(hook, &body).await;
+        calls.push(t0.elapsed());
+        assert_eq!((status, word.as_str()), (200, "OK"));
+    }
+    calls.sort();
+    println!(
+        "webhook check calls (HTTP + validation + 2 OMM lookups), 1,000 calls: p50 {:.2} ms, p99 {:.2} ms",
+        p(&calls, 0.5),
+        p(&calls, 0.99)
+    );
+    run.stop().await.unwrap();
+}
+
+async fn post(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /token-call/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
 fn main() {
     let n = std::env::args()
         .skip(1)
@@ -118,4 +220,5 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(bench(n));
+    rt.block_on(unbound());
 }

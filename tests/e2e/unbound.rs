@@ -374,3 +374,87 @@ async fn omm_down_means_retry_and_a_crash_mid_bind_completes_on_restart() {
     assert_eq!(w.guru3.inbound()[0].status, "OK");
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_slow_clients_and_the_subscription_mode_are_handled() {
+    let w = World::new().await;
+    let mut s = settings(&w, Duration::from_millis(100));
+    if let Some(u) = s.unbound.as_mut() {
+        u.config.per_caller_per_min = 2;
+        // the mode must come back through the OMM's event, not the periodic refresh
+        u.config.mode_refresh = Duration::from_secs(3600);
+    }
+    let run = hexidian::start(s).await.unwrap();
+    let hook = run.webhook_addr().unwrap();
+    let json = "application/json";
+    // two calls a minute per caller, then RETRY (429); another caller is not affected
+    let answers: Vec<(u16, String)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(
+                post(
+                    hook,
+                    "/token-call",
+                    KEY,
+                    json,
+                    &call("01001111", "12345678"),
+                )
+                .await,
+            );
+        }
+        v
+    };
+    assert_eq!(answers[0], (404, "UNKNOWN_TOKEN".to_owned()));
+    assert_eq!(answers[2], (429, "RETRY".to_owned()));
+    assert_eq!(
+        post(
+            hook,
+            "/token-call",
+            KEY,
+            json,
+            &call("01002222", "12345678")
+        )
+        .await
+        .0,
+        404
+    );
+
+    // a client that never finishes its headers is dropped; others are served meanwhile
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(hook).await.unwrap();
+    slow.write_all(b"POST /token-call HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        post(hook, "/token-call", KEY, json, &call("01003333", "1"))
+            .await
+            .0,
+        404
+    );
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the slow connection is closed by the server"
+    );
+
+    // the subscription mode is kept: when it expires (virtual clock), it is set again
+    let t0 = Instant::now();
+    while !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sets = || w.omm.view().requests("SetDECTSubscriptionMode").count();
+    let before = sets();
+    // past the Wildcard timeout (3 min), within the OMM's idle limit
+    w.omm.advance(Duration::from_secs(4 * 60));
+    let t0 = Instant::now();
+    while sets() == before || !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the expired mode was not set again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.stop().await.unwrap();
+}

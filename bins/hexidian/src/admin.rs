@@ -109,6 +109,18 @@ async fn readyz(h: &Health) -> Resp {
             "sync_epoch": b.sync_epoch,
         })),
         "journal": journal.map(|j| json!({"done": j.done, "ignored": j.ignored, "dead": j.dead})),
+        "unbound_handsets": h.unbound.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|u| {
+            let s = u.status();
+            json!({
+                "temporary": s.temporary,
+                "temps_created": s.temps_created,
+                "bound": s.bound,
+                "returned": s.returned,
+                "assigns_ok": s.assigns_ok,
+                "assigns_nak": s.assigns_nak,
+                "last_error": s.last_error,
+            })
+        }),
         "dead_letters": dead.iter().map(|d| json!({
             "id": d.id, "type": d.kind, "attempts": d.attempts, "reason": d.reason,
         })).collect::<Vec<_>>(),

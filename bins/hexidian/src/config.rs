@@ -31,6 +31,39 @@ pub struct FileConfig {
     /// `[log]`
     #[serde(default)]
     pub log: LogSection,
+    /// `[unbound]`: unbound handsets and the token-call webhook (absent: off).
+    pub unbound: Option<UnboundSection>,
+}
+
+/// `[unbound]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnboundSection {
+    /// Webhook listen address (the Asterisk-facing one).
+    pub listen: String,
+    /// Environment variable holding the webhook's shared secret (`X-Hexidian-Key`).
+    pub key_env: Option<String>,
+    /// File holding it.
+    pub key_file: Option<PathBuf>,
+    /// Temporary numbers: prefix GURU3 never assigns (default `0100`).
+    pub temp_prefix: Option<String>,
+    /// Temporary numbers: total digits (default 8).
+    pub temp_length: Option<usize>,
+    /// Token prefix (default `9955`).
+    pub token_prefix: Option<String>,
+    /// Seconds between `OK` and moving the handset (default 2).
+    pub bind_delay_s: Option<u64>,
+    /// Mode to keep the DECT system in (`Configured`, `Wildcard`; default: leave it alone).
+    pub subscription_mode: Option<String>,
+    /// IPEI patterns never bound (`*`, `?`).
+    #[serde(default)]
+    pub blocklist: Vec<String>,
+    /// Token calls per caller and minute (default 6).
+    pub per_caller_per_min: Option<u32>,
+    /// Token calls per second in total (default 50).
+    pub global_per_s: Option<u32>,
+    /// Answer within this many seconds (default 3; the dialplan waits in `CURL()`).
+    pub deadline_s: Option<u64>,
 }
 
 /// `[guru3]`
@@ -252,7 +285,59 @@ impl FileConfig {
             store: StoreSettings::Postgres(Box::new(pg)),
             broker,
             admin,
-            unbound: None,
+            unbound: match &self.unbound {
+                Some(u) => Some(u.settings()?),
+                None => None,
+            },
+        })
+    }
+}
+
+impl UnboundSection {
+    fn settings(&self) -> Result<crate::UnboundSettings, String> {
+        let listen = self
+            .listen
+            .parse()
+            .map_err(|e| format!("[unbound] listen {:?}: {e}", self.listen))?;
+        let key = match (&self.key_env, &self.key_file) {
+            (None, None) => None,
+            (env, file) => Some(broker_core::model::Secret::new(secret(
+                "webhook key",
+                env,
+                file,
+            )?)),
+        };
+        let temp = unbound_handsets::TempNumbers::new(
+            self.temp_prefix.as_deref().unwrap_or("0100"),
+            self.temp_length.unwrap_or(8),
+        )?;
+        let mut c = unbound_handsets::Config::new(temp);
+        c.key = key;
+        if let Some(p) = &self.token_prefix {
+            c.token_prefix = p.clone();
+        }
+        if let Some(d) = self.bind_delay_s {
+            c.bind_delay = Duration::from_secs(d);
+        }
+        if let Some(m) = &self.subscription_mode {
+            if !["Off", "Configured", "Wildcard"].contains(&m.as_str()) {
+                return Err(format!(
+                    "[unbound] subscription_mode {m:?}: Off, Configured or Wildcard"
+                ));
+            }
+            c.subscription_mode = Some(m.clone());
+        }
+        c.blocklist = unbound_handsets::Blocklist::new(self.blocklist.clone());
+        if let Some(n) = self.per_caller_per_min {
+            c.per_caller_per_min = n;
+        }
+        if let Some(n) = self.global_per_s {
+            c.global_per_s = n;
+        }
+        Ok(crate::UnboundSettings {
+            listen,
+            deadline: Duration::from_secs(self.deadline_s.unwrap_or(3).max(1)),
+            config: c,
         })
     }
 }

@@ -334,7 +334,11 @@ impl Unbound {
         match ev {
             DectEvent::Device(ppn) => self.ensure(ppn).await,
             DectEvent::Mode(m) => self.enforce_mode(Some(m)).await,
-            DectEvent::Rescan => self.scan().await,
+            DectEvent::Rescan => {
+                // a new session: the mode may have changed while the link was down
+                self.enforce_mode(None).await;
+                self.scan().await;
+            }
             _ => {}
         }
     }
