@@ -26,7 +26,7 @@ fn settings(w: &World, bind_delay: Duration) -> hexidian::Settings {
     s
 }
 
-/// POST over plain HTTP/1.1: `(status, body)`.
+/// POST to the webhook: `(status, body)`.
 pub(crate) async fn post(
     addr: std::net::SocketAddr,
     path: &str,
@@ -34,25 +34,8 @@ pub(crate) async fn post(
     content_type: &str,
     body: &str,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\nX-Hexidian-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let headers = [("Content-Type", content_type), ("X-Hexidian-Key", key)];
+    hexidian_e2e::http(addr, "POST", path, &headers, body).await
 }
 
 pub(crate) fn call(caller: &str, token: &str) -> String {
