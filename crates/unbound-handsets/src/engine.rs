@@ -219,10 +219,23 @@ impl Unbound {
         let Some(extension) = extension else {
             return Reply::UnknownToken;
         };
-        let Some(ppn) = self.local().temps.get(&call.caller).copied() else {
-            return Reply::NotUnbound;
-        };
         let h = &self.inner.ports.handsets;
+        let known = self.local().temps.get(&call.caller).copied();
+        let ppn = match known {
+            Some(p) => p,
+            // not (yet) in the map, e.g. right after a restart: ask the OMM
+            None if cfg.temp.is_temp(&call.caller) => {
+                match h.lookup(Lookup::User(call.caller.clone())).await {
+                    Ok(Some(d)) if d.temp => {
+                        self.local().temps.insert(call.caller.clone(), d.ppn);
+                        d.ppn
+                    }
+                    Ok(_) => return Reply::NotUnbound,
+                    Err(e) => return transient_or_error(&e),
+                }
+            }
+            None => return Reply::NotUnbound,
+        };
         match h.lookup(Lookup::Ppn(ppn)).await {
             Ok(Some(d)) if d.temp && d.user.as_ref() == Some(&call.caller) => {}
             Ok(_) => return Reply::NotUnbound,
