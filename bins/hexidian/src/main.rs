@@ -53,31 +53,40 @@ fn init_logging(format: Option<&str>) {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not when the future is
+/// first polled, so a signal that arrives early is not lost (or fatal).
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let shutdown = shutdown_signal();
     let result = match cli.command {
         Cmd::Run { config } => {
             let file = match hexidian::config::FileConfig::load(&config) {
@@ -86,9 +95,7 @@ async fn main() -> ExitCode {
             };
             init_logging(cli.log_format.as_deref().or(file.log.format.as_deref()));
             match file.settings() {
-                Ok(s) => hexidian::run(s, shutdown_signal())
-                    .await
-                    .map_err(|e| report(&e)),
+                Ok(s) => hexidian::run(s, shutdown).await.map_err(|e| report(&e)),
                 Err(e) => Err(e),
             }
         }
@@ -99,7 +106,7 @@ async fn main() -> ExitCode {
         #[cfg(feature = "demo")]
         Cmd::Demo(args) => {
             init_logging(cli.log_format.as_deref());
-            hexidian::demo::run(args, shutdown_signal()).await
+            hexidian::demo::run(args, shutdown).await
         }
     };
     match result {
