@@ -83,6 +83,14 @@ fn is_temp(u: &std::collections::BTreeMap<String, String>) -> bool {
     u.get("hierarchy2").map(String::as_str) == Some(hexidian::adapters::TEMP_TAG)
 }
 
+async fn has_pbx_user(w: &World, id: &str) -> bool {
+    w.sql
+        .query_opt("SELECT 1 FROM hexidian.sip_user WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .is_some()
+}
+
 async fn temp_rows(w: &World) -> i64 {
     w.sql
         .query_one(
@@ -326,6 +334,28 @@ async fn omm_down_means_retry_and_a_crash_mid_bind_completes_on_restart() {
         .get(0);
     assert_eq!(binds, 0);
     w.omm.faults(|f| f.refuse_tls = false);
+    // a permanent failure (the bind table is gone) is ERROR, and nothing is half-done
+    w.sql
+        .batch_execute("ALTER TABLE hexidian.handset_bind RENAME TO handset_bind_away")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let err = loop {
+        let r = post(hook, "/token-call", KEY, json, &call(&temp, &token)).await;
+        if r.1 != "RETRY" || t0.elapsed() > Duration::from_secs(20) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(err, (500, "ERROR".to_owned()));
+    w.sql
+        .batch_execute("ALTER TABLE hexidian.handset_bind_away RENAME TO handset_bind")
+        .await
+        .unwrap();
+    assert!(
+        is_temp(&attached(&w, ipei, |_| true).await),
+        "still on its temporary number"
+    );
     let t0 = Instant::now();
     let ok = loop {
         let r = post(hook, "/token-call", KEY, json, &call(&temp, &token)).await;
@@ -344,15 +374,20 @@ async fn omm_down_means_retry_and_a_crash_mid_bind_completes_on_restart() {
         .unwrap()
         .get(0);
     assert_eq!(binds, 1, "the promise is durable");
+    // a handset that subscribes while hexidian is down is found by the startup scan
+    let late = hexidian::demo::ipei(777);
+    w.omm.handset_subscribe(&late, "0000").unwrap();
     let run = hexidian::start(settings(&w, Duration::from_secs(30)))
         .await
         .unwrap();
+    attached(&w, &late, is_temp).await;
     attached(&w, ipei, |u| {
         u.get("num").map(String::as_str) == Some("2001")
     })
     .await;
     let t0 = Instant::now();
-    while w.guru3.inbound().is_empty() || temp_rows(&w).await != 0 {
+    // the bound handset's temporary number is gone; the late handset keeps its own
+    while w.guru3.inbound().is_empty() || has_pbx_user(&w, &temp).await {
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "bind not completed after the restart"
