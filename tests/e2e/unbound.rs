@@ -83,6 +83,18 @@ fn is_temp(u: &std::collections::BTreeMap<String, String>) -> bool {
     u.get("hierarchy2").map(String::as_str) == Some(hexidian::adapters::TEMP_TAG)
 }
 
+/// Waits until the workflow has opened subscription (Wildcard) on the OMM.
+async fn subscription_open(w: &World) {
+    let t0 = Instant::now();
+    while !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "subscription mode not set"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn has_pbx_user(w: &World, id: &str) -> bool {
     w.sql
         .query_opt("SELECT 1 FROM hexidian.sip_user WHERE id = $1", &[&id])
@@ -114,14 +126,7 @@ async fn a_new_handset_gets_a_temporary_number_and_binds_by_token_call() {
     w.drained(Duration::from_secs(30)).await;
     let hook = run.webhook_addr().unwrap();
     // the workflow opens subscription
-    let t0 = Instant::now();
-    while !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "subscription mode not set"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    subscription_open(&w).await;
     let ipei = "01842 0093371 6";
     let t0 = Instant::now();
     w.omm.handset_subscribe(ipei, "0000").unwrap();
@@ -306,11 +311,7 @@ async fn omm_down_means_retry_and_a_crash_mid_bind_completes_on_restart() {
         .await
         .unwrap();
     w.drained(Duration::from_secs(30)).await;
-    let t0 = Instant::now();
-    while !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    subscription_open(&w).await;
     let ipei = "01842 0093371 6";
     w.omm.handset_subscribe(ipei, "0000").unwrap();
     let temp = attached(&w, ipei, is_temp).await["num"].clone();
@@ -462,11 +463,7 @@ async fn rate_limits_slow_clients_and_the_subscription_mode_are_handled() {
     );
 
     // the subscription mode is kept: when it expires (virtual clock), it is set again
-    let t0 = Instant::now();
-    while !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    subscription_open(&w).await;
     let sets = || w.omm.view().requests("SetDECTSubscriptionMode").count();
     let before = sets();
     // past the Wildcard timeout (3 min), within the OMM's idle limit
