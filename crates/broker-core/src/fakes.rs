@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Handset, Incoming, Member, MirrorEntry, Number, Secret};
 use crate::ports::{
-    Assign, AssignResult, BoxFuture, Clock, DectSystem, DectUser, EventFeed, FeedHealth,
-    HandsetState, JournalEntry, JournalStats, JournalStatus, PendingBind, PortError, PortResult,
-    SipChange, SipOutcome, SipProvisioning, SipUserKind, StateOp, StateStore, SweepSummary,
+    Assign, AssignResult, BoxFuture, Clock, DectEvent, DectSystem, DectUser, Device, EventFeed,
+    FeedHealth, HandsetState, Handsets, JournalEntry, JournalStats, JournalStatus, Lookup,
+    PendingBind, PortError, PortErrorKind, PortResult, SipChange, SipOutcome, SipProvisioning,
+    SipUserKind, StateOp, StateStore, SweepSummary,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -234,7 +235,7 @@ impl DectSystem for MemoryDect {
             self.enter("upsert_user")
                 .and_then(|mut s| match s.users.get_mut(&user.number) {
                     Some(u) if !u.owned => Err(PortError::new(
-                        crate::ports::PortErrorKind::Conflict,
+                        PortErrorKind::Conflict,
                         format!("omm user {} is not ours", user.number),
                     )),
                     Some(u) => {
@@ -301,7 +302,7 @@ impl DectSystem for MemoryDect {
                     Ok(())
                 }
                 _ => Err(PortError::new(
-                    crate::ports::PortErrorKind::NotFound,
+                    PortErrorKind::NotFound,
                     format!("no omm user {number}"),
                 )),
             }
@@ -326,6 +327,237 @@ impl DectSystem for MemoryDect {
                 .map(|(n, _)| n.clone())
                 .collect()
         }))
+    }
+}
+
+// ---------------------------------------------------------------- handsets
+
+#[derive(Debug, Clone)]
+struct FakeDevice {
+    ipei: String,
+    uak: Secret,
+    subscribed: bool,
+    user: Option<Number>,
+}
+
+#[derive(Debug, Default)]
+struct HandsetsState {
+    devices: BTreeMap<u32, FakeDevice>,
+    /// user number → temporary
+    users: BTreeMap<Number, bool>,
+    mode: String,
+    events: std::collections::VecDeque<DectEvent>,
+    wakers: Vec<Waker>,
+    faults: Faults,
+    next_ppn: u32,
+}
+
+impl HandsetsState {
+    fn push(&mut self, ev: DectEvent) {
+        self.events.push_back(ev);
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn view(&self, ppn: u32) -> Option<Device> {
+        let d = self.devices.get(&ppn)?;
+        Some(Device {
+            ppn,
+            ipei: d.ipei.clone(),
+            uak: d.uak.clone(),
+            subscribed: d.subscribed,
+            user: d.user.clone(),
+            temp: d
+                .user
+                .as_ref()
+                .is_some_and(|u| self.users.get(u) == Some(&true)),
+        })
+    }
+
+    fn attach(&mut self, ppn: u32, user: &Number) {
+        for d in self.devices.values_mut() {
+            if d.user.as_ref() == Some(user) {
+                d.user = None;
+            }
+        }
+        if let Some(d) = self.devices.get_mut(&ppn) {
+            d.user = Some(user.clone());
+        }
+        self.push(DectEvent::Device(ppn));
+    }
+}
+
+/// The OMM's handsets: subscribed devices, users (extension or temporary), relations, the
+/// subscription mode and an event queue.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryHandsets {
+    inner: Arc<Mutex<HandsetsState>>,
+}
+
+impl MemoryHandsets {
+    /// An extension's user (as the broker creates it).
+    pub fn add_user(&self, number: &str) {
+        if let Ok(n) = number.parse() {
+            lock(&self.inner).users.insert(n, false);
+        }
+    }
+
+    /// Deletes a user; its handset stays subscribed, unbound (and an event says so).
+    pub fn delete_user(&self, number: &str) {
+        let Ok(n) = number.parse::<Number>() else {
+            return;
+        };
+        let mut s = lock(&self.inner);
+        s.users.remove(&n);
+        let freed: Vec<u32> = s
+            .devices
+            .iter()
+            .filter(|(_, d)| d.user.as_ref() == Some(&n))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in freed {
+            if let Some(d) = s.devices.get_mut(&p) {
+                d.user = None;
+            }
+            s.push(DectEvent::Device(p));
+        }
+    }
+
+    /// A handset subscribes (new device, unbound; or a known one, which loses its user).
+    pub fn subscribe(&self, ipei: &str) -> u32 {
+        let mut s = lock(&self.inner);
+        let existing = s
+            .devices
+            .iter()
+            .find(|(_, d)| d.ipei == ipei)
+            .map(|(p, _)| *p);
+        let ppn = match existing {
+            Some(p) => p,
+            None => {
+                s.next_ppn += 1;
+                let p = s.next_ppn;
+                s.devices.insert(
+                    p,
+                    FakeDevice {
+                        ipei: ipei.into(),
+                        uak: Secret::new(format!("{p:032X}")),
+                        subscribed: true,
+                        user: None,
+                    },
+                );
+                p
+            }
+        };
+        if let Some(d) = s.devices.get_mut(&ppn) {
+            d.user = None;
+            d.subscribed = true;
+        }
+        s.push(DectEvent::Device(ppn));
+        ppn
+    }
+
+    /// The user number a device is attached to, and whether it is temporary.
+    pub fn device(&self, ppn: u32) -> Option<(Option<String>, bool)> {
+        let s = lock(&self.inner);
+        s.view(ppn).map(|d| (d.user.map(|u| u.to_string()), d.temp))
+    }
+
+    /// Users that exist.
+    pub fn users(&self) -> Vec<String> {
+        lock(&self.inner)
+            .users
+            .keys()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The subscription mode last set.
+    pub fn mode(&self) -> String {
+        lock(&self.inner).mode.clone()
+    }
+
+    /// The next `n` calls fail transiently.
+    pub fn fail_next(&self, n: u32) {
+        lock(&self.inner).faults.transient = n;
+    }
+}
+
+impl Handsets for MemoryHandsets {
+    fn next_event(&self) -> BoxFuture<'_, DectEvent> {
+        Box::pin(futures_util::future::poll_fn(move |cx| {
+            let mut s = lock(&self.inner);
+            match s.events.pop_front() {
+                Some(e) => Poll::Ready(e),
+                None => {
+                    s.wakers.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        }))
+    }
+
+    fn devices(&self) -> BoxFuture<'_, PortResult<Vec<Device>>> {
+        let mut s = lock(&self.inner);
+        let r = s
+            .faults
+            .check("devices")
+            .map(|()| s.devices.keys().filter_map(|p| s.view(*p)).collect());
+        ready(r)
+    }
+
+    fn lookup(&self, which: Lookup) -> BoxFuture<'_, PortResult<Option<Device>>> {
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("lookup").map(|()| match which {
+            Lookup::Ppn(p) => s.view(p),
+            Lookup::User(n) => s
+                .devices
+                .iter()
+                .find(|(_, d)| d.user.as_ref() == Some(&n))
+                .and_then(|(p, _)| s.view(*p)),
+        });
+        ready(r)
+    }
+
+    fn give_temp(&self, ppn: u32, number: Number, _pw: Secret) -> BoxFuture<'_, PortResult<()>> {
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("give_temp").and_then(|()| {
+            if s.users.contains_key(&number) {
+                return Err(PortError::new(
+                    PortErrorKind::Conflict,
+                    format!("{number} is taken"),
+                ));
+            }
+            s.users.insert(number.clone(), true);
+            s.attach(ppn, &number);
+            Ok(())
+        });
+        ready(r)
+    }
+
+    fn move_to(&self, ppn: u32, extension: Number) -> BoxFuture<'_, PortResult<()>> {
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("move_to").and_then(|()| {
+            if s.users.get(&extension) != Some(&false) {
+                return Err(PortError::new(
+                    PortErrorKind::NotFound,
+                    format!("no user {extension}"),
+                ));
+            }
+            let current = s.devices.get(&ppn).and_then(|d| d.user.clone());
+            if let Some(u) = current.filter(|u| s.users.get(u) == Some(&true)) {
+                s.users.remove(&u);
+            }
+            s.attach(ppn, &extension);
+            Ok(())
+        });
+        ready(r)
+    }
+
+    fn set_subscription_mode(&self, mode: String) -> BoxFuture<'_, PortResult<()>> {
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("set mode").map(|()| s.mode = mode);
+        ready(r)
     }
 }
 

@@ -303,18 +303,7 @@ impl Unbound {
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) {
         let clock = Arc::clone(&self.inner.ports.clock);
         let cfg = self.inner.config.clone();
-        match self.inner.ports.state.pending_binds().await {
-            Ok(binds) => {
-                let now = clock.now();
-                let mut l = self.local();
-                for b in binds {
-                    l.reserved_ppn.insert(b.ppn);
-                    l.reserved_ext.insert(b.extension.clone());
-                    l.due.insert(b.id, (b, now));
-                }
-            }
-            Err(e) => self.failed("loading promised binds", &e),
-        }
+        self.resume().await;
         let mut shutdown = std::pin::pin!(shutdown);
         let start = clock.now();
         let (mut next_scan, mut next_outbox, mut next_mode) = (start, start, start);
@@ -341,6 +330,28 @@ impl Unbound {
                 next_scan = now + cfg.scan_interval;
             }
         }
+    }
+
+    /// Loads the binds promised before a restart; they are due at once.
+    pub async fn resume(&self) {
+        match self.inner.ports.state.pending_binds().await {
+            Ok(binds) => {
+                let now = self.inner.ports.clock.now();
+                let mut l = self.local();
+                for b in binds {
+                    l.reserved_ppn.insert(b.ppn);
+                    l.reserved_ext.insert(b.extension.clone());
+                    l.due.insert(b.id, (b, now));
+                }
+            }
+            Err(e) => self.failed("loading promised binds", &e),
+        }
+    }
+
+    /// Carries out the binds whose delay has passed (what `run` does on every tick).
+    pub async fn carry_out_due_binds(&self) {
+        let now = self.inner.ports.clock.now();
+        self.run_due_binds(now).await;
     }
 
     async fn on_event(&self, ev: DectEvent) {

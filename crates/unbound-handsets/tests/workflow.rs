@@ -1,0 +1,305 @@
+//! The workflow against the in-memory models of its ports.
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_core::fakes::{MemoryFeed, MemoryHandsets, MemorySip, MemoryState, SkipClock};
+use broker_core::model::{Extension, Handset, Kind, MirrorEntry, Number, Secret, SharedDirectory};
+use broker_core::ports::Clock;
+use unbound_handsets::{Blocklist, Config, Ports, Reply, TempNumbers, TokenCall, Unbound};
+
+struct World {
+    handsets: MemoryHandsets,
+    sip: MemorySip,
+    state: MemoryState,
+    feed: MemoryFeed,
+    clock: SkipClock,
+    directory: SharedDirectory,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            handsets: MemoryHandsets::default(),
+            sip: MemorySip::default(),
+            state: MemoryState::default(),
+            feed: MemoryFeed::default(),
+            clock: SkipClock::default(),
+            directory: SharedDirectory::default(),
+        }
+    }
+
+    fn unbound(&self, tweak: impl FnOnce(&mut Config)) -> Unbound {
+        let mut c = Config::new(TempNumbers::new("0100", 8).unwrap());
+        c.key = Some(Secret::new("k"));
+        tweak(&mut c);
+        Unbound::new(
+            Ports {
+                handsets: Arc::new(self.handsets.clone()),
+                sip: Arc::new(self.sip.clone()),
+                state: Arc::new(self.state.clone()),
+                feed: Arc::new(self.feed.clone()),
+                clock: Arc::new(self.clock.clone()),
+            },
+            c,
+            Arc::clone(&self.directory),
+        )
+    }
+
+    /// A DECT extension as GURU3 has it (and its OMM user, as the broker creates it).
+    fn dect(&self, number: &str, token: &str, handset: Option<&str>) {
+        let n: Number = number.parse().unwrap();
+        let entry = MirrorEntry {
+            extension: Some(Extension {
+                number: n.clone(),
+                name: "Kiosk".into(),
+                kind: Kind::Dect {
+                    token: Secret::new(token),
+                    encryption: false,
+                    handset: handset.map(|i| Handset {
+                        ipei: i.into(),
+                        uak: Secret::new("AA"),
+                    }),
+                },
+                forward: None,
+            }),
+            ..MirrorEntry::default()
+        };
+        self.directory.write().unwrap().set(&n, Some(&entry));
+        self.handsets.add_user(number);
+    }
+}
+
+fn call(caller: &str, token: &str) -> Result<TokenCall, Reply> {
+    let body = format!(r#"{{"callerid": "{caller}", "token": "{token}"}}"#);
+    TokenCall::parse(Some("application/json"), body.as_bytes(), "9955")
+}
+
+#[tokio::test]
+async fn temporary_number_then_token_call_then_bind_and_assign() {
+    let w = World::new();
+    w.dect("2001", "05704191", None);
+    let u = w.unbound(|_| {});
+    let ppn = w.handsets.subscribe("01842 0093371 6");
+    u.ensure(ppn).await;
+    let (temp, is_temp) = w.handsets.device(ppn).unwrap();
+    let temp = temp.unwrap();
+    assert!(is_temp && temp.starts_with("0100"), "{temp}");
+    assert!(
+        w.sip.user(&temp).is_some(),
+        "the PBX has the temporary user"
+    );
+
+    let key = Some(b"k".as_slice());
+    assert_eq!(
+        u.token_call(Some(b"x"), call(&temp, "05704191"), false)
+            .await,
+        Reply::Unauthorized
+    );
+    assert_eq!(
+        u.token_call(key, call(&temp, "11111111"), false).await,
+        Reply::UnknownToken
+    );
+    assert_eq!(
+        u.token_call(key, call("2001", "05704191"), false).await,
+        Reply::NotUnbound
+    );
+    assert_eq!(
+        u.token_call(key, call(&temp, "995505704191"), true).await,
+        Reply::Ok
+    );
+    assert!(w.state.outbox().is_empty());
+    assert_eq!(
+        u.token_call(key, call(&temp, "05704191"), false).await,
+        Reply::Ok
+    );
+    // the same caller again while the bind is pending: still OK, nothing twice
+    assert_eq!(
+        u.token_call(key, call(&temp, "05704191"), false).await,
+        Reply::Ok
+    );
+    // not yet due: the prompt is still playing
+    u.carry_out_due_binds().await;
+    assert_eq!(
+        w.handsets.device(ppn).unwrap().0.as_deref(),
+        Some(temp.as_str())
+    );
+    w.clock.sleep(Duration::from_secs(3)).await;
+    u.carry_out_due_binds().await;
+    assert_eq!(
+        w.handsets.device(ppn).unwrap(),
+        (Some("2001".into()), false)
+    );
+    assert!(
+        w.sip.user(&temp).is_none(),
+        "the temporary PBX user is gone"
+    );
+    assert!(
+        !w.handsets.users().contains(&temp),
+        "so is the temporary OMM user"
+    );
+    u.flush_outbox().await;
+    let sent = w.feed.assigns();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].ipei.as_str(), sent[0].extension.as_str()),
+        ("01842 0093371 6", "2001")
+    );
+    assert!(w.state.outbox()[0].1.as_ref().is_some_and(|r| r.ok));
+    u.flush_outbox().await;
+    assert_eq!(
+        w.feed.assigns().len(),
+        1,
+        "an answered assign is not sent again"
+    );
+    let s = u.status();
+    assert_eq!((s.bound, s.assigns_ok, s.temps_created), (1, 1, 1));
+
+    // another handset cannot take the bound extension
+    let other = w.handsets.subscribe("03000 0000006 1");
+    u.ensure(other).await;
+    let t2 = w.handsets.device(other).unwrap().0.unwrap();
+    assert_eq!(
+        u.token_call(key, call(&t2, "05704191"), false).await,
+        Reply::AlreadyBound
+    );
+}
+
+#[tokio::test]
+async fn known_handsets_return_and_blocked_ones_are_left_alone() {
+    let w = World::new();
+    w.dect("2002", "1234", Some("03587 0412396 2"));
+    let u = w.unbound(|c| c.blocklist = Blocklist::new(vec!["00077 *".into()]));
+    let known = w.handsets.subscribe("03587 0412396 2");
+    u.ensure(known).await;
+    assert_eq!(
+        w.handsets.device(known).unwrap(),
+        (Some("2002".into()), false)
+    );
+    let blocked = w.handsets.subscribe("00077 3216549 5");
+    u.ensure(blocked).await;
+    assert_eq!(w.handsets.device(blocked).unwrap(), (None, false));
+    // the extension is deleted: its handset becomes an unbound one
+    w.handsets.delete_user("2002");
+    w.directory
+        .write()
+        .unwrap()
+        .set(&"2002".parse().unwrap(), None);
+    u.ensure(known).await;
+    assert!(w.handsets.device(known).unwrap().1, "a temporary number");
+    assert_eq!(u.status().returned, 1);
+}
+
+#[tokio::test]
+async fn outages_answer_retry_and_promised_binds_survive_a_restart() {
+    let w = World::new();
+    w.dect("2001", "0042", None);
+    let u = w.unbound(|_| {});
+    let ppn = w.handsets.subscribe("01842 0093371 6");
+    u.ensure(ppn).await;
+    let temp = w.handsets.device(ppn).unwrap().0.unwrap();
+    let key = Some(b"k".as_slice());
+    w.handsets.fail_next(1);
+    assert_eq!(
+        u.token_call(key, call(&temp, "0042"), false).await,
+        Reply::Retry
+    );
+    w.state.fail_next(1);
+    assert_eq!(
+        u.token_call(key, call(&temp, "0042"), false).await,
+        Reply::Retry
+    );
+    assert_eq!(
+        u.token_call(key, call(&temp, "0042"), false).await,
+        Reply::Ok
+    );
+    // the process dies; a new one finds the promise and keeps it
+    drop(u);
+    let u = w.unbound(|_| {});
+    u.resume().await;
+    u.carry_out_due_binds().await;
+    assert_eq!(
+        w.handsets.device(ppn).unwrap(),
+        (Some("2001".into()), false)
+    );
+    // a failing move is retried, not lost
+    let w2 = World::new();
+    w2.dect("2001", "0042", None);
+    let u2 = w2.unbound(|c| c.bind_delay = Duration::ZERO);
+    let p2 = w2.handsets.subscribe("01842 0093371 6");
+    u2.ensure(p2).await;
+    let t2 = w2.handsets.device(p2).unwrap().0.unwrap();
+    assert_eq!(
+        u2.token_call(key, call(&t2, "0042"), false).await,
+        Reply::Ok
+    );
+    w2.handsets.fail_next(1);
+    u2.carry_out_due_binds().await;
+    assert!(
+        w2.handsets.device(p2).unwrap().1,
+        "still temporary after the failed move"
+    );
+    w2.clock.sleep(Duration::from_secs(2)).await;
+    u2.carry_out_due_binds().await;
+    assert_eq!(
+        w2.handsets.device(p2).unwrap(),
+        (Some("2001".into()), false)
+    );
+    assert!(u2.status().last_error.is_some());
+}
+
+/// Real time (the run loop ticks every 100 ms; a skipping clock would make it spin).
+#[derive(Debug)]
+struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+    fn sleep(&self, d: Duration) -> broker_core::ports::BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
+#[tokio::test]
+async fn run_reacts_to_events_and_keeps_the_subscription_mode() {
+    let w = World::new();
+    let mut c = Config::new(TempNumbers::new("0100", 8).unwrap());
+    c.subscription_mode = Some("Configured".into());
+    let u = Unbound::new(
+        Ports {
+            handsets: Arc::new(w.handsets.clone()),
+            sip: Arc::new(w.sip.clone()),
+            state: Arc::new(w.state.clone()),
+            feed: Arc::new(w.feed.clone()),
+            clock: Arc::new(TokioClock),
+        },
+        c,
+        Arc::clone(&w.directory),
+    );
+    let (stopped, stop) = futures_util::future::abortable(futures_util::future::pending::<()>());
+    let runner = {
+        let u = u.clone();
+        tokio::spawn(async move {
+            u.run(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        })
+    };
+    let ppn = w.handsets.subscribe("01842 0093371 6");
+    for _ in 0..500 {
+        if w.handsets.device(ppn).unwrap().1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        w.handsets.device(ppn).unwrap().1,
+        "the event gave it a temporary number"
+    );
+    assert_eq!(w.handsets.mode(), "Configured");
+    stop.abort();
+    runner.await.unwrap();
+}
