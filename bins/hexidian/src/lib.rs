@@ -360,7 +360,6 @@ async fn supervise(
         *health.unbound.lock().unwrap_or_else(|e| e.into_inner()) = Some(unbound.clone());
         let limits = webhook::Limits {
             deadline: u.deadline,
-            prefix: u.config.token_prefix.clone(),
         };
         tasks.spawn(webhook::serve(
             listener,

@@ -19,8 +19,6 @@ use unbound_handsets::{Reply, TokenCall, Unbound, webhook::MAX_BODY};
 pub(crate) struct Limits {
     /// Answer within this (the dialplan waits in `CURL()`); later is `RETRY`.
     pub(crate) deadline: Duration,
-    /// Token prefix.
-    pub(crate) prefix: String,
 }
 
 fn reply(r: Reply) -> Response<Full<Bytes>> {
@@ -58,7 +56,7 @@ async fn handle(unbound: Unbound, limits: Limits, req: Request<Incoming>) -> Res
             Ok(b) => b.to_bytes(),
             Err(_) => return Reply::BadRequest,
         };
-        let call = TokenCall::parse(content_type.as_deref(), &body, &limits.prefix);
+        let call = TokenCall::parse(content_type.as_deref(), &body);
         unbound.token_call(key.as_deref(), call, check).await
     };
     let r = tokio::time::timeout(limits.deadline, work)
@@ -82,6 +80,8 @@ pub(crate) async fn serve(
         };
         let Ok((tcp, _)) = accepted else { continue };
         let (unbound, limits) = (unbound.clone(), limits.clone());
+        // count live connections only
+        while conns.try_join_next().is_some() {}
         if conns.len() > 256 {
             // bounded: a flood of idle connections cannot exhaust the process
             continue;

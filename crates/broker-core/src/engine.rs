@@ -583,7 +583,7 @@ impl Broker {
             }
             for k in 0..p.sip.len() {
                 if let Some(Err(e)) = sip_results.get(offsets[i] + k) {
-                    verdicts[i] = Some(classify_ref(e));
+                    verdicts[i] = Some(classify(PortError::new(e.kind(), e.report())));
                     break;
                 }
             }
@@ -720,18 +720,12 @@ impl Broker {
     }
 }
 
+/// Transient failures are retried, everything else is given up.
 fn classify(e: PortError) -> Verdict {
     if e.is_transient() {
         Verdict::Retry(e)
     } else {
         Verdict::Dead(e.report())
-    }
-}
-
-fn classify_ref(e: &PortError) -> Verdict {
-    match e.kind() {
-        PortErrorKind::Transient => Verdict::Retry(PortError::transient(e.report())),
-        _ => Verdict::Dead(e.report()),
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use broker_core::model::{Number, Secret, SharedDirectory};
 use broker_core::ports::{
-    AssignResult, Clock, DectEvent, EventFeed, HandsetState, Handsets, Lookup, PendingBind,
-    PortError, PortResult, SipChange, SipOutcome, SipProvisioning, SipUserKind,
+    Clock, DectEvent, EventFeed, HandsetState, Handsets, Lookup, PendingBind, PortError,
+    PortResult, SipChange, SipOutcome, SipProvisioning, SipUserKind,
 };
 use futures_util::future::{Either, select};
 
@@ -572,7 +572,7 @@ impl Unbound {
                     if !ok {
                         tracing::warn!(id = r.id, text = %r.text, "guru3 refused ASSIGN_HANDSET");
                     }
-                    if let Err(e) = p.state.finish_assign(AssignResult { ..r }).await {
+                    if let Err(e) = p.state.finish_assign(r).await {
                         self.failed("recording an ASSIGN_HANDSET result", &e);
                     }
                     let mut l = self.local();

@@ -78,9 +78,9 @@ pub struct TokenCall {
 }
 
 impl TokenCall {
-    /// Parses a request. `content_type` is the header value; `prefix` the service prefix the
-    /// token may carry (GURU3 shows `9955-<token>`).
-    pub fn parse(content_type: Option<&str>, body: &[u8], prefix: &str) -> Result<Self, Reply> {
+    /// Parses a request. `content_type` is the header value. The token's service prefix
+    /// (GURU3 shows `9955-<token>`) is kept: see [`candidates`](Self::candidates).
+    pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, Reply> {
         if body.len() > MAX_BODY {
             return Err(Reply::BadRequest);
         }
@@ -109,7 +109,6 @@ impl TokenCall {
         if token.is_empty() || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Reply::BadRequest);
         }
-        let _ = prefix; // removed when matching: a token may itself start with the prefix digits
         Ok(Self { caller, token })
     }
 
@@ -198,7 +197,6 @@ mod tests {
         let ok = TokenCall::parse(
             JSON,
             br#"{"callerid": "01001234", "token": "05704191", "dialed": "x"}"#,
-            "9955",
         )
         .unwrap();
         assert_eq!(
@@ -208,7 +206,6 @@ mod tests {
         let pre = TokenCall::parse(
             Some("application/json; charset=utf-8"),
             br#"{"callerid": 1001234, "token": "9955-05704191"}"#,
-            "9955",
         )
         .unwrap();
         assert_eq!(pre.candidates("9955"), ["995505704191", "05704191"]);
@@ -249,7 +246,7 @@ mod tests {
         ];
         for (ct, body, want) in cases {
             assert_eq!(
-                TokenCall::parse(*ct, body, "9955").unwrap_err(),
+                TokenCall::parse(*ct, body).unwrap_err(),
                 *want,
                 "{}",
                 String::from_utf8_lossy(body)
@@ -257,7 +254,7 @@ mod tests {
         }
         let huge = vec![b' '; MAX_BODY + 1];
         assert_eq!(
-            TokenCall::parse(JSON, &huge, "").unwrap_err(),
+            TokenCall::parse(JSON, &huge).unwrap_err(),
             Reply::BadRequest
         );
         assert_eq!(

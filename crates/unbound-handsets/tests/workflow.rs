@@ -73,7 +73,7 @@ impl World {
 
 fn call(caller: &str, token: &str) -> Result<TokenCall, Reply> {
     let body = format!(r#"{{"callerid": "{caller}", "token": "{token}"}}"#);
-    TokenCall::parse(Some("application/json"), body.as_bytes(), "9955")
+    TokenCall::parse(Some("application/json"), body.as_bytes())
 }
 
 #[tokio::test]
