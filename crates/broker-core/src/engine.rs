@@ -663,6 +663,7 @@ impl Broker {
         let mut acked = Vec::new();
         let mut ops = Vec::new();
         let mut left = Vec::new();
+        let mut settled = Vec::new();
         let mut seg = seg.into_iter().enumerate();
         for (i, msg) in seg.by_ref() {
             let v = verdicts[i].take().unwrap_or(Verdict::Done);
@@ -687,6 +688,7 @@ impl Broker {
             }
             ops.push(self.journal(&msg, &v, attempts));
             acked.push(msg.id);
+            settled.push(msg);
         }
         left.extend(seg.map(|(_, m)| m));
         let n_ops = ops.len();
@@ -712,9 +714,15 @@ impl Broker {
                 .load()
                 .await
                 .map_or_else(|_| self.mirror.clone(), |m| m.into_iter().collect());
-            let mut all: Vec<Incoming> = Vec::new();
-            std::mem::swap(&mut all, &mut left);
-            return (Vec::new(), all);
+            let mut d = crate::model::Directory::default();
+            for (n, e) in &self.mirror {
+                d.set(n, Some(e));
+            }
+            *self.directory.write().unwrap_or_else(|e| e.into_inner()) = d;
+            // the whole segment again, in GURU3 order: retrying only what came after the
+            // first failure would let the unacked prefix come back after it
+            settled.append(&mut left);
+            return (Vec::new(), settled);
         }
         (acked, left)
     }

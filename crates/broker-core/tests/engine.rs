@@ -376,3 +376,30 @@ async fn run_stops_on_shutdown_after_acking() {
     run.await.unwrap().unwrap();
     assert_eq!(w.feed.acks(), [1]);
 }
+
+#[tokio::test]
+async fn a_failed_state_commit_replays_the_whole_run_in_order() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    w.feed.push(msg(1, group("1100")));
+    w.feed.push(msg(2, dect("2002", None)));
+    w.feed.push(msg(3, Command::Delete(n("1100"))));
+    // the OMM fails message 2 once, and the journal/mirror commit fails once
+    w.dect.fail_next(1);
+    w.state.fail_next(1);
+    let batch = w.feed.next_batch().await.unwrap();
+    let r = b.process(batch).await;
+    assert!(r.acked.is_empty(), "{r:?}");
+    assert_eq!(
+        r.retry, 3,
+        "the applied prefix is retried too, ahead of the rest"
+    );
+    let r = b.retry().await;
+    w.feed.ack(r.acked).await.unwrap();
+    w.drain(&mut b).await;
+    assert!(
+        w.sip.groups().is_empty(),
+        "the deleted group must not come back"
+    );
+    assert!(w.sip.user("2002").is_some());
+}
