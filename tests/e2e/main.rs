@@ -24,10 +24,13 @@ pub(crate) struct World {
 
 impl World {
     pub(crate) async fn new() -> Self {
+        Self::with_db(TestDb::new().await).await
+    }
+
+    pub(crate) async fn with_db(db: TestDb) -> Self {
         hexidian_testkit::init_tracing();
         let guru3 = Guru3Sim::start(guru3_sim::Config::default()).await.unwrap();
         let omm = omm_axi_sim::Sim::start().await;
-        let db = TestDb::new().await;
         let sql = db.connect().await;
         let ddl = hexidian_testkit::fixtures_dir().join("sql/asterisk-modern.sql");
         sql.batch_execute(&std::fs::read_to_string(ddl).unwrap())
@@ -43,25 +46,22 @@ impl World {
 
     pub(crate) fn settings(&self) -> hexidian::Settings {
         let pg = asterisk_realtime::Config::new(&self.db.url()).unwrap();
-        let mut s = hexidian::demo::sim_settings(
+        let s = hexidian::demo::sim_settings(
             &self.guru3,
             &self.omm,
             StoreSettings::Postgres(Box::new(pg)),
         )
         .unwrap();
-        s.feed = guru3_client::FeedConfig::default()
-            .poll_interval(Duration::from_millis(300))
-            .debounce(Duration::from_millis(10))
-            .retry(Duration::from_millis(50), Duration::from_millis(500))
-            .reconnect(Duration::from_millis(50), Duration::from_millis(500));
-        s.broker = broker_core::BrokerConfig::default()
-            .retry(Duration::from_millis(50), Duration::from_millis(500))
-            .max_attempts(20);
+        // the feed and broker tuning are the production defaults (examples/hexidian.toml)
         s
     }
 
     pub(crate) async fn start(&self) -> Running {
         hexidian::start(self.settings()).await.unwrap()
+    }
+
+    pub(crate) async fn start_with(&self, s: hexidian::Settings) -> Running {
+        hexidian::start(s).await.unwrap()
     }
 
     /// Waits until every GURU3 message is acked.

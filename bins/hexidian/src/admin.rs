@@ -89,7 +89,8 @@ async fn readyz(h: &Health) -> Resp {
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
         .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone());
-    let ready = feed.last_fetch_ok && omm_up && pg_up && broker.is_some();
+    let stalled = broker.as_ref().and_then(|b| b.stalled.clone());
+    let ready = feed.last_fetch_ok && omm_up && pg_up && broker.is_some() && stalled.is_none();
     let body = json!({
         "ready": ready,
         "guru3": {
@@ -106,6 +107,11 @@ async fn readyz(h: &Health) -> Resp {
             "dead": b.dead,
             "backlog": b.backlog,
             "retrying": b.retrying,
+            "stalled": b.stalled.as_ref().map(|s| json!({
+                "reason": s.reason,
+                "message": s.message,
+                "for_s": s.since.elapsed().as_secs(),
+            })),
             "sync_epoch": b.sync_epoch,
         })),
         "journal": journal.map(|j| json!({"done": j.done, "ignored": j.ignored, "dead": j.dead})),

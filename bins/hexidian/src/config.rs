@@ -184,6 +184,33 @@ impl FileConfig {
         })
     }
 
+    /// The example configuration shipped in `examples/hexidian.toml`: the demo and the
+    /// end-to-end tests take their feed and broker tuning from it, so they run what
+    /// `hexidian run` runs.
+    pub fn example() -> Self {
+        toml::from_str(include_str!("../../../examples/hexidian.toml"))
+            .unwrap_or_else(|e| unreachable!("examples/hexidian.toml does not parse: {e}"))
+    }
+
+    /// Feed and broker tuning (everything not about where the peers are).
+    pub fn tuning(&self) -> (guru3_client::FeedConfig, broker_core::BrokerConfig) {
+        let mut feed = guru3_client::FeedConfig::default();
+        if let Some(s) = self.guru3.poll_interval_s {
+            feed = feed.poll_interval(Duration::from_secs(s.max(1)));
+        }
+        let mut broker = broker_core::BrokerConfig::default();
+        if let Some(n) = self.broker.max_attempts {
+            broker = broker.max_attempts(n);
+        }
+        if let Some(s) = self.broker.retry_budget_s {
+            broker = broker.retry_budget(Duration::from_secs(s));
+        }
+        if let Some(n) = self.broker.dect_concurrency {
+            broker = broker.dect_concurrency(n);
+        }
+        (feed, broker)
+    }
+
     /// Resolves secrets and TLS material into [`Settings`].
     pub fn settings(&self) -> Result<Settings, String> {
         let key = secret(
@@ -207,10 +234,7 @@ impl FileConfig {
             }
             guru3 = guru3.tls(guru3_client::client::tls::with_roots(roots));
         }
-        let mut feed = guru3_client::FeedConfig::default();
-        if let Some(s) = self.guru3.poll_interval_s {
-            feed = feed.poll_interval(Duration::from_secs(s.max(1)));
-        }
+        let (feed, broker) = self.tuning();
 
         let password = secret(
             "omm password",
@@ -258,16 +282,6 @@ impl FileConfig {
         };
         let pg = asterisk_realtime::Config::new(&url).map_err(|e| format!("postgres url: {e}"))?;
 
-        let mut broker = broker_core::BrokerConfig::default();
-        if let Some(n) = self.broker.max_attempts {
-            broker = broker.max_attempts(n);
-        }
-        if let Some(s) = self.broker.retry_budget_s {
-            broker = broker.retry_budget(Duration::from_secs(s));
-        }
-        if let Some(n) = self.broker.dect_concurrency {
-            broker = broker.dect_concurrency(n);
-        }
         let admin = if self.admin.listen.is_empty() {
             None
         } else {

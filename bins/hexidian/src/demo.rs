@@ -292,14 +292,14 @@ pub fn sim_settings(
     let o = omm_axi::Config::new("127.0.0.1", "omm", "omm")
         .port(omm.addr().port())
         .tls(omm_axi::client::tls::pinned(&[fp]));
+    // tuning as `hexidian run` takes it from the example config
+    let (feed, broker) = crate::config::FileConfig::example().tuning();
     Ok(Settings {
         guru3: g,
-        feed: guru3_client::FeedConfig::default()
-            .poll_interval(Duration::from_secs(5))
-            .debounce(Duration::from_millis(50)),
+        feed,
         omm: o,
         store,
-        broker: broker_core::BrokerConfig::default(),
+        broker,
         admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         unbound: Some(crate::UnboundSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

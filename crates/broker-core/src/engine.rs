@@ -40,14 +40,19 @@ impl std::fmt::Debug for Ports {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BrokerConfig {
-    /// Transient failures of one message before it is dead-lettered (default 5).
+    /// Refusals of one message ("not now" answers, counted) before it is dead-lettered
+    /// (default 5). A peer that cannot be asked at all spends no attempt.
     pub max_attempts: u32,
-    /// …or once it has been failing this long (default 240 s, below GURU3's 300 s banner).
+    /// …or once it has been refused this long, time spent waiting for an unreachable peer
+    /// not counted (default 240 s, below GURU3's 300 s banner).
     pub retry_budget: Duration,
     /// First retry delay (default 500 ms), doubling with jitter.
     pub retry_base: Duration,
     /// Largest retry delay (default 30 s).
     pub retry_max: Duration,
+    /// Largest delay between probes while a peer is unreachable (default 5 s): how long the
+    /// queue may stay still after the peer is back.
+    pub stall_probe_max: Duration,
     /// OMM operations in flight at once (default 32).
     pub dect_concurrency: usize,
     /// Largest share of owned OMM users a resync may delete (default 0.5).
@@ -61,6 +66,7 @@ impl Default for BrokerConfig {
             retry_budget: Duration::from_secs(240),
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
+            stall_probe_max: Duration::from_secs(5),
             dect_concurrency: 32,
             max_sweep_fraction: 0.5,
         }
@@ -87,6 +93,12 @@ impl BrokerConfig {
         self
     }
 
+    /// Sets [`stall_probe_max`](Self::stall_probe_max).
+    pub fn stall_probe_max(mut self, d: Duration) -> Self {
+        self.stall_probe_max = d;
+        self
+    }
+
     /// Sets [`dect_concurrency`](Self::dect_concurrency).
     pub fn dect_concurrency(mut self, n: usize) -> Self {
         self.dect_concurrency = n.max(1);
@@ -100,11 +112,23 @@ impl BrokerConfig {
     }
 }
 
+/// The queue is standing still because a peer cannot be asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stall {
+    /// Why (the latest failure).
+    pub reason: String,
+    /// The message at the head of the queue.
+    pub message: i64,
+    /// Since when (the broker's clock).
+    pub since: Instant,
+}
+
 /// Live counters, shared with the health endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BrokerStatus {
-    /// Messages applied since start.
+    /// Messages applied since start (counted once their journal entry is committed).
     pub done: u64,
     /// Ignored since start.
     pub ignored: u64,
@@ -112,8 +136,10 @@ pub struct BrokerStatus {
     pub dead: u64,
     /// Messages waiting for a retry.
     pub backlog: usize,
-    /// The last transient failure, if the broker is currently retrying.
+    /// The last counted failure, if the broker is currently retrying a refused message.
     pub retrying: Option<String>,
+    /// Set while a peer cannot be asked and the queue waits for it.
+    pub stalled: Option<Stall>,
     /// Resync epoch in progress.
     pub sync_epoch: Option<i64>,
     /// Batches processed.
@@ -126,7 +152,80 @@ enum Verdict {
     Done,
     Ignored(String),
     Dead(String),
+    /// The peer answered "not now": retried, and the attempt counts.
     Retry(PortError),
+    /// The peer could not be asked: the queue waits, nothing is spent.
+    Stalled(PortError),
+}
+
+impl Verdict {
+    /// The verdict a failure earns.
+    fn of(e: PortError) -> Self {
+        if e.is_unavailable() {
+            Self::Stalled(e)
+        } else if e.is_transient() {
+            Self::Retry(e)
+        } else {
+            Self::Dead(e.report())
+        }
+    }
+
+    fn waits(&self) -> bool {
+        matches!(self, Self::Retry(_) | Self::Stalled(_))
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Done | Self::Ignored(_) => 0,
+            Self::Retry(_) => 1,
+            Self::Stalled(_) => 2,
+            Self::Dead(_) => 3,
+        }
+    }
+
+    /// Folds another failure of the same message in: a permanent failure overrides a
+    /// waiting one, an unreachable peer overrides a "not now", otherwise the first reason
+    /// is kept.
+    fn merge(slot: &mut Option<Self>, v: Self) {
+        if slot.as_ref().is_none_or(|cur| v.rank() > cur.rank()) {
+            *slot = Some(v);
+        }
+    }
+}
+
+/// Counted failures of one message.
+#[derive(Debug, Clone, Copy)]
+struct Attempts {
+    count: u32,
+    /// time between counted failures (waits for an unreachable peer excluded)
+    spent: Duration,
+    last: Instant,
+}
+
+/// Why the head of the queue waits, as [`Broker::settle`] saw it.
+#[derive(Debug)]
+struct Waiting {
+    message: i64,
+    stalled: bool,
+    reason: String,
+}
+
+/// Journal outcomes of a settled run, added to the status only once they are committed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    done: u64,
+    ignored: u64,
+    dead: u64,
+}
+
+impl Counts {
+    fn add(&mut self, v: &Verdict) {
+        match v {
+            Verdict::Done => self.done += 1,
+            Verdict::Ignored(_) => self.ignored += 1,
+            _ => self.dead += 1,
+        }
+    }
 }
 
 /// The broker.
@@ -135,8 +234,12 @@ pub struct Broker {
     config: BrokerConfig,
     mirror: Mirror,
     sync: Option<i64>,
-    attempts: HashMap<i64, (u32, Instant)>,
+    attempts: HashMap<i64, Attempts>,
     tail: Vec<Incoming>,
+    /// why the head of the tail waits (set by `settle`, read at the end of `process`)
+    waiting: Option<Waiting>,
+    stall: Option<Stall>,
+    stall_probes: u32,
     status: Arc<Mutex<BrokerStatus>>,
     directory: crate::model::SharedDirectory,
 }
@@ -147,6 +250,7 @@ impl std::fmt::Debug for Broker {
             .field("mirror", &self.mirror.len())
             .field("sync", &self.sync)
             .field("tail", &self.tail.len())
+            .field("stall", &self.stall)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +262,29 @@ pub struct BatchReport {
     pub acked: Vec<i64>,
     /// Messages left for a retry.
     pub retry: usize,
+}
+
+/// A run of ordinary messages (no resync marker) as it moves through the phases
+/// plan → PBX → DECT → settle → commit.
+struct Segment {
+    msgs: Vec<Incoming>,
+    /// per message: the plan, or why the message could not be decoded
+    plans: Vec<Result<Plan, String>>,
+    /// per message: the verdict so far (`None`: nothing failed yet)
+    verdicts: Vec<Option<Verdict>>,
+    /// per message: index of its first change in the PBX batch
+    offsets: Vec<usize>,
+    /// per PBX change: its outcome
+    sip: Vec<PortResult<SipOutcome>>,
+}
+
+impl Segment {
+    fn sip_password(&self, i: usize, from: usize) -> Option<crate::model::Secret> {
+        match self.sip.get(self.offsets[i] + from) {
+            Some(Ok(SipOutcome::User(pw))) => Some(pw.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl Broker {
@@ -189,6 +316,9 @@ impl Broker {
             sync,
             attempts: HashMap::new(),
             tail: Vec::new(),
+            waiting: None,
+            stall: None,
+            stall_probes: 0,
             status,
             directory,
         })
@@ -199,9 +329,12 @@ impl Broker {
         Arc::clone(&self.directory)
     }
 
-    fn publish(&self, n: &Number) {
+    /// Publishes the mirror's state of these numbers to the directory.
+    fn publish<'a>(&self, numbers: impl IntoIterator<Item = &'a Number>) {
         let mut d = self.directory.write().unwrap_or_else(|e| e.into_inner());
-        d.set(n, self.mirror.get(n));
+        for n in numbers {
+            d.set(n, self.mirror.get(n));
+        }
     }
 
     /// A handle on the live counters.
@@ -223,71 +356,88 @@ impl Broker {
     /// shutdown the batch in progress is finished and its acks are sent.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> PortResult<()> {
         let mut shutdown = std::pin::pin!(shutdown);
-        {
-            loop {
-                let t_fetch = self.ports.clock.now();
-                let batch = if self.tail.is_empty() {
-                    let next = self.ports.feed.next_batch();
-                    match select(next, shutdown.as_mut()).await {
-                        Either::Right(()) => break,
-                        Either::Left(Ok(b)) => b,
-                        Either::Left(Err(e)) => {
-                            tracing::warn!(error = %e.report(), "fetching from guru3 failed");
-                            let d = self.backoff(1);
-                            if let Either::Right(()) =
-                                select(self.ports.clock.sleep(d), shutdown.as_mut()).await
-                            {
-                                break;
-                            }
-                            continue;
+        let mut fetch_failures = 0u32;
+        loop {
+            let t_fetch = self.ports.clock.now();
+            let batch = if self.tail.is_empty() {
+                let next = self.ports.feed.next_batch();
+                match select(next, shutdown.as_mut()).await {
+                    Either::Right(()) => break,
+                    Either::Left(Ok(b)) => {
+                        fetch_failures = 0;
+                        b
+                    }
+                    Either::Left(Err(e)) => {
+                        fetch_failures = fetch_failures.saturating_add(1);
+                        if fetch_failures == 1 {
+                            tracing::warn!(error = %e.report(), "fetching from guru3 failed; retrying");
                         }
-                    }
-                } else {
-                    let head = self.tail[0].id;
-                    let n = self.attempts.get(&head).map_or(1, |a| a.0);
-                    let d = self.backoff(n);
-                    if let Either::Right(()) =
-                        select(self.ports.clock.sleep(d), shutdown.as_mut()).await
-                    {
-                        break;
-                    }
-                    std::mem::take(&mut self.tail)
-                };
-                tracing::debug!(
-                    wait_ms = self.ports.clock.now().duration_since(t_fetch).as_millis() as u64,
-                    "batch fetched"
-                );
-                let t_batch = self.ports.clock.now();
-                let n = batch.len();
-                let report = self.process(batch).await;
-                let t_ack = self.ports.clock.now();
-                if !report.acked.is_empty() {
-                    if let Err(e) = self.ports.feed.ack(report.acked).await {
-                        // the adapter keeps them and re-sends; replays are harmless
-                        tracing::warn!(error = %e.report(), "acking failed; will retry");
+                        let d = self.backoff(fetch_failures, self.config.stall_probe_max);
+                        if let Either::Right(()) =
+                            select(self.ports.clock.sleep(d), shutdown.as_mut()).await
+                        {
+                            break;
+                        }
+                        continue;
                     }
                 }
-                tracing::debug!(
-                    messages = n,
-                    process_ms = t_ack.duration_since(t_batch).as_millis() as u64,
-                    ack_ms = self.ports.clock.now().duration_since(t_ack).as_millis() as u64,
-                    "batch done"
-                );
+            } else {
+                let d = self.retry_delay();
+                if let Either::Right(()) =
+                    select(self.ports.clock.sleep(d), shutdown.as_mut()).await
+                {
+                    break;
+                }
+                std::mem::take(&mut self.tail)
+            };
+            tracing::debug!(
+                wait_ms = self.ports.clock.now().duration_since(t_fetch).as_millis() as u64,
+                "batch fetched"
+            );
+            let t_batch = self.ports.clock.now();
+            let n = batch.len();
+            let report = self.process(batch).await;
+            let t_ack = self.ports.clock.now();
+            if !report.acked.is_empty() {
+                if let Err(e) = self.ports.feed.ack(report.acked).await {
+                    // the adapter keeps them and re-sends; replays are harmless
+                    tracing::warn!(error = %e.report(), "acking failed; will retry");
+                }
             }
-            // flush whatever the adapter still buffers
-            if let Err(e) = self.ports.feed.ack(Vec::new()).await {
-                tracing::warn!(error = %e.report(), "final ack flush failed");
-            }
-            Ok(())
+            tracing::debug!(
+                messages = n,
+                process_ms = t_ack.duration_since(t_batch).as_millis() as u64,
+                ack_ms = self.ports.clock.now().duration_since(t_ack).as_millis() as u64,
+                "batch done"
+            );
         }
+        // flush whatever the adapter still buffers
+        if let Err(e) = self.ports.feed.ack(Vec::new()).await {
+            tracing::warn!(error = %e.report(), "final ack flush failed");
+        }
+        Ok(())
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
+    /// How long to wait before the tail is tried again.
+    fn retry_delay(&self) -> Duration {
+        if self.stall.is_some() {
+            return self.backoff(self.stall_probes.max(1), self.config.stall_probe_max);
+        }
+        let n = self
+            .tail
+            .first()
+            .and_then(|m| self.attempts.get(&m.id))
+            .map_or(1, |a| a.count);
+        self.backoff(n, self.config.retry_max)
+    }
+
+    /// Exponential back-off from `retry_base`, capped, with jitter in the upper half.
+    fn backoff(&self, attempt: u32, max: Duration) -> Duration {
         let cap = self
             .config
             .retry_base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.config.retry_max);
+            .min(max);
         let mut b = [0u8; 2];
         let r = if getrandom::fill(&mut b).is_ok() {
             f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
@@ -310,10 +460,12 @@ impl Broker {
     }
 
     /// Processes one batch in order. Resync markers are handled on their own, after
-    /// everything before them. Stops at the first message that fails transiently; it and
-    /// everything after it are kept for a retry (see [`BatchReport::retry`]).
+    /// everything before them. Stops at the first message that has to wait (a peer could not
+    /// be asked, or answered "not now"); it and everything after it are kept for a retry
+    /// (see [`BatchReport::retry`]).
     pub async fn process(&mut self, batch: Vec<Incoming>) -> BatchReport {
         let mut report = BatchReport::default();
+        self.waiting = None;
         let mut rest = batch.into_iter().peekable();
         let mut segment = Vec::new();
         loop {
@@ -334,12 +486,26 @@ impl Broker {
             let Some(msg) = rest.next() else { break };
             if marker {
                 let verdict = self.sync_marker(&msg).await;
-                if let Some((v, attempts)) = self.settle(&msg, verdict) {
-                    let journal = self.journal(&msg, &v, attempts);
-                    if let Err(e) = self.ports.state.commit(vec![journal]).await {
-                        tracing::warn!(error = %e.report(), "journal write failed");
+                let attempts = self.attempts.clone();
+                if let Some((v, n)) = self.settle(&msg, verdict) {
+                    let mut counts = Counts::default();
+                    counts.add(&v);
+                    let journal = self.journal(&msg, &v, n);
+                    match self.ports.state.commit(vec![journal]).await {
+                        Ok(()) => {
+                            self.count(counts);
+                            log_final(&msg, &v);
+                            report.acked.push(msg.id);
+                        }
+                        Err(e) => {
+                            // the marker's effect is idempotent; without its journal entry
+                            // it is not acked but run again
+                            self.attempts = attempts;
+                            self.commit_failed(&msg, &e);
+                            self.tail = std::iter::once(msg).chain(rest).collect();
+                            break;
+                        }
                     }
-                    report.acked.push(msg.id);
                 } else {
                     self.tail = std::iter::once(msg).chain(rest).collect();
                     break;
@@ -349,19 +515,85 @@ impl Broker {
             }
         }
         report.retry = self.tail.len();
+        self.update_stall();
         let backlog = self.tail.len();
-        let retrying = self.tail.first().and_then(|m| {
-            self.attempts
-                .get(&m.id)
-                .map(|a| format!("message {} ({}) attempt {}", m.id, m.kind, a.0))
-        });
+        let retrying = self
+            .waiting
+            .as_ref()
+            .filter(|w| !w.stalled)
+            .map(|w| match self.attempts.get(&w.message) {
+                Some(a) => format!("message {} attempt {}: {}", w.message, a.count, w.reason),
+                None => format!("message {}: {}", w.message, w.reason),
+            });
+        let stalled = self.stall.clone();
         self.with_status(|s| {
             s.batches += 1;
             s.backlog = backlog;
             s.retrying = retrying;
+            s.stalled = stalled;
             s.sync_epoch = self.sync;
         });
         report
+    }
+
+    /// Enters, updates or leaves the stall after a call of `process`; logs only the edges.
+    fn update_stall(&mut self) {
+        let now = self.ports.clock.now();
+        match self.waiting.as_ref().filter(|w| w.stalled) {
+            Some(w) if !self.tail.is_empty() => {
+                self.stall_probes = self.stall_probes.saturating_add(1);
+                match &mut self.stall {
+                    Some(s) => {
+                        s.reason.clone_from(&w.reason);
+                        s.message = w.message;
+                    }
+                    None => {
+                        tracing::warn!(
+                            message = w.message,
+                            backlog = self.tail.len(),
+                            reason = %w.reason,
+                            "a peer cannot be asked: the queue waits in order and retries without limit"
+                        );
+                        self.stall = Some(Stall {
+                            reason: w.reason.clone(),
+                            message: w.message,
+                            since: now,
+                        });
+                    }
+                }
+            }
+            _ => {
+                self.stall_probes = 0;
+                if let Some(s) = self.stall.take() {
+                    tracing::info!(
+                        waited_s = now.duration_since(s.since).as_secs_f64(),
+                        "the peer answers again: the queue moves"
+                    );
+                }
+            }
+        }
+    }
+
+    fn count(&self, c: Counts) {
+        self.with_status(|s| {
+            s.done += c.done;
+            s.ignored += c.ignored;
+            s.dead += c.dead;
+        });
+    }
+
+    /// A state commit failed: nothing of the run is acked, it is replayed later.
+    fn commit_failed(&mut self, head: &Incoming, e: &PortError) {
+        let reason = format!("state commit failed: {}", e.report());
+        if !e.is_transient() {
+            // not an outage: say so every time, an operator has to look
+            tracing::error!(error = %e.report(), "state commit refused; the run will be replayed");
+        }
+        self.waiting = Some(Waiting {
+            message: head.id,
+            stalled: true,
+            reason,
+        });
     }
 
     async fn sync_marker(&mut self, msg: &Incoming) -> Verdict {
@@ -372,7 +604,7 @@ impl Broker {
                     self.sync = Some(epoch);
                     Verdict::Done
                 }
-                Err(e) => classify(e),
+                Err(e) => Verdict::of(e),
             },
             Ok(Command::SyncEnded) => {
                 let Some(epoch) = self.sync else {
@@ -383,7 +615,7 @@ impl Broker {
                         self.sync = None;
                         Verdict::Done
                     }
-                    Err(e) => classify(e),
+                    Err(e) => Verdict::of(e),
                 }
             }
             _ => Verdict::Dead("not a sync marker".into()),
@@ -395,6 +627,7 @@ impl Broker {
         let t0 = self.ports.clock.now();
         let owned = self.ports.dect.list_owned().await?;
         let t_list = self.ports.clock.now();
+        let total = owned.len();
         let stale_dect: Vec<Number> = owned
             .into_iter()
             .filter(|n| {
@@ -407,12 +640,12 @@ impl Broker {
                 })
             })
             .collect();
-        let total = self.mirror.len().max(1);
+        // the guard compares with what would be deleted from: the owned OMM users
         if stale_dect.len() > 1
-            && stale_dect.len() as f64 > self.config.max_sweep_fraction * total as f64
+            && stale_dect.len() as f64 > self.config.max_sweep_fraction * total.max(1) as f64
         {
             return Err(PortError::rejected(format!(
-                "resync would delete {} of {total} OMM users: refused",
+                "resync would delete {} of {total} owned OMM users: refused",
                 stale_dect.len()
             )));
         }
@@ -421,6 +654,7 @@ impl Broker {
             self.ports.dect.delete_user(n.clone()).await?;
         }
         let mut ops = Vec::new();
+        let mut touched = Vec::new();
         let numbers: Vec<Number> = self.mirror.keys().cloned().collect();
         for n in numbers {
             let Some(e) = self.mirror.get_mut(&n) else {
@@ -437,13 +671,14 @@ impl Broker {
             }
             if e.extension.is_none() && e.members.is_empty() {
                 self.mirror.remove(&n);
-                self.publish(&n);
-                ops.push(StateOp::Remove(n));
+                ops.push(StateOp::Remove(n.clone()));
+                touched.push(n);
             } else if changed {
                 ops.push(StateOp::Put(n.clone(), e.clone()));
-                self.publish(&n);
+                touched.push(n);
             }
         }
+        self.publish(&touched);
         self.ports.state.commit(ops).await?;
         tracing::debug!(
             list_owned_ms = t_list.duration_since(t0).as_millis() as u64,
@@ -460,30 +695,51 @@ impl Broker {
         Ok(())
     }
 
-    /// Decides whether a verdict is final (`Some`) or the message stays for a retry (`None`).
+    /// Decides whether a verdict is final (`Some`, with the attempts it took) or the message
+    /// waits for a retry (`None`, and `self.waiting` says why).
     fn settle(&mut self, msg: &Incoming, verdict: Verdict) -> Option<(Verdict, u32)> {
+        let now = self.ports.clock.now();
         match verdict {
+            Verdict::Stalled(e) => {
+                // the peer was not asked: no attempt, and the wait is not budget
+                if let Some(a) = self.attempts.get_mut(&msg.id) {
+                    a.last = now;
+                }
+                self.waiting = Some(Waiting {
+                    message: msg.id,
+                    stalled: true,
+                    reason: e.report(),
+                });
+                None
+            }
             Verdict::Retry(e) => {
-                let now = self.ports.clock.now();
-                let a = self.attempts.entry(msg.id).or_insert((0, now));
-                a.0 += 1;
-                let (n, since) = *a;
-                if n >= self.config.max_attempts
-                    || now.duration_since(since) >= self.config.retry_budget
-                {
+                let a = self.attempts.entry(msg.id).or_insert(Attempts {
+                    count: 0,
+                    spent: Duration::ZERO,
+                    last: now,
+                });
+                a.spent += now.duration_since(a.last);
+                a.last = now;
+                a.count += 1;
+                let (n, spent) = (a.count, a.spent);
+                if n >= self.config.max_attempts || spent >= self.config.retry_budget {
                     self.attempts.remove(&msg.id);
-                    tracing::error!(id = msg.id, kind = %msg.kind, attempts = n, error = %e.report(), "giving up on message");
                     Some((
-                        Verdict::Dead(format!("still failing after {n} attempts: {}", e.report())),
+                        Verdict::Dead(format!("still refused after {n} attempts: {}", e.report())),
                         n,
                     ))
                 } else {
-                    tracing::warn!(id = msg.id, kind = %msg.kind, attempt = n, error = %e.report(), "message failed, will retry");
+                    tracing::warn!(id = msg.id, kind = %msg.kind, attempt = n, error = %e.report(), "message refused for now, will retry");
+                    self.waiting = Some(Waiting {
+                        message: msg.id,
+                        stalled: false,
+                        reason: e.report(),
+                    });
                     None
                 }
             }
             v => {
-                let failed_before = self.attempts.remove(&msg.id).map_or(0, |a| a.0);
+                let failed_before = self.attempts.remove(&msg.id).map_or(0, |a| a.count);
                 Some((v, failed_before + 1))
             }
         }
@@ -494,41 +750,61 @@ impl Broker {
             Verdict::Done => (JournalStatus::Done, None),
             Verdict::Ignored(r) => (JournalStatus::Ignored, Some(r.clone())),
             Verdict::Dead(r) => (JournalStatus::Dead, Some(r.clone())),
-            Verdict::Retry(e) => (JournalStatus::Dead, Some(e.report())),
+            Verdict::Retry(e) | Verdict::Stalled(e) => (JournalStatus::Dead, Some(e.report())),
         };
-        match status {
-            JournalStatus::Done => self.with_status(|s| s.done += 1),
-            JournalStatus::Ignored => self.with_status(|s| s.ignored += 1),
-            JournalStatus::Dead => self.with_status(|s| s.dead += 1),
-        }
+        // only a dead letter keeps its payload (already redacted by the feed), for an operator
+        let payload = if status == JournalStatus::Dead {
+            msg.raw.clone()
+        } else {
+            String::new()
+        };
         StateOp::Journal(JournalEntry {
             id: msg.id,
             kind: msg.kind.clone(),
             status,
             attempts,
             reason,
-            payload: msg.raw.clone(),
+            payload,
         })
     }
 
     /// Plans and applies a run of ordinary messages. Returns the acked prefix and the messages
     /// left for a retry.
-    async fn apply_segment(&mut self, seg: Vec<Incoming>) -> (Vec<i64>, Vec<Incoming>) {
-        // 1. plan every message against a working copy of the mirror
+    async fn apply_segment(&mut self, msgs: Vec<Incoming>) -> (Vec<i64>, Vec<Incoming>) {
         let t_plan = self.ports.clock.now();
-        let mut plans: Vec<Result<Plan, String>> = Vec::with_capacity(seg.len());
+        let mut seg = self.plan_segment(msgs);
+        let t_sip = self.ports.clock.now();
+        let n_changes = self.apply_pbx(&mut seg).await;
+        let t_dect = self.ports.clock.now();
+        self.apply_dect(&mut seg).await;
+        let t_state = self.ports.clock.now();
+        let out = self.settle_and_commit(seg).await;
+        tracing::debug!(
+            messages = out.0.len() + out.1.len(),
+            pbx_changes = n_changes,
+            plan_ms = t_sip.duration_since(t_plan).as_millis() as u64,
+            pbx_ms = t_dect.duration_since(t_sip).as_millis() as u64,
+            omm_ms = t_state.duration_since(t_dect).as_millis() as u64,
+            state_ms = self.ports.clock.now().duration_since(t_state).as_millis() as u64,
+            "segment applied"
+        );
+        out
+    }
+
+    /// Phase 1: every message planned against a working copy of the mirror; the directory
+    /// learns the planned state before the OMM is touched (a handset this run releases must
+    /// not be taken for a known one coming back, one it binds not for a new one).
+    fn plan_segment(&self, msgs: Vec<Incoming>) -> Segment {
+        let mut plans: Vec<Result<Plan, String>> = Vec::with_capacity(msgs.len());
         {
             let mut work = plan::Overlay::new(&self.mirror);
-            for msg in &seg {
+            for msg in &msgs {
                 plans.push(match &msg.command {
                     Ok(cmd) => Ok(plan::plan(cmd, &mut work, self.sync)),
                     Err(e) => Err(e.clone()),
                 });
             }
         }
-        // the directory learns the desired state before the OMM is touched: a handset this
-        // run releases must not be taken for a known one coming back, and one it binds must
-        // not be taken for a new one
         {
             let mut d = self.directory.write().unwrap_or_else(|e| e.into_inner());
             for p in plans.iter().flatten() {
@@ -537,104 +813,118 @@ impl Broker {
                 }
             }
         }
-        // 2. all PBX changes of the segment in one transaction
-        let mut offsets = Vec::with_capacity(plans.len());
-        let mut changes = Vec::new();
-        for p in &plans {
-            offsets.push(changes.len());
-            if let Ok(p) = p {
-                changes.extend(p.sip.iter().cloned());
-            }
-        }
-        let mut verdicts: Vec<Option<Verdict>> = plans
+        let verdicts = plans
             .iter()
             .map(|p| match p {
                 Err(e) => Some(Verdict::Dead(format!("malformed: {e}"))),
                 Ok(p) => p.ignored.clone().map(Verdict::Ignored),
             })
             .collect();
-        let t_sip = self.ports.clock.now();
-        let n_changes = changes.len();
-        let sip_results: Vec<PortResult<SipOutcome>> = if changes.is_empty() {
-            Vec::new()
-        } else {
-            match self.ports.sip.apply(changes).await {
-                Ok(r) => r,
-                Err(e) => {
-                    // nothing was applied: every message that needed the PBX waits
-                    let reason = e.report();
-                    for (i, p) in plans.iter().enumerate() {
-                        if matches!(p, Ok(p) if !p.sip.is_empty()) && verdicts[i].is_none() {
-                            verdicts[i] = Some(if e.is_transient() {
-                                Verdict::Retry(PortError::transient(reason.clone()))
-                            } else {
-                                Verdict::Dead(reason.clone())
-                            });
-                        }
+        Segment {
+            msgs,
+            plans,
+            verdicts,
+            offsets: Vec::new(),
+            sip: Vec::new(),
+        }
+    }
+
+    /// Phase 2: all PBX changes of the segment in one transaction. Returns how many.
+    async fn apply_pbx(&self, seg: &mut Segment) -> usize {
+        let mut changes = Vec::new();
+        for p in &seg.plans {
+            seg.offsets.push(changes.len());
+            if let Ok(p) = p {
+                changes.extend(p.sip.iter().cloned());
+            }
+        }
+        let n = changes.len();
+        if changes.is_empty() {
+            return 0;
+        }
+        match self.ports.sip.apply(changes).await {
+            Ok(r) => {
+                seg.sip = r;
+                for (i, p) in seg.plans.iter().enumerate() {
+                    let Ok(p) = p else { continue };
+                    if seg.verdicts[i].is_some() {
+                        continue;
                     }
-                    Vec::new()
+                    let failed = (0..p.sip.len()).find_map(|k| match seg.sip.get(seg.offsets[i] + k) {
+                        Some(Err(e)) => Some(PortError::new(e.kind(), e.report())),
+                        _ => None,
+                    });
+                    if let Some(e) = failed {
+                        seg.verdicts[i] = Some(Verdict::of(e));
+                    }
                 }
             }
-        };
-        for (i, p) in plans.iter().enumerate() {
-            let Ok(p) = p else { continue };
-            if verdicts[i].is_some() {
-                continue;
-            }
-            for k in 0..p.sip.len() {
-                if let Some(Err(e)) = sip_results.get(offsets[i] + k) {
-                    verdicts[i] = Some(classify(PortError::new(e.kind(), e.report())));
-                    break;
+            Err(e) => {
+                // nothing was applied: every message that needed the PBX waits or fails
+                let reason = e.report();
+                for (i, p) in seg.plans.iter().enumerate() {
+                    if matches!(p, Ok(p) if !p.sip.is_empty()) && seg.verdicts[i].is_none() {
+                        seg.verdicts[i] =
+                            Some(Verdict::of(PortError::new(e.kind(), reason.clone())));
+                    }
                 }
             }
         }
-        // 3. OMM operations: per number in order, numbers concurrently
-        let t_dect = self.ports.clock.now();
-        let mut queues: BTreeMap<Number, Vec<(usize, DectOp)>> = BTreeMap::new();
-        for (i, p) in plans.iter().enumerate() {
+        n
+    }
+
+    /// Phase 3: OMM operations, in GURU3 order within a chain of numbers (a number, and the
+    /// numbers a rename in this segment links to it), chains concurrently. Messages after the
+    /// first one that waits for the PBX are retried with it, so their OMM operations do not
+    /// run now: they would overtake it.
+    async fn apply_dect(&self, seg: &mut Segment) {
+        let cut = seg
+            .verdicts
+            .iter()
+            .position(|v| v.as_ref().is_some_and(Verdict::waits))
+            .unwrap_or(seg.plans.len());
+        let mut chains = Chains::default();
+        for p in seg.plans[..cut].iter().flatten() {
+            for op in &p.dect {
+                if let DectOp::Rename(old, new) = op {
+                    chains.link(old, new);
+                }
+            }
+        }
+        let mut queues: BTreeMap<usize, Vec<(usize, DectOp, Option<crate::model::Secret>)>> =
+            BTreeMap::new();
+        for (i, p) in seg.plans[..cut].iter().enumerate() {
             let Ok(p) = p else { continue };
-            if verdicts[i].is_some() {
+            if seg.verdicts[i].is_some() {
                 continue;
             }
             for op in &p.dect {
+                let pw = match op {
+                    DectOp::Upsert { password_from, .. } => seg.sip_password(i, *password_from),
+                    _ => None,
+                };
                 queues
-                    .entry(op.key().clone())
+                    .entry(chains.root(op.key()))
                     .or_default()
-                    .push((i, op.clone()));
+                    .push((i, op.clone(), pw));
             }
         }
         let dect = Arc::clone(&self.ports.dect);
-        let password = |i: usize, from: usize| -> Option<crate::model::Secret> {
-            match sip_results.get(offsets[i] + from) {
-                Some(Ok(SipOutcome::User(pw))) => Some(pw.clone()),
-                _ => None,
-            }
-        };
-        let jobs: Vec<Vec<(usize, DectOp, Option<crate::model::Secret>)>> = queues
-            .into_values()
-            .map(|ops| {
-                ops.into_iter()
-                    .map(|(i, op)| {
-                        let pw = match &op {
-                            DectOp::Upsert { password_from, .. } => password(i, *password_from),
-                            _ => None,
-                        };
-                        (i, op, pw)
-                    })
-                    .collect()
-            })
-            .collect();
-        let failures: Vec<(usize, PortError)> = futures_util::stream::iter(jobs)
+        let failures: Vec<(usize, PortError)> = futures_util::stream::iter(queues.into_values())
             .map(|ops| {
                 let dect = Arc::clone(&dect);
                 async move {
                     let mut failed: Vec<(usize, PortError)> = Vec::new();
                     for (i, op, pw) in ops {
-                        // a later op of a number never overtakes a failed earlier one
-                        if failed.iter().any(|(f, _)| *f <= i) {
+                        // the rest of a failed message is not tried
+                        if failed.iter().any(|(f, _)| *f == i) {
+                            continue;
+                        }
+                        // a later operation of a chain never overtakes an earlier one that waits
+                        if failed.iter().any(|(f, e)| *f < i && e.is_transient()) {
                             failed.push((
                                 i,
-                                PortError::transient("an earlier operation on this number failed"),
+                                PortError::unavailable("waits for an earlier message on this number"),
                             ));
                             continue;
                         }
@@ -650,22 +940,30 @@ impl Broker {
             .collect()
             .await;
         for (i, e) in failures {
-            if verdicts[i].is_none() || matches!(verdicts[i], Some(Verdict::Retry(_))) {
-                let v = classify(e);
-                // keep the first transient reason, but a permanent one wins
-                if verdicts[i].is_none() || matches!(v, Verdict::Dead(_)) {
-                    verdicts[i] = Some(v);
-                }
-            }
+            Verdict::merge(&mut seg.verdicts[i], Verdict::of(e));
         }
-        // 4. settle in order: the prefix up to the first retry is final
-        let t_state = self.ports.clock.now();
+    }
+
+    /// Phases 4 and 5: verdicts settled in GURU3 order (the prefix up to the first message
+    /// that waits is final), then mirror and journal committed in one go. A failed commit
+    /// restores the mirror and the attempt counters and replays the whole run.
+    async fn settle_and_commit(&mut self, seg: Segment) -> (Vec<i64>, Vec<Incoming>) {
+        let Segment {
+            msgs,
+            plans,
+            mut verdicts,
+            ..
+        } = seg;
+        let attempts_before = self.attempts.clone();
+        let mut undo: Vec<(Number, Option<crate::model::MirrorEntry>)> = Vec::new();
         let mut acked = Vec::new();
         let mut ops = Vec::new();
         let mut left = Vec::new();
         let mut settled = Vec::new();
-        let mut seg = seg.into_iter().enumerate();
-        for (i, msg) in seg.by_ref() {
+        let mut finals = Vec::new();
+        let mut counts = Counts::default();
+        let mut rest = msgs.into_iter().enumerate();
+        for (i, msg) in rest.by_ref() {
             let v = verdicts[i].take().unwrap_or(Verdict::Done);
             let Some((v, attempts)) = self.settle(&msg, v) else {
                 left.push(msg);
@@ -673,68 +971,128 @@ impl Broker {
             };
             if let (Verdict::Done | Verdict::Ignored(_), Ok(p)) = (&v, &plans[i]) {
                 for (n, entry) in &p.mirror {
-                    match entry {
+                    let prev = match entry {
                         Some(e) => {
-                            self.mirror.insert(n.clone(), e.clone());
                             ops.push(StateOp::Put(n.clone(), e.clone()));
+                            self.mirror.insert(n.clone(), e.clone())
                         }
                         None => {
-                            self.mirror.remove(n);
                             ops.push(StateOp::Remove(n.clone()));
+                            self.mirror.remove(n)
                         }
-                    }
-                    self.publish(n);
+                    };
+                    undo.push((n.clone(), prev));
                 }
             }
             ops.push(self.journal(&msg, &v, attempts));
+            counts.add(&v);
             acked.push(msg.id);
+            finals.push((msg.id, msg.kind.clone(), i, v));
             settled.push(msg);
         }
-        left.extend(seg.map(|(_, m)| m));
-        let n_ops = ops.len();
+        left.extend(rest.map(|(_, m)| m));
         let committed = self.ports.state.commit(ops).await;
-        let t_end = self.ports.clock.now();
-        tracing::debug!(
-            messages = acked.len() + left.len(),
-            pbx_changes = n_changes,
-            state_ops = n_ops,
-            plan_ms = t_sip.duration_since(t_plan).as_millis() as u64,
-            pbx_ms = t_dect.duration_since(t_sip).as_millis() as u64,
-            omm_ms = t_state.duration_since(t_dect).as_millis() as u64,
-            state_ms = t_end.duration_since(t_state).as_millis() as u64,
-            "segment applied"
-        );
-        if let Err(e) = committed {
-            // the targets are applied; without the journal and mirror the messages are
-            // replayed (idempotently) instead of acked
-            tracing::warn!(error = %e.report(), "state commit failed; the batch will be replayed");
-            self.mirror = self
-                .ports
-                .state
-                .load()
-                .await
-                .map_or_else(|_| self.mirror.clone(), |m| m.into_iter().collect());
-            let mut d = crate::model::Directory::default();
-            for (n, e) in &self.mirror {
-                d.set(n, Some(e));
+        match committed {
+            Ok(()) => {
+                self.count(counts);
+                for (id, kind, i, v) in &finals {
+                    let number = plans[*i]
+                        .as_ref()
+                        .ok()
+                        .and_then(|p| p.mirror.first().map(|(n, _)| n.to_string()));
+                    log_verdict(*id, kind, number.as_deref(), v);
+                }
             }
-            *self.directory.write().unwrap_or_else(|e| e.into_inner()) = d;
-            // the whole segment again, in GURU3 order: retrying only what came after the
-            // first failure would let the unacked prefix come back after it
-            settled.append(&mut left);
-            return (Vec::new(), settled);
+            Err(e) => {
+                // the targets are applied; without journal and mirror the run is replayed
+                // (idempotently) instead of acked, from the state before it
+                for (n, prev) in undo.into_iter().rev() {
+                    match prev {
+                        Some(e) => self.mirror.insert(n, e),
+                        None => self.mirror.remove(&n),
+                    };
+                }
+                self.attempts = attempts_before;
+                if let Some(head) = settled.first().or(left.first()) {
+                    self.commit_failed(head, &e);
+                }
+                settled.append(&mut left);
+                acked.clear();
+                left = settled;
+            }
         }
+        // the directory shows what the mirror holds: planned state of messages that died,
+        // wait or were not reached is rolled back (a dead DECT create leaves no token)
+        let touched: Vec<Number> = plans
+            .iter()
+            .flatten()
+            .flat_map(|p| p.mirror.iter().map(|(n, _)| n.clone()))
+            .collect();
+        self.publish(&touched);
         (acked, left)
     }
 }
 
-/// Transient failures are retried, everything else is given up.
-fn classify(e: PortError) -> Verdict {
-    if e.is_transient() {
-        Verdict::Retry(e)
-    } else {
-        Verdict::Dead(e.report())
+/// Numbers whose OMM operations must run in one chain because a rename links them
+/// (a small union-find over the numbers of one segment).
+#[derive(Default)]
+struct Chains {
+    ids: HashMap<Number, usize>,
+    parent: Vec<usize>,
+}
+
+impl Chains {
+    fn id(&mut self, n: &Number) -> usize {
+        if let Some(&i) = self.ids.get(n) {
+            return i;
+        }
+        let i = self.parent.len();
+        self.parent.push(i);
+        self.ids.insert(n.clone(), i);
+        i
     }
+
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.parent[i] != i {
+            self.parent[i] = self.parent[self.parent[i]];
+            i = self.parent[i];
+        }
+        i
+    }
+
+    fn link(&mut self, a: &Number, b: &Number) {
+        let (a, b) = (self.id(a), self.id(b));
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent[rb.max(ra)] = ra.min(rb);
+        }
+    }
+
+    fn root(&mut self, n: &Number) -> usize {
+        let i = self.id(n);
+        self.find(i)
+    }
+}
+
+/// One log line for every message that is not simply applied (journal committed).
+fn log_verdict(id: i64, kind: &str, number: Option<&str>, v: &Verdict) {
+    let number = number.unwrap_or("-");
+    match v {
+        Verdict::Done => {}
+        Verdict::Ignored(reason) => {
+            tracing::warn!(id, kind, number, reason = %reason, "message ignored");
+        }
+        Verdict::Dead(reason) => {
+            tracing::error!(id, kind, number, reason = %reason, "message dead-lettered");
+        }
+        Verdict::Retry(e) | Verdict::Stalled(e) => {
+            tracing::error!(id, kind, number, reason = %e.report(), "message dead-lettered");
+        }
+    }
+}
+
+fn log_final(msg: &Incoming, v: &Verdict) {
+    log_verdict(msg.id, &msg.kind, None, v);
 }
 
 async fn run_dect(

@@ -20,17 +20,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Injected failures: the next `n` calls fail transiently.
+/// Injected failures: an outage (the peer cannot be asked) for the next `n` calls or until
+/// cleared, and "not now" answers (the peer answered, a retry may succeed).
 #[derive(Debug, Default)]
 struct Faults {
-    transient: u32,
+    outage: u32,
+    down: bool,
+    refuse: u32,
 }
 
 impl Faults {
     fn check(&mut self, what: &str) -> PortResult<()> {
-        if self.transient > 0 {
-            self.transient -= 1;
-            return Err(PortError::transient(format!("{what}: injected outage")));
+        if self.down {
+            return Err(PortError::unavailable(format!("{what}: peer is down")));
+        }
+        if self.outage > 0 {
+            self.outage -= 1;
+            return Err(PortError::unavailable(format!("{what}: injected outage")));
+        }
+        if self.refuse > 0 {
+            self.refuse -= 1;
+            return Err(PortError::transient(format!("{what}: peer answered busy")));
         }
         Ok(())
     }
@@ -207,9 +217,19 @@ impl MemoryDect {
         );
     }
 
-    /// The next `n` calls fail transiently (link down).
+    /// The next `n` calls fail as if the link were down.
     pub fn fail_next(&self, n: u32) {
-        lock(&self.inner).faults.transient = n;
+        lock(&self.inner).faults.outage = n;
+    }
+
+    /// Takes the OMM down (every call fails as unreachable) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        lock(&self.inner).faults.down = down;
+    }
+
+    /// The next `n` calls are answered "busy" (transient, counted as attempts).
+    pub fn refuse_next(&self, n: u32) {
+        lock(&self.inner).faults.refuse = n;
     }
 
     /// Calls made.
@@ -477,9 +497,9 @@ impl MemoryHandsets {
         lock(&self.inner).mode.clone()
     }
 
-    /// The next `n` calls fail transiently.
+    /// The next `n` calls fail as if the peer were unreachable.
     pub fn fail_next(&self, n: u32) {
-        lock(&self.inner).faults.transient = n;
+        lock(&self.inner).faults.outage = n;
     }
 }
 
@@ -584,6 +604,8 @@ struct SipState {
     in_progress: bool,
     faults: Faults,
     batches: u64,
+    /// number → how many more changes of it fail as a lock timeout
+    locked: BTreeMap<Number, u32>,
 }
 
 /// The PBX: users, groups, member lists and the resync epoch.
@@ -629,9 +651,22 @@ impl MemorySip {
             .unwrap_or_default()
     }
 
-    /// The next `n` batches fail transiently (nothing applied).
+    /// The next `n` batches fail as if the database were unreachable (nothing applied).
     pub fn fail_next(&self, n: u32) {
-        lock(&self.inner).faults.transient = n;
+        lock(&self.inner).faults.outage = n;
+    }
+
+    /// Takes the database down or brings it back.
+    pub fn set_down(&self, down: bool) {
+        lock(&self.inner).faults.down = down;
+    }
+
+    /// The next `times` changes of `number` fail as if its row were locked (the rest of
+    /// the batch applies).
+    pub fn lock_number(&self, number: &str, times: u32) {
+        if let Ok(n) = number.parse() {
+            lock(&self.inner).locked.insert(n, times);
+        }
     }
 
     /// Batches applied.
@@ -739,7 +774,27 @@ impl SipProvisioning for MemorySip {
         let mut s = lock(&self.inner);
         let r = s.faults.check("sip apply").map(|()| {
             s.batches += 1;
-            changes.into_iter().map(|c| s.change(c)).collect()
+            changes
+                .into_iter()
+                .map(|c| {
+                    let n = match &c {
+                        SipChange::UpsertUser { number, .. }
+                        | SipChange::UpsertGroup { number, .. }
+                        | SipChange::SetMembers { number, .. }
+                        | SipChange::NotGroup { number, .. } => number,
+                        SipChange::DeleteUser(n)
+                        | SipChange::DeleteExtension(n)
+                        | SipChange::Rename { old: n, .. } => n,
+                    };
+                    if let Some(left) = s.locked.get_mut(n).filter(|l| **l > 0) {
+                        *left -= 1;
+                        return Err(PortError::unavailable(format!(
+                            "sip change of {n}: lock timeout"
+                        )));
+                    }
+                    s.change(c)
+                })
+                .collect()
         });
         ready(r)
     }
@@ -828,9 +883,14 @@ impl MemoryState {
             .collect()
     }
 
-    /// The next `n` commits fail transiently.
+    /// The next `n` commits fail as if the database were unreachable.
     pub fn fail_next(&self, n: u32) {
-        lock(&self.inner).faults.transient = n;
+        lock(&self.inner).faults.outage = n;
+    }
+
+    /// Takes the state store down or brings it back.
+    pub fn set_down(&self, down: bool) {
+        lock(&self.inner).faults.down = down;
     }
 }
 
@@ -988,6 +1048,11 @@ impl Default for SkipClock {
 }
 
 impl SkipClock {
+    /// Lets `d` pass (as a wall clock would while nobody sleeps).
+    pub fn advance(&self, d: Duration) {
+        *lock(&self.offset) += d;
+    }
+
     /// Total time slept.
     pub fn slept(&self) -> Duration {
         *lock(&self.offset)

@@ -195,16 +195,28 @@ pub enum Command {
 
 /// One message from the feed: its id, type name, raw payload (for the journal) and what it
 /// decoded to (or why it did not).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Incoming {
     /// GURU3 message id.
     pub id: i64,
     /// Wire type.
     pub kind: String,
-    /// The envelope as received (secrets included: stored only in the journal table).
+    /// The envelope as received, with passwords, tokens and UAKs redacted by the feed (kept in
+    /// the journal for dead letters only; never printed by `Debug`).
     pub raw: String,
     /// Decoded command, or the decode error.
     pub command: Result<Command, String>,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("raw_len", &self.raw.len())
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 /// What the broker remembers about one number: the latest desired extension and member list.

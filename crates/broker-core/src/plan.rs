@@ -335,7 +335,10 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                 name: name.clone(),
                 password: None,
             });
-            if !unchanged {
+            // inside a resync the OMM is always upserted: it may have been changed or
+            // emptied behind hexidian's back, and the adapter's upsert is idempotent
+            let resync = epoch.is_some();
+            if !unchanged || resync {
                 p.dect.push(DectOp::Upsert {
                     number: number.clone(),
                     name: omm_name(&name),
@@ -350,7 +353,10 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                     _ => None,
                 };
                 // a missing `dect` is "no information", not "unbind" (spec §6.7)
-                if let Some(h) = handset.as_ref().filter(|h| known.as_ref() != Some(*h)) {
+                if let Some(h) = handset
+                    .as_ref()
+                    .filter(|h| resync || known.as_ref() != Some(*h))
+                {
                     p.dect.push(DectOp::Bind {
                         number: number.clone(),
                         handset: h.clone(),
@@ -487,6 +493,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_resync_always_upserts_and_binds_dect_users() {
+        // the OMM may have lost or changed the user behind hexidian's back
+        let mut m = Mirror::new();
+        let cmd = Command::Upsert(dect("2002", Some("03587 0412396 2")));
+        plan(&cmd, &mut m, None);
+        let p = plan(&cmd, &mut m, Some(7));
+        assert!(
+            matches!(p.dect.as_slice(), [DectOp::Upsert { .. }, DectOp::Bind { .. }]),
+            "{:?}",
+            p.dect
+        );
     }
 
     #[test]

@@ -18,7 +18,12 @@ pub type PortResult<T> = Result<T, PortError>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PortErrorKind {
-    /// The peer is unreachable or busy: retry later, keep order.
+    /// The peer could not be asked (link down, connection refused, no answer before the
+    /// deadline, database unreachable, lock or serialisation conflict): the queue waits in
+    /// order and retries without limit; no attempt is spent.
+    Unavailable,
+    /// The peer answered that it cannot do it now ("busy", "in progress"): retried, and
+    /// each failure counts towards dead-lettering.
     Transient,
     /// The object does not exist.
     NotFound,
@@ -56,7 +61,12 @@ impl PortError {
         self
     }
 
-    /// Shorthand for a transient error.
+    /// Shorthand for "the peer could not be asked".
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(PortErrorKind::Unavailable, message)
+    }
+
+    /// Shorthand for a transient error (the peer answered "not now").
     pub fn transient(message: impl Into<String>) -> Self {
         Self::new(PortErrorKind::Transient, message)
     }
@@ -71,9 +81,17 @@ impl PortError {
         self.kind
     }
 
-    /// Whether a retry may succeed.
+    /// Whether a retry may succeed (the peer was unavailable or answered "not now").
     pub fn is_transient(&self) -> bool {
-        self.kind == PortErrorKind::Transient
+        matches!(
+            self.kind,
+            PortErrorKind::Transient | PortErrorKind::Unavailable
+        )
+    }
+
+    /// Whether the peer could not be asked at all (see [`PortErrorKind::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == PortErrorKind::Unavailable
     }
 
     /// The message and the chain of sources, for journals and logs.
@@ -81,8 +99,12 @@ impl PortError {
         let mut s = self.to_string();
         let mut src = std::error::Error::source(self);
         while let Some(e) = src {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
+            // adapters often quote their source in the message: name each cause once
+            let text = e.to_string();
+            if !s.contains(&text) {
+                s.push_str(": ");
+                s.push_str(&text);
+            }
             src = e.source();
         }
         s

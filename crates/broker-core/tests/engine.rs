@@ -263,8 +263,105 @@ async fn transient_failures_keep_order_and_nothing_is_acked_early() {
     );
 }
 
+fn named_dect(num: &str, name: &str) -> Command {
+    let Command::Upsert(mut e) = dect(num, None) else {
+        unreachable!()
+    };
+    e.name = name.into();
+    Command::Upsert(e)
+}
+
+/// Keeps retrying the tail for `minutes` of virtual time, one probe per second; nothing may
+/// be acked meanwhile.
+async fn wait_out(w: &World, b: &mut Broker, minutes: u64) {
+    for _ in 0..minutes * 60 {
+        w.clock.advance(std::time::Duration::from_secs(1));
+        let r = b.retry().await;
+        assert!(r.acked.is_empty(), "acked during the outage: {r:?}");
+        assert!(b.status().lock().unwrap().stalled.is_some());
+    }
+}
+
 #[tokio::test]
-async fn a_message_failing_past_the_bound_is_dead_lettered_and_the_queue_moves() {
+async fn an_omm_outage_longer_than_every_retry_limit_loses_nothing() {
+    let w = World::new();
+    // override: limits far below the outage, so that spending them would show
+    let config = BrokerConfig::default()
+        .max_attempts(2)
+        .retry_budget(std::time::Duration::from_secs(1));
+    let mut b = Broker::start(w.ports(), config).await.unwrap();
+    w.feed.push(msg(1, named_dect("2002", "Before")));
+    w.drain(&mut b).await;
+    w.dect.set_down(true);
+    w.feed.push(msg(2, named_dect("2002", "During")));
+    w.feed.push(msg(3, group("1100")));
+    w.feed.push(msg(4, named_dect("2002", "Last")));
+    let batch = w.feed.next_batch().await.unwrap();
+    assert!(b.process(batch).await.acked.is_empty());
+    wait_out(&w, &mut b, 5).await;
+    assert!(w.state.with_status(JournalStatus::Dead).is_empty());
+    let stall = b.status().lock().unwrap().stalled.clone().unwrap();
+    assert!(stall.reason.contains("peer is down"), "{stall:?}");
+    assert_eq!(stall.message, 2);
+    w.dect.set_down(false);
+    let r = b.retry().await;
+    assert_eq!(r.acked, [2, 3, 4], "applied in GURU3 order once the OMM is back");
+    assert_eq!(w.dect.user("2002").unwrap().user.name, "Last");
+    for id in [2, 3, 4] {
+        let j = w.state.journal(id).unwrap();
+        assert_eq!((j.status, j.attempts), (JournalStatus::Done, 1), "{id}");
+    }
+    let s = b.status().lock().unwrap().clone();
+    assert!(s.stalled.is_none());
+    assert_eq!((s.done, s.dead), (4, 0));
+}
+
+#[tokio::test]
+async fn a_pbx_outage_loses_nothing_and_runs_no_omm_operation() {
+    let w = World::new();
+    // override: limits far below the outage, so that spending them would show
+    let config = BrokerConfig::default()
+        .max_attempts(2)
+        .retry_budget(std::time::Duration::from_secs(1));
+    let mut b = Broker::start(w.ports(), config).await.unwrap();
+    w.sip.set_down(true);
+    w.feed.push(msg(1, named_dect("2002", "A")));
+    w.feed.push(msg(2, sip("2001", "pw")));
+    let batch = w.feed.next_batch().await.unwrap();
+    assert!(b.process(batch).await.acked.is_empty());
+    wait_out(&w, &mut b, 2).await;
+    assert_eq!(w.dect.calls(), 0);
+    w.sip.set_down(false);
+    assert_eq!(b.retry().await.acked, [1, 2]);
+    assert_eq!(w.dect.user("2002").unwrap().user.name, "A");
+}
+
+#[tokio::test]
+async fn a_sync_ended_waits_for_the_omm_instead_of_dying() {
+    let w = World::new();
+    // override: limits far below the outage, so that spending them would show
+    let config = BrokerConfig::default()
+        .max_attempts(2)
+        .retry_budget(std::time::Duration::from_secs(1));
+    let mut b = Broker::start(w.ports(), config).await.unwrap();
+    w.feed.push(msg(1, dect("2002", None)));
+    w.feed.push(msg(2, dect("2003", None)));
+    w.drain(&mut b).await;
+    w.feed.push(msg(3, Command::SyncStarted));
+    w.feed.push(msg(4, dect("2002", None)));
+    w.drain(&mut b).await;
+    w.dect.set_down(true);
+    w.feed.push(msg(5, Command::SyncEnded));
+    let batch = w.feed.next_batch().await.unwrap();
+    assert!(b.process(batch).await.acked.is_empty());
+    wait_out(&w, &mut b, 2).await;
+    w.dect.set_down(false);
+    assert_eq!(b.retry().await.acked, [5]);
+    assert_eq!(w.dect.numbers(), ["2002"], "the sweep ran once the OMM was back");
+}
+
+#[tokio::test]
+async fn a_refused_message_is_still_dead_lettered_after_max_attempts() {
     let w = World::new();
     let mut b = Broker::start(w.ports(), BrokerConfig::default().max_attempts(3))
         .await
@@ -272,7 +369,7 @@ async fn a_message_failing_past_the_bound_is_dead_lettered_and_the_queue_moves()
     w.feed.push(msg(1, dect("2002", None)));
     // a group needs no OMM: it goes through once the DECT message is given up
     w.feed.push(msg(2, group("1100")));
-    w.dect.fail_next(1000);
+    w.dect.refuse_next(1000);
     let batch = w.feed.next_batch().await.unwrap();
     let mut acked = b.process(batch).await.acked;
     for _ in 0..5 {
@@ -281,10 +378,103 @@ async fn a_message_failing_past_the_bound_is_dead_lettered_and_the_queue_moves()
     assert_eq!(acked, [1, 2]);
     let j = w.state.journal(1).unwrap();
     assert_eq!((j.status, j.attempts), (JournalStatus::Dead, 3));
-    assert!(j.reason.unwrap().contains("injected outage"));
+    assert!(j.reason.unwrap().contains("busy"));
+    assert!(!j.payload.is_empty(), "a dead letter keeps its payload");
     assert_eq!(w.sip.groups(), ["1100"]);
-    assert_eq!(w.state.journal(2).unwrap().status, JournalStatus::Done);
+    let done = w.state.journal(2).unwrap();
+    assert_eq!(done.status, JournalStatus::Done);
+    assert!(done.payload.is_empty(), "only dead letters keep a payload");
     assert_eq!(b.status().lock().unwrap().dead, 1);
+}
+
+#[tokio::test]
+async fn a_later_message_for_a_number_waits_for_an_earlier_one_at_the_pbx() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    w.feed.push(msg(1, dect("2002", Some("03587 0412396 2"))));
+    w.drain(&mut b).await;
+    let calls = w.dect.calls();
+    // the PBX cannot write 2002 for now; the unsubscribe after it needs only the OMM
+    w.sip.lock_number("2002", 1);
+    w.feed.push(msg(2, named_dect("2002", "Renamed")));
+    w.feed.push(msg(3, Command::Unsubscribe(n("2002"))));
+    let batch = w.feed.next_batch().await.unwrap();
+    assert!(b.process(batch).await.acked.is_empty());
+    assert_eq!(
+        w.dect.calls(),
+        calls,
+        "the unsubscribe must not overtake the waiting update"
+    );
+    assert_eq!(
+        w.dect.user("2002").unwrap().handset.as_deref(),
+        Some("03587 0412396 2")
+    );
+    assert_eq!(b.retry().await.acked, [2, 3]);
+    let u = w.dect.user("2002").unwrap();
+    assert_eq!((u.user.name.as_str(), u.handset), ("Renamed", None));
+}
+
+#[tokio::test]
+async fn a_dead_dect_create_leaves_no_bindable_token() {
+    let w = World::new();
+    w.dect.seed_foreign("2002", "Someone else's");
+    let mut b = w.broker().await;
+    let directory = b.directory();
+    w.feed.push(msg(1, dect("2002", None)));
+    w.drain(&mut b).await;
+    assert_eq!(w.state.journal(1).unwrap().status, JournalStatus::Dead);
+    assert!(directory.read().unwrap().by_token("05704191").is_none());
+}
+
+#[tokio::test]
+async fn a_failed_state_commit_restores_mirror_and_counters() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    w.state.set_down(true);
+    w.feed.push(msg(1, dect("2002", None)));
+    w.feed.push(msg(2, sip("2001", "pw")));
+    let batch = w.feed.next_batch().await.unwrap();
+    for _ in 0..3 {
+        let r = if b.pending_retry() == 0 {
+            b.process(batch.clone()).await
+        } else {
+            b.retry().await
+        };
+        assert!(r.acked.is_empty());
+        assert!(b.mirror(&n("2002")).is_none(), "an unsaved mirror entry stayed");
+        assert!(b.status().lock().unwrap().stalled.is_some());
+    }
+    let s = b.status().lock().unwrap().clone();
+    assert_eq!((s.done, s.dead), (0, 0));
+    w.state.set_down(false);
+    assert_eq!(b.retry().await.acked, [1, 2]);
+    let s = b.status().lock().unwrap().clone();
+    assert_eq!((s.done, s.dead), (2, 0), "counted once");
+    assert!(s.stalled.is_none());
+    assert_eq!(w.state.journal(1).unwrap().attempts, 1);
+}
+
+#[tokio::test]
+async fn a_rename_and_an_update_in_one_page_leave_one_omm_user() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    w.feed.push(msg(1, dect("3002", Some("03587 0412396 2"))));
+    w.drain(&mut b).await;
+    // what GURU3 emits for one save that changes number and name
+    w.feed.push(msg(
+        2,
+        Command::Rename {
+            old: n("3002"),
+            new: n("3202"),
+        },
+    ));
+    w.feed.push(msg(3, named_dect("3202", "New name")));
+    w.drain(&mut b).await;
+    assert_eq!(w.dect.numbers(), ["3202"]);
+    let u = w.dect.user("3202").unwrap();
+    assert_eq!(u.user.name, "New name");
+    assert_eq!(u.handset.as_deref(), Some("03587 0412396 2"));
+    assert!(w.state.with_status(JournalStatus::Dead).is_empty());
 }
 
 #[tokio::test]

@@ -224,6 +224,7 @@ pub struct PgServer {
     data: PathBuf,
     socket_dir: PathBuf,
     env: Env,
+    opts: String,
 }
 
 impl PgServer {
@@ -251,15 +252,21 @@ impl PgServer {
             "-k {} -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB",
             socket_dir.display()
         );
-        let log = root.join("log");
         let server = Self {
             root,
             data,
             socket_dir,
             env,
+            opts,
         };
+        server.pg_ctl_start()?;
+        Ok(server)
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let log = self.root.join("log");
         run(
-            &server.env,
+            &self.env,
             "pg_ctl",
             &[
                 "start",
@@ -268,20 +275,36 @@ impl PgServer {
                 "60",
                 "-s",
                 "-D",
-                &server.data.to_string_lossy(),
+                &self.data.to_string_lossy(),
                 "-l",
                 &log.to_string_lossy(),
                 "-o",
-                &opts,
+                &self.opts,
             ],
         )
+        .map(drop)
         .map_err(|e| {
             format!(
                 "{e}\nserver log: {}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
-        })?;
-        Ok(server)
+        })
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`): clients see their connections closed and
+    /// new connections refused, as when an operator stops PostgreSQL.
+    pub fn stop(&self) -> Result<(), String> {
+        run(
+            &self.env,
+            "pg_ctl",
+            &["stop", "-m", "fast", "-w", "-s", "-D", &self.data.to_string_lossy()],
+        )
+        .map(drop)
+    }
+
+    /// Starts a stopped server again, on the same socket.
+    pub fn restart(&self) -> Result<(), String> {
+        self.pg_ctl_start()
     }
 
     /// Directory of the Unix socket (use as `host`).
@@ -342,6 +365,23 @@ impl TestDb {
         let server = shared_server();
         let name = format!("t{}", N.fetch_add(1, Ordering::Relaxed));
         let db = Self { server, name };
+        let admin = db.connect_to("postgres").await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", db.name))
+            .await
+            .expect("create test database");
+        db
+    }
+
+    /// A database on a server of its own, for a test that stops or restarts PostgreSQL
+    /// (the shared server must stay up for the other tests).
+    pub async fn dedicated() -> Self {
+        let server =
+            Arc::new(PgServer::start().unwrap_or_else(|e| panic!("throwaway PostgreSQL: {e}")));
+        let db = Self {
+            server,
+            name: "hexidian".into(),
+        };
         let admin = db.connect_to("postgres").await;
         admin
             .batch_execute(&format!("CREATE DATABASE {}", db.name))

@@ -41,8 +41,9 @@ impl Guru3Feed {
 }
 
 pub(crate) fn port_error(e: guru3_client::Error) -> PortError {
+    // connection loss, timeouts, lock and serialisation conflicts: the peer could not be asked
     let kind = if e.is_transient() {
-        PortErrorKind::Transient
+        PortErrorKind::Unavailable
     } else if e.is_auth() {
         PortErrorKind::Fatal
     } else {

@@ -249,13 +249,17 @@ impl OmmLink {
     async fn client(&self) -> PortResult<Client> {
         match &*self.client.read().await {
             Some(c) if !c.is_closed() => Ok(c.clone()),
-            _ => Err(PortError::transient("omm link is down")),
+            _ => Err(PortError::unavailable("omm link is down")),
         }
     }
 }
 
 fn port_error(e: omm_axi::Error) -> PortError {
-    let kind = if e.is_transient() {
+    let kind = if e.is_transient() && e.code().is_none() {
+        // no answer at all: connection trouble or the deadline passed
+        PortErrorKind::Unavailable
+    } else if e.is_transient() {
+        // the OMM answered "in progress" / "failed": counts as an attempt
         PortErrorKind::Transient
     } else {
         match e.code() {

@@ -11,8 +11,9 @@ use broker_core::ports::{
 };
 
 fn port_error(e: asterisk_realtime::Error) -> PortError {
+    // connection loss, timeouts, lock and serialisation conflicts: the peer could not be asked
     let kind = if e.is_transient() {
-        PortErrorKind::Transient
+        PortErrorKind::Unavailable
     } else if e.is_conflict() {
         PortErrorKind::Conflict
     } else {
