@@ -222,6 +222,13 @@ impl MemoryDect {
         lock(&self.inner).faults.outage = n;
     }
 
+    /// Removes a user behind the broker's back (as an OMM admin could).
+    pub fn remove_behind_back(&self, number: &str) {
+        if let Ok(n) = number.parse::<Number>() {
+            lock(&self.inner).users.remove(&n);
+        }
+    }
+
     /// Takes the OMM down (every call fails as unreachable) or brings it back.
     pub fn set_down(&self, down: bool) {
         lock(&self.inner).faults.down = down;

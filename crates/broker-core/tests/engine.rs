@@ -593,3 +593,46 @@ async fn a_failed_state_commit_replays_the_whole_run_in_order() {
     );
     assert!(w.sip.user("2002").is_some());
 }
+
+#[tokio::test]
+async fn the_sweep_guard_counts_owned_omm_users_not_the_whole_mirror() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    let mut id = 0;
+    let mut push = |c: Command| {
+        id += 1;
+        w.feed.push(msg(id, c));
+    };
+    push(dect("2002", None));
+    push(dect("2003", None));
+    for i in 0..10 {
+        push(sip(&format!("30{i:02}"), "pw"));
+    }
+    w.drain(&mut b).await;
+    // a resync that mentions only the SIP users would delete every OMM user
+    w.feed.push(msg(100, Command::SyncStarted));
+    for i in 0..10 {
+        w.feed.push(msg(101 + i, sip(&format!("30{i:02}"), "pw")));
+    }
+    w.feed.push(msg(200, Command::SyncEnded));
+    w.drain(&mut b).await;
+    assert_eq!(w.dect.numbers(), ["2002", "2003"], "refused by the guard");
+    let j = w.state.journal(200).unwrap();
+    assert_eq!(j.status, JournalStatus::Dead);
+    assert!(j.reason.unwrap().contains("2 of 2 owned OMM users"));
+}
+
+#[tokio::test]
+async fn a_resync_recreates_an_omm_user_deleted_behind_our_back() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    w.feed.push(msg(1, dect("2002", Some("03587 0412396 2"))));
+    w.drain(&mut b).await;
+    w.dect.remove_behind_back("2002");
+    w.feed.push(msg(2, Command::SyncStarted));
+    w.feed.push(msg(3, dect("2002", Some("03587 0412396 2"))));
+    w.feed.push(msg(4, Command::SyncEnded));
+    w.drain(&mut b).await;
+    let u = w.dect.user("2002").expect("re-created by the resync");
+    assert_eq!(u.handset.as_deref(), Some("03587 0412396 2"));
+}

@@ -7,7 +7,7 @@ use crate::message::DecodeError;
 use crate::types::{Extension, Ipei, MessageId, Uak};
 
 /// GURU3 reads at most 2.5 MiB of form data; one POST carries at most this many ids.
-pub const MAX_ACKS_PER_POST: usize = 1000;
+pub const MAX_ACKS_PER_POST: usize = 500;
 
 /// An inbound message (consumer → GURU3).
 #[derive(Debug, Clone, PartialEq)]

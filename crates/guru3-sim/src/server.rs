@@ -58,6 +58,9 @@ impl Default for Config {
 #[derive(Debug, Default)]
 struct Faults {
     fail: VecDeque<u16>,
+    fail_posts: VecDeque<u16>,
+    /// requests answered with an injected error so far
+    failed: u64,
     delay: Duration,
     lose_acks: u32,
     commit_delay: Option<Duration>,
@@ -338,6 +341,26 @@ impl Guru3Sim {
             .extend(std::iter::repeat_n(status, n));
     }
 
+    /// The next `n` POST requests (acks, inbound) are answered with `status`; GETs work.
+    pub fn fail_next_posts(&self, n: usize, status: u16) {
+        self.shared
+            .faults()
+            .fail_posts
+            .extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Forgets every queued injected error (`fail_next`, `fail_next_posts`).
+    pub fn clear_faults(&self) {
+        let mut f = self.shared.faults();
+        f.fail.clear();
+        f.fail_posts.clear();
+    }
+
+    /// REST requests answered with an injected error so far.
+    pub fn failed_count(&self) -> u64 {
+        self.shared.faults().failed
+    }
+
     /// Delays every REST response by `d` (zero to stop).
     pub fn set_delay(&self, d: Duration) {
         self.shared.faults().delay = d;
@@ -463,7 +486,17 @@ async fn route(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some(status) = shared.faults().fail.pop_front() {
+    let failed = {
+        let mut f = shared.faults();
+        let status = f.fail.pop_front().or_else(|| {
+            (req.method() == Method::POST)
+                .then(|| f.fail_posts.pop_front())
+                .flatten()
+        });
+        f.failed += u64::from(status.is_some());
+        status
+    };
+    if let Some(status) = failed {
         shared.bump();
         return html(status, "Server Error (500)");
     }

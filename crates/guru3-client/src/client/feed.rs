@@ -140,6 +140,8 @@ pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
         repoll_at: None,
         retry_at: None,
         retry: Backoff::new(config.retry_base, config.retry_max),
+        ack_retry: Backoff::new(config.retry_base, config.retry_max),
+        ack_retry_at: None,
         pending_acks: BTreeSet::new(),
         last_fetch_ok: false,
         fetches: 0,
@@ -167,6 +169,10 @@ pub struct Feed {
     repoll_at: Option<Instant>,
     retry_at: Option<Instant>,
     retry: Backoff,
+    ack_retry: Backoff,
+    /// after a failed ack POST: no fetch before this (its page would only repeat the
+    /// messages whose acks are pending)
+    ack_retry_at: Option<Instant>,
     pending_acks: BTreeSet<MessageId>,
     last_fetch_ok: bool,
     fetches: u64,
@@ -207,16 +213,24 @@ impl Feed {
         self.fetch_now = true;
     }
 
-    /// Sends all buffered acks. On failure they stay buffered (re-acking is harmless).
+    /// Sends all buffered acks, in POSTs of at most 500 ids. What GURU3 did not confirm stays
+    /// buffered (re-acking is harmless), and the next fetch waits out a growing back-off.
     pub async fn flush_acks(&mut self) -> Result<()> {
         if self.pending_acks.is_empty() {
             return Ok(());
         }
         let ids: Vec<MessageId> = self.pending_acks.iter().copied().collect();
-        self.client.ack(&ids).await?;
-        for id in ids {
-            self.pending_acks.remove(&id);
+        for chunk in ids.chunks(crate::inbound::MAX_ACKS_PER_POST) {
+            if let Err(e) = self.client.ack(chunk).await {
+                self.ack_retry_at = Some(Instant::now() + self.ack_retry.next_delay());
+                return Err(e);
+            }
+            for id in chunk {
+                self.pending_acks.remove(id);
+            }
         }
+        self.ack_retry.reset();
+        self.ack_retry_at = None;
         Ok(())
     }
 
@@ -226,8 +240,14 @@ impl Feed {
     pub async fn next_page(&mut self) -> Result<Page> {
         loop {
             let trigger = self.wait_for_trigger().await;
-            if let Err(e) = self.flush_acks().await {
-                tracing::warn!(error = %e, pending = self.pending_acks.len(), "flushing guru3 acks failed; will retry");
+            let failing = self.ack_retry_at.is_some();
+            match self.flush_acks().await {
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, pending = self.pending_acks.len(), "flushing guru3 acks failed; retrying with back-off");
+                }
+                Err(e) => tracing::debug!(error = %e, "flushing guru3 acks failed again"),
+                Ok(()) if failing => tracing::info!("guru3 acks flushed again"),
+                Ok(()) => {}
             }
             self.fetches += 1;
             let fetched = self.client.fetch_messages().await;
@@ -249,12 +269,14 @@ impl Feed {
             let before = page.messages.len();
             page.messages.retain(|m| !self.pending_acks.contains(&m.id));
             if page.messages.len() < before {
-                // their acks are still on the way; they go out with the next flush
+                // their acks are still on the way; they go out with the next flush, and the
+                // fetch after it waits for the ack back-off (no GET/POST loop while POSTs fail)
                 tracing::debug!(
                     skipped = before - page.messages.len(),
                     "messages with pending acks returned again"
                 );
                 self.fetch_now = true;
+                self.retry_at = self.ack_retry_at;
             }
             if !page.messages.is_empty() || !page.malformed.is_empty() {
                 return Ok(page);

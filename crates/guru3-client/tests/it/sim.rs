@@ -115,7 +115,7 @@ async fn fetch_ack_round_trip_in_server_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_are_batched_in_posts_of_at_most_1000() {
+async fn acks_are_batched_in_posts_of_at_most_500() {
     let sim = sim().await;
     for i in 0..2500 {
         sim.inject("SYNC_ENDED", serde_json::json!({"n": i}));
@@ -126,7 +126,7 @@ async fn acks_are_batched_in_posts_of_at_most_1000() {
     let ids: Vec<MessageId> = page.messages.iter().map(|m| m.id).collect();
     let (_, posts_before) = sim.request_counts();
     c.ack(&ids).await.unwrap();
-    assert_eq!(sim.request_counts().1 - posts_before, 3);
+    assert_eq!(sim.request_counts().1 - posts_before, 5);
     assert!(sim.pending().is_empty());
 }
 
@@ -459,6 +459,30 @@ async fn lost_acks_mean_redelivery_and_pending_acks_are_not_handed_out_twice() {
     assert!(sim.pending().is_empty());
     // the first POST was answered but not applied: one effective ack
     assert_eq!(sim.acked(), [id.get()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_ack_posts_back_off_instead_of_looping() {
+    let sim = sim().await;
+    sim.save(sip("2001")).unwrap();
+    let (mut feed, _w) = start_feed(client(&sim), quiet());
+    let first = next_page(&mut feed).await;
+    feed.ack(first.messages[0].id);
+    sim.fail_next_posts(1_000_000, 503);
+    assert!(feed.flush_acks().await.is_err());
+    let (gets_before, _) = sim.request_counts();
+    let failed_before = sim.failed_count();
+    // the page would only repeat the message whose ack is pending: the feed waits
+    let r = tokio::time::timeout(Duration::from_secs(2), feed.next_page()).await;
+    assert!(r.is_err(), "{r:?}");
+    let gets = sim.request_counts().0 - gets_before;
+    let posts = sim.failed_count() - failed_before;
+    // back-off 20 ms doubling to 100 ms (jitter in the upper half): about 30 rounds in 2 s,
+    // not the thousands of a loop
+    assert!(gets <= 45 && posts <= 45, "{gets} GETs, {posts} failed POSTs in 2 s");
+    sim.clear_faults();
+    let _ = tokio::time::timeout(Duration::from_secs(2), feed.next_page()).await;
+    assert!(sim.pending().is_empty(), "the ack went out once POSTs worked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
