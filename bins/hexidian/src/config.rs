@@ -84,6 +84,10 @@ pub struct Guru3Section {
     pub page_size: Option<u32>,
     /// Poll interval in seconds (default 30).
     pub poll_interval_s: Option<u64>,
+    /// Allow an `http://` URL to a host other than loopback (the mgr key then travels in
+    /// clear text).
+    #[serde(default)]
+    pub insecure_http: bool,
 }
 
 /// `[omm]`
@@ -108,6 +112,10 @@ pub struct OmmSection {
     /// Plain TCP instead of TLS (only on a trusted network).
     #[serde(default)]
     pub plain: bool,
+    /// Allow `plain` to a host other than loopback (account password and SIP secrets then
+    /// travel unprotected by TLS).
+    #[serde(default)]
+    pub insecure_plain: bool,
 }
 
 /// `[postgres]`
@@ -120,6 +128,9 @@ pub struct PostgresSection {
     pub url_env: Option<String>,
     /// File holding the connection string.
     pub url_file: Option<PathBuf>,
+    /// Allow a password inside `url` for a host other than loopback.
+    #[serde(default)]
+    pub insecure_password_in_url: bool,
 }
 
 /// `[broker]`
@@ -211,8 +222,43 @@ impl FileConfig {
         (feed, broker)
     }
 
+    /// Refuses transports that would carry secrets unprotected to another host, unless the
+    /// matching `insecure_*` option says so.
+    pub fn check_transports(&self) -> Result<(), String> {
+        if let Some(rest) = self.guru3.url.strip_prefix("http://") {
+            let host = url_host(rest);
+            if !is_loopback(host) && !self.guru3.insecure_http {
+                return Err(format!(
+                    "[guru3] url: http:// to {host:?} would send the mgr key in clear text; use https:// \
+                     (or set insecure_http = true)"
+                ));
+            }
+        }
+        if self.omm.plain && !is_loopback(&self.omm.host) && !self.omm.insecure_plain {
+            return Err(format!(
+                "[omm] plain = true to {:?} would send the account password without TLS; \
+                 pin the certificate instead (or set insecure_plain = true)",
+                self.omm.host
+            ));
+        }
+        if let Some(url) = &self.postgres.url {
+            if let Some(host) = pg_password_host(url) {
+                if !is_loopback(&host) && !self.postgres.insecure_password_in_url {
+                    return Err(
+                        "[postgres] url holds a password: move the connection string to url_env or \
+                         url_file, or use peer/certificate authentication \
+                         (or set insecure_password_in_url = true)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves secrets and TLS material into [`Settings`].
     pub fn settings(&self) -> Result<Settings, String> {
+        self.check_transports()?;
         let key = secret(
             "guru3 api key",
             &self.guru3.api_key_env,
@@ -435,9 +481,89 @@ pub async fn check(path: &Path) -> Result<(), String> {
     }
 }
 
+/// The host of `host[:port][/path]` (IPv6 in brackets kept without them).
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or_default();
+    }
+    authority.split(':').next().unwrap_or_default()
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// If a PostgreSQL connection string carries a password: the host it goes to (empty: the
+/// default, a local socket).
+fn pg_password_host(url: &str) -> Option<String> {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let (userinfo, hostport) = authority.rsplit_once('@')?;
+        let query_pw = rest.contains("password=");
+        if !userinfo.contains(':') && !query_pw {
+            return None;
+        }
+        return Some(url_host(hostport).to_owned());
+    }
+    let mut password = false;
+    let mut host = String::from("/");
+    for kv in url.split_whitespace() {
+        match kv.split_once('=') {
+            Some(("password", _)) => password = true,
+            Some(("host" | "hostaddr", h)) => host = h.trim_matches('\'').to_owned(),
+            _ => {}
+        }
+    }
+    password.then_some(host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insecure_transports_are_refused_unless_loopback_or_allowed() {
+        let mut f = FileConfig::example();
+        assert!(f.check_transports().is_ok());
+        f.guru3.url = "http://guru3.example.org".into();
+        let e = f.check_transports().unwrap_err();
+        assert!(e.contains("clear text"), "{e}");
+        f.guru3.url = "http://127.0.0.1:8000".into();
+        assert!(f.check_transports().is_ok());
+        f.guru3.url = "http://[::1]:8000/x".into();
+        assert!(f.check_transports().is_ok());
+        f.guru3.url = "http://guru3.example.org".into();
+        f.guru3.insecure_http = true;
+        assert!(f.check_transports().is_ok());
+
+        f.omm.plain = true;
+        assert!(f.check_transports().unwrap_err().contains("without TLS"));
+        f.omm.insecure_plain = true;
+        assert!(f.check_transports().is_ok());
+
+        f.postgres.url = Some("host=db.example.org dbname=a user=h password=hunter2".into());
+        let e = f.check_transports().unwrap_err();
+        assert!(e.contains("url_env") && !e.contains("hunter2"), "{e}");
+        f.postgres.url = Some("postgres://h:hunter2@db.example.org/a".into());
+        assert!(f.check_transports().is_err());
+        f.postgres.url = Some("postgres://h:hunter2@localhost/a".into());
+        assert!(f.check_transports().is_ok());
+        f.postgres.url = Some("postgres://h@db.example.org/a".into());
+        assert!(f.check_transports().is_ok());
+        f.postgres.url = Some("host=db.example.org password=x".into());
+        f.postgres.insecure_password_in_url = true;
+        assert!(f.check_transports().is_ok());
+    }
 
     fn example() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/hexidian.toml")

@@ -61,6 +61,8 @@ struct Faults {
     fail_posts: VecDeque<u16>,
     /// requests answered with an injected error so far
     failed: u64,
+    /// (per mille, xorshift state): a share of REST requests answered 503
+    ratio: Option<(u32, u64)>,
     delay: Duration,
     lose_acks: u32,
     commit_delay: Option<Duration>,
@@ -349,11 +351,18 @@ impl Guru3Sim {
             .extend(std::iter::repeat_n(status, n));
     }
 
-    /// Forgets every queued injected error (`fail_next`, `fail_next_posts`).
+    /// Forgets every queued injected error (`fail_next`, `fail_next_posts`, `fail_ratio`).
     pub fn clear_faults(&self) {
         let mut f = self.shared.faults();
         f.fail.clear();
         f.fail_posts.clear();
+        f.ratio = None;
+    }
+
+    /// Answers `percent` % of REST requests with 503, chosen by a generator seeded with `seed`
+    /// (0 % to stop).
+    pub fn fail_ratio(&self, percent: u32, seed: u64) {
+        self.shared.faults().ratio = (percent > 0).then_some((percent.min(100) * 10, seed | 1));
     }
 
     /// REST requests answered with an injected error so far.
@@ -488,11 +497,19 @@ async fn route(
     }
     let failed = {
         let mut f = shared.faults();
-        let status = f.fail.pop_front().or_else(|| {
+        let mut status = f.fail.pop_front().or_else(|| {
             (req.method() == Method::POST)
                 .then(|| f.fail_posts.pop_front())
                 .flatten()
         });
+        if let (None, Some((per_mille, rng))) = (status, f.ratio.as_mut()) {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            if *rng % 1000 < u64::from(*per_mille) {
+                status = Some(503);
+            }
+        }
         f.failed += u64::from(status.is_some());
         status
     };

@@ -201,6 +201,12 @@ pub enum ProtocolError {
         /// Length of the valid prefix.
         valid_up_to: usize,
     },
+    /// A frame nests elements deeper than OM AXI ever does.
+    #[error("xml nests deeper than {max} elements")]
+    TooDeep {
+        /// The limit ([`MAX_DEPTH`](crate::proto::xml::MAX_DEPTH)).
+        max: usize,
+    },
     /// A frame is not well-formed XML.
     #[error("malformed xml: {message}")]
     Xml {

@@ -136,13 +136,38 @@ impl EventFeed for Guru3Feed {
     }
 }
 
+/// Keys whose values are secrets in GURU3's messages (SIP password, DECT/GSM token, UAK).
+const SECRET_KEYS: [&str; 3] = ["password", "token", "uak"];
+
+/// Replaces every secret value in a message body, at any depth, by `"<redacted>"`.
+fn redact(v: &mut serde_json::Value) {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    if SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()) && !v.is_null() {
+                        *v = serde_json::Value::String("<redacted>".into());
+                    } else {
+                        stack.push(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => stack.extend(a.iter_mut()),
+            _ => {}
+        }
+    }
+}
+
 fn incoming(raw: &RawMessage) -> Incoming {
-    let envelope = serde_json::json!({
+    // the envelope is what a dead letter keeps: without secrets
+    let mut envelope = serde_json::json!({
         "id": raw.id.get(),
         "timestamp": raw.timestamp,
         "type": raw.kind,
         "data": raw.data,
     });
+    redact(&mut envelope);
     Incoming {
         id: raw.id.get(),
         kind: raw.kind.clone(),
@@ -224,4 +249,28 @@ pub(crate) fn command(m: Message) -> Result<Command, String> {
             kind: other.to_string(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_keep_no_secret() {
+        let body = br#"[{"id": 52001, "timestamp": 1.5, "type": "UPDATE_EXTENSION", "data": {
+            "number": "2002", "name": "A", "type": "DECT", "token": "05704191",
+            "dect": {"ipei": "03587 0412396 2", "uak": "FA05689957F199E95B1FE44621BFD6EE"}}},
+            {"id": 52002, "timestamp": 1.5, "type": "UPDATE_EXTENSION", "data": {
+            "number": "2001", "name": "B", "type": "SIP", "password": "e1vdxzqL"}}]"#;
+        let page = guru3_client::Page::from_json(body).unwrap();
+        for m in &page.messages {
+            let i = incoming(m);
+            for secret in ["05704191", "FA05689957F199E95B1FE44621BFD6EE", "e1vdxzqL"] {
+                assert!(!i.raw.contains(secret), "{}", i.raw);
+                assert!(!format!("{i:?}").contains(secret));
+            }
+            assert!(i.raw.contains("<redacted>") && i.raw.contains("number"));
+            assert!(i.command.is_ok(), "decoding still sees the secrets");
+        }
+    }
 }

@@ -4,8 +4,10 @@
 //! [`Watcher`], a future the caller spawns that keeps the websocket open (reconnecting forever
 //! with back-off and jitter) and tells the feed when to fetch. The feed fetches
 //!
-//! * at start and after every websocket (re)connect,
-//! * after a `messagecount` frame with a non-zero count, debounced,
+//! * at start and after every websocket (re)connect (a connect or a frame fetches even
+//!   while a failed fetch's back-off runs: GURU3 is evidently up),
+//! * after a `messagecount` frame with a non-zero count: at once after a quiet period,
+//!   else at the end of the debounce window that follows the last frame-triggered fetch,
 //! * once more, shortly after a frame whose fetch found nothing new (the frame races the
 //!   commit in GURU3),
 //! * at once again after a full page,
@@ -32,7 +34,9 @@ use crate::types::MessageId;
 pub struct FeedConfig {
     /// Fetch at least this often (default 30 s).
     pub poll_interval: Duration,
-    /// Wait this long after a frame for more frames before fetching (default 250 ms).
+    /// Frames within this long after a frame-triggered fetch are answered by one more fetch
+    /// at the end of the window (default 250 ms); the first frame after a quiet period
+    /// fetches at once, and frames that arrive during a fetch are answered by one fetch.
     pub debounce: Duration,
     /// Fetch again this long after a frame whose fetch brought nothing new (default 1.5 s).
     pub repoll_delay: Duration,
@@ -108,6 +112,8 @@ struct WsState {
     connected: bool,
     connects: u64,
     frames: u64,
+    /// `queuelength` of the latest counted frame
+    queue_length: u64,
 }
 
 /// What the feed knows about its peer, for health reports.
@@ -139,6 +145,7 @@ pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
         debounce_at: None,
         repoll_at: None,
         retry_at: None,
+        last_fetch_at: None,
         retry: Backoff::new(config.retry_base, config.retry_max),
         ack_retry: Backoff::new(config.retry_base, config.retry_max),
         ack_retry_at: None,
@@ -168,6 +175,8 @@ pub struct Feed {
     debounce_at: Option<Instant>,
     repoll_at: Option<Instant>,
     retry_at: Option<Instant>,
+    /// when the last frame-triggered fetch finished (the debounce window starts there)
+    last_fetch_at: Option<Instant>,
     retry: Backoff,
     ack_retry: Backoff,
     /// after a failed ack POST: no fetch before this (its page would only repeat the
@@ -252,6 +261,9 @@ impl Feed {
             self.fetches += 1;
             let fetched = self.client.fetch_messages().await;
             let now = Instant::now();
+            if trigger == Trigger::Frame {
+                self.last_fetch_at = Some(now);
+            }
             let mut page = match fetched {
                 Ok(p) => p,
                 Err(e) => {
@@ -291,14 +303,25 @@ impl Feed {
     async fn wait_for_trigger(&mut self) -> Trigger {
         loop {
             let ws = *self.ws.borrow_and_update();
+            let now = Instant::now();
+            // GURU3 pushing something shows it is up: fetch whatever the REST back-off says
+            let mut pushed = false;
             if ws.connects > self.seen.connects {
                 self.fetch_now = true;
+                pushed = true;
             }
             if ws.frames > self.seen.frames && self.debounce_at.is_none() {
-                self.debounce_at = Some(Instant::now() + self.config.debounce);
+                // leading edge: the first frame after a quiet period fetches at once; frames
+                // that come while a fetch is in flight or right after it wait out `debounce`
+                // and are answered by one fetch
+                let quiet_since = self.last_fetch_at.map(|t| t + self.config.debounce);
+                self.debounce_at = Some(quiet_since.filter(|t| *t > now).unwrap_or(now));
+                pushed = true;
             }
             self.seen = ws;
-            let now = Instant::now();
+            if pushed {
+                self.retry_at = None;
+            }
             let blocked_until = self.retry_at.filter(|t| *t > now);
             let mut trigger = None;
             if self.fetch_now {
@@ -381,18 +404,27 @@ impl Watcher {
         }
     }
 
-    /// Reads until the stream ends; `None` when the feed is gone.
+    /// Reads until the stream ends; `None` when the feed is gone. Silence is measured from
+    /// the last frame of any kind: GURU3's pings keep a quiet socket alive.
     async fn read(&mut self, mut ws: super::Notifications) -> Option<Error> {
         loop {
+            let deadline = ws.last_activity() + self.idle_timeout;
             tokio::select! {
                 () = self.tx.closed() => return None,
-                r = tokio::time::timeout(self.idle_timeout, ws.next()) => match r {
-                    Err(_) => return Some(Error::Timeout { request: "websocket (silent)" }),
+                r = tokio::time::timeout_at(deadline, ws.next()) => match r {
+                    Err(_) => {
+                        if ws.last_activity() + self.idle_timeout <= Instant::now() {
+                            return Some(Error::Timeout { request: "websocket (silent)" });
+                        }
+                    }
                     Ok(None) => return Some(Error::Closed),
                     Ok(Some(Err(e))) => return Some(e),
                     Ok(Some(Ok(n))) => {
                         if n.queue_length > 0 {
-                            self.tx.send_modify(|s| s.frames += 1);
+                            self.tx.send_modify(|s| {
+                                s.frames += 1;
+                                s.queue_length = n.queue_length;
+                            });
                         }
                     }
                 },

@@ -242,6 +242,8 @@ impl Http {
         Ok(body)
     }
 
+    /// Opens the notification websocket; frames and messages above 1 MiB end it with an
+    /// error.
     pub(crate) async fn websocket(&self) -> Result<Notifications> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let base = &self.config.base;
@@ -258,8 +260,12 @@ impl Http {
         req.headers_mut().insert("ApiKey", self.api_key_header()?);
         let fut = async {
             let io = self.stream().await?;
+            // GURU3's frames are a few bytes of JSON: anything near a megabyte is hostile
+            let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .max_message_size(Some(WS_MAX_MESSAGE))
+                .max_frame_size(Some(WS_MAX_MESSAGE));
             let (ws, _resp) =
-                tokio_tungstenite::client_async(req, io)
+                tokio_tungstenite::client_async_with_config(req, io, Some(limits))
                     .await
                     .map_err(|e| match e {
                         tokio_tungstenite::tungstenite::Error::Http(resp) => Error::Rejected {
@@ -279,6 +285,9 @@ impl Http {
         Ok(Notifications::new(ws))
     }
 }
+
+/// Largest websocket message (and frame) accepted from GURU3: 1 MiB.
+pub(crate) const WS_MAX_MESSAGE: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,7 @@ type Frames = Pin<Box<dyn Stream<Item = Result<Message, tungstenite::Error>> + S
 /// so keep polling it.
 pub struct Notifications {
     frames: Frames,
+    last_activity: tokio::time::Instant,
 }
 
 impl fmt::Debug for Notifications {
@@ -36,14 +37,23 @@ impl Notifications {
     {
         Self {
             frames: Box::pin(ws),
+            last_activity: tokio::time::Instant::now(),
         }
+    }
+
+    /// When the peer last sent anything (a frame of any kind, pings included): what a
+    /// liveness timeout should look at.
+    pub fn last_activity(&self) -> tokio::time::Instant {
+        self.last_activity
     }
 
     /// The next `messagecount` frame; `None` once the server closed the stream. Frames that are
     /// not `messagecount` JSON are skipped (GURU3 sends no others).
     pub async fn next(&mut self) -> Option<Result<Notification>> {
         loop {
-            match self.frames.next().await? {
+            let frame = self.frames.next().await?;
+            self.last_activity = tokio::time::Instant::now();
+            match frame {
                 Ok(Message::Text(t)) => {
                     if let Some(n) = parse(t.as_str()) {
                         return Some(Ok(n));

@@ -531,3 +531,94 @@ async fn server_pings_are_answered_so_the_socket_stays_open() {
     assert_eq!(sim.websocket_clients(), 1);
     assert_eq!(feed.status().websocket_connects, 1, "{:?}", feed.status());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_websocket_frame_ends_the_connection_with_an_error() {
+    use futures_util::SinkExt;
+    hexidian_testkit::init_tracing();
+    // a hostile peer behind GURU3's address: a real websocket server sending 2 MiB
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let big = format!("{{\"messagecount\": 1, \"pad\": \"{}\"}}", "x".repeat(2 << 20));
+        let _ = ws
+            .send(tokio_tungstenite::tungstenite::Message::text(big))
+            .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let key: ApiKey = "7$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        .parse()
+        .unwrap();
+    let c = Client::new(Config::new(&format!("http://{addr}"), key).unwrap()).unwrap();
+    let mut n = c.connect_notifications().await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), n.next())
+        .await
+        .expect("the frame must be refused, not buffered forever");
+    assert!(matches!(r, Some(Err(_))), "{r:?}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_keep_a_quiet_websocket_alive() {
+    hexidian_testkit::init_tracing();
+    // daphne's 20 s pings against a 75 s idle timeout, scaled down by 100
+    let sim = Guru3Sim::start(guru3_sim::Config {
+        ping_interval: Duration::from_millis(200),
+        ..guru3_sim::Config::default()
+    })
+    .await
+    .unwrap();
+    // override: scaled-down idle timeout, the test is about pings counting as life
+    let cfg = quiet().idle_timeout(Duration::from_millis(750));
+    let (feed, _w) = start_feed(client(&sim), cfg);
+    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
+        .await;
+    // four idle timeouts without a messagecount frame
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(feed.status().websocket_connects, 1, "reconnected while pinged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_frame_after_a_quiet_period_fetches_at_once() {
+    let sim = sim().await;
+    // override: a debounce far longer than the test's patience, so that waiting shows
+    let cfg = quiet().debounce(Duration::from_secs(30));
+    let (mut feed, _w) = start_feed(client(&sim), cfg);
+    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
+    assert!(early.is_err(), "nothing should be there yet");
+    sim.save(sip("2001")).unwrap();
+    let page = tokio::time::timeout(Duration::from_secs(5), feed.next_page())
+        .await
+        .expect("the frame waited for the debounce")
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_fetches_at_once_whatever_the_rest_back_off_says() {
+    let sim = sim().await;
+    // override: a fetch back-off far longer than the test's patience, so that waiting shows
+    let cfg = quiet().retry(Duration::from_secs(60), Duration::from_secs(60));
+    let (mut feed, _w) = start_feed(client(&sim), cfg);
+    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
+    assert!(early.is_err(), "nothing should be there yet");
+    // GURU3 fails once (the feed now backs off for 30–60 s), then is up again
+    sim.fail_next(1, 503);
+    feed.fetch_soon();
+    let failed = tokio::time::timeout(Duration::from_secs(5), feed.next_page())
+        .await
+        .unwrap();
+    assert!(failed.is_err());
+    sim.save(sip("2001")).unwrap();
+    let page = tokio::time::timeout(Duration::from_secs(5), feed.next_page())
+        .await
+        .expect("the frame waited for the back-off")
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+}

@@ -94,13 +94,18 @@ impl Element {
         &self.text
     }
 
-    /// Decodes one frame (without its NUL).
+    /// Decodes one frame (without its NUL). Frames nesting deeper than [`MAX_DEPTH`] are
+    /// refused before anything recursive touches them.
     pub fn decode(frame: &[u8]) -> Result<Self, ProtocolError> {
         let text = std::str::from_utf8(frame).map_err(|e| ProtocolError::Utf8 {
             valid_up_to: e.valid_up_to(),
         })?;
         // A BOM or trailing whitespace/newlines around the document are tolerated.
         let text = text.trim_start_matches('\u{feff}').trim();
+        // roxmltree's tokenizer recurses per element: refuse deep frames before it runs
+        if nesting_exceeds(text.as_bytes(), MAX_DEPTH) {
+            return Err(ProtocolError::TooDeep { max: MAX_DEPTH });
+        }
         let opts = roxmltree::ParsingOptions {
             allow_dtd: false,
             nodes_limit: 1_000_000,
@@ -110,6 +115,18 @@ impl Element {
                 message: e.to_string(),
             }
         })?;
+        // iteratively: the conversion below (and Drop, and the writer) recurse per level
+        let mut stack = vec![(doc.root_element(), 1usize)];
+        while let Some((node, depth)) = stack.pop() {
+            if depth > MAX_DEPTH {
+                return Err(ProtocolError::TooDeep { max: MAX_DEPTH });
+            }
+            stack.extend(
+                node.children()
+                    .filter(roxmltree::Node::is_element)
+                    .map(|c| (c, depth + 1)),
+            );
+        }
         Ok(Self::from_node(doc.root_element()))
     }
 
@@ -165,6 +182,63 @@ impl Element {
         push_name(out, &self.name);
         out.push('>');
     }
+}
+
+/// Deepest element nesting a frame may have. OM AXI's deepest documents (a response with a
+/// record and its sub-elements) use four levels.
+pub const MAX_DEPTH: usize = 16;
+
+/// Whether the element nesting of `text` goes deeper than `max` (a single pass, no
+/// recursion). Quoted attribute values, comments, CDATA sections and processing
+/// instructions are skipped; anything malformed is left for the parser to report.
+fn nesting_exceeds(text: &[u8], max: usize) -> bool {
+    fn skip_past(text: &[u8], from: usize, end: &[u8]) -> usize {
+        text[from.min(text.len())..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map_or(text.len(), |p| from + p + end.len())
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &text[i..];
+        if rest.starts_with(b"<!--") {
+            i = skip_past(text, i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_past(text, i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") || rest.starts_with(b"<!") {
+            i = skip_past(text, i + 2, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = skip_past(text, i + 2, b">");
+        } else {
+            // a start tag: find its end outside quoted attribute values
+            let mut j = i + 1;
+            let mut quote = None;
+            while j < text.len() {
+                match (quote, text[j]) {
+                    (None, b'"' | b'\'') => quote = Some(text[j]),
+                    (Some(q), c) if c == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            let self_closing = j > i + 1 && text.get(j - 1) == Some(&b'/');
+            if !self_closing {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            i = j + 1;
+        }
+    }
+    false
 }
 
 /// Names come from this crate or from callers; anything that is not a safe XML name
@@ -252,5 +326,34 @@ mod tests {
             Err(ProtocolError::Xml { .. })
         ));
         assert!(Element::decode(b"\xef\xbb\xbf<a/>\r\n").is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_even_on_a_small_stack() {
+        let deep = |n: usize| "<a>".repeat(n) + &"</a>".repeat(n);
+        assert!(Element::decode(deep(MAX_DEPTH).as_bytes()).is_ok());
+        let t = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                for n in [MAX_DEPTH + 1, 10_000, 200_000] {
+                    assert!(
+                        matches!(
+                            Element::decode(deep(n).as_bytes()),
+                            Err(ProtocolError::TooDeep { .. })
+                        ),
+                        "depth {n}"
+                    );
+                }
+                // unclosed deep frames are malformed or too deep, never a crash
+                assert!(Element::decode("<a>".repeat(200_000).as_bytes()).is_err());
+                // quotes, comments and self-closing tags do not fool the count
+                let wide = format!(
+                    "<r>{}<!-- <a><a><a> --><x v='>/>'/><y w=\"/>\"/></r>",
+                    "<b/>".repeat(1000)
+                );
+                assert!(Element::decode(wide.as_bytes()).is_ok());
+            })
+            .unwrap();
+        t.join().unwrap();
     }
 }
