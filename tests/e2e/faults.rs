@@ -183,3 +183,31 @@ async fn a_postgres_outage_outlasting_every_retry_limit_loses_nothing() {
     assert_eq!(name.as_deref(), Some("During 2"), "applied in GURU3 order");
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_does_not_queue_behind_a_blocked_pbx_transaction() {
+    let w = World::new().await;
+    let run = w.start().await;
+    w.guru3
+        .save(Extension::new("2001", "First", Kind::sip()))
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    // an operator's transaction holds the PJSIP tables: the broker's next batch waits for it
+    let mut holder = w.db.connect().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE ps_endpoints IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    w.guru3
+        .save(Extension::new("2002", "Second", Kind::sip()))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.guru3.pending().len(), 1, "the broker is blocked");
+    let (_, body) = http_get(run.admin_addr().unwrap(), "/readyz").await;
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["postgres"]["connected"], true, "{body}");
+    tx.rollback().await.unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    w.assert_converged().await;
+    run.stop().await.unwrap();
+}

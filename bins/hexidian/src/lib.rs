@@ -251,6 +251,35 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     task.await.map_err(|e| Error::Broker(e.to_string()))?
 }
 
+/// Applied and ignored journal rows are kept this long (dead letters stay until an operator
+/// removes them).
+pub const JOURNAL_KEEP: Duration = Duration::from_secs(7 * 86_400);
+
+/// Deletes old applied and ignored journal rows, hourly (and at start).
+async fn prune_journal(store: asterisk_realtime::Store, mut stop: watch::Receiver<bool>) {
+    loop {
+        loop {
+            match store.prune_journal(JOURNAL_KEEP).await {
+                Ok(n) if n >= 10_000 => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(rows = n, "old journal rows pruned");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "pruning the journal failed; next hour again");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 struct Listeners {
     admin: Option<tokio::net::TcpListener>,
     hook: Option<tokio::net::TcpListener>,
@@ -277,21 +306,36 @@ async fn supervise(
     type Stores = (
         Arc<dyn SipProvisioning>,
         Arc<dyn StateStore>,
+        Arc<dyn SipProvisioning>,
+        Arc<dyn StateStore>,
         Arc<dyn HandsetState>,
     );
-    let (sip, state, handset_state): Stores = match &settings.store {
+    // (broker PBX, broker state, side PBX, side state, handset state): the broker's batches
+    // and resync transactions have a connection of their own; readiness, dead letters, the
+    // token-call webhook and the unbound workflow use a second one, so they never queue
+    // behind a long transaction
+    let (sip, state, side_sip, side_state, handset_state): Stores = match &settings.store {
         StoreSettings::Postgres(cfg) => {
             let mut delay = Duration::from_millis(200);
             loop {
-                match asterisk_realtime::Store::connect((**cfg).clone()).await {
-                    Ok((store, driver)) => {
+                let both = async {
+                    let main = asterisk_realtime::Store::connect((**cfg).clone()).await?;
+                    let side = asterisk_realtime::Store::connect((**cfg).clone()).await?;
+                    Ok::<_, asterisk_realtime::Error>((main, side))
+                };
+                match both.await {
+                    Ok(((store, driver), (side, side_driver))) => {
                         tasks.spawn(driver.run());
-                        *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
-                        let pg = Arc::new(PgState::new(store.clone()));
+                        tasks.spawn(side_driver.run());
+                        tasks.spawn(prune_journal(side.clone(), stop.clone()));
+                        *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(side.clone());
+                        let side_state = Arc::new(PgState::new(side.clone()));
                         break (
-                            Arc::new(PgSip::new(store)),
-                            Arc::clone(&pg) as Arc<dyn StateStore>,
-                            pg as Arc<dyn HandsetState>,
+                            Arc::new(PgSip::new(store.clone())),
+                            Arc::new(PgState::new(store)),
+                            Arc::new(PgSip::new(side)),
+                            Arc::clone(&side_state) as Arc<dyn StateStore>,
+                            side_state as Arc<dyn HandsetState>,
                         );
                     }
                     Err(e) if e.is_transient() => {
@@ -312,14 +356,17 @@ async fn supervise(
         #[cfg(feature = "demo")]
         StoreSettings::Memory => {
             let m = Arc::new(broker_core::fakes::MemoryState::default());
+            let sip: Arc<dyn SipProvisioning> = Arc::new(broker_core::fakes::MemorySip::default());
             (
-                Arc::new(broker_core::fakes::MemorySip::default()),
+                Arc::clone(&sip),
+                Arc::clone(&m) as Arc<dyn StateStore>,
+                sip,
                 Arc::clone(&m) as Arc<dyn StateStore>,
                 m as Arc<dyn HandsetState>,
             )
         }
     };
-    *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&state));
+    *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(side_state);
     let feed = feed as Arc<dyn EventFeed>;
     let ports = Ports {
         feed: Arc::clone(&feed),
@@ -349,7 +396,7 @@ async fn supervise(
         let unbound = unbound_handsets::Unbound::new(
             unbound_handsets::Ports {
                 handsets: Arc::new(OmmHandsets::new(Arc::clone(&omm))),
-                sip,
+                sip: side_sip,
                 state: handset_state,
                 feed,
                 clock: Arc::new(SystemClock),

@@ -68,7 +68,7 @@ impl Error {
     }
 
     /// Whether the same work may succeed when retried (connection loss, serialization failure,
-    /// deadlock, lock timeout, too many connections).
+    /// deadlock, lock or statement timeout, too many connections).
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unavailable | Self::Timeout => true,
@@ -77,7 +77,8 @@ impl Error {
                     c.starts_with("08")
                         || matches!(
                             c,
-                            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "53300"
+                            "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01" | "55P03"
+                                | "53300"
                         )
                 }
                 // no SQLSTATE: the connection itself failed

@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "unbound handsets: promised binds and the ASSIGN_HANDSET outbox",
         V3,
     ),
+    (4, "journal pruning index", V4),
 ];
 
 pub(crate) const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS hexidian; \
@@ -135,4 +136,9 @@ CREATE TABLE hexidian.assign_outbox (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX assign_outbox_pending_idx ON hexidian.assign_outbox (id) WHERE status = 'pending';
+";
+
+/// Old applied and ignored journal rows are pruned by age.
+const V4: &str = r"
+CREATE INDEX journal_prune_idx ON hexidian.journal (updated_at) WHERE status <> 'dead';
 ";

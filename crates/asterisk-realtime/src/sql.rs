@@ -245,6 +245,9 @@ pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, stat
        attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, payload = EXCLUDED.payload, updated_at = now()";
 pub(crate) const B_COUNTS: &str = "SELECT count(*) FILTER (WHERE status = 'done'), \
      count(*) FILTER (WHERE status = 'ignored'), count(*) FILTER (WHERE status = 'dead') FROM hexidian.journal";
+pub(crate) const B_PRUNE: &str = "DELETE FROM hexidian.journal WHERE id IN ( \
+     SELECT id FROM hexidian.journal WHERE status <> 'dead' \
+       AND updated_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
 pub(crate) const B_DEAD: &str = "SELECT id, kind, status, attempts, reason, payload FROM hexidian.journal \
      WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
 
@@ -319,6 +322,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("b_journal", B_JOURNAL),
     ("b_counts", B_COUNTS),
     ("b_dead", B_DEAD),
+    ("b_prune", B_PRUNE),
     ("c_group", C_GROUP),
     ("c_not_group", C_NOT_GROUP),
     ("c_list_owner", C_LIST_OWNER),

@@ -40,8 +40,15 @@ impl Config {
         Ok(Self::from_pg(pg))
     }
 
-    /// Settings from a ready `tokio_postgres::Config`.
-    pub fn from_pg(pg: tokio_postgres::Config) -> Self {
+    /// Settings from a ready `tokio_postgres::Config`. TCP connections get keepalives
+    /// (idle 30 s, then every 10 s, 3 probes) and a 30 s TCP user timeout, so that a peer that
+    /// vanished without closing is noticed in well under a minute.
+    pub fn from_pg(mut pg: tokio_postgres::Config) -> Self {
+        pg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30));
         Self {
             pg,
             template: EndpointTemplate::default(),
@@ -94,7 +101,8 @@ impl Config {
     }
 
     /// Upper bound for one [`Store::apply`] (default 60 s); on expiry the transaction is
-    /// rolled back and [`Error::Timeout`] returned.
+    /// rolled back and [`Error::Timeout`] returned. It is also every statement's
+    /// `statement_timeout` on the server.
     pub fn operation_timeout(mut self, t: Duration) -> Self {
         self.operation_timeout = t;
         self
@@ -366,7 +374,18 @@ impl std::fmt::Debug for Driver {
 }
 
 async fn open(config: &Config) -> Result<(Client, PgConnection)> {
-    let fut = config.pg.connect(NoTls);
+    // the server ends any statement that runs longer than an operation may take
+    let mut pg = config.pg.clone();
+    let limit = format!(
+        "-c statement_timeout={}",
+        config.operation_timeout.as_millis()
+    );
+    let options = match pg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {limit}"),
+        _ => limit,
+    };
+    pg.options(options);
+    let fut = pg.connect(NoTls);
     let (client, connection) = tokio::time::timeout(config.connect_timeout, fut)
         .await
         .map_err(|_| Error::Timeout)??;
@@ -1687,6 +1706,17 @@ impl Store {
         let conn = guard.as_ref().ok_or(Error::Unavailable)?;
         let r = conn.client.query_one(sql::B_COUNTS, &[]).await?;
         Ok((r.get(0), r.get(1), r.get(2)))
+    }
+
+    /// Deletes applied and ignored journal rows last written more than `max_age` ago (at
+    /// most 10,000 per call; dead letters are kept). Returns how many.
+    pub async fn prune_journal(&self, max_age: Duration) -> Result<u64> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        Ok(conn
+            .client
+            .execute(sql::B_PRUNE, &[&max_age.as_secs_f64()])
+            .await?)
     }
 
     /// The newest dead letters.

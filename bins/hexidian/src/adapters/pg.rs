@@ -22,6 +22,21 @@ fn port_error(e: asterisk_realtime::Error) -> PortError {
     PortError::new(kind, format!("postgres: {e}")).with_source(e)
 }
 
+/// Longest any one store call may take, waiting for the connection included (the store's
+/// own operation timeout is 60 s; the server ends statements after that too).
+const CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(65);
+
+/// Bounds a store call: past [`CALL_LIMIT`] it fails as "could not be asked".
+fn timed<'a, T: Send + 'a>(
+    fut: impl Future<Output = PortResult<T>> + Send + 'a,
+) -> BoxFuture<'a, PortResult<T>> {
+    Box::pin(async move {
+        tokio::time::timeout(CALL_LIMIT, fut)
+            .await
+            .unwrap_or_else(|_| Err(PortError::unavailable("postgres: no answer in time")))
+    })
+}
+
 fn ext(n: &Number) -> PortResult<Extension> {
     n.as_str()
         .parse()
@@ -113,7 +128,7 @@ impl SipProvisioning for PgSip {
         &self,
         changes: Vec<SipChange>,
     ) -> BoxFuture<'_, PortResult<Vec<PortResult<SipOutcome>>>> {
-        Box::pin(async move {
+        timed(async move {
             // changes that cannot even be expressed fail alone, before the batch
             let mut slots: Vec<Result<usize, PortError>> = Vec::with_capacity(changes.len());
             let mut batch = Vec::new();
@@ -153,11 +168,11 @@ impl SipProvisioning for PgSip {
     }
 
     fn begin_sync(&self) -> BoxFuture<'_, PortResult<i64>> {
-        Box::pin(async move { self.store.begin_sync().await.map_err(port_error) })
+        timed(async move { self.store.begin_sync().await.map_err(port_error) })
     }
 
     fn end_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>> {
-        Box::pin(async move {
+        timed(async move {
             let r = self.store.end_sync(epoch).await.map_err(port_error)?;
             Ok(SweepSummary {
                 users: r.users,
@@ -167,12 +182,12 @@ impl SipProvisioning for PgSip {
     }
 
     fn sync_state(&self) -> BoxFuture<'_, PortResult<(i64, bool)>> {
-        Box::pin(async move { self.store.sync_state().await.map_err(port_error) })
+        timed(async move { self.store.sync_state().await.map_err(port_error) })
     }
 
     fn exists(&self, number: Number) -> BoxFuture<'_, PortResult<bool>> {
         // rows hexidian does not own are refused by the upsert itself (a conflict)
-        Box::pin(async move {
+        timed(async move {
             let e = ext(&number)?;
             Ok(self.store.user(&e).await.map_err(port_error)?.is_some())
         })
@@ -202,7 +217,7 @@ fn status(s: JournalStatus) -> asterisk_realtime::JournalStatus {
 
 impl StateStore for PgState {
     fn load(&self) -> BoxFuture<'_, PortResult<Vec<(Number, MirrorEntry)>>> {
-        Box::pin(async move {
+        timed(async move {
             let docs = self.store.load_desired().await.map_err(port_error)?;
             Ok(docs
                 .into_iter()
@@ -221,7 +236,7 @@ impl StateStore for PgState {
     }
 
     fn commit(&self, ops: Vec<StateOp>) -> BoxFuture<'_, PortResult<()>> {
-        Box::pin(async move {
+        timed(async move {
             let mut changes = Vec::with_capacity(ops.len());
             for op in ops {
                 changes.push(match op {
@@ -248,7 +263,7 @@ impl StateStore for PgState {
     }
 
     fn stats(&self) -> BoxFuture<'_, PortResult<JournalStats>> {
-        Box::pin(async move {
+        timed(async move {
             let (done, ignored, dead) = self.store.journal_counts().await.map_err(port_error)?;
             Ok(JournalStats {
                 done: done as u64,
@@ -259,7 +274,7 @@ impl StateStore for PgState {
     }
 
     fn dead_letters(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<JournalEntry>>> {
-        Box::pin(async move {
+        timed(async move {
             let rows = self
                 .store
                 .dead_letters(i64::from(limit))
@@ -287,7 +302,7 @@ impl HandsetState for PgState {
         temp: Number,
         extension: Number,
     ) -> BoxFuture<'_, PortResult<i64>> {
-        Box::pin(async move {
+        timed(async move {
             let ppn = i32::try_from(ppn).map_err(|_| PortError::rejected("ppn out of range"))?;
             self.store
                 .add_bind(ppn, &ext(&temp)?, &ext(&extension)?)
@@ -297,7 +312,7 @@ impl HandsetState for PgState {
     }
 
     fn pending_binds(&self) -> BoxFuture<'_, PortResult<Vec<PendingBind>>> {
-        Box::pin(async move {
+        timed(async move {
             let rows = self.store.pending_binds().await.map_err(port_error)?;
             Ok(rows
                 .into_iter()
@@ -320,7 +335,7 @@ impl HandsetState for PgState {
         uak: Secret,
         extension: Number,
     ) -> BoxFuture<'_, PortResult<()>> {
-        Box::pin(async move {
+        timed(async move {
             self.store
                 .finish_bind(id, &ipei, uak.expose(), &ext(&extension)?)
                 .await
@@ -329,7 +344,7 @@ impl HandsetState for PgState {
     }
 
     fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>> {
-        Box::pin(async move {
+        timed(async move {
             let rows = self
                 .store
                 .pending_assigns(i64::from(limit))
@@ -350,7 +365,7 @@ impl HandsetState for PgState {
     }
 
     fn finish_assign(&self, result: AssignResult) -> BoxFuture<'_, PortResult<()>> {
-        Box::pin(async move {
+        timed(async move {
             self.store
                 .finish_assign(result.id, result.ok, &result.text)
                 .await

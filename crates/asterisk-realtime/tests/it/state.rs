@@ -144,3 +144,51 @@ async fn promised_binds_become_outbox_entries_once() {
         "a NAK is final"
     );
 }
+
+#[tokio::test]
+async fn old_applied_journal_rows_are_pruned_and_dead_letters_kept() {
+    let e = env().await;
+    e.store
+        .commit_state(&[
+            row(1, JournalStatus::Done, ""),
+            row(2, JournalStatus::Ignored, ""),
+            row(3, JournalStatus::Dead, "{}"),
+            row(4, JournalStatus::Done, ""),
+        ])
+        .await
+        .unwrap();
+    // rows 1–3 were written a week ago
+    e.sql
+        .execute(
+            "UPDATE hexidian.journal SET updated_at = now() - interval '8 days' WHERE id <= 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    let week = std::time::Duration::from_secs(7 * 86400);
+    assert_eq!(e.store.prune_journal(week).await.unwrap(), 2);
+    assert_eq!(e.store.journal_counts().await.unwrap(), (1, 0, 1));
+    assert_eq!(e.store.prune_journal(week).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_statement_stuck_behind_a_lock_ends_with_the_operation_timeout() {
+    let e = env().await;
+    let cfg = asterisk_realtime::Config::from_pg(e.db.config())
+        .operation_timeout(std::time::Duration::from_millis(1500))
+        .lock_timeout(std::time::Duration::from_secs(600));
+    let (store, driver) = asterisk_realtime::Store::connect(cfg).await.unwrap();
+    tokio::spawn(driver.run());
+    // another session holds the journal: a read waits for it
+    let mut holder = e.db.connect().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE hexidian.journal IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), store.dead_letters(10))
+        .await
+        .expect("the server's statement_timeout ends the wait");
+    let err = r.unwrap_err();
+    assert_eq!(err.code(), Some("57014"), "{err:?}");
+    tx.rollback().await.unwrap();
+}
