@@ -110,7 +110,10 @@ async fn omm_drops_postgres_kills_and_guru3_errors_converge() {
 fn tight_limits(w: &World) -> hexidian::Settings {
     let mut s = w.settings();
     // override: limits far below the outage, so that spending them on it would show
-    s.broker = s.broker.max_attempts(2).retry_budget(Duration::from_secs(1));
+    s.broker = s
+        .broker
+        .max_attempts(2)
+        .retry_budget(Duration::from_secs(1));
     s
 }
 
@@ -118,7 +121,11 @@ fn tight_limits(w: &World) -> hexidian::Settings {
 fn edits_during(w: &World) -> Vec<i64> {
     let mut ids = Vec::new();
     for (num, name) in [("2001", "During 1"), ("2002", "New"), ("2001", "During 2")] {
-        ids.extend(w.guru3.save(Extension::new(num, name, Kind::dect())).unwrap());
+        ids.extend(
+            w.guru3
+                .save(Extension::new(num, name, Kind::dect()))
+                .unwrap(),
+        );
     }
     ids
 }
@@ -157,7 +164,11 @@ async fn an_omm_outage_outlasting_every_retry_limit_loses_nothing() {
     w.assert_converged().await;
     let (_, _, dead) = w.journal().await;
     assert_eq!(dead, 0);
-    let name = w.omm.view().user_by_num("2001").map(|(_, a)| a["name"].clone());
+    let name = w
+        .omm
+        .view()
+        .user_by_num("2001")
+        .map(|(_, a)| a["name"].clone());
     assert_eq!(name.as_deref(), Some("During 2"), "applied in GURU3 order");
     run.stop().await.unwrap();
 }
@@ -179,7 +190,11 @@ async fn a_postgres_outage_outlasting_every_retry_limit_loses_nothing() {
     w.assert_converged().await;
     let (_, _, dead) = w.journal().await;
     assert_eq!(dead, 0);
-    let name = w.omm.view().user_by_num("2001").map(|(_, a)| a["name"].clone());
+    let name = w
+        .omm
+        .view()
+        .user_by_num("2001")
+        .map(|(_, a)| a["name"].clone());
     assert_eq!(name.as_deref(), Some("During 2"), "applied in GURU3 order");
     run.stop().await.unwrap();
 }

@@ -517,14 +517,12 @@ impl Broker {
         report.retry = self.tail.len();
         self.update_stall();
         let backlog = self.tail.len();
-        let retrying = self
-            .waiting
-            .as_ref()
-            .filter(|w| !w.stalled)
-            .map(|w| match self.attempts.get(&w.message) {
+        let retrying = self.waiting.as_ref().filter(|w| !w.stalled).map(|w| {
+            match self.attempts.get(&w.message) {
                 Some(a) => format!("message {} attempt {}: {}", w.message, a.count, w.reason),
                 None => format!("message {}: {}", w.message, w.reason),
-            });
+            }
+        });
         let stalled = self.stall.clone();
         self.with_status(|s| {
             s.batches += 1;
@@ -850,10 +848,11 @@ impl Broker {
                     if seg.verdicts[i].is_some() {
                         continue;
                     }
-                    let failed = (0..p.sip.len()).find_map(|k| match seg.sip.get(seg.offsets[i] + k) {
-                        Some(Err(e)) => Some(PortError::new(e.kind(), e.report())),
-                        _ => None,
-                    });
+                    let failed =
+                        (0..p.sip.len()).find_map(|k| match seg.sip.get(seg.offsets[i] + k) {
+                            Some(Err(e)) => Some(PortError::new(e.kind(), e.report())),
+                            _ => None,
+                        });
                     if let Some(e) = failed {
                         seg.verdicts[i] = Some(Verdict::of(e));
                     }
@@ -924,7 +923,9 @@ impl Broker {
                         if failed.iter().any(|(f, e)| *f < i && e.is_transient()) {
                             failed.push((
                                 i,
-                                PortError::unavailable("waits for an earlier message on this number"),
+                                PortError::unavailable(
+                                    "waits for an earlier message on this number",
+                                ),
                             ));
                             continue;
                         }
@@ -1013,7 +1014,7 @@ impl Broker {
                     };
                 }
                 self.attempts = attempts_before;
-                if let Some(head) = settled.first().or(left.first()) {
+                if let Some(head) = settled.first().or_else(|| left.first()) {
                     self.commit_failed(head, &e);
                 }
                 settled.append(&mut left);

@@ -503,7 +503,10 @@ mod tests {
         plan(&cmd, &mut m, None);
         let p = plan(&cmd, &mut m, Some(7));
         assert!(
-            matches!(p.dect.as_slice(), [DectOp::Upsert { .. }, DectOp::Bind { .. }]),
+            matches!(
+                p.dect.as_slice(),
+                [DectOp::Upsert { .. }, DectOp::Bind { .. }]
+            ),
             "{:?}",
             p.dect
         );

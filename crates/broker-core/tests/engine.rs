@@ -305,7 +305,11 @@ async fn an_omm_outage_longer_than_every_retry_limit_loses_nothing() {
     assert_eq!(stall.message, 2);
     w.dect.set_down(false);
     let r = b.retry().await;
-    assert_eq!(r.acked, [2, 3, 4], "applied in GURU3 order once the OMM is back");
+    assert_eq!(
+        r.acked,
+        [2, 3, 4],
+        "applied in GURU3 order once the OMM is back"
+    );
     assert_eq!(w.dect.user("2002").unwrap().user.name, "Last");
     for id in [2, 3, 4] {
         let j = w.state.journal(id).unwrap();
@@ -357,7 +361,11 @@ async fn a_sync_ended_waits_for_the_omm_instead_of_dying() {
     wait_out(&w, &mut b, 2).await;
     w.dect.set_down(false);
     assert_eq!(b.retry().await.acked, [5]);
-    assert_eq!(w.dect.numbers(), ["2002"], "the sweep ran once the OMM was back");
+    assert_eq!(
+        w.dect.numbers(),
+        ["2002"],
+        "the sweep ran once the OMM was back"
+    );
 }
 
 #[tokio::test]
@@ -441,7 +449,10 @@ async fn a_failed_state_commit_restores_mirror_and_counters() {
             b.retry().await
         };
         assert!(r.acked.is_empty());
-        assert!(b.mirror(&n("2002")).is_none(), "an unsaved mirror entry stayed");
+        assert!(
+            b.mirror(&n("2002")).is_none(),
+            "an unsaved mirror entry stayed"
+        );
         assert!(b.status().lock().unwrap().stalled.is_some());
     }
     let s = b.status().lock().unwrap().clone();

@@ -297,7 +297,15 @@ impl PgServer {
         run(
             &self.env,
             "pg_ctl",
-            &["stop", "-m", "fast", "-w", "-s", "-D", &self.data.to_string_lossy()],
+            &[
+                "stop",
+                "-m",
+                "fast",
+                "-w",
+                "-s",
+                "-D",
+                &self.data.to_string_lossy(),
+            ],
         )
         .map(drop)
     }

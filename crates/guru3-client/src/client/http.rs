@@ -264,17 +264,16 @@ impl Http {
             let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
                 .max_message_size(Some(WS_MAX_MESSAGE))
                 .max_frame_size(Some(WS_MAX_MESSAGE));
-            let (ws, _resp) =
-                tokio_tungstenite::client_async_with_config(req, io, Some(limits))
-                    .await
-                    .map_err(|e| match e {
-                        tokio_tungstenite::tungstenite::Error::Http(resp) => Error::Rejected {
-                            request: "websocket upgrade",
-                            status: resp.status().as_u16(),
-                            body: String::new(),
-                        },
-                        e => Error::Websocket(Box::new(e)),
-                    })?;
+            let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, io, Some(limits))
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(resp) => Error::Rejected {
+                        request: "websocket upgrade",
+                        status: resp.status().as_u16(),
+                        body: String::new(),
+                    },
+                    e => Error::Websocket(Box::new(e)),
+                })?;
             Ok::<_, Error>(ws)
         };
         let ws = tokio::time::timeout(self.config.request_timeout, fut)

@@ -479,10 +479,16 @@ async fn failing_ack_posts_back_off_instead_of_looping() {
     let posts = sim.failed_count() - failed_before;
     // back-off 20 ms doubling to 100 ms (jitter in the upper half): about 30 rounds in 2 s,
     // not the thousands of a loop
-    assert!(gets <= 45 && posts <= 45, "{gets} GETs, {posts} failed POSTs in 2 s");
+    assert!(
+        gets <= 45 && posts <= 45,
+        "{gets} GETs, {posts} failed POSTs in 2 s"
+    );
     sim.clear_faults();
     let _ = tokio::time::timeout(Duration::from_secs(2), feed.next_page()).await;
-    assert!(sim.pending().is_empty(), "the ack went out once POSTs worked");
+    assert!(
+        sim.pending().is_empty(),
+        "the ack went out once POSTs worked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,7 +548,10 @@ async fn an_oversized_websocket_frame_ends_the_connection_with_an_error() {
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let big = format!("{{\"messagecount\": 1, \"pad\": \"{}\"}}", "x".repeat(2 << 20));
+        let big = format!(
+            "{{\"messagecount\": 1, \"pad\": \"{}\"}}",
+            "x".repeat(2 << 20)
+        );
         let _ = ws
             .send(tokio_tungstenite::tungstenite::Message::text(big))
             .await;
@@ -577,7 +586,11 @@ async fn pings_keep_a_quiet_websocket_alive() {
         .await;
     // four idle timeouts without a messagecount frame
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(feed.status().websocket_connects, 1, "reconnected while pinged");
+    assert_eq!(
+        feed.status().websocket_connects,
+        1,
+        "reconnected while pinged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
