@@ -30,11 +30,9 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Resp {
 pub(crate) async fn serve(listener: TcpListener, health: Health, mut stop: watch::Receiver<bool>) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
+        let Some((tcp, _)) = crate::net::accept(&listener, &mut stop, "admin").await else {
+            return;
         };
-        let Ok((tcp, _)) = accepted else { continue };
         let health = health.clone();
         conns.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {

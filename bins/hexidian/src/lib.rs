@@ -7,6 +7,7 @@ mod admin;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+mod net;
 mod webhook;
 
 use std::future::Future;
@@ -180,6 +181,15 @@ impl Running {
 /// Starts every component; returns once the admin listener is bound. Peers that are down
 /// are retried in the background (the admin endpoints report them).
 pub async fn start(settings: Settings) -> Result<Running, Error> {
+    if let Some(u) = &settings.unbound {
+        if u.config.key.is_none() && !u.listen.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "[unbound] listens on {} without a key: anyone who reaches it could bind \
+                 handsets; set key_env or key_file (or listen on loopback)",
+                u.listen
+            )));
+        }
+    }
     let client = guru3_client::Client::new(settings.guru3.clone())?;
     let (feed, watcher) = guru3_client::client::feed(client, settings.feed.clone());
     let feed = Arc::new(Guru3Feed::new(feed));

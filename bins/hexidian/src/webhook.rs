@@ -32,7 +32,12 @@ fn reply(r: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
-async fn handle(unbound: Unbound, limits: Limits, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    unbound: Unbound,
+    limits: Limits,
+    peer: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let check = match (req.method(), req.uri().path()) {
         (&hyper::Method::POST, "/token-call" | "/") => false,
         (&hyper::Method::POST, "/token-call/check") => true,
@@ -51,19 +56,54 @@ async fn handle(unbound: Unbound, limits: Limits, req: Request<Incoming>) -> Res
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let work = async {
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return Reply::BadRequest,
-        };
-        let call = TokenCall::parse(content_type.as_deref(), &body);
-        unbound.token_call(key.as_deref(), call, check).await
+    let read = async {
+        match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(_) => Err(Reply::BadRequest),
+        }
     };
-    let r = tokio::time::timeout(limits.deadline, work)
-        .await
-        .unwrap_or(Reply::Retry);
+    let body = match tokio::time::timeout(limits.deadline, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(r)) => return reply(r),
+        Err(_) => return reply(Reply::Retry),
+    };
+    // the decision runs as a task of its own: a caller that hangs up or a deadline that
+    // passes never cuts it short (a recorded bind is carried out, a reservation released)
+    let work = tokio::spawn(async move {
+        let call = TokenCall::parse(content_type.as_deref(), &body);
+        unbound
+            .token_call_from(Some(peer), key.as_deref(), call, check)
+            .await
+    });
+    let r = match tokio::time::timeout(limits.deadline, work).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Reply::Error,
+        Err(_) => Reply::Retry,
+    };
     tracing::info!(status = r.status(), answer = r.word(), check, "token call");
     reply(r)
+}
+
+/// Connections open at once, in total and from one address.
+const MAX_CONNECTIONS: usize = 256;
+const MAX_PER_PEER: usize = 32;
+
+/// Gives a peer's connection slot back when its connection ends.
+struct PeerSlot {
+    slots: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    peer: std::net::IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
+    }
 }
 
 pub(crate) async fn serve(
@@ -73,23 +113,35 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
+    let per_peer: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        std::sync::Arc::default();
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
+        let Some((tcp, addr)) = crate::net::accept(&listener, &mut stop, "webhook").await else {
+            return;
         };
-        let Ok((tcp, _)) = accepted else { continue };
+        let peer = addr.ip();
         let (unbound, limits) = (unbound.clone(), limits.clone());
         // count live connections only
         while conns.try_join_next().is_some() {}
-        if conns.len() > 256 {
+        if conns.len() > MAX_CONNECTIONS {
             // bounded: a flood of idle connections cannot exhaust the process
             continue;
         }
+        {
+            let mut m = per_peer.lock().unwrap_or_else(|e| e.into_inner());
+            let n = m.entry(peer).or_insert(0);
+            if *n >= MAX_PER_PEER {
+                // one address cannot take every slot
+                continue;
+            }
+            *n += 1;
+        }
+        let slots = std::sync::Arc::clone(&per_peer);
         conns.spawn(async move {
+            let _slot = PeerSlot { slots, peer };
             let svc = hyper::service::service_fn(move |req| {
                 let (unbound, limits) = (unbound.clone(), limits.clone());
-                async move { Ok::<_, Infallible>(handle(unbound, limits, req).await) }
+                async move { Ok::<_, Infallible>(handle(unbound, limits, peer, req).await) }
             });
             let mut b = hyper::server::conn::http1::Builder::new();
             // slowloris: headers must arrive quickly, and no connection lives long

@@ -866,6 +866,8 @@ struct StoreState {
     binds: BTreeMap<i64, PendingBind>,
     /// id → (assign, verdict)
     outbox: BTreeMap<i64, (Assign, Option<AssignResult>)>,
+    /// `add_bind` never answers while set
+    stall_binds: bool,
 }
 
 /// The broker's mirror and journal.
@@ -893,6 +895,11 @@ impl MemoryState {
     /// The next `n` commits fail as if the database were unreachable.
     pub fn fail_next(&self, n: u32) {
         lock(&self.inner).faults.outage = n;
+    }
+
+    /// While set, recording a bind never answers (a database that hangs mid-call).
+    pub fn stall_binds(&self, stall: bool) {
+        lock(&self.inner).stall_binds = stall;
     }
 
     /// Takes the state store down or brings it back.
@@ -969,6 +976,9 @@ impl HandsetState for MemoryState {
         extension: Number,
     ) -> BoxFuture<'_, PortResult<i64>> {
         let mut s = lock(&self.inner);
+        if s.stall_binds {
+            return Box::pin(futures_util::future::pending());
+        }
         let r = s.faults.check("add bind").map(|()| {
             s.next_id += 1;
             let id = s.next_id;

@@ -62,6 +62,8 @@ pub struct Config {
     pub per_caller_per_min: u32,
     /// Token calls per second in total (default 50).
     pub global_per_s: u32,
+    /// Token calls per second from one peer address (default 20).
+    pub per_peer_per_s: u32,
     /// How often the outbox is sent (default 2 s).
     pub outbox_interval: Duration,
 }
@@ -80,6 +82,7 @@ impl Config {
             blocklist: Blocklist::default(),
             per_caller_per_min: 6,
             global_per_s: 50,
+            per_peer_per_s: 20,
             outbox_interval: Duration::from_secs(2),
         }
     }
@@ -137,6 +140,30 @@ impl std::fmt::Debug for Unbound {
     }
 }
 
+/// A handset and an extension reserved for a token call; released on drop unless kept (the
+/// bind was recorded and scheduled).
+struct Reservation<'a> {
+    unbound: &'a Unbound,
+    ppn: u32,
+    extension: Option<Number>,
+}
+
+impl Reservation<'_> {
+    fn keep(&mut self) {
+        self.extension = None;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(ext) = self.extension.take() {
+            let mut l = self.unbound.local();
+            l.reserved_ext.remove(&ext);
+            l.reserved_ppn.remove(&self.ppn);
+        }
+    }
+}
+
 fn transient_or_error(e: &PortError) -> Reply {
     if e.is_transient() {
         Reply::Retry
@@ -149,7 +176,8 @@ impl Unbound {
     /// A workflow over `ports`, reading GURU3's tokens and handsets from `directory`.
     pub fn new(ports: Ports, config: Config, directory: SharedDirectory) -> Self {
         let now = ports.clock.now();
-        let limiter = RateLimiter::new(config.per_caller_per_min, config.global_per_s, now);
+        let limiter = RateLimiter::new(config.per_caller_per_min, config.global_per_s, now)
+            .per_peer(config.per_peer_per_s);
         Self {
             inner: Arc::new(Inner {
                 ports,
@@ -185,14 +213,37 @@ impl Unbound {
     }
 
     /// Answers a token call: validates at once, records the promised bind durably, and
-    /// leaves the move for later (`check_only`: the same answer, no effect).
+    /// leaves the move for later (`check_only`: the same answer, no effect). Without a peer
+    /// address (see [`token_call_from`](Self::token_call_from)) only the per-caller and
+    /// global limits apply.
     pub async fn token_call(
         &self,
         key: Option<&[u8]>,
         call: Result<TokenCall, Reply>,
         check_only: bool,
     ) -> Reply {
+        self.token_call_from(None, key, call, check_only).await
+    }
+
+    /// [`token_call`](Self::token_call) for a request from `peer`, which has a rate bucket
+    /// of its own. The caller is checked before the token: a caller that is not the
+    /// temporary user of an unbound handset gets the same answer whatever it dialled, so
+    /// the webhook tells nobody which tokens exist. Cancel-safe: dropping the future never
+    /// leaves the handset or the extension reserved.
+    pub async fn token_call_from(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        key: Option<&[u8]>,
+        call: Result<TokenCall, Reply>,
+        check_only: bool,
+    ) -> Reply {
         let cfg = &self.inner.config;
+        let now = self.inner.ports.clock.now();
+        if let Some(p) = peer {
+            if !self.local().limiter.allow_peer(p, now) {
+                return Reply::TooMany;
+            }
+        }
         if let Some(k) = &cfg.key {
             if !key.is_some_and(|p| keys_match(p, k.expose().as_bytes())) {
                 return Reply::Unauthorized;
@@ -202,23 +253,10 @@ impl Unbound {
             Ok(c) => c,
             Err(r) => return r,
         };
-        let now = self.inner.ports.clock.now();
         if !self.local().limiter.allow(&call.caller, now) {
             return Reply::TooMany;
         }
-        let extension = {
-            let d = self
-                .inner
-                .directory
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            call.candidates(&cfg.token_prefix)
-                .iter()
-                .find_map(|t| d.by_token(t).cloned())
-        };
-        let Some(extension) = extension else {
-            return Reply::UnknownToken;
-        };
+        // the caller first: only the temporary user of an unbound handset may bind
         let h = &self.inner.ports.handsets;
         let known = self.local().temps.get(&call.caller).copied();
         let ppn = match known {
@@ -241,6 +279,19 @@ impl Unbound {
             Ok(_) => return Reply::NotUnbound,
             Err(e) => return transient_or_error(&e),
         }
+        let extension = {
+            let d = self
+                .inner
+                .directory
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            call.candidates(&cfg.token_prefix)
+                .iter()
+                .find_map(|t| d.by_token(t).cloned())
+        };
+        let Some(extension) = extension else {
+            return Reply::UnknownToken;
+        };
         {
             let l = self.local();
             if l.reserved_ppn.contains(&ppn) {
@@ -263,12 +314,19 @@ impl Unbound {
         if check_only {
             return Reply::Ok;
         }
-        {
+        let mut reservation = {
             let mut l = self.local();
-            if !l.reserved_ext.insert(extension.clone()) || !l.reserved_ppn.insert(ppn) {
+            if l.reserved_ext.contains(&extension) || l.reserved_ppn.contains(&ppn) {
                 return Reply::AlreadyBound;
             }
-        }
+            l.reserved_ext.insert(extension.clone());
+            l.reserved_ppn.insert(ppn);
+            Reservation {
+                unbound: self,
+                ppn,
+                extension: Some(extension.clone()),
+            }
+        };
         match self
             .inner
             .ports
@@ -285,13 +343,11 @@ impl Unbound {
                     extension,
                 };
                 self.local().due.insert(id, (bind, due));
+                reservation.keep();
                 Reply::Ok
             }
             Err(e) => {
-                let mut l = self.local();
-                l.reserved_ext.remove(&extension);
-                l.reserved_ppn.remove(&ppn);
-                drop(l);
+                drop(reservation);
                 self.failed("recording a bind", &e);
                 transient_or_error(&e)
             }
@@ -326,6 +382,8 @@ impl Unbound {
                 next_mode = now + cfg.mode_refresh;
             }
             if now >= next_scan {
+                // a bind recorded by a token call whose answer was abandoned is picked up
+                self.resume().await;
                 self.scan().await;
                 next_scan = now + cfg.scan_interval;
             }

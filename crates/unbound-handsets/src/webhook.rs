@@ -135,12 +135,14 @@ pub fn keys_match(presented: &[u8], expected: &[u8]) -> bool {
     diff == 0
 }
 
-/// Token buckets per caller and in total.
+/// Token buckets per caller, per peer address and in total.
 #[derive(Debug)]
 pub struct RateLimiter {
     per_caller: (f64, f64),
+    per_peer: (f64, f64),
     global: (f64, f64),
     callers: HashMap<Number, (f64, Instant)>,
+    peers: HashMap<std::net::IpAddr, (f64, Instant)>,
     total: (f64, Instant),
 }
 
@@ -151,10 +153,33 @@ impl RateLimiter {
         let g = f64::from(global_per_s.max(1));
         Self {
             per_caller: (pc, pc / 60.0),
+            per_peer: (g, g),
             global: (g, g),
             callers: HashMap::new(),
+            peers: HashMap::new(),
             total: (g, now),
         }
+    }
+
+    /// Limits each peer address to `per_s` calls per second (burst the same); default: the
+    /// global rate.
+    pub fn per_peer(mut self, per_s: u32) -> Self {
+        let p = f64::from(per_s.max(1));
+        self.per_peer = (p, p);
+        self
+    }
+
+    /// Whether a request from `peer` may go ahead now (checked before the body is looked
+    /// at, so that a flood from one address cannot use up the others' share).
+    pub fn allow_peer(&mut self, peer: std::net::IpAddr, now: Instant) -> bool {
+        if self.peers.len() > 10_000 {
+            let keep = Duration::from_secs(120);
+            self.peers
+                .retain(|_, b| now.saturating_duration_since(b.1) < keep);
+        }
+        let cap = self.per_peer.0;
+        let bucket = self.peers.entry(peer).or_insert((cap, now));
+        Self::take(bucket, self.per_peer, now)
     }
 
     fn take(bucket: &mut (f64, Instant), (cap, rate): (f64, f64), now: Instant) -> bool {

@@ -105,6 +105,11 @@ async fn temporary_number_then_token_call_then_bind_and_assign() {
         u.token_call(key, call("2001", "05704191"), false).await,
         Reply::NotUnbound
     );
+    // a caller that is not a temporary user learns nothing about tokens
+    assert_eq!(
+        u.token_call(key, call("2001", "11111111"), false).await,
+        Reply::NotUnbound
+    );
     assert_eq!(
         u.token_call(key, call(&temp, "995505704191"), true).await,
         Reply::Ok
@@ -302,4 +307,63 @@ async fn run_reacts_to_events_and_keeps_the_subscription_mode() {
     assert_eq!(w.handsets.mode(), "Configured");
     stop.abort();
     runner.await.unwrap();
+}
+
+#[tokio::test]
+async fn one_peer_address_has_a_bucket_of_its_own() {
+    let w = World::new();
+    w.dect("2001", "05704191", None);
+    let u = w.unbound(|c| {
+        c.per_peer_per_s = 5;
+        c.per_caller_per_min = 1000;
+    });
+    let key = Some(b"k".as_slice());
+    let hostile: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let caller = format!("0100{i:04}");
+        answers.push(
+            u.token_call_from(Some(hostile), key, call(&caller, "1"), false)
+                .await,
+        );
+    }
+    assert_eq!(answers.iter().filter(|r| **r == Reply::TooMany).count(), 3);
+    // another address is not affected
+    let asterisk: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    assert_eq!(
+        u.token_call_from(Some(asterisk), key, call("01009999", "1"), false)
+            .await,
+        Reply::NotUnbound
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_token_call_leaves_no_reservation() {
+    let w = World::new();
+    w.dect("2001", "05704191", None);
+    let u = w.unbound(|_| {});
+    let ppn = w.handsets.subscribe("01842 0093371 6");
+    u.ensure(ppn).await;
+    let temp = w.handsets.device(ppn).unwrap().0.unwrap();
+    let key = Some(b"k".as_slice());
+    // the database hangs while the bind is recorded; the HTTP deadline gives up
+    w.state.stall_binds(true);
+    let r = tokio::time::timeout(
+        Duration::from_millis(50),
+        u.token_call(key, call(&temp, "05704191"), false),
+    )
+    .await;
+    assert!(r.is_err(), "{r:?}");
+    w.state.stall_binds(false);
+    // the caller tries again: the handset and the extension are free, the bind happens
+    assert_eq!(
+        u.token_call(key, call(&temp, "05704191"), false).await,
+        Reply::Ok
+    );
+    w.clock.sleep(Duration::from_secs(3)).await;
+    u.carry_out_due_binds().await;
+    assert_eq!(
+        w.handsets.device(ppn).unwrap(),
+        (Some("2001".into()), false)
+    );
 }
