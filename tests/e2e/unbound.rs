@@ -478,3 +478,100 @@ async fn rate_limits_slow_clients_and_the_subscription_mode_are_handled() {
     }
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handset_held_by_a_foreign_omm_user_is_never_taken() {
+    let w = World::new().await;
+    let known = "03587 0412396 2";
+    let ppn = w.omm.seed_device(known);
+    let uid = w.omm.seed_user(&[("num", "3000"), ("name", "Reception")]);
+    w.omm.seed_relation(ppn, uid);
+    let run = w.start_with(settings(&w, Duration::from_millis(200))).await;
+    let mut kiosk = Extension::new("2002", "Kiosk", Kind::dect());
+    kiosk.handset = Some(Handset {
+        ipei: known.into(),
+        uak: "FA05689957F199E95B1FE44621BFD6EE".into(),
+    });
+    w.guru3.save(kiosk).unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    let (_, _, dead) = w.journal().await;
+    assert_eq!(dead, 1, "the bind is refused and reported");
+    let view = w.omm.view();
+    assert_eq!(
+        view.device(ppn)
+            .and_then(|d| d.get("uid"))
+            .map(String::as_str),
+        Some(uid.to_string().as_str()),
+        "the foreign user keeps its handset"
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_refuses_to_listen_off_loopback_without_a_key() {
+    let w = World::new().await;
+    let mut s = settings(&w, Duration::from_secs(1));
+    let u = s.unbound.as_mut().unwrap();
+    u.config.key = None;
+    u.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let Err(err) = hexidian::start(s).await else {
+        panic!("started off loopback without a key")
+    };
+    assert!(err.to_string().contains("without a key"), "{err}");
+    // on loopback it may run without one
+    let mut s = settings(&w, Duration::from_secs(1));
+    s.unbound.as_mut().unwrap().config.key = None;
+    hexidian::start(s).await.unwrap().stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_webhook_connection() {
+    use tokio::io::AsyncReadExt;
+    let w = World::new().await;
+    let run = w.start_with(settings(&w, Duration::from_secs(1))).await;
+    let hook = run.webhook_addr().unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        conns.push(tokio::net::TcpStream::connect(hook).await.unwrap());
+    }
+    // connections past the per-address cap are closed at once (well before the 5 s header
+    // timeout closes the others)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for c in &mut conns {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(20), c.read(&mut b)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 8, "32 of 40 stay open");
+    drop(conns);
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dect_tokens_stay_out_of_fields_any_omm_reader_sees() {
+    let w = World::new().await;
+    let run = w.start().await;
+    w.guru3
+        .save(Extension::new("2001", "Kiosk", Kind::dect()))
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    let token = w
+        .guru3
+        .extensions()
+        .into_iter()
+        .find_map(|e| match e.kind {
+            Kind::Dect { token, .. } if e.number == "2001" => Some(token),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!token.is_empty());
+    let view = w.omm.view();
+    let (_, user) = view.user_by_num("2001").unwrap();
+    assert!(
+        user.values().all(|v| !v.contains(&token)),
+        "the token is in the OMM user: {user:?}"
+    );
+    run.stop().await.unwrap();
+}

@@ -64,6 +64,12 @@ pub struct UnboundSection {
     pub global_per_s: Option<u32>,
     /// Answer within this many seconds (default 3; the dialplan waits in `CURL()`).
     pub deadline_s: Option<u64>,
+    /// Token calls per second from one address (default 20).
+    pub per_peer_per_s: Option<u32>,
+    /// Temporary users at most (default 2000).
+    pub max_temporary: Option<usize>,
+    /// Minutes after which a temporary user whose handset left is deleted (default 15).
+    pub temp_expiry_min: Option<u64>,
 }
 
 /// `[guru3]`
@@ -116,6 +122,10 @@ pub struct OmmSection {
     /// travel unprotected by TLS).
     #[serde(default)]
     pub insecure_plain: bool,
+    /// Write DECT tokens into the OMM users' `hierarchy2` (default off: read-only OMM
+    /// accounts would see them).
+    #[serde(default)]
+    pub token_in_hierarchy2: bool,
 }
 
 /// `[postgres]`
@@ -345,6 +355,7 @@ impl FileConfig {
             store: StoreSettings::Postgres(Box::new(pg)),
             broker,
             admin,
+            omm_token_field: self.omm.token_in_hierarchy2,
             unbound: match &self.unbound {
                 Some(u) => Some(u.settings()?),
                 None => None,
@@ -393,6 +404,15 @@ impl UnboundSection {
         }
         if let Some(n) = self.global_per_s {
             c.global_per_s = n;
+        }
+        if let Some(n) = self.per_peer_per_s {
+            c.per_peer_per_s = n;
+        }
+        if let Some(n) = self.max_temporary {
+            c.max_temporary = n;
+        }
+        if let Some(m) = self.temp_expiry_min {
+            c.temp_expiry = Duration::from_secs(m.max(1) * 60);
         }
         Ok(crate::UnboundSettings {
             listen,

@@ -301,6 +301,7 @@ pub fn sim_settings(
         store,
         broker,
         admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        omm_token_field: false,
         unbound: Some(crate::UnboundSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             deadline: Duration::from_secs(3),

@@ -61,6 +61,9 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Unbound handsets and the token-call webhook; `None` to disable.
     pub unbound: Option<UnboundSettings>,
+    /// Write each DECT extension's token into its OMM user's `hierarchy2` (default off: any
+    /// read-only OMM account could read the tokens and claim extensions with them).
+    pub omm_token_field: bool,
 }
 
 /// Failures that stop [`start`] or [`run`].
@@ -380,7 +383,7 @@ async fn supervise(
     let feed = feed as Arc<dyn EventFeed>;
     let ports = Ports {
         feed: Arc::clone(&feed),
-        dect: Arc::new(OmmDect::new(Arc::clone(&omm))),
+        dect: Arc::new(OmmDect::new(Arc::clone(&omm)).token_field(settings.omm_token_field)),
         sip: Arc::clone(&sip),
         state,
         clock: Arc::new(SystemClock),

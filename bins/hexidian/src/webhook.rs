@@ -113,8 +113,9 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
-    let per_peer: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
-        std::sync::Arc::default();
+    let per_peer: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    > = std::sync::Arc::default();
     loop {
         let Some((tcp, addr)) = crate::net::accept(&listener, &mut stop, "webhook").await else {
             return;

@@ -197,6 +197,16 @@ impl MemoryDect {
         lock(&self.inner).devices.keys().cloned().collect()
     }
 
+    /// A user created by someone else, holding a handset.
+    pub fn seed_foreign_with_handset(&self, number: &str, ipei: &str) {
+        self.seed_foreign(number, "Someone else's");
+        if let Ok(n) = number.parse::<Number>() {
+            if let Some(u) = lock(&self.inner).users.get_mut(&n) {
+                u.handset = Some(ipei.into());
+            }
+        }
+    }
+
     /// A user created by someone else (the broker must never delete it).
     pub fn seed_foreign(&self, number: &str, name: &str) {
         let Ok(n) = number.parse::<Number>() else {
@@ -316,6 +326,20 @@ impl DectSystem for MemoryDect {
         _encryption: bool,
     ) -> BoxFuture<'_, PortResult<()>> {
         ready(self.enter("bind_handset").and_then(|mut s| {
+            // like the adapter: a handset is never taken from a user someone else owns
+            if let Some(holder) = s
+                .users
+                .values()
+                .find(|u| !u.owned && u.handset.as_deref() == Some(handset.ipei.as_str()))
+            {
+                return Err(PortError::new(
+                    PortErrorKind::Conflict,
+                    format!(
+                        "handset {} is attached to omm user {}, which is not ours",
+                        handset.ipei, holder.user.number
+                    ),
+                ));
+            }
             s.devices.insert(handset.ipei.clone(), handset.uak.clone());
             // a handset belongs to one user at most
             for u in s.users.values_mut() {
@@ -484,6 +508,13 @@ impl MemoryHandsets {
         ppn
     }
 
+    /// A handset leaves the DECT system: its device is deleted (its user stays).
+    pub fn remove_device(&self, ppn: u32) {
+        let mut s = lock(&self.inner);
+        s.devices.remove(&ppn);
+        s.push(DectEvent::Device(ppn));
+    }
+
     /// The user number a device is attached to, and whether it is temporary.
     pub fn device(&self, ppn: u32) -> Option<(Option<String>, bool)> {
         let s = lock(&self.inner);
@@ -584,6 +615,40 @@ impl Handsets for MemoryHandsets {
     fn set_subscription_mode(&self, mode: String) -> BoxFuture<'_, PortResult<()>> {
         let mut s = lock(&self.inner);
         let r = s.faults.check("set mode").map(|()| s.mode = mode);
+        ready(r)
+    }
+
+    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<crate::ports::TempUser>>> {
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("temp users").map(|()| {
+            s.users
+                .iter()
+                .filter(|(_, temp)| **temp)
+                .map(|(n, _)| {
+                    let ppn = s
+                        .devices
+                        .iter()
+                        .find(|(_, d)| d.user.as_ref() == Some(n))
+                        .map(|(p, _)| *p);
+                    (n.clone(), ppn)
+                })
+                .collect()
+        });
+        ready(r)
+    }
+
+    fn remove_temp(&self, number: Number) -> BoxFuture<'_, PortResult<()>> {
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("remove temp").map(|()| {
+            if s.users.get(&number) == Some(&true) {
+                s.users.remove(&number);
+                for d in s.devices.values_mut() {
+                    if d.user.as_ref() == Some(&number) {
+                        d.user = None;
+                    }
+                }
+            }
+        });
         ready(r)
     }
 }

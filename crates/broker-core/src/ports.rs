@@ -196,6 +196,9 @@ pub enum DectEvent {
     Rescan,
 }
 
+/// A temporary user and the device attached to it, if any.
+pub type TempUser = (Number, Option<u32>);
+
 /// The DECT system's handsets (the unbound-handset workflow's view of the OMM).
 pub trait Handsets: Send + Sync + 'static {
     /// The next event (waits; cancel-safe).
@@ -215,6 +218,10 @@ pub trait Handsets: Send + Sync + 'static {
     fn move_to(&self, ppn: u32, extension: Number) -> BoxFuture<'_, PortResult<()>>;
     /// Sets the DECT subscription mode (`Off`, `Configured`, `Wildcard`).
     fn set_subscription_mode(&self, mode: String) -> BoxFuture<'_, PortResult<()>>;
+    /// Every temporary user, with the device attached to it (if any).
+    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<TempUser>>>;
+    /// Deletes the temporary user `number` (only a temporary one; gone already is fine).
+    fn remove_temp(&self, number: Number) -> BoxFuture<'_, PortResult<()>>;
 }
 
 /// A bind promised to a caller and not yet carried out.

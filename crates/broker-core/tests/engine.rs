@@ -647,3 +647,19 @@ async fn a_resync_recreates_an_omm_user_deleted_behind_our_back() {
     let u = w.dect.user("2002").expect("re-created by the resync");
     assert_eq!(u.handset.as_deref(), Some("03587 0412396 2"));
 }
+
+#[tokio::test]
+async fn a_handset_is_never_taken_from_a_user_someone_else_owns() {
+    let w = World::new();
+    w.dect.seed_foreign_with_handset("3000", "03587 0412396 2");
+    let mut b = w.broker().await;
+    w.feed.push(msg(1, dect("2002", Some("03587 0412396 2"))));
+    w.drain(&mut b).await;
+    let j = w.state.journal(1).unwrap();
+    assert_eq!(j.status, JournalStatus::Dead);
+    assert!(j.reason.unwrap().contains("not ours"));
+    assert_eq!(
+        w.dect.user("3000").unwrap().handset.as_deref(),
+        Some("03587 0412396 2")
+    );
+}

@@ -269,6 +269,22 @@ impl Sim {
         })
     }
 
+    /// Attaches a device to a user directly (no events), as an OMM admin would with a
+    /// dynamic relation; the device counts as subscribed.
+    pub fn seed_relation(&self, ppn: u32, uid: u32) {
+        self.mutate(|st| {
+            if let Some(u) = st.users.get_mut(&uid) {
+                u.insert("ppn".into(), ppn.to_string());
+                u.insert("relType".into(), "Dynamic".into());
+            }
+            if let Some(d) = st.devices.get_mut(&ppn) {
+                d.insert("uid".into(), uid.to_string());
+                d.insert("relType".into(), "Dynamic".into());
+                d.insert("s".into(), "Yes".into());
+            }
+        });
+    }
+
     /// A handset tries to subscribe with `ac` (spec §8.3 rule 11). Returns its ppn.
     pub fn handset_subscribe(&self, ipei: &str, ac: &str) -> Result<u32, Refused> {
         let ipei = canonical_ipei(ipei).ok_or(Refused("invalid ipei"))?;

@@ -66,6 +66,11 @@ pub struct Config {
     pub per_peer_per_s: u32,
     /// How often the outbox is sent (default 2 s).
     pub outbox_interval: Duration,
+    /// Temporary users at most (default 2,000): past it new handsets wait for a free slot.
+    pub max_temporary: usize,
+    /// A temporary user whose handset is gone or no longer subscribed is deleted (OMM and
+    /// PBX) after this long (default 15 min; checked by every scan).
+    pub temp_expiry: Duration,
 }
 
 impl Config {
@@ -84,6 +89,8 @@ impl Config {
             global_per_s: 50,
             per_peer_per_s: 20,
             outbox_interval: Duration::from_secs(2),
+            max_temporary: 2000,
+            temp_expiry: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -117,6 +124,10 @@ struct Local {
     due: HashMap<i64, (PendingBind, Instant)>,
     reserved_ppn: HashSet<u32>,
     reserved_ext: HashSet<Number>,
+    /// temporary users without a usable handset, since when
+    unused: HashMap<Number, Instant>,
+    /// the cap was hit and said so (said again once it was free in between)
+    at_cap: bool,
     status: Status,
 }
 
@@ -189,6 +200,8 @@ impl Unbound {
                     due: HashMap::new(),
                     reserved_ppn: HashSet::new(),
                     reserved_ext: HashSet::new(),
+                    unused: HashMap::new(),
+                    at_cap: false,
                     status: Status::default(),
                 }),
             }),
@@ -457,8 +470,58 @@ impl Unbound {
                 .filter_map(|d| Some((d.user.clone()?, d.ppn)))
                 .collect();
         }
+        self.expire_unused(&devices).await;
         for d in devices.iter().filter(|d| d.user.is_none() && d.subscribed) {
             self.ensure(d.ppn).await;
+        }
+    }
+
+    /// Deletes temporary users whose handset left (or is no longer subscribed) for longer
+    /// than `temp_expiry`; a temporary user in a promised bind is left alone.
+    async fn expire_unused(&self, devices: &[broker_core::ports::Device]) {
+        let temps = match self.inner.ports.handsets.temp_users().await {
+            Ok(t) => t,
+            Err(e) => return self.failed("listing temporary users", &e),
+        };
+        let now = self.inner.ports.clock.now();
+        let expiry = self.inner.config.temp_expiry;
+        let mut expired = Vec::new();
+        {
+            let mut l = self.local();
+            let listed: HashSet<&Number> = temps.iter().map(|(n, _)| n).collect();
+            l.unused.retain(|n, _| listed.contains(n));
+            for (n, ppn) in &temps {
+                let used = ppn.is_some_and(|p| devices.iter().any(|d| d.ppn == p && d.subscribed));
+                let binding = l.due.values().any(|(b, _)| &b.temp == n);
+                if used || binding {
+                    l.unused.remove(n);
+                    continue;
+                }
+                let since = *l.unused.entry(n.clone()).or_insert(now);
+                if now.saturating_duration_since(since) >= expiry {
+                    expired.push(n.clone());
+                }
+            }
+        }
+        for n in expired {
+            let p = &self.inner.ports;
+            let r = match p.handsets.remove_temp(n.clone()).await {
+                Ok(()) => p
+                    .sip
+                    .apply(vec![SipChange::DeleteUser(n.clone())])
+                    .await
+                    .and_then(|r| r.into_iter().next().unwrap_or(Ok(SipOutcome::Done(false)))),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(_) => {
+                    tracing::info!(number = %n, "unused temporary user deleted");
+                    let mut l = self.local();
+                    l.unused.remove(&n);
+                    l.temps.remove(&n);
+                }
+                Err(e) => self.failed("deleting an unused temporary user", &e),
+            }
         }
     }
 
@@ -503,6 +566,21 @@ impl Unbound {
                 Err(e) => self.failed("returning a known handset", &e),
             }
             return;
+        }
+        {
+            let mut l = self.local();
+            if l.temps.len() >= self.inner.config.max_temporary {
+                if !l.at_cap {
+                    l.at_cap = true;
+                    tracing::warn!(
+                        cap = self.inner.config.max_temporary,
+                        "temporary users at their cap: new handsets wait until one is bound or expires"
+                    );
+                }
+                l.status.last_error = Some("temporary users at their cap".into());
+                return;
+            }
+            l.at_cap = false;
         }
         for _ in 0..8 {
             let n = self.inner.config.temp.generate();

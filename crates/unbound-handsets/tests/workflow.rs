@@ -367,3 +367,30 @@ async fn an_abandoned_token_call_leaves_no_reservation() {
         (Some("2001".into()), false)
     );
 }
+
+#[tokio::test]
+async fn temporary_users_are_capped_and_unused_ones_expire() {
+    let w = World::new();
+    let u = w.unbound(|c| c.max_temporary = 2);
+    let ppns: Vec<u32> = ["01842 0093371 6", "01842 0093372 4", "01842 0093373 2"]
+        .iter()
+        .map(|i| w.handsets.subscribe(i))
+        .collect();
+    for p in &ppns {
+        u.ensure(*p).await;
+    }
+    let temp_of = |p: u32| w.handsets.device(p).unwrap().0;
+    assert!(temp_of(ppns[0]).is_some() && temp_of(ppns[1]).is_some());
+    assert_eq!(temp_of(ppns[2]), None, "the third waits: the cap is 2");
+    // the first handset leaves; its temporary user expires after 15 minutes
+    let gone = temp_of(ppns[0]).unwrap();
+    w.handsets.remove_device(ppns[0]);
+    u.scan().await;
+    assert!(w.handsets.users().contains(&gone), "not yet");
+    w.clock.sleep(Duration::from_secs(16 * 60)).await;
+    u.scan().await;
+    assert!(!w.handsets.users().contains(&gone), "expired in the OMM");
+    assert!(w.sip.user(&gone).is_none(), "and in the PBX");
+    // the freed slot goes to the waiting handset
+    assert!(temp_of(ppns[2]).is_some());
+}

@@ -276,12 +276,23 @@ fn port_error(e: omm_axi::Error) -> PortError {
 #[derive(Debug, Clone)]
 pub struct OmmDect {
     link: Arc<OmmLink>,
+    token_field: bool,
 }
 
 impl OmmDect {
     /// Over a maintained link.
     pub fn new(link: Arc<OmmLink>) -> Self {
-        Self { link }
+        Self {
+            link,
+            token_field: false,
+        }
+    }
+
+    /// Also writes each user's DECT token into `hierarchy2` (off by default: any OMM account
+    /// that may read users would see the tokens).
+    pub fn token_field(mut self, on: bool) -> Self {
+        self.token_field = on;
+        self
     }
 }
 
@@ -308,7 +319,20 @@ async fn owned_user(c: &Client, number: &Number) -> PortResult<Option<PpUser>> {
     }
 }
 
-fn fill(u: &mut PpUser, user: &DectUser) {
+/// A handset attached to an OMM user hexidian does not own is never taken from it.
+fn foreign_holder(ipei: &str, holder: &PpUser) -> PortError {
+    PortError::new(
+        PortErrorKind::Conflict,
+        format!(
+            "handset {ipei} is attached to OMM user {} (uid {}), which hexidian does not own: \
+             detach it in the OMM first",
+            holder.num.as_deref().unwrap_or("?"),
+            holder.uid().get()
+        ),
+    )
+}
+
+fn fill(u: &mut PpUser, user: &DectUser, token_field: bool) {
     let num = user.number.to_string();
     u.name = Some(user.name.clone());
     u.num = Some(num.clone());
@@ -316,9 +340,9 @@ fn fill(u: &mut PpUser, user: &DectUser) {
     u.sip_auth_id = Some(num);
     u.sip_pw = Some(SecretValue::from(Secret::new(user.sip_password.expose())));
     u.hierarchy1 = Some(OWNER_TAG.into());
-    // hierarchy fields hold at most 16 characters
+    // hierarchy fields hold at most 16 characters; the token only where configured
     let token = user.token.expose();
-    u.hierarchy2 = Some(if token.len() <= 16 {
+    u.hierarchy2 = Some(if token_field && token.len() <= 16 {
         token.into()
     } else {
         String::new()
@@ -333,12 +357,12 @@ impl DectSystem for OmmDect {
                 Some(existing) => {
                     let mut u = PpUser::default();
                     u.uid = Some(existing.uid());
-                    fill(&mut u, &user);
+                    fill(&mut u, &user, self.token_field);
                     c.set_user(u).await.map_err(port_error)?;
                 }
                 None => {
                     let mut u = PpUser::default();
-                    fill(&mut u, &user);
+                    fill(&mut u, &user, self.token_field);
                     c.create_user(u).await.map_err(port_error)?;
                     self.link.note(user.number.as_str(), true);
                 }
@@ -420,7 +444,14 @@ impl DectSystem for OmmDect {
                 return Ok(());
             }
             if !bound.is_none() {
-                c.detach(device.ppn(), bound).await.map_err(port_error)?;
+                match c.fetch_user(bound).await.map_err(port_error)? {
+                    Some(u) if !owned(&u) => {
+                        return Err(foreign_holder(&handset.ipei, &u));
+                    }
+                    _ => {
+                        c.detach(device.ppn(), bound).await.map_err(port_error)?;
+                    }
+                }
             }
             if !user.bound_ppn().is_none() {
                 c.detach(user.bound_ppn(), user.uid())
@@ -588,6 +619,7 @@ impl Handsets for OmmHandsets {
                     sip_password,
                     token: DomainSecret::new(""),
                 },
+                false,
             );
             u.hierarchy2 = Some(TEMP_TAG.into());
             let created = c.create_user(u).await.map_err(port_error)?;
@@ -632,6 +664,10 @@ impl Handsets for OmmHandsets {
                     Some(u) if owned(&u) && is_temp(&u) => {
                         c.delete_user(bound).await.map_err(port_error)?
                     }
+                    Some(u) if !owned(&u) => {
+                        let ipei = dev.ipei.map(|i| i.to_string()).unwrap_or_default();
+                        return Err(foreign_holder(&ipei, &u));
+                    }
                     _ => {
                         c.detach(ppn, bound).await.map_err(port_error)?;
                     }
@@ -646,6 +682,39 @@ impl Handsets for OmmHandsets {
                 .await
                 .map_err(port_error)?;
             Ok(())
+        })
+    }
+
+    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<broker_core::ports::TempUser>>> {
+        Box::pin(async move {
+            let c = self.link.client().await?;
+            let users = c.list_users().await.map_err(port_error)?;
+            Ok(users
+                .iter()
+                .filter(|u| owned(u) && is_temp(u))
+                .filter_map(|u| {
+                    let n: Number = u.num.as_deref()?.parse().ok()?;
+                    let ppn = u.bound_ppn();
+                    Some((n, (!ppn.is_none()).then(|| ppn.get())))
+                })
+                .collect())
+        })
+    }
+
+    fn remove_temp(&self, number: Number) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            let c = self.link.client().await?;
+            match c
+                .fetch_user_by_number(number.as_str())
+                .await
+                .map_err(port_error)?
+            {
+                Some(u) if owned(&u) && is_temp(&u) => {
+                    c.delete_user(u.uid()).await.map_err(port_error)?;
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
         })
     }
 
