@@ -226,3 +226,22 @@ async fn readiness_does_not_queue_behind_a_blocked_pbx_transaction() {
     w.assert_converged().await;
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_batch_lets_the_batch_finish_while_the_omm_link_is_up() {
+    let w = World::new().await;
+    hexidian::demo::seed(&w.guru3, 300).unwrap();
+    let total = w.guru3.pending().len();
+    assert!(total < 500, "one page: {total}");
+    let run = w.start().await;
+    // the batch is in flight once the OMM sees its first users
+    w.omm
+        .wait_for(Duration::from_secs(30), |v| v.users.len() >= 5)
+        .await
+        .unwrap();
+    assert!(w.guru3.pending_count() > 0, "stopped mid-batch");
+    run.stop().await.unwrap();
+    // the whole batch was applied and acked: the OMM link closed only after the broker
+    assert_eq!(w.guru3.pending_count(), 0);
+    w.assert_converged().await;
+}

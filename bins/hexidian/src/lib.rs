@@ -308,12 +308,24 @@ async fn supervise(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let Listeners { admin, hook } = listeners;
-    // every helper task lives in this set: aborting the supervisor ends them all
-    let mut tasks = JoinSet::new();
-    tasks.spawn(watcher.run());
-    tasks.spawn(Arc::clone(&omm).maintain(settings.omm.clone(), stop.clone()));
+    // shutdown runs in phases: the broker first (its batch finishes while the links are up),
+    // then the listeners and the handset workflow, then the links
+    let (services_tx, services) = watch::channel(false);
+    let (links_tx, links) = watch::channel(false);
+    // every helper task lives in one of these sets: aborting the supervisor ends them all;
+    // any of them ending before shutdown stops the process (with an error)
+    let mut tasks: JoinSet<&'static str> = JoinSet::new();
+    let mut link_tasks: JoinSet<&'static str> = JoinSet::new();
+    link_tasks.spawn(named("guru3 websocket watcher", watcher.run()));
+    link_tasks.spawn(named(
+        "omm link",
+        Arc::clone(&omm).maintain(settings.omm.clone(), links.clone()),
+    ));
     if let Some(listener) = admin {
-        tasks.spawn(admin::serve(listener, health.clone(), stop.clone()));
+        tasks.spawn(named(
+            "admin listener",
+            admin::serve(listener, health.clone(), services.clone()),
+        ));
     }
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
     type Stores = (
@@ -338,9 +350,12 @@ async fn supervise(
                 };
                 match both.await {
                     Ok(((store, driver), (side, side_driver))) => {
-                        tasks.spawn(driver.run());
-                        tasks.spawn(side_driver.run());
-                        tasks.spawn(prune_journal(side.clone(), stop.clone()));
+                        link_tasks.spawn(named("postgres connection", driver.run()));
+                        link_tasks.spawn(named("postgres side connection", side_driver.run()));
+                        tasks.spawn(named(
+                            "journal pruning",
+                            prune_journal(side.clone(), services.clone()),
+                        ));
                         *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(side.clone());
                         let side_state = Arc::new(PgState::new(side.clone()));
                         break (
@@ -421,34 +436,161 @@ async fn supervise(
         let limits = webhook::Limits {
             deadline: u.deadline,
         };
-        tasks.spawn(webhook::serve(
-            listener,
-            unbound.clone(),
-            limits,
-            stop.clone(),
+        tasks.spawn(named(
+            "token-call webhook",
+            webhook::serve(listener, unbound.clone(), limits, services.clone()),
         ));
-        let mut stop3 = stop.clone();
-        tasks.spawn(async move {
-            unbound
-                .run(async move {
-                    while !*stop3.borrow() {
-                        if stop3.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                })
-                .await;
-        });
+        let stop3 = services.clone();
+        tasks.spawn(named("unbound-handset workflow", async move {
+            unbound.run(stopped_when(stop3)).await;
+        }));
     }
-    let mut stop2 = stop.clone();
-    let shutdown = async move {
-        while !*stop2.borrow() {
-            if stop2.changed().await.is_err() {
-                break;
+    // the broker stops on the caller's signal, or when a helper task ended unexpectedly
+    let (abort_tx, abort) = watch::channel(false);
+    let shutdown = {
+        let (stop, abort) = (stop.clone(), abort.clone());
+        async move {
+            tokio::select! {
+                () = stopped_when(stop) => {}
+                () = stopped_when(abort) => {}
             }
         }
     };
-    let r = broker.run(shutdown).await;
-    tasks.abort_all();
-    r.map_err(|e| Error::Broker(e.report()))
+    let (result, failed) =
+        watch_tasks(broker.run(shutdown), &mut tasks, &mut link_tasks, &abort_tx).await;
+    // phase 2: listeners and the handset workflow; phase 3: the links
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let _ = services_tx.send(true);
+    drain(&mut tasks, deadline).await;
+    let _ = links_tx.send(true);
+    drain_until(&mut link_tasks, deadline, "omm link").await;
+    if let Some(what) = failed {
+        tracing::error!(task = %what, "a background task ended unexpectedly; hexidian stops");
+        return Err(Error::Broker(format!("{what} ended unexpectedly")));
+    }
+    result.map_err(|e| Error::Broker(e.report()))
+}
+
+/// Runs the broker to its end while watching the helper tasks: the first one that ends (it
+/// should run until shutdown) is named, and the broker is told to stop after its batch.
+async fn watch_tasks<T>(
+    run: impl Future<Output = T>,
+    tasks: &mut JoinSet<&'static str>,
+    link_tasks: &mut JoinSet<&'static str>,
+    abort: &watch::Sender<bool>,
+) -> (T, Option<String>) {
+    tokio::pin!(run);
+    let mut failed: Option<String> = None;
+    loop {
+        tokio::select! {
+            r = &mut run => return (r, failed),
+            Some(done) = tasks.join_next(), if failed.is_none() => {
+                failed = Some(ended(done));
+                let _ = abort.send(true);
+            }
+            Some(done) = link_tasks.join_next(), if failed.is_none() => {
+                failed = Some(ended(done));
+                let _ = abort.send(true);
+            }
+        }
+    }
+}
+
+/// How long the listeners, the workflow and the links get to finish after the broker.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+async fn named(name: &'static str, fut: impl Future<Output = ()>) -> &'static str {
+    fut.await;
+    name
+}
+
+/// Resolves once the flag is set (or its sender is gone).
+async fn stopped_when(mut flag: watch::Receiver<bool>) {
+    while !*flag.borrow() {
+        if flag.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What a task's end says, for the error.
+fn ended(done: Result<&'static str, tokio::task::JoinError>) -> String {
+    match done {
+        Ok(name) => name.to_owned(),
+        Err(e) if e.is_panic() => "a background task (panicked)".to_owned(),
+        Err(_) => "a background task (cancelled)".to_owned(),
+    }
+}
+
+/// Waits for every task of `set` until `deadline`, then aborts what is left.
+async fn drain(set: &mut JoinSet<&'static str>, deadline: tokio::time::Instant) {
+    loop {
+        match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(_) => {
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                return;
+            }
+        }
+    }
+}
+
+/// Waits (until `deadline`) for the task `name` to end, then aborts the rest: the websocket
+/// watcher and the database drivers end only when their handles are dropped, which happens
+/// with the supervisor itself.
+async fn drain_until(set: &mut JoinSet<&'static str>, deadline: tokio::time::Instant, name: &str) {
+    loop {
+        match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(Ok(n))) if n == name => break,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    set.abort_all();
+    while set.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn until_aborted(abort: watch::Receiver<bool>) -> &'static str {
+        stopped_when(abort).await;
+        "broker finished its batch"
+    }
+
+    #[tokio::test]
+    async fn a_helper_task_that_ends_stops_the_broker_and_is_named() {
+        let (abort_tx, abort) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut links = JoinSet::new();
+        links.spawn(named("omm link", std::future::pending()));
+        tasks.spawn(named("admin listener", async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }));
+        let (r, failed) =
+            watch_tasks(until_aborted(abort), &mut tasks, &mut links, &abort_tx).await;
+        assert_eq!(r, "broker finished its batch");
+        assert_eq!(failed.as_deref(), Some("admin listener"));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_helper_task_stops_the_broker() {
+        let (abort_tx, abort) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut links = JoinSet::new();
+        links.spawn(async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            #[allow(clippy::panic)] // the failure under test
+            {
+                panic!("boom")
+            }
+        });
+        tasks.spawn(named("admin listener", std::future::pending()));
+        let (_, failed) =
+            watch_tasks(until_aborted(abort), &mut tasks, &mut links, &abort_tx).await;
+        assert_eq!(failed.as_deref(), Some("a background task (panicked)"));
+    }
 }
