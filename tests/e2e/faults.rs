@@ -245,3 +245,27 @@ async fn a_stop_mid_batch_lets_the_batch_finish_while_the_omm_link_is_up() {
     assert_eq!(w.guru3.pending_count(), 0);
     w.assert_converged().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_a_quiet_queue_is_ready_well_within_one_poll() {
+    let w = World::new().await;
+    let run = w.start().await;
+    w.guru3
+        .save(Extension::new("2001", "Before", Kind::dect()))
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    run.stop().await.unwrap();
+    // nothing queued: every fetch of the new instance finds an empty page
+    let run = w.start().await;
+    let t0 = Instant::now();
+    loop {
+        let (status, body) = http_get(run.admin_addr().unwrap(), "/readyz").await;
+        if status == 200 {
+            break;
+        }
+        // the example config polls every 30 s; the start-up fetch must be enough
+        assert!(t0.elapsed() < Duration::from_secs(15), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run.stop().await.unwrap();
+}

@@ -182,3 +182,57 @@ async fn hostile_input_is_sanitised_or_dead_lettered_and_the_queue_moves() {
     );
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn number_and_name_changed_in_one_save_leave_one_user_per_number() {
+    let w = World::new().await;
+    let run = w.start().await;
+    let known = "03587 0412396 2";
+    let mut bound = Extension::new("3001", "Bound", Kind::dect());
+    bound.handset = Some(guru3_sim::Handset {
+        ipei: known.into(),
+        uak: "FA05689957F199E95B1FE44621BFD6EE".into(),
+    });
+    w.guru3.save(bound).unwrap();
+    w.guru3
+        .save(Extension::new("3002", "Plain DECT", Kind::dect()))
+        .unwrap();
+    w.guru3
+        .save(Extension::new("3003", "Softphone", Kind::sip()))
+        .unwrap();
+    w.guru3
+        .save(Extension::new("3004", "Infodesk", Kind::group("INF")))
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    // one save each: new number and new name (GURU3: RENAME then UPDATE, one page)
+    for (old, new) in [("3001", "3201"), ("3002", "3202"), ("3003", "3203"), ("3004", "3204")] {
+        w.guru3
+            .rename_and_edit(old, new, |e| e.name = format!("Renamed {new}"))
+            .unwrap();
+    }
+    w.drained(Duration::from_secs(30)).await;
+    w.assert_converged().await;
+    let (_, _, dead) = w.journal().await;
+    assert_eq!(dead, 0, "no rename was refused");
+    let view = w.omm.view();
+    for (num, name) in [("3201", "Renamed 3201"), ("3202", "Renamed 3202")] {
+        let (_, u) = view.user_by_num(num).unwrap();
+        assert_eq!(u.get("name").map(String::as_str), Some(name));
+    }
+    for gone in ["3001", "3002"] {
+        assert!(view.user_by_num(gone).is_none(), "stale OMM user {gone}");
+    }
+    assert_eq!(view.users.len(), 2, "exactly one OMM user per DECT number");
+    let holder = view
+        .devices
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| d.get("ipei").map(String::as_str) == Some(known))
+        .and_then(|d| d.get("uid").cloned());
+    assert_eq!(
+        holder,
+        view.user_by_num("3201").map(|(uid, _)| uid.to_string()),
+        "the handset moved with its extension"
+    );
+    run.stop().await.unwrap();
+}

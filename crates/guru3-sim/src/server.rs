@@ -288,6 +288,18 @@ impl Guru3Sim {
         Ok(self.commit(ids, true))
     }
 
+    /// Renames and edits in one save (what a person changing number and name at once makes
+    /// GURU3 emit: RENAME_EXTENSION, then UPDATE_EXTENSION, in one transaction).
+    pub fn rename_and_edit(
+        &self,
+        old: &str,
+        new: &str,
+        edit: impl FnOnce(&mut Extension),
+    ) -> Result<Vec<i64>, String> {
+        let ids = self.shared.state().rename_edit(old, new, edit)?;
+        Ok(self.commit(ids, true))
+    }
+
     /// Deletes (forwarders re-sent, memberships dropped silently).
     pub fn delete(&self, number: &str) -> Result<Vec<i64>, String> {
         let ids = self.shared.state().delete(number)?;

@@ -435,6 +435,17 @@ impl State {
     }
 
     pub(crate) fn rename(&mut self, old: &str, new: &str) -> Result<Vec<i64>, String> {
+        self.rename_edit(old, new, |_| {})
+    }
+
+    /// A rename and an edit of the same extension in one save: GURU3 emits the rename, then
+    /// one UPDATE_EXTENSION with the edited data, in one transaction.
+    pub(crate) fn rename_edit(
+        &mut self,
+        old: &str,
+        new: &str,
+        edit: impl FnOnce(&mut Extension),
+    ) -> Result<Vec<i64>, String> {
         check_number(new)?;
         let mut e = self
             .extensions
@@ -463,6 +474,8 @@ impl State {
             "RENAME_EXTENSION",
             J::obj([("old_extension", J::s(old)), ("new_extension", J::s(new))]),
         )];
+        edit(&mut e);
+        e.number = new.into();
         let data = self.wire_data(&e, true, true);
         self.extensions.insert(new.into(), e);
         ids.push(self.push("UPDATE_EXTENSION", data));

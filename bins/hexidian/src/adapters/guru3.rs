@@ -1,7 +1,5 @@
 //! `EventFeed` over `guru3_client::Feed`: decodes envelopes into domain commands.
 
-use std::sync::Mutex as StdMutex;
-
 use broker_core::model::{
     Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Secret,
 };
@@ -16,7 +14,7 @@ use tokio::sync::Mutex;
 pub struct Guru3Feed {
     feed: Mutex<Feed>,
     client: guru3_client::Client,
-    health: StdMutex<FeedHealth>,
+    status: guru3_client::client::StatusHandle,
 }
 
 impl Guru3Feed {
@@ -24,19 +22,9 @@ impl Guru3Feed {
     pub fn new(feed: Feed) -> Self {
         Self {
             client: feed.client().clone(),
+            status: feed.status_handle(),
             feed: Mutex::new(feed),
-            health: StdMutex::new(FeedHealth::default()),
         }
-    }
-
-    fn remember(&self, feed: &Feed) {
-        let s = feed.status();
-        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        *h = FeedHealth {
-            push_connected: s.websocket_connected,
-            last_fetch_ok: s.last_fetch_ok,
-            pending_acks: s.pending_acks,
-        };
     }
 }
 
@@ -56,10 +44,7 @@ impl EventFeed for Guru3Feed {
     fn next_batch(&self) -> BoxFuture<'_, PortResult<Vec<Incoming>>> {
         Box::pin(async move {
             let mut feed = self.feed.lock().await;
-            self.remember(&feed);
-            let page = feed.next_page().await;
-            self.remember(&feed);
-            let page = page.map_err(port_error)?;
+            let page = feed.next_page().await.map_err(port_error)?;
             for m in &page.malformed {
                 // without an id it can never be acked: GURU3 will keep returning it
                 tracing::error!(element = %m.to_string().chars().take(200).collect::<String>(), "guru3 returned an element without a usable id");
@@ -76,17 +61,17 @@ impl EventFeed for Guru3Feed {
                     feed.ack(id);
                 }
             }
-            let r = feed.flush_acks().await.map_err(port_error);
-            self.remember(&feed);
-            r
+            feed.flush_acks().await.map_err(port_error)
         })
     }
 
     fn health(&self) -> FeedHealth {
-        if let Ok(feed) = self.feed.try_lock() {
-            self.remember(&feed);
+        let s = self.status.get();
+        FeedHealth {
+            push_connected: s.websocket_connected,
+            last_fetch_ok: s.last_fetch_ok,
+            pending_acks: s.pending_acks,
         }
-        *self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn submit(&self, assigns: Vec<Assign>) -> BoxFuture<'_, PortResult<Vec<AssignResult>>> {

@@ -132,6 +132,30 @@ pub struct FeedStatus {
     pub fetches: u64,
 }
 
+/// A live view of a [`Feed`]'s [`FeedStatus`] that can be read while the feed itself is busy
+/// waiting in [`Feed::next_page`] (which holds `&mut Feed`).
+#[derive(Debug, Clone)]
+pub struct StatusHandle {
+    ws: watch::Receiver<WsState>,
+    live: std::sync::Arc<std::sync::Mutex<(bool, usize, u64)>>,
+}
+
+impl StatusHandle {
+    /// The feed's status now.
+    pub fn get(&self) -> FeedStatus {
+        let ws = *self.ws.borrow();
+        let (last_fetch_ok, pending_acks, fetches) =
+            *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        FeedStatus {
+            websocket_connected: ws.connected,
+            websocket_connects: ws.connects,
+            last_fetch_ok,
+            pending_acks,
+            fetches,
+        }
+    }
+}
+
 /// Creates the feed and its websocket watcher for `client`.
 pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
     let (tx, rx) = watch::channel(WsState::default());
@@ -139,6 +163,7 @@ pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
     let feed = Feed {
         client: client.clone(),
         ws: rx,
+        live: std::sync::Arc::default(),
         seen: WsState::default(),
         fetch_now: true,
         next_poll: now + config.poll_interval,
@@ -169,6 +194,8 @@ pub struct Feed {
     client: Client,
     config: FeedConfig,
     ws: watch::Receiver<WsState>,
+    /// (last fetch ok, pending acks, fetches), published for [`StatusHandle`]
+    live: std::sync::Arc<std::sync::Mutex<(bool, usize, u64)>>,
     seen: WsState,
     fetch_now: bool,
     next_poll: Instant,
@@ -212,9 +239,26 @@ impl Feed {
         }
     }
 
+    /// A handle that reads [`status`](Self::status) live, also while the feed waits.
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle {
+            ws: self.ws.clone(),
+            live: std::sync::Arc::clone(&self.live),
+        }
+    }
+
+    fn publish(&self) {
+        *self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (self.last_fetch_ok, self.pending_acks.len(), self.fetches);
+    }
+
     /// Marks a message as done; it is acknowledged with the next flush.
     pub fn ack(&mut self, id: MessageId) {
         self.pending_acks.insert(id);
+        self.publish();
     }
 
     /// Asks for a fetch at the next [`next_page`](Self::next_page) without waiting for a trigger.
@@ -232,12 +276,14 @@ impl Feed {
         for chunk in ids.chunks(crate::inbound::MAX_ACKS_PER_POST) {
             if let Err(e) = self.client.ack(chunk).await {
                 self.ack_retry_at = Some(Instant::now() + self.ack_retry.next_delay());
+                self.publish();
                 return Err(e);
             }
             for id in chunk {
                 self.pending_acks.remove(id);
             }
         }
+        self.publish();
         self.ack_retry.reset();
         self.ack_retry_at = None;
         Ok(())
@@ -268,12 +314,15 @@ impl Feed {
                 Ok(p) => p,
                 Err(e) => {
                     self.last_fetch_ok = false;
+                    self.publish();
                     self.retry_at = Some(now + self.retry.next_delay());
                     self.fetch_now = true;
                     return Err(e);
                 }
             };
+            // an empty page is a successful fetch too: readiness must see it at once
             self.last_fetch_ok = true;
+            self.publish();
             self.retry.reset();
             self.retry_at = None;
             self.next_poll = now + self.config.poll_interval;
