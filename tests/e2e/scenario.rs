@@ -205,7 +205,12 @@ async fn number_and_name_changed_in_one_save_leave_one_user_per_number() {
         .unwrap();
     w.drained(Duration::from_secs(30)).await;
     // one save each: new number and new name (GURU3: RENAME then UPDATE, one page)
-    for (old, new) in [("3001", "3201"), ("3002", "3202"), ("3003", "3203"), ("3004", "3204")] {
+    for (old, new) in [
+        ("3001", "3201"),
+        ("3002", "3202"),
+        ("3003", "3203"),
+        ("3004", "3204"),
+    ] {
         w.guru3
             .rename_and_edit(old, new, |e| e.name = format!("Renamed {new}"))
             .unwrap();
@@ -234,5 +239,41 @@ async fn number_and_name_changed_in_one_save_leave_one_user_per_number() {
         view.user_by_num("3201").map(|(uid, _)| uid.to_string()),
         "the handset moved with its extension"
     );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_token_provisions_and_an_empty_password_says_what_to_do() {
+    let w = World::new().await;
+    let run = w.start().await;
+    // extensions made by GURU3 code paths that skip the type's initialisation
+    w.guru3.inject(
+        "UPDATE_EXTENSION",
+        serde_json::json!({"number": "2050", "name": "No token", "type": "DECT", "token": "",
+            "useEncryption": false, "displayModus": "NUMBER_NAME", "location": "", "language": "en-US",
+            "ringback": "", "call_waiting": true, "allow_dialout": false}),
+    );
+    let sip = w.guru3.inject(
+        "UPDATE_EXTENSION",
+        serde_json::json!({"number": "2051", "name": "No password", "type": "SIP", "password": "",
+            "isPremium": false, "location": "", "language": "en-US", "ringback": "",
+            "call_waiting": true, "allow_dialout": false}),
+    );
+    w.drained(Duration::from_secs(30)).await;
+    assert!(
+        w.omm.view().user_by_num("2050").is_some(),
+        "provisioned without token binding"
+    );
+    let reason: Option<String> = w
+        .sql
+        .query_one(
+            "SELECT reason FROM hexidian.journal WHERE id = $1 AND status = 'dead'",
+            &[&sip],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let reason = reason.unwrap();
+    assert!(reason.contains("set a SIP password"), "{reason}");
     run.stop().await.unwrap();
 }

@@ -275,8 +275,11 @@ impl Directory {
         }) = entry.and_then(|e| e.extension.as_ref())
         {
             let ipei = handset.as_ref().map(|h| h.ipei.clone());
-            self.by_token
-                .insert(token.expose().to_owned(), number.clone());
+            // an extension without a token cannot be claimed by token call
+            if !token.expose().is_empty() {
+                self.by_token
+                    .insert(token.expose().to_owned(), number.clone());
+            }
             if let Some(i) = &ipei {
                 self.by_ipei.insert(i.clone(), number.clone());
             }

@@ -1,6 +1,7 @@
 //! The delivery loop against the in-memory models of every port.
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
+use std::future::Future;
 use std::sync::Arc;
 
 use broker_core::fakes::{MemoryDect, MemoryFeed, MemorySip, MemoryState, SkipClock};
@@ -661,5 +662,58 @@ async fn a_handset_is_never_taken_from_a_user_someone_else_owns() {
     assert_eq!(
         w.dect.user("3000").unwrap().handset.as_deref(),
         Some("03587 0412396 2")
+    );
+}
+
+/// Everything logged while `f` runs, as text.
+async fn logged<F: Future<Output = ()>>(f: F) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || out.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    f.await;
+    drop(guard);
+    let bytes = buf.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn every_dead_letter_and_ignored_message_logs_one_line() {
+    let w = World::new();
+    w.dect.seed_foreign("2002", "Someone else's");
+    let mut b = w.broker().await;
+    w.feed.push(msg(1, dect("2002", None)));
+    w.feed.push(msg(2, Command::CallExtension(n("2001"))));
+    w.feed.push(msg(3, sip("2003", "s3cretPw")));
+    let log = logged(w.drain(&mut b)).await;
+    let dead: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("dead-lettered"))
+        .collect();
+    let ignored: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("message ignored"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{log}");
+    assert!(dead[0].contains("ERROR") && dead[0].contains("id=1") && dead[0].contains("2002"));
+    assert_eq!(ignored.len(), 1, "{log}");
+    assert!(ignored[0].contains("WARN") && ignored[0].contains("id=2"));
+    assert!(
+        !log.contains("s3cretPw") && !log.contains("05704191"),
+        "{log}"
     );
 }

@@ -303,8 +303,9 @@ pub enum ExtensionKind {
     },
     /// DECT handset.
     Dect {
-        /// Registration token.
-        token: Token,
+        /// Registration token; `None` when GURU3 sent `""` (an extension created by a code
+        /// path that skipped the type's initialisation): no token binding for it.
+        token: Option<Token>,
         /// Air-interface encryption.
         use_encryption: bool,
         /// Caller-ID display.
@@ -611,7 +612,10 @@ impl Cx<'_> {
                 is_premium: w.is_premium,
             },
             "DECT" => ExtensionKind::Dect {
-                token: self.parse("token", &need("token", w.token)?)?,
+                token: match need("token", w.token)? {
+                    t if t.is_empty() => None,
+                    t => Some(self.parse("token", &t)?),
+                },
                 use_encryption: w.use_encryption,
                 display_mode: match w.display_modus.as_str() {
                     "NUMBER" => DisplayMode::Number,
@@ -768,6 +772,25 @@ mod tests {
             )
             .contains("delay")
         );
+        // an empty password names what to do about it; an empty DECT token is no error
+        assert!(
+            err(
+                "UPDATE_EXTENSION",
+                json!({"number": "2001", "type": "SIP", "password": ""})
+            )
+            .contains("set a SIP password for this extension in GURU3")
+        );
+        let tokenless = raw(
+            "UPDATE_EXTENSION",
+            json!({"number": "2002", "type": "DECT", "token": ""}),
+        )
+        .decode()
+        .unwrap();
+        assert!(matches!(
+            tokenless,
+            Message::UpdateExtension(ref u)
+                if matches!(u.kind, ExtensionKind::Dect { token: None, .. })
+        ));
         assert!(err("DELETE_EXTENSION", json!(null)).contains("malformed json"));
         assert!(err("RENAME_EXTENSION", json!({"old_extension": "1"})).contains("malformed"));
     }

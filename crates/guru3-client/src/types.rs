@@ -271,7 +271,10 @@ impl FromStr for SipPassword {
     type Err = InvalidValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() {
-            return Err(invalid("password", "empty"));
+            return Err(invalid(
+                "password",
+                "empty: set a SIP password for this extension in GURU3",
+            ));
         }
         if s.len() > 128 {
             return Err(invalid("password", "too long"));

@@ -15,6 +15,8 @@ pub struct Guru3Feed {
     feed: Mutex<Feed>,
     client: guru3_client::Client,
     status: guru3_client::client::StatusHandle,
+    /// DECT extensions already reported for having no token (bounded)
+    tokenless: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Guru3Feed {
@@ -24,6 +26,26 @@ impl Guru3Feed {
             client: feed.client().clone(),
             status: feed.status_handle(),
             feed: Mutex::new(feed),
+            tokenless: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Says once per extension that a DECT extension came without a token.
+    fn note_tokenless(&self, messages: &[Incoming]) {
+        for m in messages {
+            if let Ok(Command::Upsert(Extension {
+                number,
+                kind: Kind::Dect { token, .. },
+                ..
+            })) = &m.command
+            {
+                if token.expose().is_empty() {
+                    let mut seen = self.tokenless.lock().unwrap_or_else(|e| e.into_inner());
+                    if seen.len() < 10_000 && seen.insert(number.to_string()) {
+                        tracing::warn!(extension = %number, "DECT extension without a token: provisioned without token binding");
+                    }
+                }
+            }
         }
     }
 }
@@ -49,7 +71,9 @@ impl EventFeed for Guru3Feed {
                 // without an id it can never be acked: GURU3 will keep returning it
                 tracing::error!(element = %m.to_string().chars().take(200).collect::<String>(), "guru3 returned an element without a usable id");
             }
-            Ok(page.messages.iter().map(incoming).collect())
+            let messages: Vec<Incoming> = page.messages.iter().map(incoming).collect();
+            self.note_tokenless(&messages);
+            Ok(messages)
         })
     }
 
@@ -179,7 +203,7 @@ pub(crate) fn command(m: Message) -> Result<Command, String> {
                     handset,
                     ..
                 } => Kind::Dect {
-                    token: Secret::new(token.as_str()),
+                    token: Secret::new(token.as_ref().map_or("", |t| t.as_str())),
                     encryption: use_encryption,
                     handset: handset.map(|h| Handset {
                         ipei: h.ipei.as_str().to_owned(),

@@ -144,8 +144,10 @@ impl StatusHandle {
     /// The feed's status now.
     pub fn get(&self) -> FeedStatus {
         let ws = *self.ws.borrow();
-        let (last_fetch_ok, pending_acks, fetches) =
-            *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last_fetch_ok, pending_acks, fetches) = *self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         FeedStatus {
             websocket_connected: ws.connected,
             websocket_connects: ws.connects,
