@@ -6,7 +6,8 @@
 //!
 //! * at start and after every websocket (re)connect (a connect or a frame fetches even
 //!   while a failed fetch's back-off runs: GURU3 is evidently up),
-//! * after a `messagecount` frame with a non-zero count: at once after a quiet period,
+//! * after a `messagecount` frame whose count rose since the previous frame (the echo of an
+//!   ack never does): at once after a quiet period,
 //!   else at the end of the debounce window that follows the last frame-triggered fetch,
 //! * once more, shortly after a frame whose fetch found nothing new (the frame races the
 //!   commit in GURU3),
@@ -329,6 +330,16 @@ impl Feed {
             self.retry_at = None;
             self.next_poll = now + self.config.poll_interval;
             self.fetch_now = page.returned >= self.client.page_size() as usize;
+            // frames that came in while this fetch was under way and announce no more than it
+            // brought (a whole queue, not a full page) are answered by it
+            let ws = *self.ws.borrow();
+            if ws.frames > self.seen.frames
+                && !self.fetch_now
+                && ws.queue_length <= page.returned as u64
+            {
+                self.seen.frames = ws.frames;
+                self.debounce_at = None;
+            }
             let before = page.messages.len();
             page.messages.retain(|m| !self.pending_acks.contains(&m.id));
             if page.messages.len() < before {
@@ -456,8 +467,12 @@ impl Watcher {
     }
 
     /// Reads until the stream ends; `None` when the feed is gone. Silence is measured from
-    /// the last frame of any kind: GURU3's pings keep a quiet socket alive.
+    /// the last frame of any kind: GURU3's pings keep a quiet socket alive. Only a frame
+    /// whose `queuelength` rose since the previous frame can announce a new message (acks,
+    /// ours included, only lower it), so only such frames wake the feed; the first frame
+    /// after a (re)connect is compared with 0, and the connect itself fetches anyway.
     async fn read(&mut self, mut ws: super::Notifications) -> Option<Error> {
+        let mut last = 0u64;
         loop {
             let deadline = ws.last_activity() + self.idle_timeout;
             tokio::select! {
@@ -471,12 +486,13 @@ impl Watcher {
                     Ok(None) => return Some(Error::Closed),
                     Ok(Some(Err(e))) => return Some(e),
                     Ok(Some(Ok(n))) => {
-                        if n.queue_length > 0 {
+                        if n.queue_length > last {
                             self.tx.send_modify(|s| {
                                 s.frames += 1;
                                 s.queue_length = n.queue_length;
                             });
                         }
+                        last = n.queue_length;
                     }
                 },
             }

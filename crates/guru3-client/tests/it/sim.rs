@@ -635,3 +635,28 @@ async fn a_frame_fetches_at_once_whatever_the_rest_back_off_says() {
         .unwrap();
     assert_eq!(page.messages.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_frames_our_own_acks_cause_fetch_nothing() {
+    let sim = sim().await;
+    let (mut feed, _w) = start_feed(client(&sim), quiet());
+    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
+    assert!(early.is_err(), "nothing should be there yet");
+    sim.save(sip("2001")).unwrap();
+    sim.save(sip("2002")).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(next_page(&mut feed).await.messages.into_iter().map(|m| m.id));
+    }
+    let (gets, _) = sim.request_counts();
+    // one ack at a time: GURU3 answers each with a frame (queuelength 1, then 0)
+    for id in got {
+        feed.ack(id);
+        feed.flush_acks().await.unwrap();
+    }
+    let r = tokio::time::timeout(Duration::from_millis(1500), feed.next_page()).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(sim.request_counts().0, gets, "no GET for our own acks' frames");
+}
