@@ -277,3 +277,26 @@ async fn an_empty_token_provisions_and_an_empty_password_says_what_to_do() {
     assert!(reason.contains("set a SIP password"), "{reason}");
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_edit_costs_guru3_two_requests() {
+    let w = World::new().await;
+    let run = w.start().await;
+    w.guru3
+        .save(Extension::new("2001", "First", Kind::dect()))
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..5 {
+        let (gets, posts) = w.guru3.request_counts();
+        w.guru3
+            .edit("2001", |e| e.name = format!("Edit {i}"))
+            .unwrap();
+        w.drained(Duration::from_secs(30)).await;
+        // whatever the edit's own frames and our ack's frame could still trigger
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (g, p) = w.guru3.request_counts();
+        assert_eq!((g - gets, p - posts), (1, 1), "edit {i}: GETs and POSTs");
+    }
+    run.stop().await.unwrap();
+}
