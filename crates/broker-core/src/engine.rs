@@ -515,7 +515,7 @@ impl Broker {
             }
         }
         report.retry = self.tail.len();
-        self.update_stall();
+        self.update_stall(!report.acked.is_empty());
         let backlog = self.tail.len();
         let retrying = self.waiting.as_ref().filter(|w| !w.stalled).map(|w| {
             match self.attempts.get(&w.message) {
@@ -535,11 +535,17 @@ impl Broker {
     }
 
     /// Enters, updates or leaves the stall after a call of `process`; logs only the edges.
-    fn update_stall(&mut self) {
+    /// A round that got messages through starts the probe back-off afresh: a flapping peer
+    /// that lets work through is tried again soon.
+    fn update_stall(&mut self, progressed: bool) {
         let now = self.ports.clock.now();
         match self.waiting.as_ref().filter(|w| w.stalled) {
             Some(w) if !self.tail.is_empty() => {
-                self.stall_probes = self.stall_probes.saturating_add(1);
+                self.stall_probes = if progressed {
+                    1
+                } else {
+                    self.stall_probes.saturating_add(1)
+                };
                 match &mut self.stall {
                     Some(s) => {
                         s.reason.clone_from(&w.reason);

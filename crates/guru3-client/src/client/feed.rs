@@ -36,10 +36,11 @@ pub struct FeedConfig {
     /// Fetch at least this often (default 30 s).
     pub poll_interval: Duration,
     /// Frames within this long after a frame-triggered fetch are answered by one more fetch
-    /// at the end of the window (default 250 ms); the first frame after a quiet period
-    /// fetches at once, and frames that arrive during a fetch are answered by one fetch.
+    /// at the end of the window (default 0: a frame fetches at once, and frames that arrive
+    /// while a fetch is under way are answered by one fetch right after it).
     pub debounce: Duration,
-    /// Fetch again this long after a frame whose fetch brought nothing new (default 1.5 s).
+    /// Fetch again this long after a frame whose fetch brought nothing new (default 250 ms:
+    /// GURU3 sends the frame from inside the saving transaction, so it can precede the commit).
     pub repoll_delay: Duration,
     /// First websocket reconnect delay (default 1 s), doubling up to `reconnect_max`.
     pub reconnect_base: Duration,
@@ -57,8 +58,8 @@ impl Default for FeedConfig {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(30),
-            debounce: Duration::from_millis(250),
-            repoll_delay: Duration::from_millis(1500),
+            debounce: Duration::ZERO,
+            repoll_delay: Duration::from_millis(250),
             reconnect_base: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(75),

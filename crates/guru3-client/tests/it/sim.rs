@@ -648,7 +648,13 @@ async fn the_frames_our_own_acks_cause_fetch_nothing() {
     sim.save(sip("2002")).unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
-        got.extend(next_page(&mut feed).await.messages.into_iter().map(|m| m.id));
+        got.extend(
+            next_page(&mut feed)
+                .await
+                .messages
+                .into_iter()
+                .map(|m| m.id),
+        );
     }
     let (gets, _) = sim.request_counts();
     // one ack at a time: GURU3 answers each with a frame (queuelength 1, then 0)
@@ -658,5 +664,9 @@ async fn the_frames_our_own_acks_cause_fetch_nothing() {
     }
     let r = tokio::time::timeout(Duration::from_millis(1500), feed.next_page()).await;
     assert!(r.is_err(), "{r:?}");
-    assert_eq!(sim.request_counts().0, gets, "no GET for our own acks' frames");
+    assert_eq!(
+        sim.request_counts().0,
+        gets,
+        "no GET for our own acks' frames"
+    );
 }
