@@ -576,3 +576,40 @@ async fn dect_tokens_stay_out_of_fields_any_omm_reader_sees() {
     );
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_encryption_follows_guru3_on_the_handset() {
+    let w = World::new().await;
+    let run = w.start().await;
+    let known = "03587 0412396 2";
+    let mut kiosk = Extension::new("2002", "Kiosk", Kind::dect());
+    if let Kind::Dect { encryption, .. } = &mut kiosk.kind {
+        *encryption = true;
+    }
+    kiosk.handset = Some(Handset {
+        ipei: known.into(),
+        uak: "FA05689957F199E95B1FE44621BFD6EE".into(),
+    });
+    w.guru3.save(kiosk).unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    let encrypt = |w: &World| {
+        w.omm
+            .view()
+            .devices
+            .iter()
+            .map(|(_, d)| d)
+            .find(|d| d.get("ipei").map(String::as_str) == Some(known))
+            .and_then(|d| d.get("encrypt").cloned())
+    };
+    assert_eq!(encrypt(&w).as_deref(), Some("1"));
+    w.guru3
+        .edit("2002", |e| {
+            if let Kind::Dect { encryption, .. } = &mut e.kind {
+                *encryption = false;
+            }
+        })
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    assert_eq!(encrypt(&w).as_deref(), Some("0"), "the change reached the device");
+    run.stop().await.unwrap();
+}

@@ -345,18 +345,25 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                     token: token.clone(),
                     password_from: p.sip.len() - 1,
                 });
-                let known = match &prev {
+                let (known, was_encrypted) = match &prev {
                     Some(Extension {
-                        kind: Kind::Dect { handset: h, .. },
+                        kind:
+                            Kind::Dect {
+                                handset: h,
+                                encryption: e,
+                                ..
+                            },
                         ..
-                    }) => h.clone(),
-                    _ => None,
+                    }) => (h.clone(), Some(*e)),
+                    _ => (None, None),
                 };
-                // a missing `dect` is "no information", not "unbind" (spec §6.7)
-                if let Some(h) = handset
-                    .as_ref()
-                    .filter(|h| resync || known.as_ref() != Some(*h))
-                {
+                // a missing `dect` is "no information", not "unbind" (spec §6.7); a changed
+                // `useEncryption` re-binds so the adapter sets it on the device
+                let flag_changed = was_encrypted.is_some_and(|e| e != *encryption);
+                let target = handset.as_ref().or(known.as_ref().filter(|_| flag_changed));
+                if let Some(h) = target.filter(|h| {
+                    resync || flag_changed || known.as_ref() != Some(*h)
+                }) {
                     p.dect.push(DectOp::Bind {
                         number: number.clone(),
                         handset: h.clone(),
@@ -507,6 +514,33 @@ mod tests {
                 p.dect.as_slice(),
                 [DectOp::Upsert { .. }, DectOp::Bind { .. }]
             ),
+            "{:?}",
+            p.dect
+        );
+    }
+
+    #[test]
+    fn a_changed_encryption_flag_reaches_the_bound_handset() {
+        let mut m = Mirror::new();
+        plan(
+            &Command::Upsert(dect("2002", Some("03587 0412396 2"))),
+            &mut m,
+            None,
+        );
+        // the next update has no `dect` (no information) but turns encryption on
+        let mut e = dect("2002", None);
+        if let Kind::Dect { encryption, .. } = &mut e.kind {
+            *encryption = true;
+        }
+        let p = plan(&Command::Upsert(e), &mut m, None);
+        assert!(
+            p.dect.iter().any(|o| matches!(
+                o,
+                DectOp::Bind {
+                    encryption: true,
+                    ..
+                }
+            )),
             "{:?}",
             p.dect
         );

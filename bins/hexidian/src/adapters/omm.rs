@@ -439,6 +439,13 @@ impl DectSystem for OmmDect {
                     c.create_device(&d).await.map_err(port_error)?
                 }
             };
+            // GURU3's useEncryption, also for a device that existed already
+            if device.encrypt != Some(encryption) {
+                let mut set = PpDevice::default();
+                set.ppn = Some(device.ppn());
+                set.encrypt = Some(encryption);
+                c.set_device(&set).await.map_err(port_error)?;
+            }
             let bound = device.bound_uid();
             if bound == user.uid() {
                 return Ok(());
