@@ -170,6 +170,26 @@ async fn an_omm_outage_outlasting_every_retry_limit_loses_nothing() {
         .user_by_num("2001")
         .map(|(_, a)| a["name"].clone());
     assert_eq!(name.as_deref(), Some("During 2"), "applied in GURU3 order");
+    // an OMM that answers and refuses ("failed") still costs the message its attempts
+    w.omm.faults(|f| {
+        f.inject
+            .insert("CreatePPUser".into(), ("EFailed".into(), 100));
+    });
+    let refused = w
+        .guru3
+        .save(Extension::new("2003", "Refused", Kind::dect()))
+        .unwrap();
+    w.drained(Duration::from_secs(60)).await;
+    let status: String = w
+        .sql
+        .query_one(
+            "SELECT status FROM hexidian.journal WHERE id = $1",
+            &[refused.last().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "dead", "dead-lettered after max_attempts");
     run.stop().await.unwrap();
 }
 
