@@ -155,11 +155,16 @@ async fn an_omm_outage_outlasting_every_retry_limit_loses_nothing() {
         .save(Extension::new("2001", "Before", Kind::dect()))
         .unwrap();
     w.drained(Duration::from_secs(30)).await;
+    // an OMM that refuses TLS handshakes for 10 s, then one that is off (connection
+    // refused) for another 10 s
     w.omm.faults(|f| f.refuse_tls = true);
     w.omm.drop_connections();
     let ids = edits_during(&w);
-    assert_waits(&w, &run, &ids, 20).await;
+    assert_waits(&w, &run, &ids, 10).await;
+    w.omm.set_listening(false).await;
     w.omm.faults(|f| f.refuse_tls = false);
+    assert_waits(&w, &run, &ids, 10).await;
+    w.omm.set_listening(true).await;
     w.drained(Duration::from_secs(30)).await;
     w.assert_converged().await;
     let (_, _, dead) = w.journal().await;

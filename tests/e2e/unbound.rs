@@ -610,6 +610,10 @@ async fn use_encryption_follows_guru3_on_the_handset() {
         })
         .unwrap();
     w.drained(Duration::from_secs(30)).await;
-    assert_eq!(encrypt(&w).as_deref(), Some("0"), "the change reached the device");
+    assert_eq!(
+        encrypt(&w).as_deref(),
+        Some("0"),
+        "the change reached the device"
+    );
     run.stop().await.unwrap();
 }

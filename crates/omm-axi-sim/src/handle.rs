@@ -327,10 +327,17 @@ pub(crate) fn request(st: &mut State, session: u64, req: &Node) -> Reply {
             Vec::new(),
         ),
         "GetAccount" => {
+            // ids count from 1 (the first account is 1); `id` asks for one, none for all
+            let wanted = req.get("id").and_then(|v| v.parse::<usize>().ok());
+            if wanted.is_some_and(|w| w == 0 || w > st.accounts.len()) {
+                return err(name, seq, "ENoEnt", &[]);
+            }
             let accounts: Vec<String> = st
                 .accounts
                 .iter()
                 .enumerate()
+                .map(|(i, a)| (i + 1, a))
+                .filter(|(i, _)| wanted.is_none_or(|w| w == *i))
                 .map(|(i, (u, _))| {
                     Out::new("account")
                         .attr("id", &i.to_string())
@@ -559,8 +566,11 @@ pub(crate) fn request(st: &mut State, session: u64, req: &Node) -> Reply {
                 _ => return err(name, seq, "EInval", &[("bad", "mode")]),
             };
             st.mode = mode;
-            st.emit_mode();
-            (ok(name, seq).attr("mode", mode.name()).finish(), Vec::new())
+            // the reply goes out first, then the event it causes (as on a real OMM)
+            (
+                ok(name, seq).attr("mode", mode.name()).finish(),
+                vec![Change::Mode],
+            )
         }
         "GetPPState" => {
             let Some(ppn) = req

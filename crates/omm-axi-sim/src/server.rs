@@ -46,7 +46,7 @@ pub struct Sim {
     shared: Arc<Shared>,
     tls_addr: SocketAddr,
     plain_addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -151,8 +151,41 @@ impl Sim {
             shared,
             tls_addr,
             plain_addr,
-            tasks,
+            tasks: Mutex::new(tasks),
         }
+    }
+
+    /// An OMM that is off: both listeners closed (connections are refused, not reset) and
+    /// every session dropped. `up` reopens the listeners on the same addresses.
+    pub async fn set_listening(&self, up: bool) {
+        let lock = || {
+            self.tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if !up {
+            let old: Vec<JoinHandle<()>> = lock().drain(..).collect();
+            for t in old {
+                t.abort();
+            }
+            self.drop_connections();
+            return;
+        }
+        if !lock().is_empty() {
+            return;
+        }
+        let mut fresh = Vec::new();
+        for (addr, tls) in [(self.tls_addr, true), (self.plain_addr, false)] {
+            let listener = TcpListener::bind(addr)
+                .await
+                .unwrap_or_else(|e| panic!("rebinding {addr}: {e}"));
+            fresh.push(tokio::spawn(accept_loop(
+                listener,
+                self.shared.clone(),
+                tls,
+            )));
+        }
+        lock().extend(fresh);
     }
 
     /// Address of the TLS listener.
@@ -451,7 +484,12 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             t.abort();
         }
         self.drop_connections();

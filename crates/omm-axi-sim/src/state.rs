@@ -181,6 +181,8 @@ pub(crate) enum Change {
         attrs: Attrs,
         deleted: bool,
     },
+    /// The subscription mode was set (its event follows the response that set it).
+    Mode,
 }
 
 impl State {
@@ -240,6 +242,9 @@ impl State {
 
     /// Sends the events for a list of changes to every matching session.
     pub(crate) fn emit(&mut self, changes: &[Change]) {
+        if changes.iter().any(|c| matches!(c, Change::Mode)) {
+            self.emit_mode();
+        }
         for info in self.sessions.values() {
             if !info.open {
                 continue;
@@ -251,6 +256,7 @@ impl State {
             };
             for ch in changes {
                 let (combined, separate, type_name, id) = match ch {
+                    Change::Mode => continue,
                     Change::User {
                         uid,
                         attrs,

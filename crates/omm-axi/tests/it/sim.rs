@@ -529,3 +529,88 @@ async fn unknown_events_and_garbage_from_the_omm_are_survived() {
     );
     client.ping().await.unwrap();
 }
+
+/// Raw frames over the plain listener: what a foreign OM AXI client sees on the wire.
+async fn raw_exchange(sim: &Sim, frames: &[&str], want: usize) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(sim.plain_addr())
+        .await
+        .unwrap();
+    for f in frames {
+        s.write_all(f.as_bytes()).await.unwrap();
+        s.write_all(b"\0").await.unwrap();
+    }
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while got.len() < want {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed after {got:?}");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = buf.iter().position(|b| *b == 0) {
+                got.push(String::from_utf8_lossy(&buf[..end]).into_owned());
+                buf.drain(..=end);
+            }
+        }
+    })
+    .await
+    .expect("frames within the timeout");
+    got
+}
+
+#[tokio::test]
+async fn sim_answers_get_account_with_the_account_asked_for() {
+    let sim = Sim::start().await;
+    let got = raw_exchange(
+        &sim,
+        &[
+            r#"<Open seq="1" username="omm" password="omm"/>"#,
+            r#"<GetAccount id="1"/>"#,
+        ],
+        2,
+    )
+    .await;
+    assert!(got[1].starts_with("<GetAccountResp"), "{got:?}");
+    assert!(got[1].contains(r#"<account id="1""#), "{got:?}");
+    assert!(got[1].contains(r#"username="omm""#), "{got:?}");
+}
+
+#[tokio::test]
+async fn sim_sends_the_subscription_mode_reply_before_its_event() {
+    let sim = Sim::start().await;
+    let got = raw_exchange(
+        &sim,
+        &[
+            r#"<Open seq="1" username="omm" password="omm"/>"#,
+            r#"<Subscribe seq="2"><e cmd="On" eventType="DECTSubscriptionMode"/></Subscribe>"#,
+            r#"<SetDECTSubscriptionMode mode="Configured"/>"#,
+        ],
+        4,
+    )
+    .await;
+    let reply = got
+        .iter()
+        .position(|f| f.starts_with("<SetDECTSubscriptionModeResp"));
+    let event = got
+        .iter()
+        .rposition(|f| f.starts_with("<EventDECTSubscriptionMode"));
+    assert!(reply.is_some() && event.is_some(), "{got:?}");
+    assert!(reply < event, "{got:?}");
+}
+
+#[tokio::test]
+async fn a_switched_off_sim_refuses_connections_and_comes_back() {
+    let sim = Sim::start().await;
+    sim.set_listening(false).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = tokio::net::TcpStream::connect(sim.addr())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let e = connect(&config(&sim)).await.err().expect("refused");
+    assert!(e.is_transient(), "{e:?}");
+    sim.set_listening(true).await;
+    let (client, _events, _conn) = open(&sim).await;
+    assert_eq!(client.fetch_system_name().await.unwrap(), "hexidian-sim");
+}
