@@ -360,7 +360,9 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                 // a missing `dect` is "no information", not "unbind" (spec §6.7); a changed
                 // `useEncryption` re-binds so the adapter sets it on the device
                 let flag_changed = was_encrypted.is_some_and(|e| e != *encryption);
-                let target = handset.as_ref().or(known.as_ref().filter(|_| flag_changed));
+                let target = handset
+                    .as_ref()
+                    .or_else(|| known.as_ref().filter(|_| flag_changed));
                 if let Some(h) =
                     target.filter(|h| resync || flag_changed || known.as_ref() != Some(*h))
                 {
