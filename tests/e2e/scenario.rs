@@ -300,3 +300,37 @@ async fn a_single_edit_costs_guru3_two_requests() {
     }
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn premium_sip_extensions_get_the_premium_endpoint_template() {
+    let w = World::new().await;
+    let mut s = w.settings();
+    let mut premium = asterisk_realtime::EndpointTemplate::default();
+    premium.context = "call-router-premium".into();
+    let pg = asterisk_realtime::Config::new(&w.db.url())
+        .unwrap()
+        .premium_template(Some(premium));
+    s.store = hexidian::StoreSettings::Postgres(Box::new(pg));
+    let run = hexidian::start(s).await.unwrap();
+    let mut vip = Extension::new("2001", "VIP", Kind::sip());
+    if let Kind::Sip { premium, .. } = &mut vip.kind {
+        *premium = true;
+    }
+    w.guru3.save(vip).unwrap();
+    w.guru3
+        .save(Extension::new("2002", "Regular", Kind::sip()))
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    let context = |id: &'static str| {
+        let sql = &w.sql;
+        async move {
+            sql.query_one("SELECT context FROM ps_endpoints WHERE id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(context("2001").await, "call-router-premium");
+    assert_eq!(context("2002").await, "call-router");
+    run.stop().await.unwrap();
+}

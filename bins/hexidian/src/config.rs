@@ -33,6 +33,46 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[unbound]`: unbound handsets and the token-call webhook (absent: off).
     pub unbound: Option<UnboundSection>,
+    /// `[pbx]`: how hexidian's PJSIP rows look.
+    #[serde(default)]
+    pub pbx: PbxSection,
+}
+
+/// `[pbx]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PbxSection {
+    /// `[pbx.premium]`: endpoint settings of GURU3's premium SIP extensions (`isPremium`);
+    /// absent: they get the regular ones.
+    pub premium: Option<PremiumSection>,
+}
+
+/// `[pbx.premium]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PremiumSection {
+    /// Dialplan context (default: the regular `call-router`).
+    pub context: Option<String>,
+    /// PJSIP transport (default: none).
+    pub transport: Option<String>,
+    /// Codec list for `allow` (default `g722,alaw,ulaw`).
+    pub allow: Option<String>,
+}
+
+impl PremiumSection {
+    fn template(&self) -> asterisk_realtime::EndpointTemplate {
+        let mut t = asterisk_realtime::EndpointTemplate::default();
+        if let Some(c) = &self.context {
+            t.context.clone_from(c);
+        }
+        if self.transport.is_some() {
+            t.transport.clone_from(&self.transport);
+        }
+        if let Some(a) = &self.allow {
+            t.allow.clone_from(a);
+        }
+        t
+    }
 }
 
 /// `[unbound]`
@@ -336,7 +376,9 @@ impl FileConfig {
             }
             _ => return Err("[postgres]: set exactly one of url, url_env, url_file".into()),
         };
-        let pg = asterisk_realtime::Config::new(&url).map_err(|e| format!("postgres url: {e}"))?;
+        let pg = asterisk_realtime::Config::new(&url)
+            .map_err(|e| format!("postgres url: {e}"))?
+            .premium_template(self.pbx.premium.as_ref().map(PremiumSection::template));
 
         let admin = if self.admin.listen.is_empty() {
             None
@@ -550,6 +592,20 @@ fn pg_password_host(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_premium_template_is_read_from_the_file() {
+        let text = std::fs::read_to_string(example()).unwrap()
+            + "\n[pbx.premium]\ncontext = \"call-router-premium\"\ntransport = \"tls-premium\"\n";
+        let f: FileConfig = toml::from_str(&text).unwrap();
+        let t = f.pbx.premium.as_ref().unwrap().template();
+        assert_eq!(t.context, "call-router-premium");
+        assert_eq!(t.transport.as_deref(), Some("tls-premium"));
+        assert_eq!(
+            t.allow,
+            asterisk_realtime::EndpointTemplate::default().allow
+        );
+    }
 
     #[test]
     fn insecure_transports_are_refused_unless_loopback_or_allowed() {

@@ -19,7 +19,7 @@
 //!
 //! let (store, driver) = Store::connect(Config::new("host=/run/postgresql dbname=asterisk user=hexidian")?).await?;
 //! tokio::spawn(driver.run());
-//! let spec = UserSpec { extension: "2001".parse()?, kind: Kind::Sip, name: "Lena".into(), password: Some("e1vdxzqL".parse()?) };
+//! let spec = UserSpec { extension: "2001".parse()?, kind: Kind::Sip, name: "Lena".into(), password: Some("e1vdxzqL".parse()?), premium: false };
 //! store.upsert_user(spec).await?;
 //! # Ok(()) }
 //! ```

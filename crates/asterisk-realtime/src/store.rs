@@ -21,6 +21,7 @@ use crate::types::{
 pub struct Config {
     pub(crate) pg: tokio_postgres::Config,
     pub(crate) template: EndpointTemplate,
+    pub(crate) premium_template: Option<EndpointTemplate>,
     pub(crate) lock_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_sweep_fraction: f64,
@@ -52,6 +53,7 @@ impl Config {
         Self {
             pg,
             template: EndpointTemplate::default(),
+            premium_template: None,
             lock_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             max_sweep_fraction: 0.3,
@@ -67,6 +69,24 @@ impl Config {
     pub fn template(mut self, t: EndpointTemplate) -> Self {
         self.template = t;
         self
+    }
+
+    /// Endpoint settings of premium SIP users (GURU3's `isPremium`: another transport,
+    /// context or codecs); default none, so premium users get the regular template.
+    pub fn premium_template(mut self, t: Option<EndpointTemplate>) -> Self {
+        self.premium_template = t;
+        self
+    }
+
+    /// The template a user is provisioned with.
+    pub(crate) fn template_for(&self, spec: &UserSpec) -> &EndpointTemplate {
+        match (
+            &self.premium_template,
+            spec.premium && spec.kind == Kind::Sip,
+        ) {
+            (Some(t), true) => t,
+            _ => &self.template,
+        }
     }
 
     /// `lock_timeout` of every transaction (default 5 s).
@@ -128,6 +148,9 @@ pub struct UserSpec {
     /// For SIP: the password from GURU3 (required). For DECT/temporary: `None` keeps the
     /// stored password (a new one is generated for new users); `Some` replaces it.
     pub password: Option<SipPassword>,
+    /// Use the premium endpoint template ([`Config::premium_template`]; the regular one if
+    /// none is configured).
+    pub premium: bool,
 }
 
 /// A call-group member.
@@ -476,6 +499,9 @@ impl Store {
     /// store plus the [`Driver`] to spawn.
     pub async fn connect(config: Config) -> Result<(Self, Driver)> {
         config.template.validate()?;
+        if let Some(t) = &config.premium_template {
+            t.validate()?;
+        }
         let (mut client, mut connection) = open(&config).await?;
         let (schema, has_contacts) = with_connection(&mut connection, async {
             migrate(&mut client).await?;
@@ -1043,6 +1069,7 @@ impl Store {
         struct Prepared<'a> {
             index: usize,
             id: &'a str,
+            t: &'a EndpointTemplate,
             qualify: i32,
             password: String,
             keep: bool,
@@ -1053,7 +1080,6 @@ impl Store {
         }
 
         let cfg = &self.inner.config;
-        let t = &cfg.template;
         let mut results: Vec<Option<Result<Outcome>>> = specs.iter().map(|_| None).collect();
         for (i, spec) in specs.iter().enumerate() {
             let id = spec.extension.as_str();
@@ -1120,9 +1146,11 @@ impl Store {
                     previous != Some(Kind::Sip),
                 ),
             };
+            let t = cfg.template_for(spec);
             work.push(Prepared {
                 index: i,
                 id: spec.extension.as_str(),
+                t,
                 qualify: if spec.kind == Kind::Sip {
                     t.qualify_sip
                 } else {
@@ -1146,8 +1174,8 @@ impl Store {
             .iter()
             .map(|w| {
                 serde_json::json!({
-                    "id": w.id, "max_contacts": t.max_contacts,
-                    "remove_existing": yes_no(t.remove_existing), "qualify_frequency": w.qualify,
+                    "id": w.id, "max_contacts": w.t.max_contacts,
+                    "remove_existing": yes_no(w.t.remove_existing), "qualify_frequency": w.qualify,
                 })
             })
             .collect();
@@ -1163,6 +1191,7 @@ impl Store {
         let endpoints: Vec<serde_json::Value> = work
             .iter()
             .map(|w| {
+                let t = w.t;
                 serde_json::json!({
                     "id": w.id, "context": w.context, "allow": t.allow, "transport": t.transport,
                     "direct_media": yes_no(t.direct_media), "rtp_symmetric": yes_no(t.rtp_symmetric),
@@ -1217,7 +1246,7 @@ impl Store {
         spec: &UserSpec,
     ) -> Result<Outcome> {
         let cfg = &self.inner.config;
-        let t = &cfg.template;
+        let t = cfg.template_for(spec);
         let id = spec.extension.as_str();
         if id.len() > self.inner.schema.max_id_len() {
             return Err(crate::error::InvalidInput::new(

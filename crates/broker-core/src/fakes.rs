@@ -767,6 +767,7 @@ impl SipState {
                 kind,
                 name,
                 password,
+                ..
             } => {
                 let pw = match (kind, password, self.users.get(&number)) {
                     (_, Some(p), _) => p,

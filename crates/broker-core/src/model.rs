@@ -85,6 +85,9 @@ pub enum Kind {
     Sip {
         /// Digest password from GURU3.
         password: Secret,
+        /// GURU3's `isPremium`: provisioned with the premium endpoint template.
+        #[serde(default)]
+        premium: bool,
     },
     /// DECT handset: an OMM user and an Asterisk user with a password of our own.
     Dect {

@@ -313,7 +313,7 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
         });
     }
     match &ext.kind {
-        Kind::Sip { password } => {
+        Kind::Sip { password, premium } => {
             if was_dect || prev.is_none() {
                 p.dect.push(DectOp::Delete(number.clone()));
             }
@@ -322,6 +322,7 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                 kind: SipUserKind::Sip,
                 name,
                 password: Some(password.clone()),
+                premium: *premium,
             });
         }
         Kind::Dect {
@@ -334,6 +335,7 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                 kind: SipUserKind::Dect,
                 name: name.clone(),
                 password: None,
+                premium: false,
             });
             // inside a resync the OMM is always upserted: it may have been changed or
             // emptied behind hexidian's back, and the adapter's upsert is idempotent
@@ -436,6 +438,7 @@ mod tests {
             name: format!("User {num}"),
             kind: Kind::Sip {
                 password: Secret::new("pw"),
+                premium: false,
             },
             forward: None,
         }

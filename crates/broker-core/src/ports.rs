@@ -319,6 +319,8 @@ pub enum SipChange {
         name: String,
         /// For SIP: GURU3's password; for DECT: `None` keeps (or generates) ours.
         password: Option<Secret>,
+        /// Provision with the premium endpoint template (GURU3's `isPremium`).
+        premium: bool,
     },
     /// Delete the user of a number (no-op if none).
     DeleteUser(Number),

@@ -86,6 +86,7 @@ fn sip(num: &str, pw: &str) -> Command {
         name: format!("SIP {num}"),
         kind: Kind::Sip {
             password: Secret::new(pw),
+            premium: false,
         },
         forward: None,
     })
@@ -156,6 +157,7 @@ async fn every_message_type_converges_to_guru3s_state() {
             name: "SIP 2001".into(),
             kind: Kind::Sip {
                 password: Secret::new("e1vdxzqL"),
+                premium: false,
             },
             forward: Some(Forward {
                 target: n("2345"),

@@ -621,6 +621,7 @@ impl Unbound {
                 kind: SipUserKind::Temp,
                 name: "Unbound Handset".into(),
                 password: None,
+                premium: false,
             }])
             .await?;
         let password = match out.into_iter().next() {

@@ -194,8 +194,12 @@ pub(crate) fn command(m: Message) -> Result<Command, String> {
     Ok(match m {
         Message::UpdateExtension(u) => {
             let kind = match u.kind {
-                ExtensionKind::Sip { password, .. } => Kind::Sip {
+                ExtensionKind::Sip {
+                    password,
+                    is_premium,
+                } => Kind::Sip {
                     password: Secret::new(password.expose()),
+                    premium: is_premium,
                 },
                 ExtensionKind::Dect {
                     token,

@@ -52,7 +52,9 @@ fn change(c: SipChange) -> PortResult<Change> {
             kind,
             name,
             password,
+            premium,
         } => Change::UpsertUser(UserSpec {
+            premium,
             extension: ext(&number)?,
             kind: match kind {
                 SipUserKind::Sip => Kind::Sip,

@@ -52,6 +52,7 @@ pub(crate) fn ext(s: &str) -> Extension {
 
 pub(crate) fn sip(number: &str, name: &str, password: &str) -> UserSpec {
     UserSpec {
+        premium: false,
         extension: ext(number),
         kind: Kind::Sip,
         name: name.into(),
@@ -61,6 +62,7 @@ pub(crate) fn sip(number: &str, name: &str, password: &str) -> UserSpec {
 
 pub(crate) fn dect(number: &str, name: &str) -> UserSpec {
     UserSpec {
+        premium: false,
         extension: ext(number),
         kind: Kind::Dect,
         name: name.into(),

@@ -1,4 +1,4 @@
-use asterisk_realtime::{Error, Kind, Outcome, UserSpec};
+use asterisk_realtime::{Change, Error, Kind, Outcome, UserSpec};
 
 use crate::{count, dect, env, ext, pw, rows, sip};
 
@@ -134,6 +134,7 @@ async fn dect_password_is_generated_once_and_kept() {
 
     // temporary users land in the restricted context
     let temp = UserSpec {
+        premium: false,
         extension: ext("0104242"),
         kind: Kind::Temp,
         name: "Unbound Handset".into(),
@@ -147,6 +148,7 @@ async fn dect_password_is_generated_once_and_kept() {
 async fn sip_user_without_password_is_rejected() {
     let e = env().await;
     let spec = UserSpec {
+        premium: false,
         extension: ext("2001"),
         kind: Kind::Sip,
         name: "x".into(),
@@ -413,6 +415,7 @@ async fn batched_upserts_match_single_upserts() {
         Change::UpsertUser(dect("8002", "dect renamed")),
         Change::UpsertUser(sip("8003", "new sip", "Secret123")),
         Change::UpsertUser(UserSpec {
+            premium: false,
             extension: ext("8004"),
             kind: Kind::Sip,
             name: "no pw".into(),
@@ -480,6 +483,7 @@ async fn group_upserts_inside_a_run_of_users_keep_their_results_in_order() {
         // the same id as a user of the run: the run ends before it
         group("8001"),
         Change::UpsertUser(UserSpec {
+            premium: false,
             extension: ext("8003"),
             kind: Kind::Sip,
             name: "no pw".into(),
@@ -511,4 +515,49 @@ async fn group_upserts_inside_a_run_of_users_keep_their_results_in_order() {
         .unwrap()
         .get(0);
     assert_eq!(users, 3);
+}
+
+#[tokio::test]
+async fn premium_sip_users_get_the_premium_template_on_both_paths() {
+    let mut premium = asterisk_realtime::EndpointTemplate::default();
+    premium.context = "call-router-premium".into();
+    premium.transport = Some("transport-premium".into());
+    premium.allow = "opus,g722".into();
+    let e = crate::env_with(crate::Flavor::Modern, |c| c.premium_template(Some(premium))).await;
+    let mut vip = crate::sip("2001", "VIP", "e1vdxzqL");
+    vip.premium = true;
+    let plain = crate::sip("2002", "Plain", "e1vdxzqM");
+    // the set-based path (a run of upserts) and the single one
+    e.store
+        .apply(&[Change::UpsertUser(vip.clone()), Change::UpsertUser(plain)])
+        .await
+        .unwrap();
+    let mut vip3 = crate::sip("2003", "VIP alone", "e1vdxzqN");
+    vip3.premium = true;
+    e.store.upsert_user(vip3).await.unwrap();
+    let row = |id: &'static str| {
+        let sql = &e.sql;
+        async move {
+            let r = sql
+                .query_one(
+                    "SELECT context, coalesce(transport, ''), allow FROM ps_endpoints WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            (
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+            )
+        }
+    };
+    let want = (
+        "call-router-premium".to_owned(),
+        "transport-premium".to_owned(),
+        "opus,g722".to_owned(),
+    );
+    assert_eq!(row("2001").await, want);
+    assert_eq!(row("2003").await, want);
+    assert_eq!(row("2002").await.0, "call-router");
 }
