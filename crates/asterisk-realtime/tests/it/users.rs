@@ -265,8 +265,8 @@ async fn foreign_rows_are_never_touched() {
     let results = e
         .store
         .apply(&[
-            asterisk_realtime::Change::UpsertUser(sip("4000", "x", "Secret123")),
-            asterisk_realtime::Change::UpsertUser(sip("4002", "ok", "Secret123")),
+            Change::UpsertUser(sip("4000", "x", "Secret123")),
+            Change::UpsertUser(sip("4002", "ok", "Secret123")),
         ])
         .await
         .unwrap();
@@ -524,15 +524,15 @@ async fn premium_sip_users_get_the_premium_template_on_both_paths() {
     premium.transport = Some("transport-premium".into());
     premium.allow = "opus,g722".into();
     let e = crate::env_with(crate::Flavor::Modern, |c| c.premium_template(Some(premium))).await;
-    let mut vip = crate::sip("2001", "VIP", "e1vdxzqL");
+    let mut vip = sip("2001", "VIP", "e1vdxzqL");
     vip.premium = true;
-    let plain = crate::sip("2002", "Plain", "e1vdxzqM");
+    let plain = sip("2002", "Plain", "e1vdxzqM");
     // the set-based path (a run of upserts) and the single one
     e.store
         .apply(&[Change::UpsertUser(vip.clone()), Change::UpsertUser(plain)])
         .await
         .unwrap();
-    let mut vip3 = crate::sip("2003", "VIP alone", "e1vdxzqN");
+    let mut vip3 = sip("2003", "VIP alone", "e1vdxzqN");
     vip3.premium = true;
     e.store.upsert_user(vip3).await.unwrap();
     let row = |id: &'static str| {

@@ -174,6 +174,7 @@ pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
         debounce_at: None,
         repoll_at: None,
         retry_at: None,
+        taken: None,
         last_fetch_at: None,
         retry: Backoff::new(config.retry_base, config.retry_max),
         ack_retry: Backoff::new(config.retry_base, config.retry_max),
@@ -206,6 +207,8 @@ pub struct Feed {
     debounce_at: Option<Instant>,
     repoll_at: Option<Instant>,
     retry_at: Option<Instant>,
+    /// a trigger whose fetch has not finished yet (survives a cancelled `next_page`)
+    taken: Option<Trigger>,
     /// when the last frame-triggered fetch finished (the debounce window starts there)
     last_fetch_at: Option<Instant>,
     retry: Backoff,
@@ -298,7 +301,16 @@ impl Feed {
     /// call waits out a growing back-off before it fetches again. Cancel-safe.
     pub async fn next_page(&mut self) -> Result<Page> {
         loop {
-            let trigger = self.wait_for_trigger().await;
+            // a trigger taken by a call that was cancelled before its fetch finished is
+            // still owed a fetch
+            let trigger = match self.taken {
+                Some(t) => t,
+                None => {
+                    let t = self.wait_for_trigger().await;
+                    self.taken = Some(t);
+                    t
+                }
+            };
             let failing = self.ack_retry_at.is_some();
             match self.flush_acks().await {
                 Err(e) if !failing => {
@@ -310,6 +322,7 @@ impl Feed {
             }
             self.fetches += 1;
             let fetched = self.client.fetch_messages().await;
+            self.taken = None;
             let now = Instant::now();
             if trigger == Trigger::Frame {
                 self.last_fetch_at = Some(now);

@@ -670,3 +670,22 @@ async fn the_frames_our_own_acks_cause_fetch_nothing() {
         "no GET for our own acks' frames"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_next_page_does_not_lose_its_fetch() {
+    let sim = sim().await;
+    let (mut feed, _w) = start_feed(client(&sim), quiet());
+    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
+    assert!(early.is_err(), "nothing should be there yet");
+    // GURU3 is slow: the caller gives up while the frame's fetch is under way
+    sim.set_delay(Duration::from_millis(400));
+    sim.save(sip("2001")).unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_millis(150), feed.next_page()).await;
+    assert!(cancelled.is_err());
+    sim.set_delay(Duration::ZERO);
+    // the next call fetches without a new trigger (the poll is an hour away)
+    let page = next_page(&mut feed).await;
+    assert_eq!(page.messages.len(), 1);
+}
