@@ -147,6 +147,20 @@ async fn assert_waits(w: &World, run: &hexidian::Running, ids: &[i64], secs: u64
     assert!(saw_stall, "/readyz never showed the stall");
 }
 
+/// After the outage: everything applied, nothing dead, the edits of one number in order.
+async fn assert_recovered(w: &World, limit: Duration) {
+    w.drained(limit).await;
+    w.assert_converged().await;
+    let (_, _, dead) = w.journal().await;
+    assert_eq!(dead, 0);
+    let name = w
+        .omm
+        .view()
+        .user_by_num("2001")
+        .map(|(_, a)| a["name"].clone());
+    assert_eq!(name.as_deref(), Some("During 2"), "applied in GURU3 order");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_omm_outage_outlasting_every_retry_limit_loses_nothing() {
     let w = World::new().await;
@@ -165,16 +179,7 @@ async fn an_omm_outage_outlasting_every_retry_limit_loses_nothing() {
     w.omm.faults(|f| f.refuse_tls = false);
     assert_waits(&w, &run, &ids, 10).await;
     w.omm.set_listening(true).await;
-    w.drained(Duration::from_secs(30)).await;
-    w.assert_converged().await;
-    let (_, _, dead) = w.journal().await;
-    assert_eq!(dead, 0);
-    let name = w
-        .omm
-        .view()
-        .user_by_num("2001")
-        .map(|(_, a)| a["name"].clone());
-    assert_eq!(name.as_deref(), Some("During 2"), "applied in GURU3 order");
+    assert_recovered(&w, Duration::from_secs(30)).await;
     // an OMM that answers and refuses ("failed") still costs the message its attempts
     w.omm.faults(|f| {
         f.inject
@@ -212,15 +217,7 @@ async fn a_postgres_outage_outlasting_every_retry_limit_loses_nothing() {
     w.db.server().restart().unwrap();
     w.drained(Duration::from_secs(60)).await;
     w.sql = w.db.connect().await;
-    w.assert_converged().await;
-    let (_, _, dead) = w.journal().await;
-    assert_eq!(dead, 0);
-    let name = w
-        .omm
-        .view()
-        .user_by_num("2001")
-        .map(|(_, a)| a["name"].clone());
-    assert_eq!(name.as_deref(), Some("During 2"), "applied in GURU3 order");
+    assert_recovered(&w, Duration::from_secs(30)).await;
     run.stop().await.unwrap();
 }
 

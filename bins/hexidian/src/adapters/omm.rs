@@ -332,6 +332,21 @@ fn foreign_holder(ipei: &str, holder: &PpUser) -> PortError {
     )
 }
 
+/// Deletes the user of `number` if `ours` says it may; whether it did.
+async fn delete_owned(c: &Client, number: &Number, ours: fn(&PpUser) -> bool) -> PortResult<bool> {
+    match c
+        .fetch_user_by_number(number.as_str())
+        .await
+        .map_err(port_error)?
+    {
+        Some(u) if ours(&u) => {
+            c.delete_user(u.uid()).await.map_err(port_error)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 fn fill(u: &mut PpUser, user: &DectUser, token_field: bool) {
     let num = user.number.to_string();
     u.name = Some(user.name.clone());
@@ -374,19 +389,12 @@ impl DectSystem for OmmDect {
     fn delete_user(&self, number: Number) -> BoxFuture<'_, PortResult<bool>> {
         Box::pin(async move {
             let c = self.link.client().await?;
-            match c
-                .fetch_user_by_number(number.as_str())
-                .await
-                .map_err(port_error)?
-            {
-                Some(u) if owned(&u) => {
-                    // the OMM leaves a bound handset subscribed and unbound
-                    c.delete_user(u.uid()).await.map_err(port_error)?;
-                    self.link.note(number.as_str(), false);
-                    Ok(true)
-                }
-                _ => Ok(false),
+            // the OMM leaves a bound handset subscribed and unbound
+            let deleted = delete_owned(&c, &number, owned).await?;
+            if deleted {
+                self.link.note(number.as_str(), false);
             }
+            Ok(deleted)
         })
     }
 
@@ -711,17 +719,8 @@ impl Handsets for OmmHandsets {
     fn remove_temp(&self, number: Number) -> BoxFuture<'_, PortResult<()>> {
         Box::pin(async move {
             let c = self.link.client().await?;
-            match c
-                .fetch_user_by_number(number.as_str())
-                .await
-                .map_err(port_error)?
-            {
-                Some(u) if owned(&u) && is_temp(&u) => {
-                    c.delete_user(u.uid()).await.map_err(port_error)?;
-                    Ok(())
-                }
-                _ => Ok(()),
-            }
+            delete_owned(&c, &number, |u| owned(u) && is_temp(u)).await?;
+            Ok(())
         })
     }
 

@@ -37,6 +37,16 @@ fn quiet() -> FeedConfig {
         .retry(Duration::from_millis(20), Duration::from_millis(100))
 }
 
+/// A feed whose websocket is up and whose start-up fetch found nothing.
+async fn quiet_start(sim: &Guru3Sim, cfg: FeedConfig) -> (Feed, tokio::task::JoinHandle<()>) {
+    let (mut feed, w) = start_feed(client(sim), cfg);
+    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
+    assert!(early.is_err(), "nothing should be there yet");
+    (feed, w)
+}
+
 fn start_feed(c: Client, cfg: FeedConfig) -> (Feed, tokio::task::JoinHandle<()>) {
     let (f, watcher) = feed(c, cfg);
     (f, tokio::spawn(watcher.run()))
@@ -598,11 +608,7 @@ async fn the_first_frame_after_a_quiet_period_fetches_at_once() {
     let sim = sim().await;
     // override: a debounce far longer than the test's patience, so that waiting shows
     let cfg = quiet().debounce(Duration::from_secs(30));
-    let (mut feed, _w) = start_feed(client(&sim), cfg);
-    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
-        .await;
-    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
-    assert!(early.is_err(), "nothing should be there yet");
+    let (mut feed, _w) = quiet_start(&sim, cfg).await;
     sim.save(sip("2001")).unwrap();
     let page = tokio::time::timeout(Duration::from_secs(5), feed.next_page())
         .await
@@ -616,11 +622,7 @@ async fn a_frame_fetches_at_once_whatever_the_rest_back_off_says() {
     let sim = sim().await;
     // override: a fetch back-off far longer than the test's patience, so that waiting shows
     let cfg = quiet().retry(Duration::from_secs(60), Duration::from_secs(60));
-    let (mut feed, _w) = start_feed(client(&sim), cfg);
-    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
-        .await;
-    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
-    assert!(early.is_err(), "nothing should be there yet");
+    let (mut feed, _w) = quiet_start(&sim, cfg).await;
     // GURU3 fails once (the feed now backs off for 30–60 s), then is up again
     sim.fail_next(1, 503);
     feed.fetch_soon();
@@ -639,11 +641,7 @@ async fn a_frame_fetches_at_once_whatever_the_rest_back_off_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_frames_our_own_acks_cause_fetch_nothing() {
     let sim = sim().await;
-    let (mut feed, _w) = start_feed(client(&sim), quiet());
-    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
-        .await;
-    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
-    assert!(early.is_err(), "nothing should be there yet");
+    let (mut feed, _w) = quiet_start(&sim, quiet()).await;
     sim.save(sip("2001")).unwrap();
     sim.save(sip("2002")).unwrap();
     let mut got = Vec::new();
@@ -674,11 +672,7 @@ async fn the_frames_our_own_acks_cause_fetch_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_next_page_does_not_lose_its_fetch() {
     let sim = sim().await;
-    let (mut feed, _w) = start_feed(client(&sim), quiet());
-    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
-        .await;
-    let early = tokio::time::timeout(Duration::from_millis(300), feed.next_page()).await;
-    assert!(early.is_err(), "nothing should be there yet");
+    let (mut feed, _w) = quiet_start(&sim, quiet()).await;
     // GURU3 is slow: the caller gives up while the frame's fetch is under way
     sim.set_delay(Duration::from_millis(400));
     sim.save(sip("2001")).unwrap();
