@@ -279,10 +279,12 @@ struct Segment {
 }
 
 impl Segment {
-    fn sip_password(&self, i: usize, from: usize) -> Option<crate::model::Secret> {
+    /// The password a PBX change produced, and whether it created the user.
+    fn sip_password(&self, i: usize, from: usize) -> (Option<crate::model::Secret>, bool) {
         match self.sip.get(self.offsets[i] + from) {
-            Some(Ok(SipOutcome::User(pw))) => Some(pw.clone()),
-            _ => None,
+            Some(Ok(SipOutcome::User(pw))) => (Some(pw.clone()), false),
+            Some(Ok(SipOutcome::NewUser(pw))) => (Some(pw.clone()), true),
+            _ => (None, false),
         }
     }
 }
@@ -904,14 +906,24 @@ impl Broker {
                 continue;
             }
             for op in &p.dect {
-                let pw = match op {
-                    DectOp::Upsert { password_from, .. } => seg.sip_password(i, *password_from),
+                let mut op = op.clone();
+                let pw = match &mut op {
+                    DectOp::Upsert {
+                        password_from,
+                        unchanged,
+                        ..
+                    } => {
+                        let (pw, created) = seg.sip_password(i, *password_from);
+                        // a PBX user created now has a new password the OMM must get
+                        *unchanged &= !created;
+                        pw
+                    }
                     _ => None,
                 };
                 queues
                     .entry(chains.root(op.key()))
                     .or_default()
-                    .push((i, op.clone(), pw));
+                    .push((i, op, pw));
             }
         }
         let dect = Arc::clone(&self.ports.dect);
@@ -1112,12 +1124,14 @@ async fn run_dect(
             number,
             name,
             token,
+            unchanged,
             ..
         } => {
             let sip_password = password.ok_or_else(|| {
                 PortError::new(PortErrorKind::Fatal, "no SIP password for a DECT user")
             })?;
             dect.upsert_user(DectUser {
+                unchanged,
                 number,
                 name,
                 sip_password,

@@ -216,6 +216,7 @@ impl MemoryDect {
             n.clone(),
             FakeDectUser {
                 user: DectUser {
+                    unchanged: false,
                     number: n,
                     name: name.into(),
                     sip_password: Secret::new(""),
@@ -779,16 +780,23 @@ impl SipState {
                         )));
                     }
                 };
-                self.users.insert(
-                    number,
-                    FakeSipUser {
-                        kind,
-                        name,
-                        password: pw.clone(),
-                        seen: epoch,
-                    },
-                );
-                SipOutcome::User(pw)
+                let created = self
+                    .users
+                    .insert(
+                        number,
+                        FakeSipUser {
+                            kind,
+                            name,
+                            password: pw.clone(),
+                            seen: epoch,
+                        },
+                    )
+                    .is_none();
+                if created {
+                    SipOutcome::NewUser(pw)
+                } else {
+                    SipOutcome::User(pw)
+                }
             }
             SipChange::DeleteUser(n) => SipOutcome::Done(self.users.remove(&n).is_some()),
             SipChange::Rename { old, new } => {

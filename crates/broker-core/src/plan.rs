@@ -93,6 +93,8 @@ pub(crate) enum DectOp {
         name: String,
         token: Secret,
         password_from: usize,
+        /// the mirror says nothing changed (a resync's re-check)
+        unchanged: bool,
     },
     Delete(Number),
     Rename(Number, Number),
@@ -346,6 +348,7 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                     name: omm_name(&name),
                     token: token.clone(),
                     password_from: p.sip.len() - 1,
+                    unchanged,
                 });
                 let (known, was_encrypted) = match &prev {
                     Some(Extension {

@@ -269,6 +269,9 @@ pub struct DectUser {
     pub sip_password: Secret,
     /// Registration token (kept in the user record for the token call).
     pub token: Secret,
+    /// Nothing about the user changed on hexidian's side (a resync re-checks it): an
+    /// existing user whose visible fields already match need not be written again.
+    pub unchanged: bool,
 }
 
 /// The DECT system (OMM): users of DECT extensions and their handsets. Adapters only touch
@@ -365,6 +368,8 @@ pub enum SipChange {
 pub enum SipOutcome {
     /// A user was written with this password.
     User(Secret),
+    /// A user was created (it did not exist) with this password.
+    NewUser(Secret),
     /// Done; whether anything changed.
     Done(bool),
 }

@@ -625,7 +625,7 @@ impl Unbound {
             }])
             .await?;
         let password = match out.into_iter().next() {
-            Some(Ok(SipOutcome::User(pw))) => pw,
+            Some(Ok(SipOutcome::User(pw) | SipOutcome::NewUser(pw))) => pw,
             Some(Err(e)) => return Err(e),
             _ => return Err(PortError::transient("no outcome for the temporary user")),
         };

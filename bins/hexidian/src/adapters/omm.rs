@@ -332,6 +332,22 @@ fn foreign_holder(ipei: &str, holder: &PpUser) -> PortError {
     )
 }
 
+/// Whether an OMM user already holds every visible field `fill` would write (the SIP
+/// password is opaque ciphertext on the way back and cannot be compared).
+fn holds(existing: &PpUser, user: &DectUser, token_field: bool) -> bool {
+    let mut want = PpUser::default();
+    fill(&mut want, user, token_field);
+    let same = |a: &Option<String>, b: &Option<String>| {
+        a.as_deref().unwrap_or_default() == b.as_deref().unwrap_or_default()
+    };
+    same(&existing.name, &want.name)
+        && same(&existing.num, &want.num)
+        && same(&existing.add_id, &want.add_id)
+        && same(&existing.sip_auth_id, &want.sip_auth_id)
+        && same(&existing.hierarchy1, &want.hierarchy1)
+        && same(&existing.hierarchy2, &want.hierarchy2)
+}
+
 /// Deletes the user of `number` if `ours` says it may; whether it did.
 async fn delete_owned(c: &Client, number: &Number, ours: fn(&PpUser) -> bool) -> PortResult<bool> {
     match c
@@ -369,6 +385,9 @@ impl DectSystem for OmmDect {
         Box::pin(async move {
             let c = self.link.client().await?;
             match owned_user(&c, &user.number).await? {
+                // a resync's re-check of a user nothing changed about: write only if the OMM
+                // lost or changed what it should hold
+                Some(existing) if user.unchanged && holds(&existing, &user, self.token_field) => {}
                 Some(existing) => {
                     let mut u = PpUser::default();
                     u.uid = Some(existing.uid());
@@ -629,6 +648,7 @@ impl Handsets for OmmHandsets {
             fill(
                 &mut u,
                 &DectUser {
+                    unchanged: false,
                     number: number.clone(),
                     name: "Unbound Handset".into(),
                     sip_password,

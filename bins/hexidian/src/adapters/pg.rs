@@ -156,8 +156,13 @@ impl SipProvisioning for PgSip {
                 .map(|s| {
                     let i = s?;
                     match results.get_mut(i).and_then(Option::take) {
-                        Some(Ok(Outcome::User { password, .. })) => {
-                            Ok(SipOutcome::User(Secret::new(password.expose())))
+                        Some(Ok(Outcome::User { password, created })) => {
+                            let pw = Secret::new(password.expose());
+                            Ok(if created {
+                                SipOutcome::NewUser(pw)
+                            } else {
+                                SipOutcome::User(pw)
+                            })
                         }
                         Some(Ok(Outcome::Done(b))) => Ok(SipOutcome::Done(b)),
                         Some(Ok(_)) => Ok(SipOutcome::Done(true)),
