@@ -291,3 +291,23 @@ async fn a_restart_on_a_quiet_queue_is_ready_well_within_one_poll() {
     }
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guru3_answering_only_5xx_for_20_s_loses_nothing() {
+    let w = World::new().await;
+    let run = w.start_with(tight_limits(&w)).await;
+    w.guru3
+        .save(Extension::new("2001", "Before", Kind::dect()))
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    // every request answered 503 (the websocket stays up and announces the edits)
+    let mut rng = Rng::new();
+    w.guru3.fail_ratio(100, rng.below(u64::MAX));
+    let ids = edits_during(&w);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let pending: Vec<i64> = w.guru3.pending().iter().map(|p| p.0).collect();
+    assert_eq!(pending, ids, "nothing was acked while GURU3 failed");
+    w.guru3.clear_faults();
+    assert_recovered(&w, Duration::from_secs(30)).await;
+    run.stop().await.unwrap();
+}
