@@ -115,13 +115,25 @@ pub fn seed(sim: &Guru3Sim, n: usize) -> Result<(usize, usize, usize), String> {
     Ok((dect.len(), sip.len(), groups.len()))
 }
 
-/// Waits until GURU3's queue is empty (every message acked); prints progress.
+/// Waits until GURU3's queue is empty (every message acked); prints progress when it changes
+/// (and says so once when nothing moves for a while).
 pub async fn drained(sim: &Guru3Sim, what: &str) -> Duration {
     let t0 = Instant::now();
     let mut last = Instant::now();
+    let mut shown = usize::MAX;
+    let mut said_waiting = false;
     while sim.pending_count() > 0 {
+        let pending = sim.pending_count();
         if last.elapsed() > Duration::from_secs(1) {
-            say!("  {what}: {} messages pending", sim.pending_count());
+            if pending != shown {
+                say!("  {what}: {pending} messages pending");
+                shown = pending;
+            } else if !said_waiting && what == "resync" {
+                say!(
+                    "  {what}: waiting for hexidian's next poll (GURU3 announces no resync on the websocket; the example config polls every 30 s)"
+                );
+                said_waiting = true;
+            }
             last = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
