@@ -67,8 +67,10 @@ async fn omm_drops_postgres_kills_and_guru3_errors_converge() {
     let t0 = Instant::now();
     let mut round = 0;
     while !w.guru3.pending().is_empty() {
+        // a hang guard, not a speed limit: under every fault at once (and a loaded CI
+        // machine) convergence takes minutes; the benchmark measures speed
         assert!(
-            t0.elapsed() < Duration::from_secs(180),
+            t0.elapsed() < Duration::from_secs(600),
             "{} pending",
             w.guru3.pending().len()
         );
@@ -94,7 +96,7 @@ async fn omm_drops_postgres_kills_and_guru3_errors_converge() {
     }
     // and a resync through the same faults
     w.guru3.resync();
-    w.drained(Duration::from_secs(180)).await;
+    w.drained(Duration::from_secs(600)).await;
     w.assert_converged().await;
     let (_, _, dead) = w.journal().await;
     assert_eq!(dead, 0);
