@@ -228,6 +228,9 @@ impl Counts {
     }
 }
 
+/// Fewest messages a round tries after rounds that had to wait.
+const MIN_WINDOW: usize = 16;
+
 /// The broker.
 pub struct Broker {
     ports: Ports,
@@ -240,6 +243,8 @@ pub struct Broker {
     waiting: Option<Waiting>,
     stall: Option<Stall>,
     stall_probes: u32,
+    /// messages tried per round (see `process`)
+    window: usize,
     status: Arc<Mutex<BrokerStatus>>,
     directory: crate::model::SharedDirectory,
 }
@@ -321,6 +326,7 @@ impl Broker {
             waiting: None,
             stall: None,
             stall_probes: 0,
+            window: usize::MAX,
             status,
             directory,
         })
@@ -384,7 +390,12 @@ impl Broker {
                     }
                 }
             } else {
-                let d = self.retry_delay();
+                // messages held back by the window go on at once; a round that waited backs off
+                let d = if self.waiting.is_some() {
+                    self.retry_delay()
+                } else {
+                    Duration::ZERO
+                };
                 if let Either::Right(()) =
                     select(self.ports.clock.sleep(d), shutdown.as_mut()).await
                 {
@@ -468,6 +479,16 @@ impl Broker {
     pub async fn process(&mut self, batch: Vec<Incoming>) -> BatchReport {
         let mut report = BatchReport::default();
         self.waiting = None;
+        // after a round that had to wait, fewer messages per round (halving, at least
+        // `MIN_WINDOW`), growing again with every clean round: a replayed run then fits
+        // between the faults of a flapping peer
+        let mut batch = batch;
+        let held = if batch.len() > self.window {
+            batch.split_off(self.window)
+        } else {
+            Vec::new()
+        };
+        let tried = batch.len();
         let mut rest = batch.into_iter().peekable();
         let mut segment = Vec::new();
         loop {
@@ -516,6 +537,12 @@ impl Broker {
                 segment.push(msg);
             }
         }
+        self.window = if self.waiting.is_some() {
+            (tried / 2).max(MIN_WINDOW)
+        } else {
+            self.window.saturating_mul(2)
+        };
+        self.tail.extend(held);
         report.retry = self.tail.len();
         self.update_stall(!report.acked.is_empty());
         let backlog = self.tail.len();

@@ -719,3 +719,23 @@ async fn every_dead_letter_and_ignored_message_logs_one_line() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn after_a_round_that_waited_fewer_messages_are_tried_then_more_again() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    for i in 0..100 {
+        w.feed.push(msg(i + 1, sip(&format!("3{i:03}"), "pw")));
+    }
+    w.sip.fail_next(1);
+    let batch = w.feed.next_batch().await.unwrap();
+    let r = b.process(batch).await;
+    assert_eq!((r.acked.len(), r.retry), (0, 100));
+    // half of what was tried, in GURU3 order; the rest waits behind it
+    let r = b.retry().await;
+    assert_eq!(r.acked, (1..=50).collect::<Vec<i64>>());
+    assert_eq!(r.retry, 50);
+    let r = b.retry().await;
+    assert_eq!(r.acked, (51..=100).collect::<Vec<i64>>());
+    assert_eq!(r.retry, 0);
+}
