@@ -49,11 +49,10 @@ async fn bench(n: usize) {
     let production =
         hexidian::demo::sim_settings(&guru3, &omm, StoreSettings::Postgres(Box::new(pg))).unwrap();
     let mut settings = production.clone();
-    // override: GURU3 sends no websocket frame for a resync window; a short poll makes this
-    // phase measure processing, not the 30 s poll interval
-    settings.feed = settings.feed.poll_interval(Duration::from_millis(50));
-    // override: larger pages for the bulk phases (the example config says 200)
-    settings.guru3 = settings.guru3.max_messages(1000);
+    // GURU3 sends no websocket frame for a resync window; a short poll makes this phase
+    // measure processing, not the 30 s poll interval
+    settings.feed = settings.feed.poll_interval(Duration::from_millis(50)); // override: see above
+    settings.guru3 = settings.guru3.max_messages(1000); // override: bulk pages (example: 200)
     let (dect, sip, groups) = hexidian::demo::seed(&guru3, n).unwrap();
     let run = hexidian::start(settings).await.unwrap();
 
@@ -143,10 +142,10 @@ async fn unbound() {
     let mut settings = hexidian::demo::sim_settings(&guru3, &omm, StoreSettings::Memory).unwrap();
     if let Some(u) = settings.unbound.as_mut() {
         u.config.subscription_mode = Some("Wildcard".into());
-        // override: the bench measures the validation path, not the rate limits
-        u.config.per_caller_per_min = 100_000;
-        u.config.global_per_s = 100_000;
-        u.config.per_peer_per_s = 100_000;
+        // the bench measures the validation path, not the rate limits
+        u.config.per_caller_per_min = 100_000; // override: see above
+        u.config.global_per_s = 100_000; // override: see above
+        u.config.per_peer_per_s = 100_000; // override: see above
     }
     let run = hexidian::start(settings).await.unwrap();
     drained(&guru3).await;

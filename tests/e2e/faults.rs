@@ -111,11 +111,10 @@ async fn omm_drops_postgres_kills_and_guru3_errors_converge() {
 /// Settings whose retry limits are far below the outage: if an outage spent them, it would show.
 fn tight_limits(w: &World) -> hexidian::Settings {
     let mut s = w.settings();
-    // override: limits far below the outage, so that spending them on it would show
     s.broker = s
         .broker
-        .max_attempts(2)
-        .retry_budget(Duration::from_secs(1));
+        .max_attempts(2) // override: far below the outage, so that spending it would show
+        .retry_budget(Duration::from_secs(1)); // override: as above
     s
 }
 
@@ -167,10 +166,8 @@ async fn assert_recovered(w: &World, limit: Duration) {
 async fn an_omm_outage_outlasting_every_retry_limit_loses_nothing() {
     let w = World::new().await;
     let run = w.start_with(tight_limits(&w)).await;
-    w.guru3
-        .save(Extension::new("2001", "Before", Kind::dect()))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("2001", "Before", Kind::dect()))
+        .await;
     // an OMM that refuses TLS handshakes for 10 s, then one that is off (connection
     // refused) for another 10 s
     w.omm.faults(|f| f.refuse_tls = true);
@@ -209,10 +206,8 @@ async fn an_omm_outage_outlasting_every_retry_limit_loses_nothing() {
 async fn a_postgres_outage_outlasting_every_retry_limit_loses_nothing() {
     let mut w = World::with_db(hexidian_testkit::pg::TestDb::dedicated().await).await;
     let run = w.start_with(tight_limits(&w)).await;
-    w.guru3
-        .save(Extension::new("2001", "Before", Kind::dect()))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("2001", "Before", Kind::dect()))
+        .await;
     w.db.server().stop().unwrap();
     let ids = edits_during(&w);
     assert_waits(&w, &run, &ids, 20).await;
@@ -227,10 +222,8 @@ async fn a_postgres_outage_outlasting_every_retry_limit_loses_nothing() {
 async fn readiness_does_not_queue_behind_a_blocked_pbx_transaction() {
     let w = World::new().await;
     let run = w.start().await;
-    w.guru3
-        .save(Extension::new("2001", "First", Kind::sip()))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("2001", "First", Kind::sip()))
+        .await;
     // an operator's transaction holds the PJSIP tables: the broker's next batch waits for it
     let mut holder = w.db.connect().await;
     let tx = holder.transaction().await.unwrap();
@@ -274,10 +267,8 @@ async fn a_stop_mid_batch_lets_the_batch_finish_while_the_omm_link_is_up() {
 async fn a_restart_on_a_quiet_queue_is_ready_well_within_one_poll() {
     let w = World::new().await;
     let run = w.start().await;
-    w.guru3
-        .save(Extension::new("2001", "Before", Kind::dect()))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("2001", "Before", Kind::dect()))
+        .await;
     run.stop().await.unwrap();
     // nothing queued: every fetch of the new instance finds an empty page
     let run = w.start().await;
@@ -298,10 +289,8 @@ async fn a_restart_on_a_quiet_queue_is_ready_well_within_one_poll() {
 async fn a_guru3_answering_only_5xx_for_20_s_loses_nothing() {
     let w = World::new().await;
     let run = w.start_with(tight_limits(&w)).await;
-    w.guru3
-        .save(Extension::new("2001", "Before", Kind::dect()))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("2001", "Before", Kind::dect()))
+        .await;
     // every request answered 503 (the websocket stays up and announces the edits)
     let mut rng = Rng::new();
     w.guru3.fail_ratio(100, rng.below(u64::MAX));

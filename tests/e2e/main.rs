@@ -64,6 +64,12 @@ impl World {
         hexidian::start(s).await.unwrap()
     }
 
+    /// Saves an extension in GURU3 and waits until everything is acked.
+    pub(crate) async fn save_drained(&self, ext: guru3_sim::Extension) {
+        self.guru3.save(ext).unwrap();
+        self.drained(Duration::from_secs(30)).await;
+    }
+
     /// Waits until every GURU3 message is acked.
     pub(crate) async fn drained(&self, limit: Duration) {
         let t0 = Instant::now();

@@ -200,10 +200,8 @@ async fn number_and_name_changed_in_one_save_leave_one_user_per_number() {
     w.guru3
         .save(Extension::new("3003", "Softphone", Kind::sip()))
         .unwrap();
-    w.guru3
-        .save(Extension::new("3004", "Infodesk", Kind::group("INF")))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("3004", "Infodesk", Kind::group("INF")))
+        .await;
     // one save each: new number and new name (GURU3: RENAME then UPDATE, one page)
     for (old, new) in [
         ("3001", "3201"),
@@ -282,10 +280,8 @@ async fn an_empty_token_provisions_and_an_empty_password_says_what_to_do() {
 async fn a_single_edit_costs_guru3_two_requests() {
     let w = World::new().await;
     let run = w.start().await;
-    w.guru3
-        .save(Extension::new("2001", "First", Kind::dect()))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("2001", "First", Kind::dect()))
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for i in 0..5 {
         let (gets, posts) = w.guru3.request_counts();
@@ -317,10 +313,8 @@ async fn premium_sip_extensions_get_the_premium_endpoint_template() {
         *premium = true;
     }
     w.guru3.save(vip).unwrap();
-    w.guru3
-        .save(Extension::new("2002", "Regular", Kind::sip()))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("2002", "Regular", Kind::sip()))
+        .await;
     let context = |id: &'static str| {
         let sql = &w.sql;
         async move {

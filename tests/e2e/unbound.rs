@@ -554,10 +554,8 @@ async fn one_address_cannot_hold_every_webhook_connection() {
 async fn dect_tokens_stay_out_of_fields_any_omm_reader_sees() {
     let w = World::new().await;
     let run = w.start().await;
-    w.guru3
-        .save(Extension::new("2001", "Kiosk", Kind::dect()))
-        .unwrap();
-    w.drained(Duration::from_secs(30)).await;
+    w.save_drained(Extension::new("2001", "Kiosk", Kind::dect()))
+        .await;
     let token = w
         .guru3
         .extensions()

@@ -274,6 +274,13 @@ fn named_dect(num: &str, name: &str) -> Command {
     Command::Upsert(e)
 }
 
+/// Limits far below any outage in these tests, so that spending them on one would show.
+fn tight() -> BrokerConfig {
+    BrokerConfig::default()
+        .max_attempts(2) // override: far below the outage
+        .retry_budget(std::time::Duration::from_secs(1)) // override: far below the outage
+}
+
 /// Keeps retrying the tail for `minutes` of virtual time, one probe per second; nothing may
 /// be acked meanwhile.
 async fn wait_out(w: &World, b: &mut Broker, minutes: u64) {
@@ -288,11 +295,7 @@ async fn wait_out(w: &World, b: &mut Broker, minutes: u64) {
 #[tokio::test]
 async fn an_omm_outage_longer_than_every_retry_limit_loses_nothing() {
     let w = World::new();
-    // override: limits far below the outage, so that spending them would show
-    let config = BrokerConfig::default()
-        .max_attempts(2)
-        .retry_budget(std::time::Duration::from_secs(1));
-    let mut b = Broker::start(w.ports(), config).await.unwrap();
+    let mut b = Broker::start(w.ports(), tight()).await.unwrap();
     w.feed.push(msg(1, named_dect("2002", "Before")));
     w.drain(&mut b).await;
     w.dect.set_down(true);
@@ -326,11 +329,7 @@ async fn an_omm_outage_longer_than_every_retry_limit_loses_nothing() {
 #[tokio::test]
 async fn a_pbx_outage_loses_nothing_and_runs_no_omm_operation() {
     let w = World::new();
-    // override: limits far below the outage, so that spending them would show
-    let config = BrokerConfig::default()
-        .max_attempts(2)
-        .retry_budget(std::time::Duration::from_secs(1));
-    let mut b = Broker::start(w.ports(), config).await.unwrap();
+    let mut b = Broker::start(w.ports(), tight()).await.unwrap();
     w.sip.set_down(true);
     w.feed.push(msg(1, named_dect("2002", "A")));
     w.feed.push(msg(2, sip("2001", "pw")));
@@ -346,11 +345,7 @@ async fn a_pbx_outage_loses_nothing_and_runs_no_omm_operation() {
 #[tokio::test]
 async fn a_sync_ended_waits_for_the_omm_instead_of_dying() {
     let w = World::new();
-    // override: limits far below the outage, so that spending them would show
-    let config = BrokerConfig::default()
-        .max_attempts(2)
-        .retry_budget(std::time::Duration::from_secs(1));
-    let mut b = Broker::start(w.ports(), config).await.unwrap();
+    let mut b = Broker::start(w.ports(), tight()).await.unwrap();
     w.feed.push(msg(1, dect("2002", None)));
     w.feed.push(msg(2, dect("2003", None)));
     w.drain(&mut b).await;
@@ -374,9 +369,8 @@ async fn a_sync_ended_waits_for_the_omm_instead_of_dying() {
 #[tokio::test]
 async fn a_refused_message_is_still_dead_lettered_after_max_attempts() {
     let w = World::new();
-    let mut b = Broker::start(w.ports(), BrokerConfig::default().max_attempts(3))
-        .await
-        .unwrap();
+    let config = BrokerConfig::default().max_attempts(3); // override: a short test of the bound
+    let mut b = Broker::start(w.ports(), config).await.unwrap();
     w.feed.push(msg(1, dect("2002", None)));
     // a group needs no OMM: it goes through once the DECT message is given up
     w.feed.push(msg(2, group("1100")));
