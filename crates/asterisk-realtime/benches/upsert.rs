@@ -14,6 +14,7 @@ const USERS: u32 = 10_000;
 fn spec(n: u32, round: u32) -> UserSpec {
     UserSpec {
         premium: false,
+        routing: Default::default(),
         extension: format!("{}", 100_000 + n).parse().unwrap(),
         kind: if n % 10 < 7 { Kind::Dect } else { Kind::Sip },
         name: format!("User {n} round {round}"),

@@ -19,7 +19,7 @@
 //!
 //! let (store, driver) = Store::connect(Config::new("host=/run/postgresql dbname=asterisk user=hexidian")?).await?;
 //! tokio::spawn(driver.run());
-//! let spec = UserSpec { extension: "2001".parse()?, kind: Kind::Sip, name: "Lena".into(), password: Some("e1vdxzqL".parse()?), premium: false };
+//! let spec = UserSpec { extension: "2001".parse()?, kind: Kind::Sip, name: "Lena".into(), password: Some("e1vdxzqL".parse()?), premium: false, routing: Default::default() };
 //! store.upsert_user(spec).await?;
 //! # Ok(()) }
 //! ```
@@ -38,6 +38,6 @@ pub use store::{
     OutboxEntry, Outcome, Route, StateChange, Store, SweepReport, UserSpec,
 };
 pub use types::{
-    DtmfMode, EndpointTemplate, Extension, Kind, Schema, SipPassword, build_callerid,
-    sanitize_display_name,
+    CallerDisplay, DtmfMode, EndpointTemplate, Extension, ForwardMode, ForwardRule, Kind, Routing,
+    Schema, SipPassword, build_callerid, sanitize_display_name,
 };

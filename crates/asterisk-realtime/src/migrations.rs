@@ -14,6 +14,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         V3,
     ),
     (4, "journal pruning index", V4),
+    (
+        5,
+        "per-user routing: forwards, trunks, call waiting, dial-out, caller display",
+        V5,
+    ),
 ];
 
 pub(crate) const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS hexidian; \
@@ -141,4 +146,29 @@ CREATE INDEX assign_outbox_pending_idx ON hexidian.assign_outbox (id) WHERE stat
 /// Old applied and ignored journal rows are pruned by age.
 const V4: &str = r"
 CREATE INDEX journal_prune_idx ON hexidian.journal (updated_at) WHERE status <> 'dead';
+";
+
+/// What the dialplan needs per user besides the PJSIP rows. The columns live on the ownership
+/// row, so a rename, a delete and a resync sweep carry them along; Asterisk reads them through
+/// the view `hexidian.route` (one primary-key lookup, `yes`/`no` text for the dialplan).
+const V5: &str = r"
+ALTER TABLE hexidian.sip_user
+    ADD COLUMN forward_mode    text    NOT NULL DEFAULT ''
+        CHECK (forward_mode IN ('', 'ENABLED', 'ON_BUSY', 'ON_UNAVAILABLE')),
+    ADD COLUMN forward_target  text    NOT NULL DEFAULT '' CHECK (forward_target ~ '^[0-9]{0,32}$'),
+    ADD COLUMN forward_delay_s integer NOT NULL DEFAULT 0 CHECK (forward_delay_s BETWEEN 0 AND 600),
+    ADD COLUMN trunk           boolean NOT NULL DEFAULT false,
+    ADD COLUMN call_waiting    boolean NOT NULL DEFAULT true,
+    ADD COLUMN allow_dialout   boolean NOT NULL DEFAULT false,
+    ADD COLUMN display         text    NOT NULL DEFAULT 'NUMBER_NAME'
+        CHECK (display IN ('NUMBER', 'NUMBER_NAME', 'NAME'));
+CREATE INDEX sip_user_forward_target_idx ON hexidian.sip_user (forward_target) WHERE forward_target <> '';
+
+CREATE VIEW hexidian.route AS
+SELECT id, kind, forward_mode, forward_target, forward_delay_s,
+       CASE WHEN trunk THEN 'yes' ELSE 'no' END AS trunk,
+       CASE WHEN call_waiting THEN 'yes' ELSE 'no' END AS call_waiting,
+       CASE WHEN allow_dialout THEN 'yes' ELSE 'no' END AS allow_dialout,
+       display
+  FROM hexidian.sip_user;
 ";

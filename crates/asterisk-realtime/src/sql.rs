@@ -80,10 +80,14 @@ pub(crate) const U_ENDPOINT: &str = "INSERT INTO ps_endpoints (id, aors, auth, c
        direct_media = EXCLUDED.direct_media, rtp_symmetric = EXCLUDED.rtp_symmetric, \
        force_rport = EXCLUDED.force_rport, rewrite_contact = EXCLUDED.rewrite_contact, \
        dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid";
-pub(crate) const U_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch) \
-     VALUES ($1, $2, $3, (SELECT current_epoch FROM hexidian.sync_state)) \
+pub(crate) const U_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch, \
+       forward_mode, forward_target, forward_delay_s, trunk, call_waiting, allow_dialout, display) \
+     VALUES ($1, $2, $3, (SELECT current_epoch FROM hexidian.sync_state), $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, display_name = EXCLUDED.display_name, \
-       seen_epoch = EXCLUDED.seen_epoch, updated_at = now()";
+       seen_epoch = EXCLUDED.seen_epoch, forward_mode = EXCLUDED.forward_mode, \
+       forward_target = EXCLUDED.forward_target, forward_delay_s = EXCLUDED.forward_delay_s, \
+       trunk = EXCLUDED.trunk, call_waiting = EXCLUDED.call_waiting, \
+       allow_dialout = EXCLUDED.allow_dialout, display = EXCLUDED.display, updated_at = now()";
 
 // set-based user upserts: rows arrive as one JSON array; jsonb_populate_recordset gives every
 // field the column's own type, so enum columns take labels on both schema generations
@@ -112,11 +116,17 @@ pub(crate) const UB_ENDPOINT: &str = "INSERT INTO ps_endpoints (id, aors, auth, 
        direct_media = EXCLUDED.direct_media, rtp_symmetric = EXCLUDED.rtp_symmetric, \
        force_rport = EXCLUDED.force_rport, rewrite_contact = EXCLUDED.rewrite_contact, \
        dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid";
-pub(crate) const UB_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch) \
-     SELECT x.id, x.kind, x.display, (SELECT current_epoch FROM hexidian.sync_state) \
-       FROM unnest($1::text[], $2::text[], $3::text[]) AS x (id, kind, display) \
+pub(crate) const UB_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch, \
+       forward_mode, forward_target, forward_delay_s, trunk, call_waiting, allow_dialout, display) \
+     SELECT r.id, r.kind, r.display_name, (SELECT current_epoch FROM hexidian.sync_state), \
+            r.forward_mode, r.forward_target, r.forward_delay_s, r.trunk, r.call_waiting, \
+            r.allow_dialout, r.display \
+       FROM jsonb_populate_recordset(NULL::hexidian.sip_user, $1::text::jsonb) AS r \
      ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, display_name = EXCLUDED.display_name, \
-       seen_epoch = EXCLUDED.seen_epoch, updated_at = now()";
+       seen_epoch = EXCLUDED.seen_epoch, forward_mode = EXCLUDED.forward_mode, \
+       forward_target = EXCLUDED.forward_target, forward_delay_s = EXCLUDED.forward_delay_s, \
+       trunk = EXCLUDED.trunk, call_waiting = EXCLUDED.call_waiting, \
+       allow_dialout = EXCLUDED.allow_dialout, display = EXCLUDED.display, updated_at = now()";
 
 pub(crate) const P_PASSWORD: &str = "UPDATE ps_auths AS a SET password = $2 FROM hexidian.sip_user AS u WHERE a.id = $1 AND u.id = a.id";
 pub(crate) const P_CALLERID: &str = "UPDATE ps_endpoints AS e SET callerid = $2 FROM hexidian.sip_user AS u WHERE e.id = $1 AND u.id = e.id";
@@ -142,6 +152,8 @@ pub(crate) const R_GROUP: &str =
     "UPDATE hexidian.callgroup SET extension = $2, updated_at = now() WHERE extension = $1";
 pub(crate) const R_MEMBER: &str =
     "UPDATE hexidian.callgroup_member SET member = $2 WHERE member = $1";
+// GURU3 keeps forwards by reference and does not re-send them on a rename (guru3.md §6.3)
+pub(crate) const R_FORWARD: &str = "UPDATE hexidian.sip_user SET forward_target = $2, updated_at = now() WHERE forward_target = $1";
 
 pub(crate) const L_USER: &str = "SELECT u.id, u.kind, u.display_name, u.seen_epoch, \
        e.id IS NOT NULL, r.id IS NOT NULL, a.id IS NOT NULL, e.context::text, e.callerid::text, \
@@ -300,6 +312,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("r_mark", R_MARK),
     ("r_group", R_GROUP),
     ("r_member", R_MEMBER),
+    ("r_forward", R_FORWARD),
     ("l_user", L_USER),
     ("l_foreign", L_FOREIGN),
     ("s_begin", S_BEGIN),

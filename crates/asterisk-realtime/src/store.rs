@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::migrations;
 use crate::sql::{self, Label};
 use crate::types::{
-    EndpointTemplate, Extension, Kind, Schema, SipPassword, build_callerid, sanitize_display_name,
+    EndpointTemplate, Extension, Kind, Routing, Schema, SipPassword, build_callerid,
+    sanitize_display_name,
 };
 
 /// Store settings.
@@ -151,6 +152,8 @@ pub struct UserSpec {
     /// Use the premium endpoint template ([`Config::premium_template`]; the regular one if
     /// none is configured).
     pub premium: bool,
+    /// How the dialplan routes calls to this user (`hexidian.route`).
+    pub routing: Routing,
 }
 
 /// A call-group member.
@@ -328,6 +331,7 @@ statements!(
     r_mark = R_MARK,
     r_group = R_GROUP,
     r_member = R_MEMBER,
+    r_forward = R_FORWARD,
     c_group = C_GROUP,
     c_not_group = C_NOT_GROUP,
     c_list_owner = C_LIST_OWNER,
@@ -1077,6 +1081,7 @@ impl Store {
             callerid: String,
             display: String,
             kind: &'static str,
+            routing: &'a Routing,
         }
 
         let cfg = &self.inner.config;
@@ -1166,6 +1171,7 @@ impl Store {
                 callerid: build_callerid(&spec.extension, &spec.name),
                 display: sanitize_display_name(&spec.name),
                 kind: spec.kind.as_str(),
+                routing: &spec.routing,
             });
         }
         // four set-based statements for the whole run; enum labels come from fixed sets
@@ -1200,9 +1206,20 @@ impl Store {
                 })
             })
             .collect();
-        let ids: Vec<&str> = work.iter().map(|w| w.id).collect();
-        let kinds: Vec<&str> = work.iter().map(|w| w.kind).collect();
-        let displays: Vec<&str> = work.iter().map(|w| w.display.as_str()).collect();
+        let marks: Vec<serde_json::Value> = work
+            .iter()
+            .map(|w| {
+                let r = w.routing;
+                let (mode, target, delay) = r.forward_columns();
+                serde_json::json!({
+                    "id": w.id, "kind": w.kind, "display_name": w.display,
+                    "forward_mode": mode, "forward_target": target, "forward_delay_s": delay,
+                    "trunk": r.trunk, "call_waiting": r.call_waiting,
+                    "allow_dialout": r.allow_dialout, "display": r.display.label(),
+                })
+            })
+            .collect();
+        let marks = serde_json::Value::Array(marks).to_string();
         let (aors, endpoints) = (
             serde_json::Value::Array(aors).to_string(),
             serde_json::Value::Array(endpoints).to_string(),
@@ -1213,7 +1230,7 @@ impl Store {
             tx.query(&st.ub_auth_set, &[&auth_set]),
             tx.query(&st.ub_auth_keep, &[&auth_keep]),
             tx.execute(&st.ub_endpoint, &[&endpoints]),
-            tx.execute(&st.ub_mark, &[&ids, &kinds, &displays]),
+            tx.execute(&st.ub_mark, &[&marks]),
         )
         .await?;
         let stored: HashMap<String, String> = set_rows
@@ -1340,9 +1357,22 @@ impl Store {
             ],
         )
         .await?;
+        let r = &spec.routing;
+        let (mode, target, delay) = r.forward_columns();
         tx.execute(
             &st.u_mark,
-            &[&id, &spec.kind.as_str(), &sanitize_display_name(&spec.name)],
+            &[
+                &id,
+                &spec.kind.as_str(),
+                &sanitize_display_name(&spec.name),
+                &mode,
+                &target,
+                &delay,
+                &r.trunk,
+                &r.call_waiting,
+                &r.allow_dialout,
+                &r.display.label(),
+            ],
         )
         .await?;
         let password = stored
@@ -1429,8 +1459,9 @@ impl Store {
         }
         let g = tx.execute(&st.r_group, &[&o, &n]).await?;
         let m = tx.execute(&st.r_member, &[&o, &n]).await?;
+        let f = tx.execute(&st.r_forward, &[&o, &n]).await?;
         self.refresh_ancestors(tx, st, &[n]).await?;
-        Ok(renamed || g > 0 || m > 0)
+        Ok(renamed || g > 0 || m > 0 || f > 0)
     }
 }
 

@@ -383,3 +383,98 @@ mod tests {
         assert_eq!(format!("{a:?}"), "SipPassword(<redacted>)");
     }
 }
+
+/// How the shipped dialplan routes calls to one user: the columns of the view
+/// `hexidian.route`, written in the same transaction as the user's PJSIP rows (so Asterisk
+/// keeps routing while hexidian is down) and swept, renamed and deleted with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routing {
+    /// Call forward (`None`: no forward, or GURU3's `DISABLED`).
+    pub forward: Option<ForwardRule>,
+    /// Prefix trunk: every number that starts with this one is routed to it, full number kept.
+    pub trunk: bool,
+    /// A second call is offered while in a call (`false`: the second caller gets busy).
+    pub call_waiting: bool,
+    /// May dial the operator's dial-out prefix.
+    pub allow_dialout: bool,
+    /// What a DECT callee's handset shows of the caller.
+    pub display: CallerDisplay,
+}
+
+impl Default for Routing {
+    /// GURU3's defaults: no forward, no trunk, call waiting on, no dial-out, number and name.
+    fn default() -> Self {
+        Self {
+            forward: None,
+            trunk: false,
+            call_waiting: true,
+            allow_dialout: false,
+            display: CallerDisplay::NumberName,
+        }
+    }
+}
+
+/// A call forward to another number. The target need not be provisioned by hexidian: the
+/// dialplan skips a forward whose target has no route at call time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardRule {
+    /// When it applies.
+    pub mode: ForwardMode,
+    /// Target number.
+    pub target: Extension,
+    /// For [`ForwardMode::Always`]: seconds of ringing first (0: at once; clamped to 0–600).
+    pub delay_s: i32,
+}
+
+/// GURU3's `forward_mode` values that forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// `ENABLED`: after the delay.
+    Always,
+    /// `ON_BUSY`: when busy, and (GURU3's help text) when unavailable.
+    OnBusy,
+    /// `ON_UNAVAILABLE`: when not registered or not reachable.
+    OnUnavailable,
+}
+
+impl ForwardMode {
+    /// The label stored in `forward_mode` (GURU3's own).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Always => "ENABLED",
+            Self::OnBusy => "ON_BUSY",
+            Self::OnUnavailable => "ON_UNAVAILABLE",
+        }
+    }
+}
+
+/// GURU3's `displayModus`: what the callee's DECT handset shows of an incoming call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallerDisplay {
+    /// `NUMBER`: the number only (the caller name is left out of the call to the handset).
+    Number,
+    /// `NUMBER_NAME` (default): name and number.
+    NumberName,
+    /// `NAME`: the name only, where there is one.
+    Name,
+}
+
+impl CallerDisplay {
+    /// The label stored in `display` (GURU3's own).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Number => "NUMBER",
+            Self::NumberName => "NUMBER_NAME",
+            Self::Name => "NAME",
+        }
+    }
+}
+
+impl Routing {
+    pub(crate) fn forward_columns(&self) -> (&'static str, &str, i32) {
+        match &self.forward {
+            Some(f) => (f.mode.label(), f.target.as_str(), f.delay_s.clamp(0, 600)),
+            None => ("", "", 0),
+        }
+    }
+}

@@ -144,6 +144,34 @@ pub struct Extension {
     pub kind: Kind,
     /// Forward, if set.
     pub forward: Option<Forward>,
+    /// How calls to it are routed (SIP and DECT; kept for every type).
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+/// The routing fields of an `UPDATE_EXTENSION` besides the forward (guru3.md §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Routing {
+    /// A second call is offered while in a call.
+    pub call_waiting: bool,
+    /// May dial out.
+    pub allow_dialout: bool,
+    /// Prefix trunk.
+    pub trunk: bool,
+    /// DECT `displayModus`: `NUMBER`, `NUMBER_NAME` or `NAME`.
+    pub display: String,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            call_waiting: true,
+            allow_dialout: false,
+            trunk: false,
+            display: "NUMBER_NAME".into(),
+        }
+    }
 }
 
 /// A member of a call group or multiring list.

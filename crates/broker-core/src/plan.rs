@@ -325,6 +325,8 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                 name,
                 password: Some(password.clone()),
                 premium: *premium,
+                routing: ext.routing.clone(),
+                forward: ext.forward.clone(),
             });
         }
         Kind::Dect {
@@ -338,6 +340,8 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                 name: name.clone(),
                 password: None,
                 premium: false,
+                routing: ext.routing.clone(),
+                forward: ext.forward.clone(),
             });
             // inside a resync the OMM is always upserted: it may have been changed or
             // emptied behind hexidian's back, and the adapter's upsert is idempotent
@@ -444,6 +448,7 @@ mod tests {
                 premium: false,
             },
             forward: None,
+            routing: Default::default(),
         }
     }
 
@@ -460,6 +465,7 @@ mod tests {
                 }),
             },
             forward: None,
+            routing: Default::default(),
         }
     }
 

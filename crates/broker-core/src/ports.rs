@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use crate::model::{Handset, Incoming, Member, MirrorEntry, Number, Secret};
+use crate::model::{Forward, Handset, Incoming, Member, MirrorEntry, Number, Routing, Secret};
 
 /// A boxed, sendable future: keeps the traits dyn-compatible.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -324,6 +324,10 @@ pub enum SipChange {
         password: Option<Secret>,
         /// Provision with the premium endpoint template (GURU3's `isPremium`).
         premium: bool,
+        /// Routing fields (GURU3's defaults for temporary users).
+        routing: Routing,
+        /// Call forward.
+        forward: Option<Forward>,
     },
     /// Delete the user of a number (no-op if none).
     DeleteUser(Number),

@@ -89,6 +89,7 @@ fn sip(num: &str, pw: &str) -> Command {
             premium: false,
         },
         forward: None,
+        routing: Default::default(),
     })
 }
 
@@ -105,6 +106,7 @@ fn dect(num: &str, ipei: Option<&str>) -> Command {
             }),
         },
         forward: None,
+        routing: Default::default(),
     })
 }
 
@@ -116,6 +118,7 @@ fn group(num: &str) -> Command {
             short_name: "INF".into(),
         },
         forward: None,
+        routing: Default::default(),
     })
 }
 
@@ -151,6 +154,7 @@ async fn every_message_type_converges_to_guru3s_state() {
                 wire_type: "ANNOUNCEMENT".into(),
             },
             forward: None,
+            routing: Default::default(),
         }),
         Command::Upsert(Extension {
             number: n("2001"),
@@ -164,6 +168,7 @@ async fn every_message_type_converges_to_guru3s_state() {
                 mode: "ON_BUSY".into(),
                 delay_s: 0,
             }),
+            routing: Default::default(),
         }),
         members("1100", &[("2001", 0), ("2002", 0), ("2345", 15)]),
         members("2345", &[("2002", 5)]),

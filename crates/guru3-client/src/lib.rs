@@ -57,7 +57,7 @@ pub use client::{Client, Config, Feed, FeedConfig, Watcher};
 pub use error::{Error, Result};
 pub use inbound::{Inbound, InboundResult, InboundStatus};
 pub use message::{
-    CallExtension, Callgroup, DecodeError, ExtensionKind, ExtensionUpdate, Forward, ForwardMode,
-    Handset, Member, Message, Page, RawMessage,
+    CallExtension, Callgroup, DecodeError, DisplayMode, ExtensionKind, ExtensionUpdate, Forward,
+    ForwardMode, Handset, Member, Message, Page, RawMessage,
 };
 pub use types::{ApiKey, AudioHash, EventId, Extension, Ipei, MessageId, SipPassword, Token, Uak};

@@ -622,6 +622,8 @@ impl Unbound {
                 name: "Unbound Handset".into(),
                 password: None,
                 premium: false,
+                routing: Default::default(),
+                forward: None,
             }])
             .await?;
         let password = match out.into_iter().next() {

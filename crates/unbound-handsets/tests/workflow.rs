@@ -63,6 +63,7 @@ impl World {
                     }),
                 },
                 forward: None,
+                routing: Default::default(),
             }),
             ..MirrorEntry::default()
         };

@@ -1,12 +1,12 @@
 //! `EventFeed` over `guru3_client::Feed`: decodes envelopes into domain commands.
 
 use broker_core::model::{
-    Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Secret,
+    Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Routing, Secret,
 };
 use broker_core::ports::{
     Assign, AssignResult, BoxFuture, EventFeed, FeedHealth, PortError, PortErrorKind, PortResult,
 };
-use guru3_client::{ExtensionKind, Feed, Message, MessageId, RawMessage};
+use guru3_client::{DisplayMode, ExtensionKind, Feed, ForwardMode, Message, MessageId, RawMessage};
 use tokio::sync::Mutex;
 
 /// The GURU3 message feed.
@@ -193,6 +193,15 @@ fn num(e: &guru3_client::Extension) -> Result<Number, String> {
 pub(crate) fn command(m: Message) -> Result<Command, String> {
     Ok(match m {
         Message::UpdateExtension(u) => {
+            let display = match &u.kind {
+                ExtensionKind::Dect { display_mode, .. } => match display_mode {
+                    DisplayMode::Number => "NUMBER",
+                    DisplayMode::Name => "NAME",
+                    _ => "NUMBER_NAME",
+                },
+                _ => "NUMBER_NAME",
+            }
+            .to_owned();
             let kind = match u.kind {
                 ExtensionKind::Sip {
                     password,
@@ -226,10 +235,23 @@ pub(crate) fn command(m: Message) -> Result<Command, String> {
                 forward: match u.forward {
                     Some(f) => Some(Forward {
                         target: num(&f.extension)?,
-                        mode: format!("{:?}", f.mode),
+                        mode: match f.mode {
+                            ForwardMode::Disabled => "DISABLED".into(),
+                            ForwardMode::Enabled => "ENABLED".into(),
+                            ForwardMode::OnBusy => "ON_BUSY".into(),
+                            ForwardMode::OnUnavailable => "ON_UNAVAILABLE".into(),
+                            ForwardMode::Unknown(m) => m,
+                            _ => "UNKNOWN".into(),
+                        },
                         delay_s: f.delay_s,
                     }),
                     None => None,
+                },
+                routing: Routing {
+                    call_waiting: u.call_waiting,
+                    allow_dialout: u.allow_dialout,
+                    trunk: u.trunk,
+                    display,
                 },
             })
         }

@@ -3,7 +3,7 @@
 use asterisk_realtime::{
     Change, Extension, JournalRow, Kind, Member, Outcome, SipPassword, StateChange, Store, UserSpec,
 };
-use broker_core::model::{MirrorEntry, Number, Secret};
+use broker_core::model::{Forward, MirrorEntry, Number, Routing, Secret};
 use broker_core::ports::{
     Assign, AssignResult, BoxFuture, HandsetState, JournalEntry, JournalStats, JournalStatus,
     PendingBind, PortError, PortErrorKind, PortResult, SipChange, SipOutcome, SipProvisioning,
@@ -45,6 +45,43 @@ fn ext(n: &Number) -> PortResult<Extension> {
         })
 }
 
+/// The PBX's routing columns from the mirror's fields. A forward that does not forward
+/// (`DISABLED`, or a mode this build does not know) is stored as none.
+fn pbx_routing(r: &Routing, forward: Option<&Forward>) -> PortResult<asterisk_realtime::Routing> {
+    use asterisk_realtime::{CallerDisplay, ForwardMode, ForwardRule};
+    let forward = match forward {
+        None => None,
+        Some(f) => {
+            // the wire names; mirrors written by older builds hold the Debug names
+            let mode = match f.mode.as_str() {
+                "ENABLED" | "Enabled" => Some(ForwardMode::Always),
+                "ON_BUSY" | "OnBusy" => Some(ForwardMode::OnBusy),
+                "ON_UNAVAILABLE" | "OnUnavailable" => Some(ForwardMode::OnUnavailable),
+                _ => None,
+            };
+            match mode {
+                Some(mode) => Some(ForwardRule {
+                    mode,
+                    target: ext(&f.target)?,
+                    delay_s: i32::try_from(f.delay_s.min(600)).unwrap_or(600),
+                }),
+                None => None,
+            }
+        }
+    };
+    Ok(asterisk_realtime::Routing {
+        forward,
+        trunk: r.trunk,
+        call_waiting: r.call_waiting,
+        allow_dialout: r.allow_dialout,
+        display: match r.display.as_str() {
+            "NUMBER" => CallerDisplay::Number,
+            "NAME" => CallerDisplay::Name,
+            _ => CallerDisplay::NumberName,
+        },
+    })
+}
+
 fn change(c: SipChange) -> PortResult<Change> {
     Ok(match c {
         SipChange::UpsertUser {
@@ -53,8 +90,11 @@ fn change(c: SipChange) -> PortResult<Change> {
             name,
             password,
             premium,
+            routing,
+            forward,
         } => Change::UpsertUser(UserSpec {
             premium,
+            routing: pbx_routing(&routing, forward.as_ref())?,
             extension: ext(&number)?,
             kind: match kind {
                 SipUserKind::Sip => Kind::Sip,

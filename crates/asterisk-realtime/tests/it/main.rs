@@ -4,6 +4,7 @@
 
 mod callgroups;
 mod faults;
+mod routing;
 mod schema;
 mod state;
 mod sync;
@@ -53,6 +54,7 @@ pub(crate) fn ext(s: &str) -> Extension {
 pub(crate) fn sip(number: &str, name: &str, password: &str) -> UserSpec {
     UserSpec {
         premium: false,
+        routing: Default::default(),
         extension: ext(number),
         kind: Kind::Sip,
         name: name.into(),
@@ -63,6 +65,7 @@ pub(crate) fn sip(number: &str, name: &str, password: &str) -> UserSpec {
 pub(crate) fn dect(number: &str, name: &str) -> UserSpec {
     UserSpec {
         premium: false,
+        routing: Default::default(),
         extension: ext(number),
         kind: Kind::Dect,
         name: name.into(),

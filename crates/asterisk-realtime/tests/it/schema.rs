@@ -85,7 +85,7 @@ async fn migrations_are_idempotent_and_a_missing_asterisk_schema_is_reported() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 4, "each of the four migrations applied once");
+    assert_eq!(versions, 5, "each of the five migrations applied once");
     // a database without Asterisk's tables is a clear schema error
     let empty = hexidian_testkit::pg::TestDb::new().await;
     let err = Store::connect(asterisk_realtime::Config::new(&empty.url()).unwrap())

@@ -14,6 +14,7 @@ async fn resync_sweeps_only_unseen_owned_users_never_temporary_or_foreign() {
     e.store
         .upsert_user(UserSpec {
             premium: false,
+            routing: Default::default(),
             extension: ext("0104242"),
             kind: Kind::Temp,
             name: "Unbound Handset".into(),

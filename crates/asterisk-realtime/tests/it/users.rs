@@ -135,6 +135,7 @@ async fn dect_password_is_generated_once_and_kept() {
     // temporary users land in the restricted context
     let temp = UserSpec {
         premium: false,
+        routing: Default::default(),
         extension: ext("0104242"),
         kind: Kind::Temp,
         name: "Unbound Handset".into(),
@@ -149,6 +150,7 @@ async fn sip_user_without_password_is_rejected() {
     let e = env().await;
     let spec = UserSpec {
         premium: false,
+        routing: Default::default(),
         extension: ext("2001"),
         kind: Kind::Sip,
         name: "x".into(),
@@ -416,6 +418,7 @@ async fn batched_upserts_match_single_upserts() {
         Change::UpsertUser(sip("8003", "new sip", "Secret123")),
         Change::UpsertUser(UserSpec {
             premium: false,
+            routing: Default::default(),
             extension: ext("8004"),
             kind: Kind::Sip,
             name: "no pw".into(),
@@ -484,6 +487,7 @@ async fn group_upserts_inside_a_run_of_users_keep_their_results_in_order() {
         group("8001"),
         Change::UpsertUser(UserSpec {
             premium: false,
+            routing: Default::default(),
             extension: ext("8003"),
             kind: Kind::Sip,
             name: "no pw".into(),
