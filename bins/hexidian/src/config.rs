@@ -45,6 +45,54 @@ pub struct PbxSection {
     /// `[pbx.premium]`: endpoint settings of GURU3's premium SIP extensions (`isPremium`);
     /// absent: they get the regular ones.
     pub premium: Option<PremiumSection>,
+    /// `qualify_frequency` of SIP users in seconds (default 60; 0 = never: use it for
+    /// phones that do not answer OPTIONS, which would otherwise be marked unreachable).
+    pub qualify_sip_s: Option<i32>,
+    /// `qualify_frequency` of DECT and temporary users (default 0: the OMM answers for them).
+    pub qualify_dect_s: Option<i32>,
+    /// Asterisk kit (`hexidian asterisk-config`): the SIP transport's bind address
+    /// (default `0.0.0.0:5060`).
+    pub sip_bind: Option<String>,
+    /// Asterisk kit: the database role Asterisk reads with (default `asterisk`).
+    pub asterisk_db_user: Option<String>,
+    /// Asterisk kit: environment variable holding that role's password (written into
+    /// `res_pgsql.conf` with `--with-secrets`).
+    pub asterisk_db_password_env: Option<String>,
+    /// Asterisk kit: file holding it.
+    pub asterisk_db_password_file: Option<PathBuf>,
+    /// Asterisk kit: numbers starting with this prefix leave the event network, for users
+    /// whose extension has `allow_dialout` (default: no dial-out).
+    pub dialout_prefix: Option<String>,
+    /// Asterisk kit: the PJSIP endpoint (in `pjsip.conf`) dial-out goes to, full number kept.
+    pub dialout_endpoint: Option<String>,
+    /// Asterisk kit: seconds a user rings (default 60).
+    pub ring_timeout_s: Option<u32>,
+    /// Asterisk kit: seconds a group rings (default 180).
+    pub callgroup_timeout_s: Option<u32>,
+    /// Asterisk kit: forwards one call may follow before it fails (default 5).
+    pub max_forward_hops: Option<u32>,
+}
+
+impl PbxSection {
+    /// The endpoint template of regular users.
+    pub fn template(&self) -> Result<asterisk_realtime::EndpointTemplate, String> {
+        let mut t = asterisk_realtime::EndpointTemplate::default();
+        for (what, v) in [
+            ("qualify_sip_s", self.qualify_sip_s),
+            ("qualify_dect_s", self.qualify_dect_s),
+        ] {
+            if v.is_some_and(|v| !(0..=86_400).contains(&v)) {
+                return Err(format!("[pbx] {what}: 0 to 86400 seconds"));
+            }
+        }
+        if let Some(q) = self.qualify_sip_s {
+            t.qualify_sip = q;
+        }
+        if let Some(q) = self.qualify_dect_s {
+            t.qualify_dect = q;
+        }
+        Ok(t)
+    }
 }
 
 /// `[pbx.premium]`
@@ -60,8 +108,11 @@ pub struct PremiumSection {
 }
 
 impl PremiumSection {
-    fn template(&self) -> asterisk_realtime::EndpointTemplate {
-        let mut t = asterisk_realtime::EndpointTemplate::default();
+    fn template(
+        &self,
+        base: &asterisk_realtime::EndpointTemplate,
+    ) -> asterisk_realtime::EndpointTemplate {
+        let mut t = base.clone();
         if let Some(c) = &self.context {
             t.context.clone_from(c);
         }
@@ -365,20 +416,18 @@ impl FileConfig {
             return Err("[omm]: set `fingerprints` or `ca_file` (or `plain = true`)".into());
         }
 
-        let url = match (
-            &self.postgres.url,
-            &self.postgres.url_env,
-            &self.postgres.url_file,
-        ) {
-            (Some(u), None, None) => u.clone(),
-            (None, env, file) if env.is_some() || file.is_some() => {
-                secret("postgres url", env, file)?
-            }
-            _ => return Err("[postgres]: set exactly one of url, url_env, url_file".into()),
-        };
-        let pg = asterisk_realtime::Config::new(&url)
-            .map_err(|e| format!("postgres url: {e}"))?
-            .premium_template(self.pbx.premium.as_ref().map(PremiumSection::template));
+        let url = self.postgres_url()?;
+        let pg = asterisk_realtime::Config::new(&url).map_err(|e| format!("postgres url: {e}"))?;
+        let template = self.pbx.template()?;
+        let pg = pg
+            .premium_template(self.pbx.premium.as_ref().map(|p| p.template(&template)))
+            .template(template)
+            .routing_reader(Some(
+                self.pbx
+                    .asterisk_db_user
+                    .clone()
+                    .unwrap_or_else(|| "asterisk".into()),
+            ));
 
         let admin = if self.admin.listen.is_empty() {
             None
@@ -403,6 +452,23 @@ impl FileConfig {
                 None => None,
             },
         })
+    }
+}
+
+impl FileConfig {
+    /// The PostgreSQL connection string (resolved from the environment or a file if so set).
+    pub fn postgres_url(&self) -> Result<String, String> {
+        match (
+            &self.postgres.url,
+            &self.postgres.url_env,
+            &self.postgres.url_file,
+        ) {
+            (Some(u), None, None) => Ok(u.clone()),
+            (None, env, file) if env.is_some() || file.is_some() => {
+                secret("postgres url", env, file)
+            }
+            _ => Err("[postgres]: set exactly one of url, url_env, url_file".into()),
+        }
     }
 }
 
@@ -472,7 +538,11 @@ fn pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Reads a secret from exactly one of an environment variable or a file (trailing newline
 /// removed). The value never appears in errors.
-fn secret(what: &str, env: &Option<String>, file: &Option<PathBuf>) -> Result<String, String> {
+pub(crate) fn secret(
+    what: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<String, String> {
     match (env, file) {
         (Some(var), None) => {
             #[allow(clippy::disallowed_methods)]
@@ -527,19 +597,71 @@ pub async fn check(path: &Path) -> Result<(), String> {
         let StoreSettings::Postgres(cfg) = &settings.store else {
             return Ok("in memory".to_owned());
         };
-        let (store, driver) = asterisk_realtime::Store::connect((**cfg).clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        // read-only: migrations are `hexidian migrate`'s (or `hexidian run`'s) job
+        let (store, driver) =
+            asterisk_realtime::Store::connect((**cfg).clone().apply_migrations(false))
+                .await
+                .map_err(|e| e.to_string())?;
         let task = tokio::spawn(driver.run());
-        let r = store.sync_state().await.map_err(|e| e.to_string());
+        let pending = store.pending_migrations().await.map_err(|e| e.to_string());
+        let r = match pending {
+            Ok(p) if !p.is_empty() => Ok(format!(
+                "schema {:?}; hexidian schema: {} migration(s) pending ({}): run `hexidian migrate`",
+                store.schema(),
+                p.len(),
+                p.iter()
+                    .map(|(v, d)| format!("{v} {d}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+            Ok(_) => store
+                .sync_state()
+                .await
+                .map_err(|e| e.to_string())
+                .map(|(epoch, _)| {
+                    format!(
+                        "schema {:?}, hexidian schema up to date, resync epoch {epoch}",
+                        store.schema()
+                    )
+                }),
+            Err(e) => Err(e),
+        };
         task.abort();
-        r.map(|(epoch, _)| format!("schema {:?}, resync epoch {epoch}", store.schema()))
+        r
     };
     line("postgres", pg.await);
     if failed.is_empty() {
         Ok(())
     } else {
         Err(format!("failed: {}", failed.join(", ")))
+    }
+}
+
+/// `hexidian migrate`: applies pending migrations of hexidian's schema and grants Asterisk's
+/// reader role (`[pbx] asterisk_db_user`) `SELECT` on the routing views.
+pub async fn migrate(path: &Path) -> Result<(), String> {
+    let file = FileConfig::load(path)?;
+    let url = file.postgres_url()?;
+    let cfg = asterisk_realtime::Config::new(&url)
+        .map_err(|e| format!("postgres url: {e}"))?
+        .routing_reader(Some(
+            file.pbx
+                .asterisk_db_user
+                .clone()
+                .unwrap_or_else(|| "asterisk".into()),
+        ));
+    let (store, driver) = asterisk_realtime::Store::connect(cfg)
+        .await
+        .map_err(|e| format!("postgres: {e}"))?;
+    let task = tokio::spawn(driver.run());
+    let pending = store.pending_migrations().await.map_err(|e| e.to_string());
+    task.abort();
+    match pending? {
+        p if p.is_empty() => {
+            tracing::info!("hexidian schema up to date");
+            Ok(())
+        }
+        p => Err(format!("{} migration(s) still pending", p.len())),
     }
 }
 

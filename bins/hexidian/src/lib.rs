@@ -4,6 +4,7 @@
 
 pub mod adapters;
 mod admin;
+pub mod asterisk_kit;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -29,11 +29,29 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Validate the config file and connect to each peer once
+    /// Validate the config file and connect to each peer once (changes nothing)
     CheckConfig {
         /// TOML config file
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Apply pending migrations of hexidian's schema in PostgreSQL
+    Migrate {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write the Asterisk configuration kit filled from the config file
+    AsteriskConfig {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// Folder to write into (created if missing)
+        #[arg(long, default_value = "asterisk")]
+        out: PathBuf,
+        /// Fill in the webhook key and Asterisk's database password (else "change-me")
+        #[arg(long)]
+        with_secrets: bool,
     },
     /// Everything on loopback: simulators, a throwaway store, a scripted scenario
     #[cfg(feature = "demo")]
@@ -103,6 +121,15 @@ async fn main() -> ExitCode {
             init_logging(cli.log_format.as_deref());
             hexidian::config::check(&config).await
         }
+        Cmd::Migrate { config } => {
+            init_logging(cli.log_format.as_deref());
+            hexidian::config::migrate(&config).await
+        }
+        Cmd::AsteriskConfig {
+            config,
+            out,
+            with_secrets,
+        } => asterisk_config(&config, &out, with_secrets),
         #[cfg(feature = "demo")]
         Cmd::Demo(args) => {
             init_logging(cli.log_format.as_deref());
@@ -113,6 +140,20 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+fn asterisk_config(
+    config: &std::path::Path,
+    out: &std::path::Path,
+    secrets: bool,
+) -> Result<(), String> {
+    let file = hexidian::config::FileConfig::load(config)?;
+    let files = hexidian::asterisk_kit::generate(&file, &config.display().to_string(), secrets)?;
+    hexidian::asterisk_kit::write(&files, out)?;
+    for f in &files {
+        println!("{}", out.join(f.name).display());
+    }
+    Ok(())
 }
 
 fn report(e: &dyn std::error::Error) -> String {

@@ -153,6 +153,11 @@ pub(crate) const R_GROUP: &str =
 pub(crate) const R_MEMBER: &str =
     "UPDATE hexidian.callgroup_member SET member = $2 WHERE member = $1";
 // GURU3 keeps forwards by reference and does not re-send them on a rename (guru3.md §6.3)
+pub(crate) const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)";
+pub(crate) const GRANT_ROUTING: &str =
+    "SELECT format('GRANT SELECT ON hexidian.route, hexidian.callgroup_route TO %I', $1::text)";
+pub(crate) const HAS_MIGRATIONS: &str =
+    "SELECT to_regclass('hexidian.schema_migrations') IS NOT NULL";
 pub(crate) const R_FORWARD: &str = "UPDATE hexidian.sip_user SET forward_target = $2, updated_at = now() WHERE forward_target = $1";
 
 pub(crate) const L_USER: &str = "SELECT u.id, u.kind, u.display_name, u.seen_epoch, \

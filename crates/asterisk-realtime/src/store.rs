@@ -31,6 +31,8 @@ pub struct Config {
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) operation_timeout: Duration,
+    pub(crate) migrate: bool,
+    pub(crate) routing_reader: Option<String>,
 }
 
 impl Config {
@@ -63,6 +65,8 @@ impl Config {
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(60),
+            migrate: true,
+            routing_reader: None,
         }
     }
 
@@ -88,6 +92,20 @@ impl Config {
             (Some(t), true) => t,
             _ => &self.template,
         }
+    }
+
+    /// Whether [`Store::connect`] applies pending migrations of hexidian's schema (default
+    /// `true`). Off, it only reads; [`Store::pending_migrations`] tells what is missing.
+    pub fn apply_migrations(mut self, on: bool) -> Self {
+        self.migrate = on;
+        self
+    }
+
+    /// The database role Asterisk reads with: when migrations run, it is granted `SELECT` on
+    /// the routing views (`hexidian.route`, `hexidian.callgroup_route`) if it exists.
+    pub fn routing_reader(mut self, role: Option<String>) -> Self {
+        self.routing_reader = role;
+        self
     }
 
     /// `lock_timeout` of every transaction (default 5 s).
@@ -430,7 +448,7 @@ async fn with_connection<T>(
     }
 }
 
-async fn migrate(client: &mut Client) -> Result<()> {
+async fn migrate(client: &mut Client, reader: Option<&str>) -> Result<()> {
     let tx = client.transaction().await?;
     tx.batch_execute(migrations::LOCK).await?;
     tx.batch_execute(migrations::BOOTSTRAP).await?;
@@ -454,6 +472,27 @@ async fn migrate(client: &mut Client) -> Result<()> {
             return Err(Error::Schema(format!(
                 "database has hexidian schema version {max}, newer than this build"
             )));
+        }
+    }
+    if let Some(role) = reader {
+        if role.is_empty()
+            || role.len() > 63
+            || !role
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(crate::error::InvalidInput::new(
+                "routing reader role",
+                role,
+                "expected 1 to 63 of A-Z a-z 0-9 - _",
+            )
+            .into());
+        }
+        let exists: bool = tx.query_one(sql::ROLE_EXISTS, &[&role]).await?.get(0);
+        if exists {
+            // an identifier cannot be a bind parameter: the server quotes it (format's %I)
+            let grant: String = tx.query_one(sql::GRANT_ROUTING, &[&role]).await?.get(0);
+            tx.batch_execute(&grant).await?;
         }
     }
     tx.commit().await?;
@@ -508,7 +547,9 @@ impl Store {
         }
         let (mut client, mut connection) = open(&config).await?;
         let (schema, has_contacts) = with_connection(&mut connection, async {
-            migrate(&mut client).await?;
+            if config.migrate {
+                migrate(&mut client, config.routing_reader.as_deref()).await?;
+            }
             detect(&client, config.schema).await
         })
         .await?;
@@ -531,6 +572,32 @@ impl Store {
             alive: alive_rx,
         };
         Ok((Self { inner }, driver))
+    }
+
+    /// Migrations of hexidian's schema this build has and the database lacks.
+    pub async fn pending_migrations(&self) -> Result<Vec<(i32, &'static str)>> {
+        let guard = self.conn().await?;
+        let conn = guard.as_ref().ok_or(Error::Unavailable)?;
+        let present: bool = conn
+            .client
+            .query_one(sql::HAS_MIGRATIONS, &[])
+            .await?
+            .get(0);
+        let applied: Vec<i32> = if present {
+            conn.client
+                .query(migrations::APPLIED, &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(migrations::MIGRATIONS
+            .iter()
+            .filter(|(v, ..)| !applied.contains(v))
+            .map(|(v, d, _)| (*v, *d))
+            .collect())
     }
 
     /// The Asterisk schema generation in use.
