@@ -144,6 +144,7 @@ impl Interop {
         let run = hexidian::start(s).await.unwrap();
         let w = Self {
             ast: pbx::Asterisk::start(&kit)
+                .await
                 .unwrap_or_else(|e| panic!("asterisk did not start: {e}")),
             sip: sipp::Sip::new(
                 sipp,

@@ -83,7 +83,7 @@ pub(crate) struct Asterisk {
 
 impl Asterisk {
     /// Starts Asterisk with the kit files in `kit` and waits until it has fully booted.
-    pub(crate) fn start(kit: &Path) -> Result<Self, String> {
+    pub(crate) async fn start(kit: &Path) -> Result<Self, String> {
         let root = tree()?;
         let dir = tempdir("ast")?;
         for d in [
@@ -151,7 +151,7 @@ impl Asterisk {
             if t0.elapsed() > Duration::from_secs(30) {
                 return Err(format!("asterisk did not boot in 30 s:\n{}", a.log_tail()));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(a)
     }
@@ -196,14 +196,7 @@ impl Asterisk {
 
 impl Drop for Asterisk {
     fn drop(&mut self) {
-        let _ = self.cli("core stop now");
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // nothing of this Asterisk needs to survive: no graceful shutdown
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::env::var_os("HEXIDIAN_KEEP_ASTERISK").is_none() {

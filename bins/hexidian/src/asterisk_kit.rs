@@ -246,7 +246,7 @@ pub fn generate(
         ("@@SIP_BIND@@", sip_bind.to_owned()),
         ("@@EXTRA_TRANSPORT@@", extra_transport),
         ("@@CONTEXT@@", template.context.clone()),
-        ("@@TEMP_CONTEXT@@", template.temp_context.clone()),
+        ("@@TEMP_CONTEXT@@", template.temp_context),
         ("@@EXTRA_CONTEXT@@", extra_context),
         ("@@WEBHOOK_URL@@", webhook_url),
         ("@@TOKEN_PREFIX@@", token_prefix.to_owned()),
@@ -295,6 +295,28 @@ pub fn write(files: &[KitFile], dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Every sound file `Playback()` names in a dialplan (`&`-separated lists split).
+pub fn prompts(dialplan: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in dialplan.lines() {
+        let code = line.split(';').next().unwrap_or_default();
+        let mut rest = code;
+        while let Some(i) = rest.find("Playback(") {
+            let args = &rest[i + "Playback(".len()..];
+            let end = args.find(')').unwrap_or(args.len());
+            let files = args[..end].split(',').next().unwrap_or_default();
+            for f in files.split('&') {
+                let f = f.trim();
+                if !f.is_empty() && !out.iter().any(|x| x == f) {
+                    out.push(f.to_owned());
+                }
+            }
+            rest = &args[end..];
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -362,26 +384,4 @@ mod tests {
         assert!(text.contains("\"${EXTEN:0:1}\" = \"0\""));
         assert!(text.contains("Dial(PJSIP/${EXTEN}@pstn,"));
     }
-}
-
-/// Every sound file `Playback()` names in a dialplan (`&`-separated lists split).
-pub fn prompts(dialplan: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in dialplan.lines() {
-        let code = line.split(';').next().unwrap_or_default();
-        let mut rest = code;
-        while let Some(i) = rest.find("Playback(") {
-            let args = &rest[i + "Playback(".len()..];
-            let end = args.find(')').unwrap_or(args.len());
-            let files = args[..end].split(',').next().unwrap_or_default();
-            for f in files.split('&') {
-                let f = f.trim();
-                if !f.is_empty() && !out.iter().any(|x| x == f) {
-                    out.push(f.to_owned());
-                }
-            }
-            rest = &args[end..];
-        }
-    }
-    out
 }

@@ -717,16 +717,30 @@ mod tests {
 
     #[test]
     fn a_premium_template_is_read_from_the_file() {
-        let text = std::fs::read_to_string(example()).unwrap()
+        let text = std::fs::read_to_string(example())
+            .unwrap()
+            .replace("# qualify_sip_s = 60", "qualify_sip_s = 0")
             + "\n[pbx.premium]\ncontext = \"call-router-premium\"\ntransport = \"tls-premium\"\n";
         let f: FileConfig = toml::from_str(&text).unwrap();
-        let t = f.pbx.premium.as_ref().unwrap().template();
+        let base = f.pbx.template().unwrap();
+        assert_eq!(base.qualify_sip, 0, "qualify is configurable");
+        assert_eq!(base.qualify_dect, 0);
+        let t = f.pbx.premium.as_ref().unwrap().template(&base);
+        assert_eq!(t.qualify_sip, 0, "premium users inherit [pbx]'s qualify");
         assert_eq!(t.context, "call-router-premium");
         assert_eq!(t.transport.as_deref(), Some("tls-premium"));
         assert_eq!(
             t.allow,
             asterisk_realtime::EndpointTemplate::default().allow
         );
+    }
+
+    #[test]
+    fn qualify_outside_a_day_is_refused() {
+        let mut f = FileConfig::example();
+        assert_eq!(f.pbx.template().unwrap().qualify_sip, 60, "default");
+        f.pbx.qualify_sip_s = Some(-1);
+        assert!(f.pbx.template().unwrap_err().contains("qualify_sip_s"));
     }
 
     #[test]
