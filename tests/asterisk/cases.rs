@@ -112,9 +112,13 @@ async fn a_group_rings_members_in_delay_order_and_the_first_answer_cancels_the_r
             ("2003", "M4"),
             ("2004", "Paused"),
             ("2005", "Caller"),
+            ("2006", "Multiring owner"),
+            ("2007", "Multiring member"),
         ] {
             g.save(sip(n, name)).unwrap();
         }
+        // multiring: 2006 rings itself and 2007 after 3 s
+        g.set_members("2006", vec![Member::new("2007", 3)]).unwrap();
         g.save(Extension::new("1100", "Team", Kind::group("TM")))
             .unwrap();
         let paused = Member {
@@ -186,6 +190,38 @@ async fn a_group_rings_members_in_delay_order_and_the_first_answer_cancels_the_r
         i0.from.starts_with("\"[TM] Caller\""),
         "the group's short name tags the caller: {}",
         i0.from
+    );
+
+    // multiring: the owner at once, its member after 3 s, the member answers
+    let mut owner = s
+        .phone("2006", &w.password("2006").await, Answer::Ring)
+        .await;
+    let mut member = s
+        .phone(
+            "2007",
+            &w.password("2007").await,
+            Answer::After(Duration::from_millis(500)),
+        )
+        .await;
+    let code = s
+        .call(
+            "2005",
+            &w.password("2005").await,
+            "2006",
+            Duration::from_millis(300),
+        )
+        .await;
+    assert_eq!(code, 200, "the multiring call is answered by the member");
+    assert!(
+        owner.finished(Duration::from_secs(10)).await,
+        "owner cancelled"
+    );
+    assert!(member.finished(Duration::from_secs(10)).await);
+    let d = at(&member).at - at(&owner).at;
+    eprintln!("multiring 2006: owner INVITE at +0.000 s, member at +{d:.3} s (delay 3)");
+    assert!(
+        (2.5..4.0).contains(&d),
+        "multiring member rang at +{d:.3} s"
     );
 }
 

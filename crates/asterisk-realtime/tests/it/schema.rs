@@ -97,3 +97,58 @@ async fn migrations_are_idempotent_and_a_missing_asterisk_schema_is_reported() {
     );
     assert!(err.to_string().contains("ps_endpoints"));
 }
+
+#[tokio::test]
+async fn a_read_only_connect_migrates_nothing_and_says_what_is_pending() {
+    let db = hexidian_testkit::pg::TestDb::new().await;
+    let sql = db.connect().await;
+    let ddl = hexidian_testkit::fixtures_dir().join("sql/asterisk-modern.sql");
+    sql.batch_execute(&std::fs::read_to_string(ddl).unwrap())
+        .await
+        .unwrap();
+    let config = asterisk_realtime::Config::new(&db.url()).unwrap();
+    let (store, driver) = Store::connect(config.clone().apply_migrations(false))
+        .await
+        .unwrap();
+    tokio::spawn(driver.run());
+    assert_eq!(store.pending_migrations().await.unwrap().len(), 5);
+    let schema: bool = sql
+        .query_one("SELECT to_regnamespace('hexidian') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!schema, "nothing was created");
+    // the reader role gets the routing views, and only them, when migrations run
+    sql.batch_execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ast_reader_t') \
+         THEN CREATE ROLE ast_reader_t; END IF; END $$",
+    )
+    .await
+    .unwrap();
+    let (store, driver) = Store::connect(config.routing_reader(Some("ast_reader_t".into())))
+        .await
+        .unwrap();
+    tokio::spawn(driver.run());
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    let grants: Vec<String> = sql
+        .query(
+            "SELECT table_name::text FROM information_schema.role_table_grants \
+             WHERE grantee = 'ast_reader_t' AND table_schema = 'hexidian' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(grants, ["callgroup_route", "route"]);
+    // a hostile role name is refused, not spliced into SQL
+    let err = Store::connect(
+        asterisk_realtime::Config::new(&db.url())
+            .unwrap()
+            .routing_reader(Some("x\"; DROP TABLE ps_aors; --".into())),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("routing reader role"), "{err}");
+}
