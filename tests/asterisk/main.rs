@@ -47,8 +47,8 @@ fn absent<T>(what: &str) -> Option<T> {
         panic!("asterisk interop: {what} (HEXIDIAN_REQUIRE_ASTERISK=1)");
     }
     eprintln!(
-        "asterisk interop: SKIPPED, {what}. Set HEXIDIAN_ASTERISK to an Asterisk tarball or \
-         installed tree (README.md, \"Asterisk\")."
+        "asterisk interop: SKIPPED, {what}. README.md (\"Asterisk interop suite\") says what it \
+         needs."
     );
     None
 }
