@@ -130,7 +130,7 @@ impl Interop {
             .template(file.pbx.template().unwrap())
             .routing_reader(Some("asterisk".into()));
         let mut s =
-            hexidian::demo::sim_settings(&guru3, &omm, StoreSettings::Postgres(Box::new(pg)))
+            hexidian_demo::sim_settings(&guru3, &omm, StoreSettings::Postgres(Box::new(pg)))
                 .unwrap();
         let mut c =
             unbound_handsets::Config::new(unbound_handsets::TempNumbers::new("0100", 8).unwrap());

@@ -47,13 +47,13 @@ async fn bench(n: usize) {
     let pg = asterisk_realtime::Config::new(&db.url()).unwrap();
     // production defaults (examples/hexidian.toml), as `hexidian run` configures them
     let production =
-        hexidian::demo::sim_settings(&guru3, &omm, StoreSettings::Postgres(Box::new(pg))).unwrap();
+        hexidian_demo::sim_settings(&guru3, &omm, StoreSettings::Postgres(Box::new(pg))).unwrap();
     let mut settings = production.clone();
     // GURU3 sends no websocket frame for a resync window; a short poll makes this phase
     // measure processing, not the 30 s poll interval
     settings.feed = settings.feed.poll_interval(Duration::from_millis(50)); // override: see above
     settings.guru3 = settings.guru3.max_messages(1000); // override: bulk pages (example: 200)
-    let (dect, sip, groups) = hexidian::demo::seed(&guru3, n).unwrap();
+    let (dect, sip, groups) = hexidian_demo::seed(&guru3, n).unwrap();
     let run = hexidian::start(settings).await.unwrap();
 
     let t0 = Instant::now();
@@ -139,7 +139,8 @@ async fn unbound() {
             ))
             .unwrap();
     }
-    let mut settings = hexidian::demo::sim_settings(&guru3, &omm, StoreSettings::Memory).unwrap();
+    let mut settings =
+        hexidian_demo::sim_settings(&guru3, &omm, hexidian_demo::memory_store()).unwrap();
     if let Some(u) = settings.unbound.as_mut() {
         u.config.subscription_mode = Some("Wildcard".into());
         // the bench measures the validation path, not the rate limits
@@ -155,7 +156,7 @@ async fn unbound() {
     let mut attach = Vec::new();
     let mut temp = String::new();
     for i in 0..50u32 {
-        let ipei = hexidian::demo::ipei(900_000 + i);
+        let ipei = hexidian_demo::ipei(900_000 + i);
         let t0 = Instant::now();
         let ppn = omm.handset_subscribe(&ipei, "0000").unwrap();
         loop {

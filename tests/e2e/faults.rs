@@ -9,7 +9,7 @@ use crate::{Rng, World, http_get};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_during_a_large_resync_it_converges_on_restart() {
     let w = World::new().await;
-    hexidian::demo::seed(&w.guru3, 2000).unwrap();
+    hexidian_demo::seed(&w.guru3, 2000).unwrap();
     let run = w.start().await;
     w.drained(Duration::from_secs(180)).await;
     run.stop().await.unwrap();
@@ -51,7 +51,7 @@ async fn omm_drops_postgres_kills_and_guru3_errors_converge() {
     let w = World::new().await;
     // the OMM closes every session after 200 frames
     w.omm.faults(|f| f.drop_after = Some(200));
-    hexidian::demo::seed(&w.guru3, 400).unwrap();
+    hexidian_demo::seed(&w.guru3, 400).unwrap();
     w.guru3.fail_next(3, 503);
     // and a tenth of all GURU3 requests fail
     let mut rng = Rng::new();
@@ -247,7 +247,7 @@ async fn readiness_does_not_queue_behind_a_blocked_pbx_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_mid_batch_lets_the_batch_finish_while_the_omm_link_is_up() {
     let w = World::new().await;
-    hexidian::demo::seed(&w.guru3, 300).unwrap();
+    hexidian_demo::seed(&w.guru3, 300).unwrap();
     let total = w.guru3.pending().len();
     assert!(total < 500, "one page: {total}");
     let run = w.start().await;

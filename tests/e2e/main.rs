@@ -46,7 +46,7 @@ impl World {
 
     pub(crate) fn settings(&self) -> hexidian::Settings {
         let pg = asterisk_realtime::Config::new(&self.db.url()).unwrap();
-        let s = hexidian::demo::sim_settings(
+        let s = hexidian_demo::sim_settings(
             &self.guru3,
             &self.omm,
             StoreSettings::Postgres(Box::new(pg)),

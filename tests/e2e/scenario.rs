@@ -9,7 +9,7 @@ use crate::{World, http_get};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_type_end_to_end() {
     let w = World::new().await;
-    hexidian::demo::seed(&w.guru3, 60).unwrap();
+    hexidian_demo::seed(&w.guru3, 60).unwrap();
     let run = w.start().await;
     w.drained(Duration::from_secs(60)).await;
     w.assert_converged().await;

@@ -252,7 +252,7 @@ async fn a_new_handset_gets_a_temporary_number_and_binds_by_token_call() {
     );
 
     // a second handset cannot take the same extension
-    let other = hexidian::demo::ipei(4242);
+    let other = hexidian_demo::ipei(4242);
     let other = other.as_str();
     w.omm.handset_subscribe(other, "0000").unwrap();
     let t2 = attached(&w, other, is_temp).await;
@@ -376,7 +376,7 @@ async fn omm_down_means_retry_and_a_crash_mid_bind_completes_on_restart() {
         .get(0);
     assert_eq!(binds, 1, "the promise is durable");
     // a handset that subscribes while hexidian is down is found by the startup scan
-    let late = hexidian::demo::ipei(777);
+    let late = hexidian_demo::ipei(777);
     w.omm.handset_subscribe(&late, "0000").unwrap();
     let run = hexidian::start(settings(&w, Duration::from_secs(30)))
         .await

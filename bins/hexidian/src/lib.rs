@@ -5,9 +5,8 @@
 pub mod adapters;
 mod admin;
 pub mod asterisk_kit;
+pub mod cli;
 pub mod config;
-#[cfg(feature = "demo")]
-pub mod demo;
 mod net;
 mod webhook;
 
@@ -40,9 +39,26 @@ pub struct UnboundSettings {
 pub enum StoreSettings {
     /// PostgreSQL with Asterisk's realtime tables (production).
     Postgres(Box<asterisk_realtime::Config>),
-    /// In memory (the demo without PostgreSQL binaries): nothing survives a restart.
-    #[cfg(feature = "demo")]
-    Memory,
+    /// Other implementations of the ports (the demo's in-memory store, say).
+    Ports(StorePorts),
+}
+
+/// The store ports of [`StoreSettings::Ports`]: the PBX, the broker's state and the unbound
+/// workflow's binds and outbox. They are shared by the broker and the side tasks.
+#[derive(Clone)]
+pub struct StorePorts {
+    /// PBX rows.
+    pub sip: Arc<dyn SipProvisioning>,
+    /// Mirror and journal.
+    pub state: Arc<dyn StateStore>,
+    /// Binds and the ASSIGN_HANDSET outbox.
+    pub handsets: Arc<dyn HandsetState>,
+}
+
+impl std::fmt::Debug for StorePorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorePorts").finish_non_exhaustive()
+    }
 }
 
 /// Everything [`start`] needs, already resolved (secrets read, TLS built).
@@ -382,18 +398,13 @@ async fn supervise(
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
-        #[cfg(feature = "demo")]
-        StoreSettings::Memory => {
-            let m = Arc::new(broker_core::fakes::MemoryState::default());
-            let sip: Arc<dyn SipProvisioning> = Arc::new(broker_core::fakes::MemorySip::default());
-            (
-                Arc::clone(&sip),
-                Arc::clone(&m) as Arc<dyn StateStore>,
-                sip,
-                Arc::clone(&m) as Arc<dyn StateStore>,
-                m as Arc<dyn HandsetState>,
-            )
-        }
+        StoreSettings::Ports(p) => (
+            Arc::clone(&p.sip),
+            Arc::clone(&p.state),
+            Arc::clone(&p.sip),
+            Arc::clone(&p.state),
+            Arc::clone(&p.handsets),
+        ),
     };
     *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(side_state);
     let feed = feed as Arc<dyn EventFeed>;

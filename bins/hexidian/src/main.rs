@@ -53,76 +53,36 @@ enum Cmd {
         #[arg(long)]
         with_secrets: bool,
     },
-    /// Everything on loopback: simulators, a throwaway store, a scripted scenario
-    #[cfg(feature = "demo")]
-    Demo(hexidian::demo::DemoArgs),
-}
-
-fn init_logging(format: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == Some("json") {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
-/// SIGINT or SIGTERM. The handlers are installed when this is called, not when the future is
-/// first polled, so a signal that arrives early is not lost (or fatal).
-fn shutdown_signal() -> impl Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    /// The demo is a binary of its own, so this one links no simulator
+    #[command(hide = true, disable_help_flag = true)]
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let shutdown = shutdown_signal();
+    let shutdown = hexidian::cli::shutdown_signal();
     let result = match cli.command {
         Cmd::Run { config } => {
             let file = match hexidian::config::FileConfig::load(&config) {
                 Ok(f) => f,
                 Err(e) => return fail(&e),
             };
-            init_logging(cli.log_format.as_deref().or(file.log.format.as_deref()));
+            hexidian::cli::init_logging(cli.log_format.as_deref().or(file.log.format.as_deref()));
             match file.settings() {
                 Ok(s) => hexidian::run(s, shutdown).await.map_err(|e| report(&e)),
                 Err(e) => Err(e),
             }
         }
         Cmd::CheckConfig { config } => {
-            init_logging(cli.log_format.as_deref());
+            hexidian::cli::init_logging(cli.log_format.as_deref());
             hexidian::config::check(&config).await
         }
         Cmd::Migrate { config } => {
-            init_logging(cli.log_format.as_deref());
+            hexidian::cli::init_logging(cli.log_format.as_deref());
             hexidian::config::migrate(&config).await
         }
         Cmd::AsteriskConfig {
@@ -130,11 +90,12 @@ async fn main() -> ExitCode {
             out,
             with_secrets,
         } => asterisk_config(&config, &out, with_secrets),
-        #[cfg(feature = "demo")]
-        Cmd::Demo(args) => {
-            init_logging(cli.log_format.as_deref());
-            hexidian::demo::run(args, shutdown).await
-        }
+        Cmd::Demo { args } => Err(format!(
+            "the demo is its own binary, so that this one links no simulator: \
+             cargo run -p hexidian-demo{}{}",
+            if args.is_empty() { "" } else { " -- " },
+            args.join(" ")
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! In-memory models of every port (feature `fakes`): they keep state like the real systems
 //! (users, devices, epochs, a queue with an ack flag), so tests assert on outcomes, not calls.
-//! The in-memory SIP store and state store also back `hexidian demo` when no PostgreSQL
+//! The in-memory SIP store and state store also back the demo (`hexidian-demo`) when no PostgreSQL
 //! server binaries are installed.
 
 use std::collections::{BTreeMap, BTreeSet};

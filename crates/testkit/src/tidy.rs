@@ -113,25 +113,28 @@ fn dependency_directions_hold() {
                 );
             }
             "hexidian" => {
-                // sims and testkit only as dev-dependencies, or optional behind `demo`
+                // the production binary: no simulator, no testkit, no fakes, no demo
+                assert!(
+                    !normal
+                        .iter()
+                        .any(|d| d.ends_with("-sim") || d.starts_with("hexidian-")),
+                    "the production binary depends on {normal:?}"
+                );
                 let text = read(&root().join("bins/hexidian/Cargo.toml"));
-                for d in normal
-                    .iter()
-                    .filter(|d| d.ends_with("-sim") || *d == "hexidian-testkit")
-                {
-                    let line = text
-                        .lines()
-                        .find(|l| {
-                            l.starts_with(&format!("{d} ")) || l.starts_with(&format!("{d}."))
-                        })
-                        .unwrap_or_default();
-                    assert!(
-                        line.contains("optional = true"),
-                        "the binary uses {d} outside the optional demo feature: {line}"
-                    );
-                }
+                let deps = text.split("[dev-dependencies]").next().unwrap_or_default();
+                assert!(
+                    !deps.contains("fakes"),
+                    "the production binary turns on broker-core's fakes"
+                );
             }
-            _ => {}
+            "hexidian-demo" => assert!(
+                normal.iter().any(|d| d == "hexidian"),
+                "the demo runs the production library, not a copy of it"
+            ),
+            other => assert!(
+                !normal.iter().any(|d| d == "hexidian-demo"),
+                "{other} depends on the demo (a dev-dependency at most)"
+            ),
         }
     }
 }

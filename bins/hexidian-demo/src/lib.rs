@@ -1,4 +1,4 @@
-//! `hexidian demo`: the whole broker on loopback with nothing external. It starts the GURU3
+//! `hexidian-demo`: the whole broker on loopback with nothing external. It starts the GURU3
 //! and OMM simulators, a throwaway PostgreSQL (or an in-memory PBX store when no server
 //! binaries are installed), runs the broker, plays a scenario (extensions of every type,
 //! call groups, renames, deletes, an unsubscribe, a resync), checks the result against the
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use guru3_sim::{Extension, Guru3Sim, Handset, Kind, Member};
 
-use crate::{Settings, StoreSettings};
+use hexidian::{Settings, StoreSettings};
 
 /// Prints a line; a closed stdout (`| head`) is not an error worth a panic.
 macro_rules! say {
@@ -19,7 +19,7 @@ macro_rules! say {
     }};
 }
 
-/// Options of `hexidian demo`.
+/// Options of `hexidian-demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Extensions to create (70 % DECT, 25 % SIP, 5 % groups, plus a few of the other types)
@@ -172,11 +172,11 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
                 say!("PBX store: in memory");
             }
             _db = None;
-            StoreSettings::Memory
+            memory_store()
         }
     };
     let settings = sim_settings(&guru3, &omm, store)?;
-    let running = crate::start(settings).await.map_err(|e| e.to_string())?;
+    let running = hexidian::start(settings).await.map_err(|e| e.to_string())?;
     say!(
         "hexidian running; admin on http://{}/readyz",
         running
@@ -236,13 +236,13 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     let omm_users = view
         .users
         .iter()
-        .filter(|(_, a)| tag(a, "hierarchy1") == crate::adapters::OWNER_TAG)
-        .filter(|(_, a)| tag(a, "hierarchy2") != crate::adapters::TEMP_TAG)
+        .filter(|(_, a)| tag(a, "hierarchy1") == hexidian::adapters::OWNER_TAG)
+        .filter(|(_, a)| tag(a, "hierarchy2") != hexidian::adapters::TEMP_TAG)
         .count();
     let temporary = view
         .users
         .iter()
-        .filter(|(_, a)| tag(a, "hierarchy2") == crate::adapters::TEMP_TAG)
+        .filter(|(_, a)| tag(a, "hierarchy2") == hexidian::adapters::TEMP_TAG)
         .count();
     let bound = view
         .devices
@@ -285,6 +285,16 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     running.stop().await.map_err(|e| e.to_string())
 }
 
+/// The in-memory store (`broker-core`'s fakes) behind every store port.
+pub fn memory_store() -> StoreSettings {
+    let m = std::sync::Arc::new(broker_core::fakes::MemoryState::default());
+    StoreSettings::Ports(hexidian::StorePorts {
+        sip: std::sync::Arc::new(broker_core::fakes::MemorySip::default()),
+        state: m.clone(),
+        handsets: m,
+    })
+}
+
 /// Settings that point hexidian at the two simulators.
 pub fn sim_settings(
     guru3: &Guru3Sim,
@@ -305,7 +315,7 @@ pub fn sim_settings(
         .port(omm.addr().port())
         .tls(omm_axi::client::tls::pinned(&[fp]));
     // tuning as `hexidian run` takes it from the example config
-    let (feed, broker) = crate::config::FileConfig::example().tuning();
+    let (feed, broker) = hexidian::config::FileConfig::example().tuning();
     Ok(Settings {
         guru3: g,
         feed,
@@ -314,7 +324,7 @@ pub fn sim_settings(
         broker,
         admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         omm_token_field: false,
-        unbound: Some(crate::UnboundSettings {
+        unbound: Some(hexidian::UnboundSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             deadline: Duration::from_secs(3),
             config: {
