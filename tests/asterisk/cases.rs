@@ -165,7 +165,15 @@ async fn a_group_rings_members_in_delay_order_and_the_first_answer_cancels_the_r
             Duration::from_millis(500),
         )
         .await;
-    assert_eq!(code, 200, "the group call is answered");
+    assert_eq!(
+        code,
+        200,
+        "the group call is answered; INVITEs 2001 {}, 2002 {}, 2003 {}; asterisk:\n{}",
+        m0.invites().len(),
+        m2.invites().len(),
+        m4.invites().len(),
+        w.ast.log_tail()
+    );
     assert!(
         m0.finished(Duration::from_secs(10)).await,
         "2001 was cancelled"

@@ -91,27 +91,36 @@ impl Interop {
 
         // the operator's config file, and the kit generated from it
         let sip_port = sipp::free_udp_port();
-        let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let hook_addr = hook.local_addr().unwrap();
-        drop(hook);
         std::fs::write(dir.join("webhook-key"), KEY).unwrap();
-        let toml = format!(
-            "[guru3]\nurl = \"https://127.0.0.1:1\"\napi_key_env = \"UNUSED\"\n\
+        // override: sipp's phones (a UAS scenario with -m 1) end on an unexpected OPTIONS, so
+        // Asterisk's qualify of a freshly registered contact would race the test's INVITE;
+        // `qualify_sip_s = 0` is the documented setting for phones that do not answer OPTIONS
+        let toml = |hook_addr: std::net::SocketAddr| {
+            format!(
+                "[guru3]\nurl = \"https://127.0.0.1:1\"\napi_key_env = \"UNUSED\"\n\
              [omm]\nhost = \"127.0.0.1\"\nuser = \"omm\"\npassword_env = \"UNUSED\"\nplain = true\n\
              [postgres]\nurl = \"{url}\"\n\
-             [pbx]\nsip_bind = \"127.0.0.1:{sip_port}\"\nasterisk_db_user = \"asterisk\"\n{extra}\n\
+             [pbx]\nsip_bind = \"127.0.0.1:{sip_port}\"\nasterisk_db_user = \"asterisk\"\nqualify_sip_s = 0\n{extra}\n\
              [unbound]\nlisten = \"{hook_addr}\"\nkey_file = \"{key}\"\n",
-            url = db.url(),
-            extra = options.pbx,
-            key = dir.join("webhook-key").display(),
-        );
+                url = db.url(),
+                extra = options.pbx,
+                key = dir.join("webhook-key").display(),
+            )
+        };
         let config = dir.join("hexidian.toml");
-        std::fs::write(&config, toml).unwrap();
-        let file = hexidian::config::FileConfig::load(&config).unwrap();
         let kit = dir.join("kit");
-        let files =
-            hexidian::asterisk_kit::generate(&file, &config.display().to_string(), true).unwrap();
-        hexidian::asterisk_kit::write(&files, &kit).unwrap();
+        let write_kit = |hook_addr| {
+            std::fs::write(&config, toml(hook_addr)).unwrap();
+            let file = hexidian::config::FileConfig::load(&config).unwrap();
+            let files =
+                hexidian::asterisk_kit::generate(&file, &config.display().to_string(), true)
+                    .unwrap();
+            hexidian::asterisk_kit::write(&files, &kit).unwrap();
+            file
+        };
+        // the webhook's port is known once hexidian listens (port 0); until then the kit
+        // serves the role script and the endpoint template
+        let file = write_kit(std::net::SocketAddr::from(([127, 0, 0, 1], 9)));
 
         // the database set-up an operator runs once (roles are per cluster: one at a time)
         {
@@ -137,11 +146,12 @@ impl Interop {
         c.subscription_mode = Some("Wildcard".into());
         c.key = Some(broker_core::model::Secret::new(KEY));
         s.unbound = Some(hexidian::UnboundSettings {
-            listen: hook_addr,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             deadline: Duration::from_secs(3),
             config: c,
         });
         let run = hexidian::start(s).await.unwrap();
+        write_kit(run.webhook_addr().expect("the webhook listens"));
         let w = Self {
             ast: pbx::Asterisk::start(&kit)
                 .await
