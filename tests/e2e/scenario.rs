@@ -328,3 +328,55 @@ async fn premium_sip_extensions_get_the_premium_endpoint_template() {
     assert_eq!(context("2002").await, "call-router");
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hexidian_migrate_prepares_both_ledgers_once_and_the_broker_runs_on_them() {
+    let w = World::new().await;
+    let example = hexidian_testkit::fixtures_dir().join("../examples/hexidian.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let text = text.replace(
+        "url = \"host=/run/postgresql dbname=asterisk user=hexidian\"",
+        &format!("url = {:?}", w.db.url()),
+    );
+    assert!(
+        text.contains(&w.db.url()),
+        "the example's [postgres] url moved"
+    );
+    let dir = std::env::temp_dir().join(format!("hexidian-migrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hexidian.toml");
+    std::fs::write(&path, text).unwrap();
+    let counts = || async {
+        let pbx: i64 = w
+            .sql
+            .query_one("SELECT count(*) FROM hexidian.schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let state: i64 = w
+            .sql
+            .query_one("SELECT count(*) FROM hexidian.state_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (pbx, state)
+    };
+    hexidian::config::migrate(&path).await.unwrap();
+    let first = counts().await;
+    assert_eq!(first, (2, 3), "PBX ledger 1 and 5, state ledger 1-3");
+    hexidian::config::migrate(&path).await.unwrap();
+    assert_eq!(counts().await, first, "a second migrate runs nothing");
+    std::fs::remove_dir_all(&dir).unwrap();
+    // the broker's journal and mirror live in the state tables
+    let run = w.start().await;
+    w.save_drained(Extension::new("2001", "First", Kind::sip()))
+        .await;
+    let journal: i64 = w
+        .sql
+        .query_one("SELECT count(*) FROM hexidian.journal", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(journal >= 1, "journal rows: {journal}");
+    run.stop().await.unwrap();
+}

@@ -603,8 +603,13 @@ pub async fn check(path: &Path) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
         let task = tokio::spawn(driver.run());
-        let pending = store.pending_migrations().await.map_err(|e| e.to_string());
-        let r = match pending {
+        let pending = async {
+            let state = hexidian_state::Store::attach(store.session().clone(), false).await?;
+            let mut p = store.pending_migrations().await?;
+            p.extend(state.pending_migrations().await?);
+            Ok::<_, asterisk_realtime::Error>(p)
+        };
+        let r = match pending.await.map_err(|e| e.to_string()) {
             Ok(p) if !p.is_empty() => Ok(format!(
                 "schema {:?}; hexidian schema: {} migration(s) pending ({}): run `hexidian migrate`",
                 store.schema(),
@@ -654,7 +659,14 @@ pub async fn migrate(path: &Path) -> Result<(), String> {
         .await
         .map_err(|e| format!("postgres: {e}"))?;
     let task = tokio::spawn(driver.run());
-    let pending = store.pending_migrations().await.map_err(|e| e.to_string());
+    let pending = async {
+        // the PBX ledger ran in connect; the state tables have a ledger of their own
+        let state = hexidian_state::Store::attach(store.session().clone(), true).await?;
+        let mut p = store.pending_migrations().await?;
+        p.extend(state.pending_migrations().await?);
+        Ok::<_, asterisk_realtime::Error>(p)
+    };
+    let pending = pending.await.map_err(|e| format!("postgres: {e}"));
     task.abort();
     match pending? {
         p if p.is_empty() => {

@@ -286,7 +286,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 pub const JOURNAL_KEEP: Duration = Duration::from_secs(7 * 86_400);
 
 /// Deletes old applied and ignored journal rows, hourly (and at start).
-async fn prune_journal(store: asterisk_realtime::Store, mut stop: watch::Receiver<bool>) {
+async fn prune_journal(store: hexidian_state::Store, mut stop: watch::Receiver<bool>) {
     loop {
         loop {
             match store.prune_journal(JOURNAL_KEEP).await {
@@ -358,26 +358,54 @@ async fn supervise(
     // behind a long transaction
     let (sip, state, side_sip, side_state, handset_state): Stores = match &settings.store {
         StoreSettings::Postgres(cfg) => {
-            let mut delay = Duration::from_millis(200);
+            let mut backoff =
+                exp_backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
             loop {
                 let both = async {
-                    let main = asterisk_realtime::Store::connect((**cfg).clone()).await?;
-                    let side = asterisk_realtime::Store::connect((**cfg).clone()).await?;
-                    Ok::<_, asterisk_realtime::Error>((main, side))
+                    let (main, driver) = asterisk_realtime::Store::connect((**cfg).clone()).await?;
+                    let (side, side_driver) =
+                        asterisk_realtime::Store::connect((**cfg).clone()).await?;
+                    // the state tables share the PBX store's session; attaching needs the
+                    // driver running, so it is polled here until the attach is done
+                    let mut driver = Box::pin(driver.run());
+                    let attach =
+                        hexidian_state::Store::attach(main.session().clone(), cfg.migrates());
+                    let state = tokio::select! {
+                        r = attach => r?,
+                        () = &mut driver => {
+                            return Err(asterisk_realtime::Error::Unavailable);
+                        }
+                    };
+                    let mut side_driver = Box::pin(side_driver.run());
+                    let side_state = tokio::select! {
+                        // the side connection reads and writes the same tables; they exist now
+                        r = hexidian_state::Store::attach(side.session().clone(), false) => r?,
+                        () = &mut side_driver => {
+                            return Err(asterisk_realtime::Error::Unavailable);
+                        }
+                    };
+                    Ok::<_, asterisk_realtime::Error>((
+                        main,
+                        driver,
+                        state,
+                        side,
+                        side_driver,
+                        side_state,
+                    ))
                 };
                 match both.await {
-                    Ok(((store, driver), (side, side_driver))) => {
-                        link_tasks.spawn(named("postgres connection", driver.run()));
-                        link_tasks.spawn(named("postgres side connection", side_driver.run()));
+                    Ok((store, driver, state, side, side_driver, side_state)) => {
+                        link_tasks.spawn(named("postgres connection", driver));
+                        link_tasks.spawn(named("postgres side connection", side_driver));
                         tasks.spawn(named(
                             "journal pruning",
-                            prune_journal(side.clone(), services.clone()),
+                            prune_journal(side_state.clone(), services.clone()),
                         ));
                         *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(side.clone());
-                        let side_state = Arc::new(PgState::new(side.clone()));
+                        let side_state = Arc::new(PgState::new(side_state));
                         break (
-                            Arc::new(PgSip::new(store.clone())),
-                            Arc::new(PgState::new(store)),
+                            Arc::new(PgSip::new(store)),
+                            Arc::new(PgState::new(state)),
                             Arc::new(PgSip::new(side)),
                             Arc::clone(&side_state) as Arc<dyn StateStore>,
                             side_state as Arc<dyn HandsetState>,
@@ -389,13 +417,12 @@ async fn supervise(
                     Err(e) => return Err(Error::Config(format!("postgres: {e}"))),
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = stop.changed() => {}
                 }
                 if stopped(&stop) {
                     return Ok(());
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
         StoreSettings::Ports(p) => (

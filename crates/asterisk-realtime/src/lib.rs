@@ -28,14 +28,16 @@
 
 mod error;
 mod migrations;
+pub mod session;
 mod sql;
 mod store;
 mod types;
 
 pub use error::{Error, InvalidInput, Result};
+pub use migrations::{Ledger, Migration};
+pub use session::{Driver, Session};
 pub use store::{
-    Change, Config, Driver, HandsetBind, JournalRow, JournalStatus, ManagedUser, Member,
-    OutboxEntry, Outcome, Route, StateChange, Store, SweepReport, UserSpec,
+    Change, Config, ManagedUser, Member, Outcome, Route, Store, SweepReport, UserSpec,
 };
 pub use types::{
     CallerDisplay, DtmfMode, EndpointTemplate, Extension, ForwardMode, ForwardRule, Kind, Routing,

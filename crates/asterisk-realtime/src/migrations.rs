@@ -1,35 +1,134 @@
 //! hexidian's own schema (`hexidian.*`), created and upgraded by versioned migrations.
 
-/// `(version, description, SQL)`, applied in order, each in its own transaction.
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (1, "ownership, sync state, call groups and routes", V1),
-    (
-        2,
-        "broker state: desired-state mirror and message journal",
-        V2,
-    ),
-    (
-        3,
-        "unbound handsets: promised binds and the ASSIGN_HANDSET outbox",
-        V3,
-    ),
-    (4, "journal pruning index", V4),
-    (
-        5,
-        "per-user routing: forwards, trunks, call waiting, dial-out, caller display",
-        V5,
-    ),
-];
+use tokio_postgres::{Client, Transaction};
 
-pub(crate) const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS hexidian; \
+use crate::error::{Error, Result};
+
+/// One versioned schema change.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Version, unique within its ledger; applied in order.
+    pub version: i32,
+    /// What it does (logged, stored in the ledger, listed by `pending`).
+    pub description: &'static str,
+    /// The DDL, run with `batch_execute` in the ledger's transaction.
+    pub sql: &'static str,
+}
+
+/// A migration ledger: a table recording which [`Migration`]s a database has, and the list
+/// this build knows. Every ledger takes one advisory lock, so that migrators of all ledgers
+/// (several hexidian processes, or the PBX tables and the broker state) run one at a time.
+/// The statements are fixed texts of the ledger's owner, never built from input.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledger {
+    /// Creates the schema and the ledger table if missing (and may adopt older records).
+    pub bootstrap: &'static str,
+    /// Whether the ledger table exists: one row, one boolean.
+    pub exists: &'static str,
+    /// The applied versions: one `integer` column.
+    pub applied: &'static str,
+    /// Records a version: parameters `$1 integer` (version) and `$2 text` (description).
+    pub record: &'static str,
+    /// Records of an older ledger that `bootstrap` adopts, for [`pending`](Self::pending)
+    /// while this ledger's table does not exist yet: (whether the older ledger exists: one
+    /// boolean, the versions it holds for these migrations: one `integer` column).
+    pub adopted: Option<(&'static str, &'static str)>,
+    /// The migrations, in ascending version order.
+    pub migrations: &'static [Migration],
+}
+
+/// Serialises concurrent migrators of every ledger (a constant advisory-lock key).
+const LOCK: &str = "SELECT pg_advisory_xact_lock(7460271942)";
+
+impl Ledger {
+    /// Applies the missing migrations inside `tx` (the caller commits). A database with a
+    /// version newer than this build knows is refused.
+    pub async fn apply(&self, tx: &Transaction<'_>) -> Result<()> {
+        tx.batch_execute(LOCK).await?;
+        tx.batch_execute(self.bootstrap).await?;
+        let applied: Vec<i32> = tx
+            .query(self.applied, &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for m in self.migrations {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            tracing::info!(
+                version = m.version,
+                description = m.description,
+                "applying hexidian schema migration"
+            );
+            tx.batch_execute(m.sql).await?;
+            tx.execute(self.record, &[&m.version, &m.description])
+                .await?;
+        }
+        let newest = self.migrations.last().map_or(0, |m| m.version);
+        if let Some(max) = applied.iter().max() {
+            if *max > newest {
+                return Err(Error::Schema(format!(
+                    "database has hexidian schema version {max}, newer than this build"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Migrations this build has and the database lacks (reads only).
+    pub async fn pending(&self, client: &Client) -> Result<Vec<(i32, &'static str)>> {
+        let present: bool = client.query_one(self.exists, &[]).await?.get(0);
+        let query = match self.adopted {
+            _ if present => Some(self.applied),
+            Some((older, versions)) => {
+                let older: bool = client.query_one(older, &[]).await?.get(0);
+                older.then_some(versions)
+            }
+            None => None,
+        };
+        let applied: Vec<i32> = match query {
+            Some(q) => client
+                .query(q, &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(self
+            .migrations
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| (m.version, m.description))
+            .collect())
+    }
+}
+
+/// The PBX tables' ledger, `hexidian.schema_migrations`. Versions 2 to 4 were the broker's
+/// state tables, which `hexidian-state` now keeps in a ledger of its own; databases that
+/// applied them keep those records, and the next PBX migration is 6.
+pub(crate) const PBX: Ledger = Ledger {
+    bootstrap: "CREATE SCHEMA IF NOT EXISTS hexidian; \
      CREATE TABLE IF NOT EXISTS hexidian.schema_migrations ( \
-         version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())";
-
-/// Serialises concurrent migrators (a constant advisory-lock key).
-pub(crate) const LOCK: &str = "SELECT pg_advisory_xact_lock(7460271942)";
-pub(crate) const APPLIED: &str = "SELECT version FROM hexidian.schema_migrations ORDER BY version";
-pub(crate) const RECORD: &str =
-    "INSERT INTO hexidian.schema_migrations (version, description) VALUES ($1, $2)";
+         version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    exists: "SELECT to_regclass('hexidian.schema_migrations') IS NOT NULL",
+    applied: "SELECT version FROM hexidian.schema_migrations ORDER BY version",
+    record: "INSERT INTO hexidian.schema_migrations (version, description) VALUES ($1, $2)",
+    adopted: None,
+    migrations: &[
+        Migration {
+            version: 1,
+            description: "ownership, sync state, call groups and routes",
+            sql: V1,
+        },
+        Migration {
+            version: 5,
+            description: "per-user routing: forwards, trunks, call waiting, dial-out, caller display",
+            sql: V5,
+        },
+    ],
+};
 
 const V1: &str = r"
 CREATE TABLE hexidian.sync_state (
@@ -95,57 +194,6 @@ CREATE TABLE hexidian.callgroup_route (
     short_name text NOT NULL,
     dialstring text NOT NULL
 );
-";
-
-/// The broker's own state. `desired.doc` is an opaque document per number written by the
-/// broker (its mirror of GURU3's desired state); `journal` has one row per GURU3 message.
-const V2: &str = r"
-CREATE TABLE hexidian.desired (
-    number     text PRIMARY KEY CHECK (number ~ '^[0-9]{1,32}$'),
-    doc        text NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE hexidian.journal (
-    id         bigint PRIMARY KEY,
-    kind       text NOT NULL,
-    status     text NOT NULL CHECK (status IN ('done', 'ignored', 'dead')),
-    attempts   integer NOT NULL DEFAULT 1,
-    reason     text,
-    payload    text NOT NULL,
-    first_seen timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX journal_status_idx ON hexidian.journal (status, id);
-";
-
-/// Token-call binds promised to a caller (deleted when carried out) and the outbox of
-/// `ASSIGN_HANDSET` messages for GURU3.
-const V3: &str = r"
-CREATE TABLE hexidian.handset_bind (
-    id         bigserial PRIMARY KEY,
-    ppn        integer NOT NULL,
-    temp       text NOT NULL CHECK (temp ~ '^[0-9]{1,32}$'),
-    extension  text NOT NULL CHECK (extension ~ '^[0-9]{1,32}$'),
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE hexidian.assign_outbox (
-    id         bigserial PRIMARY KEY,
-    ipei       text NOT NULL,
-    uak        text NOT NULL,
-    extension  text NOT NULL CHECK (extension ~ '^[0-9]{1,32}$'),
-    status     text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'ok', 'nak')),
-    text       text NOT NULL DEFAULT '',
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX assign_outbox_pending_idx ON hexidian.assign_outbox (id) WHERE status = 'pending';
-";
-
-/// Old applied and ignored journal rows are pruned by age.
-const V4: &str = r"
-CREATE INDEX journal_prune_idx ON hexidian.journal (updated_at) WHERE status <> 'dead';
 ";
 
 /// What the dialplan needs per user besides the PJSIP rows. The columns live on the ownership

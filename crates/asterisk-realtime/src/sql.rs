@@ -156,8 +156,6 @@ pub(crate) const R_MEMBER: &str =
 pub(crate) const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)";
 pub(crate) const GRANT_ROUTING: &str =
     "SELECT format('GRANT SELECT ON hexidian.route, hexidian.callgroup_route TO %I', $1::text)";
-pub(crate) const HAS_MIGRATIONS: &str =
-    "SELECT to_regclass('hexidian.schema_migrations') IS NOT NULL";
 pub(crate) const R_FORWARD: &str = "UPDATE hexidian.sip_user SET forward_target = $2, updated_at = now() WHERE forward_target = $1";
 
 pub(crate) const L_USER: &str = "SELECT u.id, u.kind, u.display_name, u.seen_epoch, \
@@ -248,39 +246,10 @@ pub(crate) const C_MEMBERS: &str = "SELECT g.extension, g.name, g.short_name, g.
      FROM hexidian.callgroup g LEFT JOIN hexidian.callgroup_member m ON m.callgroup = g.extension \
      WHERE g.extension = $1 ORDER BY m.member";
 
-/// Every statement with its name, for the snapshot of generated SQL.
-// broker state (migration 2): bulk statements over parallel arrays
+// the resync state (current epoch, whether a resync is open)
 pub(crate) const B_SYNC: &str = "SELECT current_epoch, in_progress FROM hexidian.sync_state";
-pub(crate) const B_LOAD: &str = "SELECT number, doc FROM hexidian.desired ORDER BY number";
-pub(crate) const B_PUT: &str = "INSERT INTO hexidian.desired (number, doc) \
-     SELECT * FROM unnest($1::text[], $2::text[]) \
-     ON CONFLICT (number) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()";
-pub(crate) const B_REMOVE: &str = "DELETE FROM hexidian.desired WHERE number = ANY($1::text[])";
-pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, status, attempts, reason, payload) \
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[]) \
-     ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, status = EXCLUDED.status, \
-       attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, payload = EXCLUDED.payload, updated_at = now()";
-pub(crate) const B_COUNTS: &str = "SELECT count(*) FILTER (WHERE status = 'done'), \
-     count(*) FILTER (WHERE status = 'ignored'), count(*) FILTER (WHERE status = 'dead') FROM hexidian.journal";
-pub(crate) const B_PRUNE: &str = "DELETE FROM hexidian.journal WHERE id IN ( \
-     SELECT id FROM hexidian.journal WHERE status <> 'dead' \
-       AND updated_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
-pub(crate) const B_DEAD: &str = "SELECT id, kind, status, attempts, reason, payload FROM hexidian.journal \
-     WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
 
-// unbound handsets (migration 3)
-pub(crate) const H_BIND_ADD: &str =
-    "INSERT INTO hexidian.handset_bind (ppn, temp, extension) VALUES ($1, $2, $3) RETURNING id";
-pub(crate) const H_BINDS: &str =
-    "SELECT id, ppn, temp, extension FROM hexidian.handset_bind ORDER BY id";
-pub(crate) const H_BIND_DONE: &str = "DELETE FROM hexidian.handset_bind WHERE id = $1";
-pub(crate) const H_OUTBOX_ADD: &str =
-    "INSERT INTO hexidian.assign_outbox (ipei, uak, extension) VALUES ($1, $2, $3)";
-pub(crate) const H_OUTBOX: &str = "SELECT id, ipei, uak, extension FROM hexidian.assign_outbox \
-     WHERE status = 'pending' ORDER BY id LIMIT $1";
-pub(crate) const H_OUTBOX_DONE: &str = "UPDATE hexidian.assign_outbox SET status = $2, text = $3, updated_at = now() \
-     WHERE id = $1 AND status = 'pending'";
-
+/// Every statement with its name, for the snapshot of generated SQL.
 #[cfg(test)]
 pub(crate) const ALL: &[(&str, &str)] = &[
     ("detect_schema", DETECT_SCHEMA),
@@ -327,20 +296,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("s_clear_lists", S_CLEAR_LISTS),
     ("s_sweep_groups", S_SWEEP_GROUPS),
     ("s_end", S_END),
-    ("h_bind_add", H_BIND_ADD),
-    ("h_binds", H_BINDS),
-    ("h_bind_done", H_BIND_DONE),
-    ("h_outbox_add", H_OUTBOX_ADD),
-    ("h_outbox", H_OUTBOX),
-    ("h_outbox_done", H_OUTBOX_DONE),
     ("b_sync", B_SYNC),
-    ("b_load", B_LOAD),
-    ("b_put", B_PUT),
-    ("b_remove", B_REMOVE),
-    ("b_journal", B_JOURNAL),
-    ("b_counts", B_COUNTS),
-    ("b_dead", B_DEAD),
-    ("b_prune", B_PRUNE),
     ("c_group", C_GROUP),
     ("c_not_group", C_NOT_GROUP),
     ("c_list_owner", C_LIST_OWNER),

@@ -446,18 +446,7 @@ impl Broker {
 
     /// Exponential back-off from `retry_base`, capped, with jitter in the upper half.
     fn backoff(&self, attempt: u32, max: Duration) -> Duration {
-        let cap = self
-            .config
-            .retry_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(max);
-        let mut b = [0u8; 2];
-        let r = if getrandom::fill(&mut b).is_ok() {
-            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
-        } else {
-            0.5
-        };
-        cap / 2 + (cap / 2).mul_f64(r)
+        exp_backoff::delay(self.config.retry_base, max, attempt.saturating_sub(1))
     }
 
     /// Messages kept for a retry after a transient failure.

@@ -87,16 +87,25 @@ fn dependency_directions_hold() {
         })
         .collect();
     let leaves = ["omm-axi", "guru3-client", "asterisk-realtime"];
+    // the one back-off every crate may use
+    let backoff = |d: &&String| d.as_str() == "exp-backoff";
     for (name, (normal, dev)) in &graph {
         let all: Vec<&String> = normal.iter().chain(dev).collect();
         match name.as_str() {
             n if leaves.contains(&n) => assert!(
-                normal.is_empty(),
+                normal.iter().all(|d| backoff(&d)),
                 "{n} is a reusable leaf but depends on {normal:?}"
             ),
-            "broker-core" | "hexidian-testkit" => {
+            "exp-backoff" | "hexidian-testkit" => {
                 assert!(all.is_empty(), "{name} must not depend on {all:?}")
             }
+            "broker-core" => assert!(all.iter().all(backoff), "{name} must not depend on {all:?}"),
+            "hexidian-state" => assert!(
+                normal
+                    .iter()
+                    .all(|d| d == "asterisk-realtime" || d == "exp-backoff"),
+                "{name} depends on {normal:?}"
+            ),
             "unbound-handsets" => assert!(
                 normal.iter().all(|d| d == "broker-core"),
                 "{name} depends on {normal:?}"
@@ -115,9 +124,9 @@ fn dependency_directions_hold() {
             "hexidian" => {
                 // the production binary: no simulator, no testkit, no fakes, no demo
                 assert!(
-                    !normal
-                        .iter()
-                        .any(|d| d.ends_with("-sim") || d.starts_with("hexidian-")),
+                    !normal.iter().any(|d| d.ends_with("-sim")
+                        || d == "hexidian-testkit"
+                        || d == "hexidian-demo"),
                     "the production binary depends on {normal:?}"
                 );
                 let text = read(&root().join("bins/hexidian/Cargo.toml"));
@@ -148,6 +157,71 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
+}
+
+#[test]
+fn only_the_two_store_crates_write_sql() {
+    // asterisk-realtime writes what Asterisk reads, hexidian-state what hexidian keeps;
+    // tests and the demo load Asterisk's own schema from fixtures, which is not ours
+    let writers = ["asterisk-realtime", "hexidian-state"];
+    let statements = [
+        "INSERT INTO",
+        "DELETE FROM",
+        "UPDATE hexidian",
+        "UPDATE ps_",
+        "CREATE TABLE",
+        "ALTER TABLE",
+        "DROP TABLE",
+        "CREATE VIEW",
+        "TRUNCATE ",
+    ];
+    let mut checked = 0;
+    for m in members() {
+        let (name, _, _) = deps(&m, &[]);
+        if writers.contains(&name.as_str()) {
+            continue;
+        }
+        let manifest = read(&m.join("Cargo.toml"));
+        let normal = manifest
+            .split("[dev-dependencies]")
+            .next()
+            .unwrap_or_default();
+        let links_pg = normal
+            .lines()
+            .any(|l| l.trim_start().starts_with("tokio-postgres"));
+        assert!(
+            !links_pg || name == "hexidian" || name == "hexidian-testkit",
+            "{name} links tokio-postgres: SQL belongs in {writers:?}"
+        );
+        let mut files = Vec::new();
+        rust_files(&m.join("src"), &mut files);
+        // this file names the statements it looks for
+        files.retain(|f| !f.ends_with("testkit/src/tidy.rs"));
+        for f in files {
+            let full = read(&f);
+            let code = full.split("#[cfg(test)]").next().unwrap_or_default();
+            for s in statements {
+                assert!(
+                    !code.contains(s),
+                    "{} holds `{s}`: SQL belongs in {writers:?}",
+                    f.display()
+                );
+            }
+            if name == "hexidian" {
+                // the binary parses connection strings (for the Asterisk kit), nothing more
+                for used in code.split("tokio_postgres::").skip(1) {
+                    assert!(
+                        used.starts_with("Config") || used.starts_with("config::Host"),
+                        "{} uses tokio_postgres::{}",
+                        f.display(),
+                        used.chars().take(30).collect::<String>()
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} files checked");
 }
 
 #[test]

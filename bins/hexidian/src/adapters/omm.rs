@@ -11,7 +11,7 @@ use broker_core::ports::{
     BoxFuture, DectEvent, DectSystem, DectUser, Device, Handsets, Lookup, PortError, PortErrorKind,
     PortResult,
 };
-use omm_axi::proto::Backoff;
+use exp_backoff::Backoff;
 use omm_axi::{
     Client, ErrorCode, Ipei, PpDevice, PpUser, RelType, Secret, SecretValue, Sensitive,
     SubscriptionState,

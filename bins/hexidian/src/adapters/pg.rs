@@ -1,14 +1,14 @@
-//! `SipProvisioning` and `StateStore` over one `asterisk_realtime::Store`.
+//! `SipProvisioning` over an `asterisk_realtime::Store`; `StateStore` and `HandsetState`
+//! over a `hexidian_state::Store` (both on the same session).
 
-use asterisk_realtime::{
-    Change, Extension, JournalRow, Kind, Member, Outcome, SipPassword, StateChange, Store, UserSpec,
-};
+use asterisk_realtime::{Change, Extension, Kind, Member, Outcome, SipPassword, Store, UserSpec};
 use broker_core::model::{Forward, MirrorEntry, Number, Routing, Secret};
 use broker_core::ports::{
     Assign, AssignResult, BoxFuture, HandsetState, JournalEntry, JournalStats, JournalStatus,
     PendingBind, PortError, PortErrorKind, PortResult, SipChange, SipOutcome, SipProvisioning,
     SipUserKind, StateOp, StateStore, SweepSummary,
 };
+use hexidian_state::{JournalRow, StateChange};
 
 fn port_error(e: asterisk_realtime::Error) -> PortError {
     // connection loss, timeouts, lock and serialisation conflicts: the peer could not be asked
@@ -244,21 +244,21 @@ impl SipProvisioning for PgSip {
 /// The broker's mirror and journal in schema `hexidian`, next to the PBX rows.
 #[derive(Debug, Clone)]
 pub struct PgState {
-    store: Store,
+    store: hexidian_state::Store,
 }
 
 impl PgState {
-    /// Over a connected store.
-    pub fn new(store: Store) -> Self {
+    /// Over an attached state store.
+    pub fn new(store: hexidian_state::Store) -> Self {
         Self { store }
     }
 }
 
-fn status(s: JournalStatus) -> asterisk_realtime::JournalStatus {
+fn status(s: JournalStatus) -> hexidian_state::JournalStatus {
     match s {
-        JournalStatus::Done => asterisk_realtime::JournalStatus::Done,
-        JournalStatus::Ignored => asterisk_realtime::JournalStatus::Ignored,
-        JournalStatus::Dead => asterisk_realtime::JournalStatus::Dead,
+        JournalStatus::Done => hexidian_state::JournalStatus::Done,
+        JournalStatus::Ignored => hexidian_state::JournalStatus::Ignored,
+        JournalStatus::Dead => hexidian_state::JournalStatus::Dead,
     }
 }
 

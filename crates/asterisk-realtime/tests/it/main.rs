@@ -6,7 +6,6 @@ mod callgroups;
 mod faults;
 mod routing;
 mod schema;
-mod state;
 mod sync;
 mod users;
 

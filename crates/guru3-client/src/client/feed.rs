@@ -24,6 +24,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use exp_backoff::Backoff;
+
 use super::Client;
 use crate::error::{Error, Result};
 use crate::message::Page;
@@ -511,59 +513,5 @@ impl Watcher {
                 },
             }
         }
-    }
-}
-
-/// Exponential back-off with jitter: each delay is uniform in `[cap/2, cap]`.
-#[derive(Debug, Clone)]
-struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max: max.max(base),
-            attempt: 0,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let cap = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let mut b = [0u8; 4];
-        let r = if getrandom::fill(&mut b).is_ok() {
-            u32::from_le_bytes(b)
-        } else {
-            u32::MAX / 2
-        };
-        let half = cap / 2;
-        half + half.mul_f64(f64::from(r) / f64::from(u32::MAX))
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let d: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
-        assert!(d[0] >= Duration::from_millis(500) && d[0] <= Duration::from_secs(1));
-        assert!(d[3] >= Duration::from_secs(4) && d[3] <= Duration::from_secs(8));
-        assert!(d[9] >= Duration::from_secs(30) && d[9] <= Duration::from_secs(60));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_secs(1));
     }
 }

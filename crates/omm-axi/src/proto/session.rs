@@ -3,7 +3,7 @@
 //! come out. No I/O and no clock reads.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::{Error, ProtocolError};
 use crate::proto::frame::FrameBuffer;
@@ -238,53 +238,15 @@ impl<T> Session<T> {
     }
 }
 
-/// Exponential back-off with full jitter for reconnect loops (sans-IO: it only computes
-/// delays; the caller sleeps).
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// Delays start around `base` and double up to `max`.
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max: max.max(base),
-            attempt: 0,
-        }
-    }
-
-    /// The delay before the next attempt: uniformly random in `[cap/2, cap]`, where `cap`
-    /// doubles with each call up to `max`.
-    pub fn next_delay(&mut self) -> Duration {
-        let cap = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let mut b = [0u8; 4];
-        let r = if getrandom::fill(&mut b).is_ok() {
-            u32::from_le_bytes(b)
-        } else {
-            u32::MAX / 2
-        };
-        let half = cap / 2;
-        half + half.mul_f64(f64::from(r) / f64::from(u32::MAX))
-    }
-
-    /// Call after a successful connection.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
+/// Exponential back-off with jitter for reconnect loops (sans-IO: it only computes delays;
+/// the caller sleeps); the workspace's one implementation, re-exported here.
+pub use exp_backoff::Backoff;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::Uid;
+    use std::time::Duration;
 
     #[test]
     fn replies_correlate_by_seq_out_of_order() {
@@ -372,15 +334,5 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert!(matches!(expired[0], (1, Error::Timeout { .. })));
         assert_eq!(s.fail_all(), vec![2]);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_bounded() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let d: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
-        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
-        assert!(d[9] >= Duration::from_secs(1) && d[9] <= Duration::from_secs(2));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -1,8 +1,49 @@
-//! The broker's state tables: mirror documents and the journal.
+//! The state tables against a real, throwaway PostgreSQL: mirror documents, the journal,
+//! binds and the outbox, and the move of their migrations out of the PBX ledger.
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
 
-use asterisk_realtime::{JournalRow, JournalStatus, StateChange};
+use asterisk_realtime::Extension;
+use hexidian_state::{JournalRow, JournalStatus, StateChange, Store};
+use hexidian_testkit::pg::TestDb;
 
-use crate::{env, ext};
+struct Env {
+    db: TestDb,
+    pbx: asterisk_realtime::Store,
+    store: Store,
+    sql: tokio_postgres::Client,
+}
+
+async fn asterisk_db() -> (TestDb, tokio_postgres::Client) {
+    hexidian_testkit::init_tracing();
+    let db = TestDb::new().await;
+    let sql = db.connect().await;
+    let ddl = hexidian_testkit::fixtures_dir().join("sql/asterisk-modern.sql");
+    sql.batch_execute(&std::fs::read_to_string(ddl).unwrap())
+        .await
+        .unwrap();
+    (db, sql)
+}
+
+/// The PBX store and the state store on one session, as hexidian runs them.
+async fn env() -> Env {
+    let (db, sql) = asterisk_db().await;
+    let (pbx, driver) =
+        asterisk_realtime::Store::connect(asterisk_realtime::Config::new(&db.url()).unwrap())
+            .await
+            .unwrap();
+    tokio::spawn(driver.run());
+    let store = Store::attach(pbx.session().clone(), true).await.unwrap();
+    Env {
+        db,
+        pbx,
+        store,
+        sql,
+    }
+}
+
+fn ext(s: &str) -> Extension {
+    s.parse().unwrap()
+}
 
 fn row(id: i64, status: JournalStatus, payload: &str) -> StateChange {
     StateChange::Journal(JournalRow {
@@ -72,9 +113,10 @@ async fn documents_and_journal_commit_together_and_later_changes_win() {
         .await;
     assert!(r.is_ok(), "attempts are not constrained: {r:?}");
     assert_eq!(e.store.load_desired().await.unwrap().len(), 3);
-    assert_eq!(e.store.sync_state().await.unwrap(), (0, false));
-    e.store.begin_sync().await.unwrap();
-    assert_eq!(e.store.sync_state().await.unwrap(), (1, true));
+    // the PBX store shares the session
+    assert_eq!(e.pbx.sync_state().await.unwrap(), (0, false));
+    e.pbx.begin_sync().await.unwrap();
+    assert_eq!(e.pbx.sync_state().await.unwrap(), (1, true));
 }
 
 #[tokio::test]
@@ -177,8 +219,9 @@ async fn a_statement_stuck_behind_a_lock_ends_with_the_operation_timeout() {
     let cfg = asterisk_realtime::Config::from_pg(e.db.config())
         .operation_timeout(std::time::Duration::from_millis(1500))
         .lock_timeout(std::time::Duration::from_secs(600));
-    let (store, driver) = asterisk_realtime::Store::connect(cfg).await.unwrap();
+    let (session, driver) = asterisk_realtime::Session::connect(&cfg).await.unwrap();
     tokio::spawn(driver.run());
+    let store = Store::attach(session, false).await.unwrap();
     // another session holds the journal: a read waits for it
     let mut holder = e.db.connect().await;
     let tx = holder.transaction().await.unwrap();
@@ -191,4 +234,83 @@ async fn a_statement_stuck_behind_a_lock_ends_with_the_operation_timeout() {
     let err = r.unwrap_err();
     assert_eq!(err.code(), Some("57014"), "{err:?}");
     tx.rollback().await.unwrap();
+}
+
+/// The old PBX ledger's versions 2–4, as a database migrated before the split has them.
+const OLD_V2_TO_V4: &str = r"
+CREATE TABLE hexidian.desired (number text PRIMARY KEY, doc text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE hexidian.journal (id bigint PRIMARY KEY, kind text NOT NULL,
+    status text NOT NULL CHECK (status IN ('done', 'ignored', 'dead')),
+    attempts integer NOT NULL DEFAULT 1, reason text, payload text NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX journal_status_idx ON hexidian.journal (status, id);
+CREATE TABLE hexidian.handset_bind (id bigserial PRIMARY KEY, ppn integer NOT NULL,
+    temp text NOT NULL, extension text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE hexidian.assign_outbox (id bigserial PRIMARY KEY, ipei text NOT NULL,
+    uak text NOT NULL, extension text NOT NULL,
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'ok', 'nak')),
+    text text NOT NULL DEFAULT '', created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX assign_outbox_pending_idx ON hexidian.assign_outbox (id) WHERE status = 'pending';
+CREATE INDEX journal_prune_idx ON hexidian.journal (updated_at) WHERE status <> 'dead';
+INSERT INTO hexidian.journal (id, kind, status, payload) VALUES (41, 'UPDATE_EXTENSION', 'done', '');
+INSERT INTO hexidian.schema_migrations (version, description) VALUES
+    (2, 'broker state'), (3, 'unbound handsets'), (4, 'journal pruning index');
+";
+
+#[tokio::test]
+async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_twice() {
+    let (db, sql) = asterisk_db().await;
+    let config = asterisk_realtime::Config::new(&db.url()).unwrap();
+    let (pbx, driver) = asterisk_realtime::Store::connect(config.clone())
+        .await
+        .unwrap();
+    tokio::spawn(driver.run());
+    sql.batch_execute(OLD_V2_TO_V4).await.unwrap();
+    // read-only, the three are known as applied through the old ledger
+    let read_only = Store::attach(pbx.session().clone(), false).await.unwrap();
+    assert_eq!(read_only.pending_migrations().await.unwrap(), []);
+    let store = Store::attach(pbx.session().clone(), true).await.unwrap();
+    assert_eq!(store.pending_migrations().await.unwrap(), []);
+    assert_eq!(store.journal_counts().await.unwrap(), (1, 0, 0));
+    let adopted: Vec<i32> = sql
+        .query(
+            "SELECT version FROM hexidian.state_migrations ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(adopted, [1, 2, 3]);
+    assert_eq!(pbx.pending_migrations().await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn a_fresh_database_gets_the_state_tables_from_this_ledger_only() {
+    let (db, sql) = asterisk_db().await;
+    let (session, driver) =
+        asterisk_realtime::Session::connect(&asterisk_realtime::Config::new(&db.url()).unwrap())
+            .await
+            .unwrap();
+    tokio::spawn(driver.run());
+    // no PBX ledger at all: a state-only user of the database
+    let read_only = Store::attach(session.clone(), false).await.unwrap();
+    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 3);
+    let store = Store::attach(session.clone(), true).await.unwrap();
+    assert_eq!(store.pending_migrations().await.unwrap(), []);
+    // a second attach (another process) finds everything applied
+    Store::attach(session, true).await.unwrap();
+    let pbx_ledger: bool = sql
+        .query_one(
+            "SELECT to_regclass('hexidian.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!pbx_ledger, "the state ledger creates nothing of the PBX's");
+    assert_eq!(store.journal_counts().await.unwrap(), (0, 0, 0));
 }

@@ -1,0 +1,76 @@
+//! Resync generations: an epoch marks every row written during a resync, and its end sweeps
+//! what it did not see.
+
+use super::{Store, SweepReport};
+use crate::error::{Error, Result};
+use crate::sql;
+
+impl Store {
+    /// `(current epoch, in progress)` of the resync state.
+    pub async fn sync_state(&self) -> Result<(i64, bool)> {
+        let guard = self.inner.session.lock().await?;
+        let row = guard.client().query_one(sql::B_SYNC, &[]).await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Starts a resync generation (SYNC_STARTED); returns its epoch.
+    pub async fn begin_sync(&self) -> Result<i64> {
+        let guard = self.inner.session.lock().await?;
+        Ok(guard.client().query_one(sql::S_BEGIN, &[]).await?.get(0))
+    }
+
+    /// Ends the resync generation `epoch` (SYNC_ENDED): deletes owned users, member lists and
+    /// groups not seen since it began, never temporary users. Refused (nothing deleted, sync
+    /// stays open) if more than the configured share of users would go.
+    pub async fn end_sync(&self, epoch: i64) -> Result<SweepReport> {
+        let mut guard = self.inner.session.lock().await?;
+        let tx = guard.client_mut().transaction().await?;
+        let lt = format!("{}ms", self.inner.config.lock_timeout.as_millis());
+        tx.query_one(sql::SET_LOCK_TIMEOUT, &[&lt]).await?;
+        let state = tx.query_one(sql::S_STATE, &[]).await?;
+        let (current, in_progress): (i64, bool) = (state.get(0), state.get(1));
+        if current != epoch || !in_progress {
+            // a newer sync started, or this one was already ended: nothing to sweep
+            return Ok(SweepReport {
+                epoch,
+                ..SweepReport::default()
+            });
+        }
+        let guard_row = tx.query_one(sql::S_GUARD, &[&epoch]).await?;
+        let (stale, total): (i64, i64) = (guard_row.get(0), guard_row.get(1));
+        if total > 0 && stale as f64 > self.inner.config.max_sweep_fraction * total as f64 {
+            return Err(Error::SweepRefused {
+                stale,
+                total,
+                epoch,
+            });
+        }
+        let users: Vec<String> = tx
+            .query(sql::S_SWEEP_USERS, &[&epoch])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if self.inner.has_contacts {
+            for id in &users {
+                tx.execute(sql::D_CONTACTS, &[&id.as_str(), &format!("{id}^3B@%")])
+                    .await?;
+            }
+        }
+        tx.execute(sql::S_CLEAR_LISTS, &[&epoch]).await?;
+        let groups: Vec<String> = tx
+            .query(sql::S_SWEEP_GROUPS, &[&epoch])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.execute(sql::C_REFRESH, &[&None::<Vec<String>>]).await?;
+        tx.query(sql::S_END, &[&epoch]).await?;
+        tx.commit().await?;
+        Ok(SweepReport {
+            epoch,
+            users,
+            groups,
+        })
+    }
+}

@@ -1,0 +1,456 @@
+//! Users: listing, and the upsert, delete and rename paths inside a batch's transaction.
+
+use tokio_postgres::Transaction;
+
+use super::batch::Statements;
+use super::{ManagedUser, Outcome, Store, UserSpec};
+use crate::error::{Error, Result};
+use crate::sql::{self, Label};
+use crate::types::{
+    EndpointTemplate, Extension, Kind, Routing, SipPassword, build_callerid, sanitize_display_name,
+};
+
+impl Store {
+    /// One owned user.
+    pub async fn user(&self, extension: &Extension) -> Result<Option<ManagedUser>> {
+        Ok(self.list(Some(extension.as_str())).await?.pop())
+    }
+
+    /// Every owned user, with drift indicators.
+    pub async fn list_managed(&self) -> Result<Vec<ManagedUser>> {
+        self.list(None).await
+    }
+
+    async fn list(&self, id: Option<&str>) -> Result<Vec<ManagedUser>> {
+        let guard = self.inner.session.lock().await?;
+        let rows = guard.client().query(sql::L_USER, &[&id]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| ManagedUser {
+                extension: r.get(0),
+                kind: Kind::from_db(r.get(1)),
+                display_name: r.get(2),
+                seen_epoch: r.get(3),
+                has_endpoint: r.get(4),
+                has_aor: r.get(5),
+                has_auth: r.get(6),
+                context: r.get(7),
+                callerid: r.get(8),
+                links_ok: r.get(9),
+                password: r.get::<_, Option<String>>(10).and_then(|p| p.parse().ok()),
+            })
+            .collect())
+    }
+
+    /// Endpoints in the given contexts that hexidian does not own: `(id, context)`.
+    pub async fn list_foreign(&self, contexts: &[&str]) -> Result<Vec<(String, String)>> {
+        let guard = self.inner.session.lock().await?;
+        let rows = guard.client().query(sql::L_FOREIGN, &[&contexts]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Upserts many users with a handful of set-based checks and four set-based writes for
+    /// the whole run (rows as one JSON parameter each). Per-user failures (conflict, invalid
+    /// input) exclude that user before anything is written.
+    pub(super) async fn bulk_upsert(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        specs: &[&UserSpec],
+    ) -> Result<Vec<Result<Outcome>>> {
+        use std::collections::HashMap;
+
+        struct Prepared<'a> {
+            index: usize,
+            id: &'a str,
+            t: &'a EndpointTemplate,
+            qualify: i32,
+            password: String,
+            keep: bool,
+            context: &'a str,
+            callerid: String,
+            display: String,
+            kind: &'static str,
+            routing: &'a Routing,
+        }
+
+        let cfg = &self.inner.config;
+        let mut results: Vec<Option<Result<Outcome>>> = specs.iter().map(|_| None).collect();
+        for (i, spec) in specs.iter().enumerate() {
+            let id = spec.extension.as_str();
+            if id.len() > self.inner.schema.max_id_len() {
+                results[i] = Some(Err(crate::error::InvalidInput::new(
+                    "extension",
+                    id,
+                    "longer than this schema's ids",
+                )
+                .into()));
+            } else if spec.kind == Kind::Sip && spec.password.is_none() {
+                results[i] = Some(Err(Error::Config(format!(
+                    "sip user {id} needs a password"
+                ))));
+            }
+        }
+        let ids: Vec<&str> = specs.iter().map(|s| s.extension.as_str()).collect();
+        // one global lock order, so concurrent batches cannot deadlock
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        tx.query(&st.lock_ids, &[&sorted]).await?;
+        let owners: HashMap<String, Option<Kind>> = tx
+            .query(&st.u_owners, &[&ids])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), Kind::from_db(r.get(1))))
+            .collect();
+        let unowned: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !owners.contains_key(*id))
+            .collect();
+        if !unowned.is_empty() {
+            for row in tx.query(&st.u_foreigns, &[&unowned]).await? {
+                let (id, table): (String, Option<String>) = (row.get(0), row.get(1));
+                let Some(table) = table else { continue };
+                if cfg.adopt_foreign_rows {
+                    tracing::warn!(extension = %id, table, "adopting rows hexidian did not create");
+                    continue;
+                }
+                let table = match table.as_str() {
+                    "ps_endpoints" => "ps_endpoints",
+                    "ps_aors" => "ps_aors",
+                    _ => "ps_auths",
+                };
+                if let Some(i) = ids.iter().position(|x| *x == id) {
+                    results[i].get_or_insert(Err(Error::Conflict {
+                        extension: id,
+                        table,
+                    }));
+                }
+            }
+        }
+        let mut work = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            let previous = owners.get(spec.extension.as_str()).copied().flatten();
+            let (password, keep) = match &spec.password {
+                Some(pw) => (pw.expose().to_owned(), false),
+                None => (
+                    SipPassword::generate()?.expose().to_owned(),
+                    previous != Some(Kind::Sip),
+                ),
+            };
+            let t = cfg.template_for(spec);
+            work.push(Prepared {
+                index: i,
+                id: spec.extension.as_str(),
+                t,
+                qualify: if spec.kind == Kind::Sip {
+                    t.qualify_sip
+                } else {
+                    t.qualify_dect
+                },
+                password,
+                keep,
+                context: if spec.kind == Kind::Temp {
+                    &t.temp_context
+                } else {
+                    &t.context
+                },
+                callerid: build_callerid(&spec.extension, &spec.name),
+                display: sanitize_display_name(&spec.name),
+                kind: spec.kind.as_str(),
+                routing: &spec.routing,
+            });
+        }
+        // four set-based statements for the whole run; enum labels come from fixed sets
+        let yes_no = |b: bool| Label::yes_no(b).0;
+        let aors: Vec<serde_json::Value> = work
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "id": w.id, "max_contacts": w.t.max_contacts,
+                    "remove_existing": yes_no(w.t.remove_existing), "qualify_frequency": w.qualify,
+                })
+            })
+            .collect();
+        let auth = |keep: bool| -> String {
+            serde_json::Value::Array(
+                work.iter()
+                    .filter(|w| w.keep == keep)
+                    .map(|w| serde_json::json!({"id": w.id, "auth_type": "userpass", "password": w.password}))
+                    .collect(),
+            )
+            .to_string()
+        };
+        let endpoints: Vec<serde_json::Value> = work
+            .iter()
+            .map(|w| {
+                let t = w.t;
+                serde_json::json!({
+                    "id": w.id, "context": w.context, "allow": t.allow, "transport": t.transport,
+                    "direct_media": yes_no(t.direct_media), "rtp_symmetric": yes_no(t.rtp_symmetric),
+                    "force_rport": yes_no(t.force_rport), "rewrite_contact": yes_no(t.rewrite_contact),
+                    "dtmf_mode": t.dtmf_mode.label(), "callerid": w.callerid,
+                })
+            })
+            .collect();
+        let marks: Vec<serde_json::Value> = work
+            .iter()
+            .map(|w| {
+                let r = w.routing;
+                let (mode, target, delay) = r.forward_columns();
+                serde_json::json!({
+                    "id": w.id, "kind": w.kind, "display_name": w.display,
+                    "forward_mode": mode, "forward_target": target, "forward_delay_s": delay,
+                    "trunk": r.trunk, "call_waiting": r.call_waiting,
+                    "allow_dialout": r.allow_dialout, "display": r.display.label(),
+                })
+            })
+            .collect();
+        let marks = serde_json::Value::Array(marks).to_string();
+        let (aors, endpoints) = (
+            serde_json::Value::Array(aors).to_string(),
+            serde_json::Value::Array(endpoints).to_string(),
+        );
+        let (auth_set, auth_keep) = (auth(false), auth(true));
+        let (_, set_rows, keep_rows, _, _) = futures_util::future::try_join5(
+            tx.execute(&st.ub_aor, &[&aors]),
+            tx.query(&st.ub_auth_set, &[&auth_set]),
+            tx.query(&st.ub_auth_keep, &[&auth_keep]),
+            tx.execute(&st.ub_endpoint, &[&endpoints]),
+            tx.execute(&st.ub_mark, &[&marks]),
+        )
+        .await?;
+        let stored: HashMap<String, String> = set_rows
+            .iter()
+            .chain(&keep_rows)
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for w in &work {
+            let pw = stored
+                .get(w.id)
+                .ok_or_else(|| Error::Schema(format!("no ps_auths row came back for {}", w.id)))?;
+            let password = pw.parse().map_err(|_| {
+                Error::Schema(format!("stored password of {} is not alphanumeric", w.id))
+            })?;
+            results[w.index] = Some(Ok(Outcome::User {
+                password,
+                created: !owners.contains_key(w.id),
+            }));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Unavailable)))
+            .collect())
+    }
+
+    pub(super) async fn upsert_in(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        spec: &UserSpec,
+    ) -> Result<Outcome> {
+        let cfg = &self.inner.config;
+        let t = cfg.template_for(spec);
+        let id = spec.extension.as_str();
+        if id.len() > self.inner.schema.max_id_len() {
+            return Err(crate::error::InvalidInput::new(
+                "extension",
+                id,
+                "longer than this schema's ids",
+            )
+            .into());
+        }
+        tx.query_one(&st.lock_id, &[&id]).await?;
+        let owner = tx.query_opt(&st.u_owner, &[&id]).await?;
+        let previous = owner.as_ref().and_then(|r| Kind::from_db(r.get(0)));
+        if owner.is_none() {
+            let taken: Option<String> = tx.query_one(&st.u_foreign, &[&id]).await?.get(0);
+            if let Some(table) = taken {
+                if !cfg.adopt_foreign_rows {
+                    let table = match table.as_str() {
+                        "ps_endpoints" => "ps_endpoints",
+                        "ps_aors" => "ps_aors",
+                        _ => "ps_auths",
+                    };
+                    return Err(Error::Conflict {
+                        extension: id.to_owned(),
+                        table,
+                    });
+                }
+                tracing::warn!(
+                    extension = id,
+                    table,
+                    "adopting rows hexidian did not create"
+                );
+            }
+        }
+        let qualify = if spec.kind == Kind::Sip {
+            t.qualify_sip
+        } else {
+            t.qualify_dect
+        };
+        tx.execute(
+            &st.u_aor,
+            &[
+                &id,
+                &t.max_contacts,
+                &Label::yes_no(t.remove_existing),
+                &qualify,
+            ],
+        )
+        .await?;
+        let userpass = Label("userpass");
+        let stored: String = match (spec.kind, &spec.password) {
+            (Kind::Sip, None) => {
+                return Err(Error::Config(format!("sip user {id} needs a password")));
+            }
+            (_, Some(pw)) => tx
+                .query_one(&st.u_auth_set, &[&id, &pw.expose(), &userpass])
+                .await?
+                .get(0),
+            (_, None) if previous == Some(Kind::Sip) => {
+                // the old SIP password was known to the user: never reuse it for DECT
+                let fresh = SipPassword::generate()?;
+                tx.query_one(&st.u_auth_set, &[&id, &fresh.expose(), &userpass])
+                    .await?
+                    .get(0)
+            }
+            (_, None) => {
+                let fresh = SipPassword::generate()?;
+                tx.query_one(&st.u_auth_keep, &[&id, &fresh.expose(), &userpass])
+                    .await?
+                    .get(0)
+            }
+        };
+        let context = if spec.kind == Kind::Temp {
+            &t.temp_context
+        } else {
+            &t.context
+        };
+        let callerid = build_callerid(&spec.extension, &spec.name);
+        tx.execute(
+            &st.u_endpoint,
+            &[
+                &id,
+                context,
+                &t.allow,
+                &t.transport,
+                &Label::yes_no(t.direct_media),
+                &Label::yes_no(t.rtp_symmetric),
+                &Label::yes_no(t.force_rport),
+                &Label::yes_no(t.rewrite_contact),
+                &Label(t.dtmf_mode.label()),
+                &callerid,
+            ],
+        )
+        .await?;
+        let r = &spec.routing;
+        let (mode, target, delay) = r.forward_columns();
+        tx.execute(
+            &st.u_mark,
+            &[
+                &id,
+                &spec.kind.as_str(),
+                &sanitize_display_name(&spec.name),
+                &mode,
+                &target,
+                &delay,
+                &r.trunk,
+                &r.call_waiting,
+                &r.allow_dialout,
+                &r.display.label(),
+            ],
+        )
+        .await?;
+        let password = stored
+            .parse()
+            .map_err(|_| Error::Schema(format!("stored password of {id} is not alphanumeric")))?;
+        Ok(Outcome::User {
+            password,
+            created: owner.is_none(),
+        })
+    }
+
+    pub(super) async fn delete_in(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        ext: &Extension,
+    ) -> Result<bool> {
+        let id = ext.as_str();
+        tx.query_one(&st.lock_id, &[&id]).await?;
+        if tx.query_opt(&st.u_owner, &[&id]).await?.is_none() {
+            return Ok(false);
+        }
+        tx.execute(&st.d_endpoint, &[&id]).await?;
+        tx.execute(&st.d_auth, &[&id]).await?;
+        tx.execute(&st.d_aor, &[&id]).await?;
+        tx.execute(&st.d_mark, &[&id]).await?;
+        if self.inner.has_contacts {
+            tx.execute(sql::D_CONTACTS, &[&id, &format!("{id}^3B@%")])
+                .await?;
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn rename_in(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        old: &Extension,
+        new: &Extension,
+    ) -> Result<bool> {
+        let (o, n) = (old.as_str(), new.as_str());
+        if o == n {
+            return Ok(false);
+        }
+        if n.len() > self.inner.schema.max_id_len() {
+            return Err(crate::error::InvalidInput::new(
+                "extension",
+                n,
+                "longer than this schema's ids",
+            )
+            .into());
+        }
+        // lock both ids in a fixed order so two renames cannot deadlock
+        for id in if o < n { [o, n] } else { [n, o] } {
+            tx.query_one(&st.lock_id, &[&id]).await?;
+        }
+        let mut renamed = false;
+        if let Some(owner) = tx.query_opt(&st.u_owner, &[&o]).await? {
+            let display: String = owner.get(1);
+            let taken = tx.query_one(&st.r_taken, &[&n]).await?;
+            let (managed, rows): (bool, bool) = (taken.get(0), taken.get(1));
+            if managed {
+                tracing::warn!(
+                    extension = n,
+                    "rename target already provisioned by hexidian; replacing the stale user"
+                );
+                self.delete_in(tx, st, new).await?;
+            } else if rows {
+                return Err(Error::Conflict {
+                    extension: n.to_owned(),
+                    table: "ps_endpoints",
+                });
+            }
+            tx.execute(&st.r_endpoint, &[&o, &n, &build_callerid(new, &display)])
+                .await?;
+            tx.execute(&st.r_auth, &[&o, &n]).await?;
+            tx.execute(&st.r_aor, &[&o, &n]).await?;
+            tx.execute(&st.r_mark, &[&o, &n]).await?;
+            if self.inner.has_contacts {
+                tx.execute(sql::D_CONTACTS, &[&o, &format!("{o}^3B@%")])
+                    .await?;
+            }
+            renamed = true;
+        }
+        let g = tx.execute(&st.r_group, &[&o, &n]).await?;
+        let m = tx.execute(&st.r_member, &[&o, &n]).await?;
+        let f = tx.execute(&st.r_forward, &[&o, &n]).await?;
+        self.refresh_ancestors(tx, st, &[n]).await?;
+        Ok(renamed || g > 0 || m > 0 || f > 0)
+    }
+}

@@ -1,0 +1,124 @@
+//! Token-call binds promised to a caller, and the outbox of `ASSIGN_HANDSET` messages that
+//! tell GURU3 where a handset went.
+
+use asterisk_realtime::{Extension, Result};
+
+use crate::{Store, no_nul, sql};
+
+/// A token-call bind promised to a caller and not yet carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandsetBind {
+    /// Id.
+    pub id: i64,
+    /// OMM device id.
+    pub ppn: i32,
+    /// The temporary number.
+    pub temp: String,
+    /// The extension the handset goes to.
+    pub extension: String,
+}
+
+/// A queued `ASSIGN_HANDSET`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Id (sent to GURU3 as the message id).
+    pub id: i64,
+    /// IPEI.
+    pub ipei: String,
+    /// UAK (key material: not in `Debug`).
+    pub uak: String,
+    /// Extension.
+    pub extension: String,
+}
+
+impl std::fmt::Debug for OutboxEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxEntry")
+            .field("id", &self.id)
+            .field("ipei", &self.ipei)
+            .field("extension", &self.extension)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Records a promised bind; returns its id.
+    pub async fn add_bind(&self, ppn: i32, temp: &Extension, extension: &Extension) -> Result<i64> {
+        let guard = self.session.lock().await?;
+        Ok(guard
+            .client()
+            .query_one(
+                sql::H_BIND_ADD,
+                &[&ppn, &temp.as_str(), &extension.as_str()],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Binds not yet carried out, oldest first.
+    pub async fn pending_binds(&self) -> Result<Vec<HandsetBind>> {
+        let guard = self.session.lock().await?;
+        Ok(guard
+            .client()
+            .query(sql::H_BINDS, &[])
+            .await?
+            .iter()
+            .map(|r| HandsetBind {
+                id: r.get(0),
+                ppn: r.get(1),
+                temp: r.get(2),
+                extension: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Marks a bind done and queues its `ASSIGN_HANDSET`, in one transaction (a second call
+    /// for the same bind queues nothing).
+    pub async fn finish_bind(
+        &self,
+        id: i64,
+        ipei: &str,
+        uak: &str,
+        extension: &Extension,
+    ) -> Result<()> {
+        let mut guard = self.session.lock().await?;
+        let tx = guard.client_mut().transaction().await?;
+        if tx.execute(sql::H_BIND_DONE, &[&id]).await? > 0 {
+            tx.execute(
+                sql::H_OUTBOX_ADD,
+                &[&no_nul(ipei), &no_nul(uak), &extension.as_str()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queued `ASSIGN_HANDSET`s, oldest first.
+    pub async fn pending_assigns(&self, limit: i64) -> Result<Vec<OutboxEntry>> {
+        let guard = self.session.lock().await?;
+        Ok(guard
+            .client()
+            .query(sql::H_OUTBOX, &[&limit])
+            .await?
+            .iter()
+            .map(|r| OutboxEntry {
+                id: r.get(0),
+                ipei: r.get(1),
+                uak: r.get(2),
+                extension: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Records GURU3's verdict on an `ASSIGN_HANDSET` (`ok` or a NAK with its text).
+    pub async fn finish_assign(&self, id: i64, ok: bool, text: &str) -> Result<()> {
+        let guard = self.session.lock().await?;
+        let status = if ok { "ok" } else { "nak" };
+        guard
+            .client()
+            .execute(sql::H_OUTBOX_DONE, &[&id, &status, &no_nul(text)])
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+//! The state tables' ledger, `hexidian.state_migrations`.
+//!
+//! These migrations were versions 2 to 4 of the PBX ledger (`hexidian.schema_migrations`)
+//! before the state moved into this crate. A database that applied them there has the tables
+//! already: the bootstrap copies those records (as versions 1 to 3) into the new ledger, so
+//! nothing runs twice.
+
+use asterisk_realtime::{Ledger, Migration};
+
+pub(crate) const STATE: Ledger = Ledger {
+    bootstrap: r"
+CREATE SCHEMA IF NOT EXISTS hexidian;
+CREATE TABLE IF NOT EXISTS hexidian.state_migrations (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+DO $adopt$
+BEGIN
+    IF to_regclass('hexidian.schema_migrations') IS NOT NULL THEN
+        INSERT INTO hexidian.state_migrations (version, description, applied_at)
+        SELECT version - 1, description, applied_at FROM hexidian.schema_migrations
+         WHERE version BETWEEN 2 AND 4
+        ON CONFLICT (version) DO NOTHING;
+    END IF;
+END
+$adopt$;
+",
+    exists: "SELECT to_regclass('hexidian.state_migrations') IS NOT NULL",
+    applied: "SELECT version FROM hexidian.state_migrations ORDER BY version",
+    record: "INSERT INTO hexidian.state_migrations (version, description) VALUES ($1, $2)",
+    adopted: Some(ADOPTED),
+    migrations: &[
+        Migration {
+            version: 1,
+            description: "broker state: desired-state mirror and message journal",
+            sql: V1,
+        },
+        Migration {
+            version: 2,
+            description: "unbound handsets: promised binds and the ASSIGN_HANDSET outbox",
+            sql: V2,
+        },
+        Migration {
+            version: 3,
+            description: "journal pruning index",
+            sql: V3,
+        },
+    ],
+};
+
+/// What the bootstrap would adopt, for a read-only look at a database whose state ledger does
+/// not exist yet: whether the PBX ledger exists, and the versions it holds for these tables.
+const ADOPTED: (&str, &str) = (
+    "SELECT to_regclass('hexidian.schema_migrations') IS NOT NULL",
+    "SELECT version - 1 FROM hexidian.schema_migrations WHERE version BETWEEN 2 AND 4",
+);
+
+/// The broker's own state. `desired.doc` is an opaque document per number written by the
+/// broker (its mirror of GURU3's desired state); `journal` has one row per GURU3 message.
+const V1: &str = r"
+CREATE TABLE hexidian.desired (
+    number     text PRIMARY KEY CHECK (number ~ '^[0-9]{1,32}$'),
+    doc        text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE hexidian.journal (
+    id         bigint PRIMARY KEY,
+    kind       text NOT NULL,
+    status     text NOT NULL CHECK (status IN ('done', 'ignored', 'dead')),
+    attempts   integer NOT NULL DEFAULT 1,
+    reason     text,
+    payload    text NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX journal_status_idx ON hexidian.journal (status, id);
+";
+
+/// Token-call binds promised to a caller (deleted when carried out) and the outbox of
+/// `ASSIGN_HANDSET` messages for GURU3.
+const V2: &str = r"
+CREATE TABLE hexidian.handset_bind (
+    id         bigserial PRIMARY KEY,
+    ppn        integer NOT NULL,
+    temp       text NOT NULL CHECK (temp ~ '^[0-9]{1,32}$'),
+    extension  text NOT NULL CHECK (extension ~ '^[0-9]{1,32}$'),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE hexidian.assign_outbox (
+    id         bigserial PRIMARY KEY,
+    ipei       text NOT NULL,
+    uak        text NOT NULL,
+    extension  text NOT NULL CHECK (extension ~ '^[0-9]{1,32}$'),
+    status     text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'ok', 'nak')),
+    text       text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX assign_outbox_pending_idx ON hexidian.assign_outbox (id) WHERE status = 'pending';
+";
+
+/// Old applied and ignored journal rows are pruned by age.
+const V3: &str = r"
+CREATE INDEX journal_prune_idx ON hexidian.journal (updated_at) WHERE status <> 'dead';
+";
