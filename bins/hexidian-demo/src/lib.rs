@@ -285,13 +285,13 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     running.stop().await.map_err(|e| e.to_string())
 }
 
-/// The in-memory store (`broker-core`'s fakes) behind every store port.
+/// The in-memory store (the fakes of `broker-core` and `unbound-handsets`) behind every
+/// store port.
 pub fn memory_store() -> StoreSettings {
-    let m = std::sync::Arc::new(broker_core::fakes::MemoryState::default());
     StoreSettings::Ports(hexidian::StorePorts {
         sip: std::sync::Arc::new(broker_core::fakes::MemorySip::default()),
-        state: m.clone(),
-        handsets: m,
+        state: std::sync::Arc::new(broker_core::fakes::MemoryState::default()),
+        handsets: std::sync::Arc::new(unbound_handsets::fakes::MemoryHandsetState::default()),
     })
 }
 

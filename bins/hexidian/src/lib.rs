@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use broker_core::ports::{BoxFuture, Clock, EventFeed, HandsetState, SipProvisioning, StateStore};
-use broker_core::{Broker, BrokerConfig, BrokerStatus, Ports};
+use broker_core::ports::{BoxFuture, Clock, EventFeed, SipProvisioning, StateStore};
+use broker_core::{Broker, BrokerConfig, BrokerPorts, BrokerStatus};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use unbound_handsets::ports::HandsetState;
 
 use crate::adapters::{Guru3Feed, OmmDect, OmmHandsets, OmmLink, PgSip, PgState};
 
@@ -434,8 +435,9 @@ async fn supervise(
         ),
     };
     *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(side_state);
+    let assigns = Arc::clone(&feed) as Arc<dyn unbound_handsets::ports::AssignSink>;
     let feed = feed as Arc<dyn EventFeed>;
-    let ports = Ports {
+    let ports = BrokerPorts {
         feed: Arc::clone(&feed),
         dect: Arc::new(OmmDect::new(Arc::clone(&omm)).token_field(settings.omm_token_field)),
         sip: Arc::clone(&sip),
@@ -461,11 +463,11 @@ async fn supervise(
     *health.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker.status());
     if let (Some(u), Some(listener)) = (&settings.unbound, hook) {
         let unbound = unbound_handsets::Unbound::new(
-            unbound_handsets::Ports {
+            unbound_handsets::WorkflowPorts {
                 handsets: Arc::new(OmmHandsets::new(Arc::clone(&omm))),
                 sip: side_sip,
                 state: handset_state,
-                feed,
+                guru3: assigns,
                 clock: Arc::new(SystemClock),
             },
             u.config.clone(),

@@ -17,7 +17,7 @@ use crate::ports::{
 
 /// The ports the broker runs on.
 #[derive(Clone)]
-pub struct Ports {
+pub struct BrokerPorts {
     /// GURU3.
     pub feed: Arc<dyn EventFeed>,
     /// The OMM.
@@ -30,9 +30,9 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
 }
 
-impl std::fmt::Debug for Ports {
+impl std::fmt::Debug for BrokerPorts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Ports")
+        f.write_str("BrokerPorts")
     }
 }
 
@@ -233,7 +233,7 @@ const MIN_WINDOW: usize = 16;
 
 /// The broker.
 pub struct Broker {
-    ports: Ports,
+    ports: BrokerPorts,
     config: BrokerConfig,
     mirror: Mirror,
     sync: Option<i64>,
@@ -296,7 +296,7 @@ impl Segment {
 
 impl Broker {
     /// Loads the mirror and the resync state.
-    pub async fn start(ports: Ports, config: BrokerConfig) -> PortResult<Self> {
+    pub async fn start(ports: BrokerPorts, config: BrokerConfig) -> PortResult<Self> {
         let mirror: Mirror = ports.state.load().await?.into_iter().collect();
         let (epoch, in_progress) = ports.sip.sync_state().await?;
         let sync = in_progress.then_some(epoch);

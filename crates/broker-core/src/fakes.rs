@@ -1,5 +1,6 @@
 //! In-memory models of every port (feature `fakes`): they keep state like the real systems
 //! (users, devices, epochs, a queue with an ack flag), so tests assert on outcomes, not calls.
+//! The unbound-handset workflow's own ports have theirs in `unbound_handsets::fakes`.
 //! The in-memory SIP store and state store also back the demo (`hexidian-demo`) when no PostgreSQL
 //! server binaries are installed.
 
@@ -10,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Handset, Incoming, Member, MirrorEntry, Number, Secret};
 use crate::ports::{
-    Assign, AssignResult, BoxFuture, Clock, DectEvent, DectSystem, DectUser, Device, EventFeed,
-    FeedHealth, HandsetState, Handsets, JournalEntry, JournalStats, JournalStatus, Lookup,
-    PendingBind, PortError, PortErrorKind, PortResult, SipChange, SipOutcome, SipProvisioning,
+    BoxFuture, Clock, DectSystem, DectUser, EventFeed, FeedHealth, JournalEntry, JournalStats,
+    JournalStatus, PortError, PortErrorKind, PortResult, SipChange, SipOutcome, SipProvisioning,
     SipUserKind, StateOp, StateStore, SweepSummary,
 };
 
@@ -21,16 +21,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Injected failures: an outage (the peer cannot be asked) for the next `n` calls or until
-/// cleared, and "not now" answers (the peer answered, a retry may succeed).
+/// cleared, and "not now" answers (the peer answered, a retry may succeed). Shared with the
+/// fakes of other crates' ports.
 #[derive(Debug, Default)]
-struct Faults {
-    outage: u32,
-    down: bool,
-    refuse: u32,
+pub struct Faults {
+    /// The next this many calls cannot reach the peer.
+    pub outage: u32,
+    /// The peer is down until cleared.
+    pub down: bool,
+    /// The next this many calls are answered "busy" (transient).
+    pub refuse: u32,
 }
 
 impl Faults {
-    fn check(&mut self, what: &str) -> PortResult<()> {
+    /// The injected failure for this call, if any (and counts it down).
+    pub fn check(&mut self, what: &str) -> PortResult<()> {
         if self.down {
             return Err(PortError::unavailable(format!("{what}: peer is down")));
         }
@@ -53,7 +58,6 @@ struct FeedState {
     queue: Vec<(Incoming, bool)>,
     acks: Vec<i64>,
     wakers: Vec<Waker>,
-    assigns: Vec<Assign>,
 }
 
 /// GURU3's queue: messages stay until acked; a batch is every unacked message.
@@ -75,11 +79,6 @@ impl MemoryFeed {
     /// Ids acked so far, in order (repeats included).
     pub fn acks(&self) -> Vec<i64> {
         lock(&self.inner).acks.clone()
-    }
-
-    /// `ASSIGN_HANDSET`s received.
-    pub fn assigns(&self) -> Vec<Assign> {
-        lock(&self.inner).assigns.clone()
     }
 
     /// Ids not yet acked.
@@ -131,20 +130,6 @@ impl EventFeed for MemoryFeed {
             last_fetch_ok: true,
             pending_acks: 0,
         }
-    }
-
-    fn submit(&self, assigns: Vec<Assign>) -> BoxFuture<'_, PortResult<Vec<AssignResult>>> {
-        let mut s = lock(&self.inner);
-        let results = assigns
-            .iter()
-            .map(|a| AssignResult {
-                id: a.id,
-                ok: true,
-                text: String::new(),
-            })
-            .collect();
-        s.assigns.extend(assigns);
-        ready(Ok(results))
     }
 }
 
@@ -379,278 +364,6 @@ impl DectSystem for MemoryDect {
                 .map(|(n, _)| n.clone())
                 .collect()
         }))
-    }
-}
-
-// ---------------------------------------------------------------- handsets
-
-#[derive(Debug, Clone)]
-struct FakeDevice {
-    ipei: String,
-    uak: Secret,
-    subscribed: bool,
-    user: Option<Number>,
-}
-
-#[derive(Debug, Default)]
-struct HandsetsState {
-    devices: BTreeMap<u32, FakeDevice>,
-    /// user number → temporary
-    users: BTreeMap<Number, bool>,
-    mode: String,
-    events: std::collections::VecDeque<DectEvent>,
-    wakers: Vec<Waker>,
-    faults: Faults,
-    next_ppn: u32,
-}
-
-impl HandsetsState {
-    fn push(&mut self, ev: DectEvent) {
-        self.events.push_back(ev);
-        for w in self.wakers.drain(..) {
-            w.wake();
-        }
-    }
-
-    fn view(&self, ppn: u32) -> Option<Device> {
-        let d = self.devices.get(&ppn)?;
-        Some(Device {
-            ppn,
-            ipei: d.ipei.clone(),
-            uak: d.uak.clone(),
-            subscribed: d.subscribed,
-            user: d.user.clone(),
-            temp: d
-                .user
-                .as_ref()
-                .is_some_and(|u| self.users.get(u) == Some(&true)),
-        })
-    }
-
-    fn attach(&mut self, ppn: u32, user: &Number) {
-        for d in self.devices.values_mut() {
-            if d.user.as_ref() == Some(user) {
-                d.user = None;
-            }
-        }
-        if let Some(d) = self.devices.get_mut(&ppn) {
-            d.user = Some(user.clone());
-        }
-        self.push(DectEvent::Device(ppn));
-    }
-}
-
-/// The OMM's handsets: subscribed devices, users (extension or temporary), relations, the
-/// subscription mode and an event queue.
-#[derive(Debug, Clone, Default)]
-pub struct MemoryHandsets {
-    inner: Arc<Mutex<HandsetsState>>,
-}
-
-impl MemoryHandsets {
-    /// An extension's user (as the broker creates it).
-    pub fn add_user(&self, number: &str) {
-        if let Ok(n) = number.parse() {
-            lock(&self.inner).users.insert(n, false);
-        }
-    }
-
-    /// Deletes a user; its handset stays subscribed, unbound (and an event says so).
-    pub fn delete_user(&self, number: &str) {
-        let Ok(n) = number.parse::<Number>() else {
-            return;
-        };
-        let mut s = lock(&self.inner);
-        s.users.remove(&n);
-        let freed: Vec<u32> = s
-            .devices
-            .iter()
-            .filter(|(_, d)| d.user.as_ref() == Some(&n))
-            .map(|(p, _)| *p)
-            .collect();
-        for p in freed {
-            if let Some(d) = s.devices.get_mut(&p) {
-                d.user = None;
-            }
-            s.push(DectEvent::Device(p));
-        }
-    }
-
-    /// A handset subscribes (new device, unbound; or a known one, which loses its user).
-    pub fn subscribe(&self, ipei: &str) -> u32 {
-        let mut s = lock(&self.inner);
-        let existing = s
-            .devices
-            .iter()
-            .find(|(_, d)| d.ipei == ipei)
-            .map(|(p, _)| *p);
-        let ppn = match existing {
-            Some(p) => p,
-            None => {
-                s.next_ppn += 1;
-                let p = s.next_ppn;
-                s.devices.insert(
-                    p,
-                    FakeDevice {
-                        ipei: ipei.into(),
-                        uak: Secret::new(format!("{p:032X}")),
-                        subscribed: true,
-                        user: None,
-                    },
-                );
-                p
-            }
-        };
-        if let Some(d) = s.devices.get_mut(&ppn) {
-            d.user = None;
-            d.subscribed = true;
-        }
-        s.push(DectEvent::Device(ppn));
-        ppn
-    }
-
-    /// A handset leaves the DECT system: its device is deleted (its user stays).
-    pub fn remove_device(&self, ppn: u32) {
-        let mut s = lock(&self.inner);
-        s.devices.remove(&ppn);
-        s.push(DectEvent::Device(ppn));
-    }
-
-    /// The user number a device is attached to, and whether it is temporary.
-    pub fn device(&self, ppn: u32) -> Option<(Option<String>, bool)> {
-        let s = lock(&self.inner);
-        s.view(ppn).map(|d| (d.user.map(|u| u.to_string()), d.temp))
-    }
-
-    /// Users that exist.
-    pub fn users(&self) -> Vec<String> {
-        lock(&self.inner)
-            .users
-            .keys()
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    /// The subscription mode last set.
-    pub fn mode(&self) -> String {
-        lock(&self.inner).mode.clone()
-    }
-
-    /// The next `n` calls fail as if the peer were unreachable.
-    pub fn fail_next(&self, n: u32) {
-        lock(&self.inner).faults.outage = n;
-    }
-}
-
-impl Handsets for MemoryHandsets {
-    fn next_event(&self) -> BoxFuture<'_, DectEvent> {
-        Box::pin(futures_util::future::poll_fn(move |cx| {
-            let mut s = lock(&self.inner);
-            match s.events.pop_front() {
-                Some(e) => Poll::Ready(e),
-                None => {
-                    s.wakers.push(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        }))
-    }
-
-    fn devices(&self) -> BoxFuture<'_, PortResult<Vec<Device>>> {
-        let mut s = lock(&self.inner);
-        let r = s
-            .faults
-            .check("devices")
-            .map(|()| s.devices.keys().filter_map(|p| s.view(*p)).collect());
-        ready(r)
-    }
-
-    fn lookup(&self, which: Lookup) -> BoxFuture<'_, PortResult<Option<Device>>> {
-        let mut s = lock(&self.inner);
-        let r = s.faults.check("lookup").map(|()| match which {
-            Lookup::Ppn(p) => s.view(p),
-            Lookup::User(n) => s
-                .devices
-                .iter()
-                .find(|(_, d)| d.user.as_ref() == Some(&n))
-                .and_then(|(p, _)| s.view(*p)),
-        });
-        ready(r)
-    }
-
-    fn give_temp(&self, ppn: u32, number: Number, _pw: Secret) -> BoxFuture<'_, PortResult<()>> {
-        let mut s = lock(&self.inner);
-        let r = s.faults.check("give_temp").and_then(|()| {
-            if s.users.contains_key(&number) {
-                return Err(PortError::new(
-                    PortErrorKind::Conflict,
-                    format!("{number} is taken"),
-                ));
-            }
-            s.users.insert(number.clone(), true);
-            s.attach(ppn, &number);
-            Ok(())
-        });
-        ready(r)
-    }
-
-    fn move_to(&self, ppn: u32, extension: Number) -> BoxFuture<'_, PortResult<()>> {
-        let mut s = lock(&self.inner);
-        let r = s.faults.check("move_to").and_then(|()| {
-            if s.users.get(&extension) != Some(&false) {
-                return Err(PortError::new(
-                    PortErrorKind::NotFound,
-                    format!("no user {extension}"),
-                ));
-            }
-            let current = s.devices.get(&ppn).and_then(|d| d.user.clone());
-            if let Some(u) = current.filter(|u| s.users.get(u) == Some(&true)) {
-                s.users.remove(&u);
-            }
-            s.attach(ppn, &extension);
-            Ok(())
-        });
-        ready(r)
-    }
-
-    fn set_subscription_mode(&self, mode: String) -> BoxFuture<'_, PortResult<()>> {
-        let mut s = lock(&self.inner);
-        let r = s.faults.check("set mode").map(|()| s.mode = mode);
-        ready(r)
-    }
-
-    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<crate::ports::TempUser>>> {
-        let mut s = lock(&self.inner);
-        let r = s.faults.check("temp users").map(|()| {
-            s.users
-                .iter()
-                .filter(|(_, temp)| **temp)
-                .map(|(n, _)| {
-                    let ppn = s
-                        .devices
-                        .iter()
-                        .find(|(_, d)| d.user.as_ref() == Some(n))
-                        .map(|(p, _)| *p);
-                    (n.clone(), ppn)
-                })
-                .collect()
-        });
-        ready(r)
-    }
-
-    fn remove_temp(&self, number: Number) -> BoxFuture<'_, PortResult<()>> {
-        let mut s = lock(&self.inner);
-        let r = s.faults.check("remove temp").map(|()| {
-            if s.users.get(&number) == Some(&true) {
-                s.users.remove(&number);
-                for d in s.devices.values_mut() {
-                    if d.user.as_ref() == Some(&number) {
-                        d.user = None;
-                    }
-                }
-            }
-        });
-        ready(r)
     }
 }
 
@@ -936,12 +649,6 @@ struct StoreState {
     mirror: BTreeMap<Number, MirrorEntry>,
     journal: BTreeMap<i64, JournalEntry>,
     faults: Faults,
-    next_id: i64,
-    binds: BTreeMap<i64, PendingBind>,
-    /// id → (assign, verdict)
-    outbox: BTreeMap<i64, (Assign, Option<AssignResult>)>,
-    /// `add_bind` never answers while set
-    stall_binds: bool,
 }
 
 /// The broker's mirror and journal.
@@ -969,11 +676,6 @@ impl MemoryState {
     /// The next `n` commits fail as if the database were unreachable.
     pub fn fail_next(&self, n: u32) {
         lock(&self.inner).faults.outage = n;
-    }
-
-    /// While set, recording a bind never answers (a database that hangs mid-call).
-    pub fn stall_binds(&self, stall: bool) {
-        lock(&self.inner).stall_binds = stall;
     }
 
     /// Takes the state store down or brings it back.
@@ -1032,90 +734,6 @@ impl StateStore for MemoryState {
             .take(limit as usize)
             .cloned()
             .collect()))
-    }
-}
-
-impl MemoryState {
-    /// Every `ASSIGN_HANDSET` queued, with GURU3's verdict once it came.
-    pub fn outbox(&self) -> Vec<(Assign, Option<AssignResult>)> {
-        lock(&self.inner).outbox.values().cloned().collect()
-    }
-}
-
-impl HandsetState for MemoryState {
-    fn add_bind(
-        &self,
-        ppn: u32,
-        temp: Number,
-        extension: Number,
-    ) -> BoxFuture<'_, PortResult<i64>> {
-        let mut s = lock(&self.inner);
-        if s.stall_binds {
-            return Box::pin(futures_util::future::pending());
-        }
-        let r = s.faults.check("add bind").map(|()| {
-            s.next_id += 1;
-            let id = s.next_id;
-            s.binds.insert(
-                id,
-                PendingBind {
-                    id,
-                    ppn,
-                    temp,
-                    extension,
-                },
-            );
-            id
-        });
-        ready(r)
-    }
-
-    fn pending_binds(&self) -> BoxFuture<'_, PortResult<Vec<PendingBind>>> {
-        ready(Ok(lock(&self.inner).binds.values().cloned().collect()))
-    }
-
-    fn finish_bind(
-        &self,
-        id: i64,
-        ipei: String,
-        uak: Secret,
-        extension: Number,
-    ) -> BoxFuture<'_, PortResult<()>> {
-        let mut s = lock(&self.inner);
-        if s.binds.remove(&id).is_some() {
-            s.next_id += 1;
-            let oid = s.next_id;
-            s.outbox.insert(
-                oid,
-                (
-                    Assign {
-                        id: oid,
-                        ipei,
-                        uak,
-                        extension,
-                    },
-                    None,
-                ),
-            );
-        }
-        ready(Ok(()))
-    }
-
-    fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>> {
-        ready(Ok(lock(&self.inner)
-            .outbox
-            .values()
-            .filter(|(_, r)| r.is_none())
-            .take(limit as usize)
-            .map(|(a, _)| a.clone())
-            .collect()))
-    }
-
-    fn finish_assign(&self, result: AssignResult) -> BoxFuture<'_, PortResult<()>> {
-        if let Some(e) = lock(&self.inner).outbox.get_mut(&result.id) {
-            e.1 = Some(result);
-        }
-        ready(Ok(()))
     }
 }
 

@@ -20,5 +20,5 @@ pub mod model;
 mod plan;
 pub mod ports;
 
-pub use engine::{BatchReport, Broker, BrokerConfig, BrokerStatus, Ports};
+pub use engine::{BatchReport, Broker, BrokerConfig, BrokerPorts, BrokerStatus};
 pub use plan::{OMM_NAME_MAX, omm_name};

@@ -9,7 +9,7 @@ use broker_core::model::{
     Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Secret,
 };
 use broker_core::ports::{EventFeed, JournalStatus, SipUserKind};
-use broker_core::{Broker, BrokerConfig, Ports};
+use broker_core::{Broker, BrokerConfig, BrokerPorts};
 
 struct World {
     feed: MemoryFeed,
@@ -30,8 +30,8 @@ impl World {
         }
     }
 
-    fn ports(&self) -> Ports {
-        Ports {
+    fn ports(&self) -> BrokerPorts {
+        BrokerPorts {
             feed: Arc::new(self.feed.clone()),
             dect: Arc::new(self.dect.clone()),
             sip: Arc::new(self.sip.clone()),

@@ -122,6 +122,19 @@ fn dependency_directions_hold() {
                 );
             }
             "hexidian" => {
+                let allowed = [
+                    "broker-core",
+                    "unbound-handsets",
+                    "guru3-client",
+                    "omm-axi",
+                    "asterisk-realtime",
+                    "hexidian-state",
+                    "exp-backoff",
+                ];
+                assert!(
+                    normal.iter().all(|d| allowed.contains(&d.as_str())),
+                    "the production binary depends on {normal:?}"
+                );
                 // the production binary: no simulator, no testkit, no fakes, no demo
                 assert!(
                     !normal.iter().any(|d| d.ends_with("-sim")

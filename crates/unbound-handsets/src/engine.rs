@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 
 use broker_core::model::{Number, Secret, SharedDirectory};
 use broker_core::ports::{
-    Clock, DectEvent, EventFeed, HandsetState, Handsets, Lookup, PendingBind, PortError,
-    PortResult, SipChange, SipOutcome, SipProvisioning, SipUserKind,
+    Clock, PortError, PortResult, SipChange, SipOutcome, SipProvisioning, SipUserKind,
 };
 use futures_util::future::{Either, select};
 
+use crate::ports::{AssignSink, DectEvent, HandsetState, Handsets, Lookup, PendingBind};
 use crate::temp::{Blocklist, TempNumbers};
 use crate::webhook::{RateLimiter, Reply, TokenCall, keys_match};
 
 /// The ports the workflow runs on.
 #[derive(Clone)]
-pub struct Ports {
+pub struct WorkflowPorts {
     /// The OMM's handsets.
     pub handsets: Arc<dyn Handsets>,
     /// The PBX (temporary users).
@@ -27,14 +27,14 @@ pub struct Ports {
     /// Promised binds and the outbox.
     pub state: Arc<dyn HandsetState>,
     /// GURU3 (ASSIGN_HANDSET).
-    pub feed: Arc<dyn EventFeed>,
+    pub guru3: Arc<dyn AssignSink>,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }
 
-impl std::fmt::Debug for Ports {
+impl std::fmt::Debug for WorkflowPorts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Ports")
+        f.write_str("WorkflowPorts")
     }
 }
 
@@ -139,7 +139,7 @@ pub struct Unbound {
 }
 
 struct Inner {
-    ports: Ports,
+    ports: WorkflowPorts,
     config: Config,
     directory: SharedDirectory,
     local: Mutex<Local>,
@@ -185,7 +185,7 @@ fn transient_or_error(e: &PortError) -> Reply {
 
 impl Unbound {
     /// A workflow over `ports`, reading GURU3's tokens and handsets from `directory`.
-    pub fn new(ports: Ports, config: Config, directory: SharedDirectory) -> Self {
+    pub fn new(ports: WorkflowPorts, config: Config, directory: SharedDirectory) -> Self {
         let now = ports.clock.now();
         let limiter = RateLimiter::new(config.per_caller_per_min, config.global_per_s, now)
             .per_peer(config.per_peer_per_s);
@@ -434,7 +434,6 @@ impl Unbound {
                 self.enforce_mode(None).await;
                 self.scan().await;
             }
-            _ => {}
         }
     }
 
@@ -478,7 +477,7 @@ impl Unbound {
 
     /// Deletes temporary users whose handset left (or is no longer subscribed) for longer
     /// than `temp_expiry`; a temporary user in a promised bind is left alone.
-    async fn expire_unused(&self, devices: &[broker_core::ports::Device]) {
+    async fn expire_unused(&self, devices: &[crate::ports::Device]) {
         let temps = match self.inner.ports.handsets.temp_users().await {
             Ok(t) => t,
             Err(e) => return self.failed("listing temporary users", &e),
@@ -704,7 +703,7 @@ impl Unbound {
             Ok(_) => return,
             Err(e) => return self.failed("reading the outbox", &e),
         };
-        match p.feed.submit(assigns).await {
+        match p.guru3.submit(assigns).await {
             Ok(results) => {
                 for r in results {
                     let ok = r.ok;

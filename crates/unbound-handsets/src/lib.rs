@@ -5,13 +5,18 @@
 //! of the handset through a durable `ASSIGN_HANDSET` outbox. Handsets GURU3 already knows go
 //! straight back to their extension.
 //!
-//! It sees the OMM, the PBX and GURU3 only through `broker_core::ports`, and does no I/O.
+//! It sees the PBX and the clock through `broker_core::ports` and the OMM's handsets, its
+//! durable state and GURU3's outbox receiver through its own [`ports`]; it does no I/O. The
+//! `fakes` feature has in-memory models of its ports.
 #![warn(missing_docs)]
 
 mod engine;
+#[cfg(feature = "fakes")]
+pub mod fakes;
+pub mod ports;
 pub mod temp;
 pub mod webhook;
 
-pub use engine::{Config, Ports, Status, Unbound};
+pub use engine::{Config, Status, Unbound, WorkflowPorts};
 pub use temp::{Blocklist, TempNumbers};
 pub use webhook::{Reply, TokenCall};

@@ -4,16 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker_core::fakes::{MemoryFeed, MemoryHandsets, MemorySip, MemoryState, SkipClock};
+use broker_core::fakes::{MemorySip, SkipClock};
 use broker_core::model::{Extension, Handset, Kind, MirrorEntry, Number, Secret, SharedDirectory};
 use broker_core::ports::Clock;
-use unbound_handsets::{Blocklist, Config, Ports, Reply, TempNumbers, TokenCall, Unbound};
+use unbound_handsets::fakes::{MemoryAssigns, MemoryHandsetState, MemoryHandsets};
+use unbound_handsets::{Blocklist, Config, Reply, TempNumbers, TokenCall, Unbound, WorkflowPorts};
 
 struct World {
     handsets: MemoryHandsets,
     sip: MemorySip,
-    state: MemoryState,
-    feed: MemoryFeed,
+    state: MemoryHandsetState,
+    guru3: MemoryAssigns,
     clock: SkipClock,
     directory: SharedDirectory,
 }
@@ -23,8 +24,8 @@ impl World {
         Self {
             handsets: MemoryHandsets::default(),
             sip: MemorySip::default(),
-            state: MemoryState::default(),
-            feed: MemoryFeed::default(),
+            state: MemoryHandsetState::default(),
+            guru3: MemoryAssigns::default(),
             clock: SkipClock::default(),
             directory: SharedDirectory::default(),
         }
@@ -35,11 +36,11 @@ impl World {
         c.key = Some(Secret::new("k"));
         tweak(&mut c);
         Unbound::new(
-            Ports {
+            WorkflowPorts {
                 handsets: Arc::new(self.handsets.clone()),
                 sip: Arc::new(self.sip.clone()),
                 state: Arc::new(self.state.clone()),
-                feed: Arc::new(self.feed.clone()),
+                guru3: Arc::new(self.guru3.clone()),
                 clock: Arc::new(self.clock.clone()),
             },
             c,
@@ -146,7 +147,7 @@ async fn temporary_number_then_token_call_then_bind_and_assign() {
         "so is the temporary OMM user"
     );
     u.flush_outbox().await;
-    let sent = w.feed.assigns();
+    let sent = w.guru3.assigns();
     assert_eq!(sent.len(), 1);
     assert_eq!(
         (sent[0].ipei.as_str(), sent[0].extension.as_str()),
@@ -155,7 +156,7 @@ async fn temporary_number_then_token_call_then_bind_and_assign() {
     assert!(w.state.outbox()[0].1.as_ref().is_some_and(|r| r.ok));
     u.flush_outbox().await;
     assert_eq!(
-        w.feed.assigns().len(),
+        w.guru3.assigns().len(),
         1,
         "an answered assign is not sent again"
     );
@@ -274,11 +275,11 @@ async fn run_reacts_to_events_and_keeps_the_subscription_mode() {
     let mut c = Config::new(TempNumbers::new("0100", 8).unwrap());
     c.subscription_mode = Some("Configured".into());
     let u = Unbound::new(
-        Ports {
+        WorkflowPorts {
             handsets: Arc::new(w.handsets.clone()),
             sip: Arc::new(w.sip.clone()),
             state: Arc::new(w.state.clone()),
-            feed: Arc::new(w.feed.clone()),
+            guru3: Arc::new(w.guru3.clone()),
             clock: Arc::new(TokioClock),
         },
         c,

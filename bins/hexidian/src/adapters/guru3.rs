@@ -1,13 +1,13 @@
-//! `EventFeed` over `guru3_client::Feed`: decodes envelopes into domain commands.
+//! `EventFeed` over `guru3_client::Feed`: decodes envelopes into domain commands; and the
+//! unbound workflow's `AssignSink` (`ASSIGN_HANDSET` through the same client).
 
 use broker_core::model::{
     Command, Extension, Forward, Handset, Incoming, Kind, Member, Number, Routing, Secret,
 };
-use broker_core::ports::{
-    Assign, AssignResult, BoxFuture, EventFeed, FeedHealth, PortError, PortErrorKind, PortResult,
-};
+use broker_core::ports::{BoxFuture, EventFeed, FeedHealth, PortError, PortErrorKind, PortResult};
 use guru3_client::{DisplayMode, ExtensionKind, Feed, ForwardMode, Message, MessageId, RawMessage};
 use tokio::sync::Mutex;
+use unbound_handsets::ports::{Assign, AssignResult, AssignSink};
 
 /// The GURU3 message feed.
 #[derive(Debug)]
@@ -97,7 +97,9 @@ impl EventFeed for Guru3Feed {
             pending_acks: s.pending_acks,
         }
     }
+}
 
+impl AssignSink for Guru3Feed {
     fn submit(&self, assigns: Vec<Assign>) -> BoxFuture<'_, PortResult<Vec<AssignResult>>> {
         Box::pin(async move {
             // the client is cheap to clone: do not hold the feed (the broker's loop waits in it)

@@ -7,16 +7,14 @@ use std::time::Duration;
 
 use broker_core::model::Secret as DomainSecret;
 use broker_core::model::{Handset, Number};
-use broker_core::ports::{
-    BoxFuture, DectEvent, DectSystem, DectUser, Device, Handsets, Lookup, PortError, PortErrorKind,
-    PortResult,
-};
+use broker_core::ports::{BoxFuture, DectSystem, DectUser, PortError, PortErrorKind, PortResult};
 use exp_backoff::Backoff;
 use omm_axi::{
     Client, ErrorCode, Ipei, PpDevice, PpUser, RelType, Secret, SecretValue, Sensitive,
     SubscriptionState,
 };
 use tokio::sync::{RwLock, watch};
+use unbound_handsets::ports::{DectEvent, Device, Handsets, Lookup, TempUser};
 
 /// `hierarchy1` of every OMM user hexidian creates: users without it are never touched.
 pub const OWNER_TAG: &str = "HEXIDIAN";
@@ -720,7 +718,7 @@ impl Handsets for OmmHandsets {
         })
     }
 
-    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<broker_core::ports::TempUser>>> {
+    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<TempUser>>> {
         Box::pin(async move {
             let c = self.link.client().await?;
             let users = c.list_users().await.map_err(port_error)?;

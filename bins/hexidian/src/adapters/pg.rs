@@ -4,11 +4,11 @@
 use asterisk_realtime::{Change, Extension, Kind, Member, Outcome, SipPassword, Store, UserSpec};
 use broker_core::model::{Forward, MirrorEntry, Number, Routing, Secret};
 use broker_core::ports::{
-    Assign, AssignResult, BoxFuture, HandsetState, JournalEntry, JournalStats, JournalStatus,
-    PendingBind, PortError, PortErrorKind, PortResult, SipChange, SipOutcome, SipProvisioning,
-    SipUserKind, StateOp, StateStore, SweepSummary,
+    BoxFuture, JournalEntry, JournalStats, JournalStatus, PortError, PortErrorKind, PortResult,
+    SipChange, SipOutcome, SipProvisioning, SipUserKind, StateOp, StateStore, SweepSummary,
 };
 use hexidian_state::{JournalRow, StateChange};
+use unbound_handsets::ports::{Assign, AssignResult, HandsetState, PendingBind};
 
 fn port_error(e: asterisk_realtime::Error) -> PortError {
     // connection loss, timeouts, lock and serialisation conflicts: the peer could not be asked
