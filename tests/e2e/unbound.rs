@@ -615,3 +615,98 @@ async fn use_encryption_follows_guru3_on_the_handset() {
     );
     run.stop().await.unwrap();
 }
+
+/// The broker binding a handset and the workflow moving the same handset, at the same time
+/// and many times over: the OMM owner serialises them, so both succeed and the handset ends on
+/// exactly one of the two users with the relation consistent on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_and_workflow_moving_one_handset_at_once_leave_one_consistent_relation() {
+    use broker_core::model::{Handset as DomainHandset, Secret};
+    use broker_core::ports::{DectSystem, DectUser};
+    use hexidian::adapters::{OmmDect, OmmHandsets, OmmLink};
+    use unbound_handsets::ports::Handsets;
+
+    let guru3 = guru3_sim::Guru3Sim::start(guru3_sim::Config::default())
+        .await
+        .unwrap();
+    let omm = omm_axi_sim::Sim::start().await;
+    let s = hexidian_demo::sim_settings(&guru3, &omm, hexidian_demo::memory_store()).unwrap();
+    let link = OmmLink::new();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let maintain = tokio::spawn(std::sync::Arc::clone(&link).maintain(s.omm.clone(), stop));
+    let t0 = Instant::now();
+    while !link.is_up() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "omm link not up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let dect = OmmDect::new(std::sync::Arc::clone(&link));
+    let handsets = OmmHandsets::new(std::sync::Arc::clone(&link));
+    let n = |s: &str| s.parse::<broker_core::model::Number>().unwrap();
+    for number in ["2001", "2002"] {
+        dect.upsert_user(DectUser {
+            number: n(number),
+            name: format!("User {number}"),
+            sip_password: Secret::new("pw-0123456789"),
+            token: Secret::new("1234"),
+            unchanged: false,
+        })
+        .await
+        .unwrap();
+    }
+    let handset = DomainHandset {
+        ipei: hexidian_demo::ipei(4711),
+        uak: Secret::new("0123456789ABCDEF0123456789ABCDEF"),
+    };
+    dect.bind_handset(n("2001"), handset.clone(), false)
+        .await
+        .unwrap();
+    let uid_of = |number: &str| {
+        omm.view()
+            .users
+            .iter()
+            .find(|(_, u)| u.get("num").map(String::as_str) == Some(number))
+            .map(|(uid, _)| *uid)
+    };
+    let ppn = omm
+        .view()
+        .devices
+        .iter()
+        .find(|(_, d)| d.get("uid").and_then(|u| u.parse::<u32>().ok()) == uid_of("2001"))
+        .map(|(p, _)| *p)
+        .expect("the handset is bound to 2001");
+    for i in 0..40u32 {
+        // the handset on a temporary user, as the workflow leaves an unbound one
+        for number in ["2001", "2002"] {
+            dect.release_handset(n(number)).await.unwrap();
+        }
+        let temp = n(&format!("0100{i:04}"));
+        handsets
+            .give_temp(ppn, temp, Secret::new("temp-password"))
+            .await
+            .unwrap();
+        let (bound, moved) = tokio::join!(
+            dect.bind_handset(n("2001"), handset.clone(), false),
+            handsets.move_to(ppn, n("2002")),
+        );
+        bound.unwrap_or_else(|e| panic!("round {i}: the broker's bind failed: {}", e.report()));
+        moved.unwrap_or_else(|e| panic!("round {i}: the workflow's move failed: {}", e.report()));
+        let v = omm.view();
+        let on = v.device(ppn).unwrap()["uid"].parse::<u32>().unwrap();
+        let (a, b) = (uid_of("2001").unwrap(), uid_of("2002").unwrap());
+        assert!(on == a || on == b, "round {i}: handset on uid {on}");
+        for (uid, user) in &v.users {
+            let user_ppn = user.get("ppn").map_or("0", String::as_str);
+            if *uid == on {
+                assert_eq!(user_ppn, ppn.to_string(), "round {i}: holder's side");
+            } else {
+                assert_ne!(
+                    user_ppn,
+                    ppn.to_string(),
+                    "round {i}: uid {uid} still holds it"
+                );
+            }
+        }
+    }
+    stop_tx.send(true).unwrap();
+    maintain.await.unwrap();
+}

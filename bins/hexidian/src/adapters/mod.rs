@@ -4,6 +4,7 @@
 mod guru3;
 mod omm;
 mod pg;
+mod serial;
 
 pub use guru3::Guru3Feed;
 pub use omm::{OWNER_TAG, OmmDect, OmmHandsets, OmmLink, TEMP_TAG};

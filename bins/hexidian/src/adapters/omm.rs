@@ -14,6 +14,8 @@ use omm_axi::{
     SubscriptionState,
 };
 use tokio::sync::{RwLock, watch};
+
+use super::serial::{Held, Keys};
 use unbound_handsets::ports::{DectEvent, Device, Handsets, Lookup, TempUser};
 
 /// `hierarchy1` of every OMM user hexidian creates: users without it are never touched.
@@ -48,10 +50,14 @@ impl OwnedIndex {
     }
 }
 
-/// The OMM session, kept open by [`OmmLink::maintain`].
+/// The OMM session, kept open by [`OmmLink::maintain`]; the one owner of the OMM. Both
+/// adapters over it ([`OmmDect`] for the broker, [`OmmHandsets`] for the unbound workflow)
+/// hold the keys of the numbers and the handset a change touches (`serial.rs`), so changes of
+/// one number or one handset never interleave.
 #[derive(Debug)]
 pub struct OmmLink {
     client: RwLock<Option<Client>>,
+    keys: Keys,
     up: AtomicBool,
     connects: AtomicU64,
     owned: std::sync::Mutex<OwnedIndex>,
@@ -65,6 +71,7 @@ impl Default for OmmLink {
         let (events_tx, rx) = tokio::sync::mpsc::channel(4096);
         Self {
             client: RwLock::default(),
+            keys: Keys::default(),
             up: AtomicBool::default(),
             connects: AtomicU64::default(),
             owned: std::sync::Mutex::default(),
@@ -303,11 +310,15 @@ fn is_temp(u: &PpUser) -> bool {
 }
 
 async fn owned_user(c: &Client, number: &Number) -> PortResult<Option<PpUser>> {
-    match c
+    let user = c
         .fetch_user_by_number(number.as_str())
         .await
-        .map_err(port_error)?
-    {
+        .map_err(port_error)?;
+    only_owned(number, user)
+}
+
+fn only_owned(number: &Number, user: Option<PpUser>) -> PortResult<Option<PpUser>> {
+    match user {
         Some(u) if owned(&u) => Ok(Some(u)),
         Some(_) => Err(PortError::new(
             PortErrorKind::Conflict,
@@ -315,6 +326,53 @@ async fn owned_user(c: &Client, number: &Number) -> PortResult<Option<PpUser>> {
         )),
         None => Ok(None),
     }
+}
+
+/// The user of `number` (whose key `held` holds), with its handset held too. While the number
+/// is held nobody can attach a handset to it (every attach holds its user's number), only
+/// take its handset away; so one read after holding the handset is current, and that read
+/// is saved when no serialised handset change ran in between.
+async fn user_with_handset(
+    link: &OmmLink,
+    held: &mut Held<'_>,
+    c: &Client,
+    number: &Number,
+) -> PortResult<Option<PpUser>> {
+    let generation = link.keys.handset_generation();
+    let Some(user) = c
+        .fetch_user_by_number(number.as_str())
+        .await
+        .map_err(port_error)?
+    else {
+        return Ok(None);
+    };
+    if user.bound_ppn().is_none() {
+        return Ok(Some(user));
+    }
+    held.add(user.bound_ppn().get()).await;
+    if link.keys.handset_generation() == generation {
+        return Ok(Some(user));
+    }
+    c.fetch_user_by_number(number.as_str())
+        .await
+        .map_err(port_error)
+}
+
+/// Detaches `user` from the handset it held when read. That handset's key is not held (a
+/// change holds one handset), so another change may have taken it away meanwhile: then there
+/// is nothing left to detach.
+async fn detach_previous(c: &Client, user: &PpUser) -> PortResult<()> {
+    let previous = user.bound_ppn();
+    if previous.is_none() {
+        return Ok(());
+    }
+    if let Err(e) = c.detach(previous, user.uid()).await {
+        match c.fetch_user(user.uid()).await {
+            Ok(Some(now)) if now.bound_ppn() != previous => {}
+            _ => return Err(port_error(e)),
+        }
+    }
+    Ok(())
 }
 
 /// A handset attached to an OMM user hexidian does not own is never taken from it.
@@ -346,13 +404,16 @@ fn holds(existing: &PpUser, user: &DectUser, token_field: bool) -> bool {
         && same(&existing.hierarchy2, &want.hierarchy2)
 }
 
-/// Deletes the user of `number` if `ours` says it may; whether it did.
-async fn delete_owned(c: &Client, number: &Number, ours: fn(&PpUser) -> bool) -> PortResult<bool> {
-    match c
-        .fetch_user_by_number(number.as_str())
-        .await
-        .map_err(port_error)?
-    {
+/// Deletes the user of `number` if `ours` says it may; whether it did. The number and its
+/// handset are held for the read and the delete (deleting a user frees its handset).
+async fn delete_owned(
+    link: &OmmLink,
+    number: &Number,
+    ours: fn(&PpUser) -> bool,
+) -> PortResult<bool> {
+    let mut held = link.keys.hold([number.as_str()]).await;
+    let c = link.client().await?;
+    match user_with_handset(link, &mut held, &c, number).await? {
         Some(u) if ours(&u) => {
             c.delete_user(u.uid()).await.map_err(port_error)?;
             Ok(true)
@@ -381,6 +442,7 @@ fn fill(u: &mut PpUser, user: &DectUser, token_field: bool) {
 impl DectSystem for OmmDect {
     fn upsert_user(&self, user: DectUser) -> BoxFuture<'_, PortResult<()>> {
         Box::pin(async move {
+            let _held = self.link.keys.hold([user.number.as_str()]).await;
             let c = self.link.client().await?;
             match owned_user(&c, &user.number).await? {
                 // a resync's re-check of a user nothing changed about: write only if the OMM
@@ -405,9 +467,8 @@ impl DectSystem for OmmDect {
 
     fn delete_user(&self, number: Number) -> BoxFuture<'_, PortResult<bool>> {
         Box::pin(async move {
-            let c = self.link.client().await?;
             // the OMM leaves a bound handset subscribed and unbound
-            let deleted = delete_owned(&c, &number, owned).await?;
+            let deleted = delete_owned(&self.link, &number, owned).await?;
             if deleted {
                 self.link.note(number.as_str(), false);
             }
@@ -417,6 +478,8 @@ impl DectSystem for OmmDect {
 
     fn rename_user(&self, old: Number, new: Number) -> BoxFuture<'_, PortResult<()>> {
         Box::pin(async move {
+            // a handset bound to the user stays bound: the numbers are all it changes
+            let _held = self.link.keys.hold([old.as_str(), new.as_str()]).await;
             let c = self.link.client().await?;
             let Some(u) = owned_user(&c, &old).await? else {
                 return Ok(());
@@ -444,13 +507,15 @@ impl DectSystem for OmmDect {
         encryption: bool,
     ) -> BoxFuture<'_, PortResult<()>> {
         Box::pin(async move {
-            let c = self.link.client().await?;
             let ipei: Ipei = handset.ipei.parse().map_err(|e| {
                 PortError::rejected(format!("invalid ipei {:?}: {e}", handset.ipei))
             })?;
-            let user = owned_user(&c, &number).await?.ok_or_else(|| {
-                PortError::new(PortErrorKind::NotFound, format!("no omm user {number}"))
-            })?;
+            let mut held = self.link.keys.hold([number.as_str()]).await;
+            let c = self.link.client().await?;
+            let no_user =
+                || PortError::new(PortErrorKind::NotFound, format!("no omm user {number}"));
+            let generation = self.link.keys.handset_generation();
+            let user = owned_user(&c, &number).await?.ok_or_else(no_user)?;
             let device = match c.fetch_device_by_ipei(ipei).await.map_err(port_error)? {
                 Some(d) => d,
                 None => {
@@ -463,6 +528,24 @@ impl DectSystem for OmmDect {
                     d.auto_create = Some(false);
                     c.create_device(&d).await.map_err(port_error)?
                 }
+            };
+            held.add(device.ppn().get()).await;
+            // a serialised handset change ran since the reads: read again under the keys
+            let (user, device) = if self.link.keys.handset_generation() == generation {
+                (user, device)
+            } else {
+                let user = owned_user(&c, &number).await?.ok_or_else(no_user)?;
+                let device = c
+                    .fetch_device(device.ppn())
+                    .await
+                    .map_err(port_error)?
+                    .ok_or_else(|| {
+                        PortError::unavailable(format!(
+                            "handset {} vanished; retrying",
+                            handset.ipei
+                        ))
+                    })?;
+                (user, device)
             };
             // GURU3's useEncryption, also for a device that existed already
             if device.encrypt != Some(encryption) {
@@ -485,11 +568,7 @@ impl DectSystem for OmmDect {
                     }
                 }
             }
-            if !user.bound_ppn().is_none() {
-                c.detach(user.bound_ppn(), user.uid())
-                    .await
-                    .map_err(port_error)?;
-            }
+            detach_previous(&c, &user).await?;
             c.attach(device.ppn(), user.uid(), RelType::Dynamic)
                 .await
                 .map_err(port_error)?;
@@ -499,8 +578,10 @@ impl DectSystem for OmmDect {
 
     fn release_handset(&self, number: Number) -> BoxFuture<'_, PortResult<bool>> {
         Box::pin(async move {
+            let mut held = self.link.keys.hold([number.as_str()]).await;
             let c = self.link.client().await?;
-            let Some(user) = owned_user(&c, &number).await? else {
+            let user = user_with_handset(&self.link, &mut held, &c, &number).await?;
+            let Some(user) = only_owned(&number, user)? else {
                 return Ok(false);
             };
             if user.bound_ppn().is_none() {
@@ -631,6 +712,8 @@ impl Handsets for OmmHandsets {
         sip_password: DomainSecret,
     ) -> BoxFuture<'_, PortResult<()>> {
         Box::pin(async move {
+            let mut held = self.link.keys.hold([number.as_str()]).await;
+            held.add(ppn).await;
             let c = self.link.client().await?;
             if c.fetch_user_by_number(number.as_str())
                 .await
@@ -669,6 +752,8 @@ impl Handsets for OmmHandsets {
 
     fn move_to(&self, ppn: u32, extension: Number) -> BoxFuture<'_, PortResult<()>> {
         Box::pin(async move {
+            let mut held = self.link.keys.hold([extension.as_str()]).await;
+            held.add(ppn).await;
             let c = self.link.client().await?;
             let ppn = omm_axi::Ppn::new(ppn);
             let target = owned_user(&c, &extension)
@@ -706,11 +791,7 @@ impl Handsets for OmmHandsets {
                     }
                 }
             }
-            if !target.bound_ppn().is_none() {
-                c.detach(target.bound_ppn(), target.uid())
-                    .await
-                    .map_err(port_error)?;
-            }
+            detach_previous(&c, &target).await?;
             c.attach(ppn, target.uid(), RelType::Dynamic)
                 .await
                 .map_err(port_error)?;
@@ -736,8 +817,7 @@ impl Handsets for OmmHandsets {
 
     fn remove_temp(&self, number: Number) -> BoxFuture<'_, PortResult<()>> {
         Box::pin(async move {
-            let c = self.link.client().await?;
-            delete_owned(&c, &number, |u| owned(u) && is_temp(u)).await?;
+            delete_owned(&self.link, &number, |u| owned(u) && is_temp(u)).await?;
             Ok(())
         })
     }
