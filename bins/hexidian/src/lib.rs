@@ -316,6 +316,162 @@ struct Listeners {
     hook: Option<tokio::net::TcpListener>,
 }
 
+/// Tries `attempt` until it succeeds, fails for good, or `stop` is set (`Ok(None)`).
+/// `transient` says which failures are worth another try (and how to log them); those are
+/// retried after `backoff`'s next delay.
+async fn retry_until<T, E, Fut>(
+    stop: &mut watch::Receiver<bool>,
+    mut backoff: exp_backoff::Backoff,
+    what: &str,
+    mut attempt: impl FnMut() -> Fut,
+    transient: impl Fn(&E) -> Option<String>,
+) -> Result<Option<T>, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    loop {
+        if *stop.borrow() {
+            return Ok(None);
+        }
+        match attempt().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => match transient(&e) {
+                Some(why) => tracing::warn!(error = %why, "{what}; retrying"),
+                None => return Err(e),
+            },
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            r = stop.changed() => {
+                if r.is_err() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// The store ports: the broker's batches and resync transactions have a connection of
+/// their own; readiness, dead letters, the token-call webhook and the unbound workflow use a
+/// second one, so they never queue behind a long transaction.
+struct Stores {
+    sip: Arc<dyn SipProvisioning>,
+    state: Arc<dyn StateStore>,
+    side_sip: Arc<dyn SipProvisioning>,
+    side_state: Arc<dyn StateStore>,
+    handset_state: Arc<dyn HandsetState>,
+}
+
+impl Stores {
+    fn from_ports(p: &StorePorts) -> Self {
+        Self {
+            sip: Arc::clone(&p.sip),
+            state: Arc::clone(&p.state),
+            side_sip: Arc::clone(&p.sip),
+            side_state: Arc::clone(&p.state),
+            handset_state: Arc::clone(&p.handsets),
+        }
+    }
+}
+
+/// Both PostgreSQL connections, their drivers (not yet spawned) and the state tables on each.
+struct Postgres {
+    main: asterisk_realtime::Store,
+    main_driver: BoxFuture<'static, ()>,
+    main_state: hexidian_state::Store,
+    side: asterisk_realtime::Store,
+    side_driver: BoxFuture<'static, ()>,
+    side_state: hexidian_state::Store,
+}
+
+/// Opens both connections and attaches the state tables (migrating them if `cfg` migrates).
+async fn connect_postgres(cfg: &asterisk_realtime::Config) -> asterisk_realtime::Result<Postgres> {
+    let (main, driver) = asterisk_realtime::Store::connect(cfg.clone()).await?;
+    let (side, side_driver) = asterisk_realtime::Store::connect(cfg.clone()).await?;
+    // the state tables share the PBX store's session; attaching needs the driver running,
+    // so it is polled here until the attach is done (and spawned by the caller afterwards)
+    let mut main_driver: BoxFuture<'static, ()> = Box::pin(driver.run());
+    let main_state = tokio::select! {
+        r = hexidian_state::Store::attach(main.session().clone(), cfg.migrates()) => r?,
+        () = &mut main_driver => return Err(asterisk_realtime::Error::Unavailable),
+    };
+    let mut side_driver: BoxFuture<'static, ()> = Box::pin(side_driver.run());
+    let side_state = tokio::select! {
+        // the side connection reads and writes the same tables; they exist now
+        r = hexidian_state::Store::attach(side.session().clone(), false) => r?,
+        () = &mut side_driver => return Err(asterisk_realtime::Error::Unavailable),
+    };
+    Ok(Postgres {
+        main,
+        main_driver,
+        main_state,
+        side,
+        side_driver,
+        side_state,
+    })
+}
+
+/// The helper tasks of a supervisor: aborting it ends them all; any of them ending before
+/// shutdown stops the process (with an error). Shutdown runs in phases: the broker first (its
+/// batch finishes while the links are up), then `tasks` (listeners, the handset workflow),
+/// then `links`.
+struct Helpers {
+    tasks: JoinSet<&'static str>,
+    links: JoinSet<&'static str>,
+    services: watch::Receiver<bool>,
+}
+
+impl Postgres {
+    /// Spawns the drivers and the journal pruning; the ports over both connections.
+    fn wire(self, helpers: &mut Helpers, health: &Health) -> Stores {
+        helpers
+            .links
+            .spawn(named("postgres connection", self.main_driver));
+        helpers
+            .links
+            .spawn(named("postgres side connection", self.side_driver));
+        helpers.tasks.spawn(named(
+            "journal pruning",
+            prune_journal(self.side_state.clone(), helpers.services.clone()),
+        ));
+        *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.side.clone());
+        let side_state = Arc::new(PgState::new(self.side_state));
+        Stores {
+            sip: Arc::new(PgSip::new(self.main)),
+            state: Arc::new(PgState::new(self.main_state)),
+            side_sip: Arc::new(PgSip::new(self.side)),
+            side_state: Arc::clone(&side_state) as Arc<dyn StateStore>,
+            handset_state: side_state as Arc<dyn HandsetState>,
+        }
+    }
+}
+
+/// Starts the unbound-handset workflow and its webhook listener.
+fn start_unbound(
+    u: &UnboundSettings,
+    listener: tokio::net::TcpListener,
+    ports: unbound_handsets::WorkflowPorts,
+    broker: &Broker,
+    helpers: &mut Helpers,
+    health: &Health,
+) {
+    let unbound = unbound_handsets::Unbound::new(ports, u.config.clone(), broker.directory());
+    *health.unbound.lock().unwrap_or_else(|e| e.into_inner()) = Some(unbound.clone());
+    let limits = webhook::Limits {
+        deadline: u.deadline,
+    };
+    helpers.tasks.spawn(named(
+        "token-call webhook",
+        webhook::serve(listener, unbound.clone(), limits, helpers.services.clone()),
+    ));
+    let stop = helpers.services.clone();
+    helpers
+        .tasks
+        .spawn(named("unbound-handset workflow", async move {
+            unbound.run(stopped_when(stop)).await;
+        }));
+}
+
 async fn supervise(
     settings: Settings,
     feed: Arc<Guru3Feed>,
@@ -326,167 +482,82 @@ async fn supervise(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let Listeners { admin, hook } = listeners;
-    // shutdown runs in phases: the broker first (its batch finishes while the links are up),
-    // then the listeners and the handset workflow, then the links
     let (services_tx, services) = watch::channel(false);
     let (links_tx, links) = watch::channel(false);
-    // every helper task lives in one of these sets: aborting the supervisor ends them all;
-    // any of them ending before shutdown stops the process (with an error)
-    let mut tasks: JoinSet<&'static str> = JoinSet::new();
-    let mut link_tasks: JoinSet<&'static str> = JoinSet::new();
-    link_tasks.spawn(named("guru3 websocket watcher", watcher.run()));
-    link_tasks.spawn(named(
+    let mut helpers = Helpers {
+        tasks: JoinSet::new(),
+        links: JoinSet::new(),
+        services,
+    };
+    // phase 1: the links and the admin listener (readiness tells while the rest starts)
+    helpers
+        .links
+        .spawn(named("guru3 websocket watcher", watcher.run()));
+    helpers.links.spawn(named(
         "omm link",
         Arc::clone(&omm).maintain(settings.omm.clone(), links.clone()),
     ));
     if let Some(listener) = admin {
-        tasks.spawn(named(
+        helpers.tasks.spawn(named(
             "admin listener",
-            admin::serve(listener, health.clone(), services.clone()),
+            admin::serve(listener, health.clone(), helpers.services.clone()),
         ));
     }
-    let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
-    type Stores = (
-        Arc<dyn SipProvisioning>,
-        Arc<dyn StateStore>,
-        Arc<dyn SipProvisioning>,
-        Arc<dyn StateStore>,
-        Arc<dyn HandsetState>,
-    );
-    // (broker PBX, broker state, side PBX, side state, handset state): the broker's batches
-    // and resync transactions have a connection of their own; readiness, dead letters, the
-    // token-call webhook and the unbound workflow use a second one, so they never queue
-    // behind a long transaction
-    let (sip, state, side_sip, side_state, handset_state): Stores = match &settings.store {
+    // phase 2: the stores, retried until PostgreSQL answers
+    let stores = match &settings.store {
         StoreSettings::Postgres(cfg) => {
-            let mut backoff =
-                exp_backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-            loop {
-                let both = async {
-                    let (main, driver) = asterisk_realtime::Store::connect((**cfg).clone()).await?;
-                    let (side, side_driver) =
-                        asterisk_realtime::Store::connect((**cfg).clone()).await?;
-                    // the state tables share the PBX store's session; attaching needs the
-                    // driver running, so it is polled here until the attach is done
-                    let mut driver = Box::pin(driver.run());
-                    let attach =
-                        hexidian_state::Store::attach(main.session().clone(), cfg.migrates());
-                    let state = tokio::select! {
-                        r = attach => r?,
-                        () = &mut driver => {
-                            return Err(asterisk_realtime::Error::Unavailable);
-                        }
-                    };
-                    let mut side_driver = Box::pin(side_driver.run());
-                    let side_state = tokio::select! {
-                        // the side connection reads and writes the same tables; they exist now
-                        r = hexidian_state::Store::attach(side.session().clone(), false) => r?,
-                        () = &mut side_driver => {
-                            return Err(asterisk_realtime::Error::Unavailable);
-                        }
-                    };
-                    Ok::<_, asterisk_realtime::Error>((
-                        main,
-                        driver,
-                        state,
-                        side,
-                        side_driver,
-                        side_state,
-                    ))
-                };
-                match both.await {
-                    Ok((store, driver, state, side, side_driver, side_state)) => {
-                        link_tasks.spawn(named("postgres connection", driver));
-                        link_tasks.spawn(named("postgres side connection", side_driver));
-                        tasks.spawn(named(
-                            "journal pruning",
-                            prune_journal(side_state.clone(), services.clone()),
-                        ));
-                        *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(side.clone());
-                        let side_state = Arc::new(PgState::new(side_state));
-                        break (
-                            Arc::new(PgSip::new(store)),
-                            Arc::new(PgState::new(state)),
-                            Arc::new(PgSip::new(side)),
-                            Arc::clone(&side_state) as Arc<dyn StateStore>,
-                            side_state as Arc<dyn HandsetState>,
-                        );
-                    }
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(error = %e, "postgres not reachable; retrying");
-                    }
-                    Err(e) => return Err(Error::Config(format!("postgres: {e}"))),
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = stop.changed() => {}
-                }
-                if stopped(&stop) {
-                    return Ok(());
-                }
-            }
+            let pg = retry_until(
+                &mut stop,
+                exp_backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+                "postgres not reachable",
+                || connect_postgres(cfg),
+                |e: &asterisk_realtime::Error| e.is_transient().then(|| e.to_string()),
+            )
+            .await
+            .map_err(|e| Error::Config(format!("postgres: {e}")))?;
+            let Some(pg) = pg else {
+                return Ok(());
+            };
+            pg.wire(&mut helpers, &health)
         }
-        StoreSettings::Ports(p) => (
-            Arc::clone(&p.sip),
-            Arc::clone(&p.state),
-            Arc::clone(&p.sip),
-            Arc::clone(&p.state),
-            Arc::clone(&p.handsets),
-        ),
+        StoreSettings::Ports(p) => Stores::from_ports(p),
     };
-    *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(side_state);
+    *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&stores.side_state));
+    // phase 3: the broker, retried until its state loads
     let assigns = Arc::clone(&feed) as Arc<dyn unbound_handsets::ports::AssignSink>;
     let feed = feed as Arc<dyn EventFeed>;
     let ports = BrokerPorts {
         feed: Arc::clone(&feed),
         dect: Arc::new(OmmDect::new(Arc::clone(&omm)).token_field(settings.omm_token_field)),
-        sip: Arc::clone(&sip),
-        state,
+        sip: Arc::clone(&stores.sip),
+        state: Arc::clone(&stores.state),
         clock: Arc::new(SystemClock),
     };
-    let broker = loop {
-        match Broker::start(ports.clone(), settings.broker.clone()).await {
-            Ok(b) => break b,
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e.report(), "loading broker state failed; retrying");
-            }
-            Err(e) => return Err(Error::Broker(e.report())),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => {}
-        }
-        if stopped(&stop) {
-            return Ok(());
-        }
+    let broker = retry_until(
+        &mut stop,
+        exp_backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(1)),
+        "loading broker state failed",
+        || Broker::start(ports.clone(), settings.broker.clone()),
+        |e: &broker_core::ports::PortError| e.is_transient().then(|| e.report()),
+    )
+    .await
+    .map_err(|e| Error::Broker(e.report()))?;
+    let Some(broker) = broker else {
+        return Ok(());
     };
     *health.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker.status());
+    // phase 4: the handset workflow
     if let (Some(u), Some(listener)) = (&settings.unbound, hook) {
-        let unbound = unbound_handsets::Unbound::new(
-            unbound_handsets::WorkflowPorts {
-                handsets: Arc::new(OmmHandsets::new(Arc::clone(&omm))),
-                sip: side_sip,
-                state: handset_state,
-                guru3: assigns,
-                clock: Arc::new(SystemClock),
-            },
-            u.config.clone(),
-            broker.directory(),
-        );
-        *health.unbound.lock().unwrap_or_else(|e| e.into_inner()) = Some(unbound.clone());
-        let limits = webhook::Limits {
-            deadline: u.deadline,
+        let ports = unbound_handsets::WorkflowPorts {
+            handsets: Arc::new(OmmHandsets::new(Arc::clone(&omm))),
+            sip: Arc::clone(&stores.side_sip),
+            state: Arc::clone(&stores.handset_state),
+            guru3: assigns,
+            clock: Arc::new(SystemClock),
         };
-        tasks.spawn(named(
-            "token-call webhook",
-            webhook::serve(listener, unbound.clone(), limits, services.clone()),
-        ));
-        let stop3 = services.clone();
-        tasks.spawn(named("unbound-handset workflow", async move {
-            unbound.run(stopped_when(stop3)).await;
-        }));
+        start_unbound(u, listener, ports, &broker, &mut helpers, &health);
     }
-    // the broker stops on the caller's signal, or when a helper task ended unexpectedly
+    // run: the broker stops on the caller's signal, or when a helper task ended unexpectedly
     let (abort_tx, abort) = watch::channel(false);
     let shutdown = {
         let (stop, abort) = (stop.clone(), abort.clone());
@@ -497,14 +568,19 @@ async fn supervise(
             }
         }
     };
-    let (result, failed) =
-        watch_tasks(broker.run(shutdown), &mut tasks, &mut link_tasks, &abort_tx).await;
-    // phase 2: listeners and the handset workflow; phase 3: the links
+    let (result, failed) = watch_tasks(
+        broker.run(shutdown),
+        &mut helpers.tasks,
+        &mut helpers.links,
+        &abort_tx,
+    )
+    .await;
+    // shutdown: listeners and the handset workflow, then the links
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     let _ = services_tx.send(true);
-    drain(&mut tasks, deadline).await;
+    drain(&mut helpers.tasks, deadline).await;
     let _ = links_tx.send(true);
-    drain_until(&mut link_tasks, deadline, "omm link").await;
+    drain_until(&mut helpers.links, deadline, "omm link").await;
     if let Some(what) = failed {
         tracing::error!(task = %what, "a background task ended unexpectedly; hexidian stops");
         return Err(Error::Broker(format!("{what} ended unexpectedly")));

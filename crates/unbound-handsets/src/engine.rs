@@ -250,119 +250,165 @@ impl Unbound {
         call: Result<TokenCall, Reply>,
         check_only: bool,
     ) -> Reply {
-        let cfg = &self.inner.config;
-        let now = self.inner.ports.clock.now();
+        // each step either hands its result to the next or answers the call
+        let decided = async {
+            let now = self.inner.ports.clock.now();
+            let call = self.admit(peer, key, call, now)?;
+            let ppn = self.caller_handset(&call).await?;
+            let extension = self.token_extension(&call)?;
+            self.extension_free(ppn, &extension).await?;
+            if check_only {
+                return Ok(Reply::Ok);
+            }
+            let reservation = self.reserve(ppn, &extension)?;
+            self.promise(reservation, call.caller, extension, now).await
+        };
+        match decided.await {
+            Ok(reply) | Err(reply) => reply,
+        }
+    }
+
+    /// Rate limits (peer, then caller), the webhook key, a request that parsed.
+    fn admit(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        key: Option<&[u8]>,
+        call: Result<TokenCall, Reply>,
+        now: Instant,
+    ) -> Result<TokenCall, Reply> {
         if let Some(p) = peer {
             if !self.local().limiter.allow_peer(p, now) {
-                return Reply::TooMany;
+                return Err(Reply::TooMany);
             }
         }
-        if let Some(k) = &cfg.key {
+        if let Some(k) = &self.inner.config.key {
             if !key.is_some_and(|p| keys_match(p, k.expose().as_bytes())) {
-                return Reply::Unauthorized;
+                return Err(Reply::Unauthorized);
             }
         }
-        let call = match call {
-            Ok(c) => c,
-            Err(r) => return r,
-        };
+        let call = call?;
         if !self.local().limiter.allow(&call.caller, now) {
-            return Reply::TooMany;
+            return Err(Reply::TooMany);
         }
-        // the caller first: only the temporary user of an unbound handset may bind
+        Ok(call)
+    }
+
+    /// The caller first: only the temporary user of an unbound handset may bind; its handset.
+    async fn caller_handset(&self, call: &TokenCall) -> Result<u32, Reply> {
         let h = &self.inner.ports.handsets;
         let known = self.local().temps.get(&call.caller).copied();
         let ppn = match known {
             Some(p) => p,
             // not (yet) in the map, e.g. right after a restart: ask the OMM
-            None if cfg.temp.is_temp(&call.caller) => {
+            None if self.inner.config.temp.is_temp(&call.caller) => {
                 match h.lookup(Lookup::User(call.caller.clone())).await {
                     Ok(Some(d)) if d.temp => {
                         self.local().temps.insert(call.caller.clone(), d.ppn);
                         d.ppn
                     }
-                    Ok(_) => return Reply::NotUnbound,
-                    Err(e) => return transient_or_error(&e),
+                    Ok(_) => return Err(Reply::NotUnbound),
+                    Err(e) => return Err(transient_or_error(&e)),
                 }
             }
-            None => return Reply::NotUnbound,
+            None => return Err(Reply::NotUnbound),
         };
         match h.lookup(Lookup::Ppn(ppn)).await {
-            Ok(Some(d)) if d.temp && d.user.as_ref() == Some(&call.caller) => {}
-            Ok(_) => return Reply::NotUnbound,
-            Err(e) => return transient_or_error(&e),
+            Ok(Some(d)) if d.temp && d.user.as_ref() == Some(&call.caller) => Ok(ppn),
+            Ok(_) => Err(Reply::NotUnbound),
+            Err(e) => Err(transient_or_error(&e)),
         }
-        let extension = {
-            let d = self
-                .inner
-                .directory
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            call.candidates(&cfg.token_prefix)
-                .iter()
-                .find_map(|t| d.by_token(t).cloned())
-        };
-        let Some(extension) = extension else {
-            return Reply::UnknownToken;
-        };
+    }
+
+    /// The DECT extension whose token was dialled (with or without the prefix).
+    fn token_extension(&self, call: &TokenCall) -> Result<Number, Reply> {
+        let d = self
+            .inner
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        call.candidates(&self.inner.config.token_prefix)
+            .iter()
+            .find_map(|t| d.by_token(t).cloned())
+            .ok_or(Reply::UnknownToken)
+    }
+
+    /// The extension has no handset and no bind under way (the same caller again: its bind
+    /// is already under way, `OK`).
+    async fn extension_free(&self, ppn: u32, extension: &Number) -> Result<(), Reply> {
         {
             let l = self.local();
             if l.reserved_ppn.contains(&ppn) {
-                // the same caller again: its bind is already under way
-                return if l.reserved_ext.contains(&extension) {
+                return Err(if l.reserved_ext.contains(extension) {
                     Reply::Ok
                 } else {
                     Reply::NotUnbound
-                };
+                });
             }
-            if l.reserved_ext.contains(&extension) {
-                return Reply::AlreadyBound;
+            if l.reserved_ext.contains(extension) {
+                return Err(Reply::AlreadyBound);
             }
         }
-        match h.lookup(Lookup::User(extension.clone())).await {
-            Ok(Some(_)) => return Reply::AlreadyBound,
-            Ok(None) => {}
-            Err(e) => return transient_or_error(&e),
+        match self
+            .inner
+            .ports
+            .handsets
+            .lookup(Lookup::User(extension.clone()))
+            .await
+        {
+            Ok(Some(_)) => Err(Reply::AlreadyBound),
+            Ok(None) => Ok(()),
+            Err(e) => Err(transient_or_error(&e)),
         }
-        if check_only {
-            return Reply::Ok;
+    }
+
+    /// Reserves the handset and the extension (released on drop unless kept).
+    fn reserve(&self, ppn: u32, extension: &Number) -> Result<Reservation<'_>, Reply> {
+        let mut l = self.local();
+        // a concurrent call may have reserved either since `extension_free` looked
+        if l.reserved_ext.contains(extension) || l.reserved_ppn.contains(&ppn) {
+            return Err(Reply::AlreadyBound);
         }
-        let mut reservation = {
-            let mut l = self.local();
-            if l.reserved_ext.contains(&extension) || l.reserved_ppn.contains(&ppn) {
-                return Reply::AlreadyBound;
-            }
-            l.reserved_ext.insert(extension.clone());
-            l.reserved_ppn.insert(ppn);
-            Reservation {
-                unbound: self,
-                ppn,
-                extension: Some(extension.clone()),
-            }
-        };
+        l.reserved_ext.insert(extension.clone());
+        l.reserved_ppn.insert(ppn);
+        Ok(Reservation {
+            unbound: self,
+            ppn,
+            extension: Some(extension.clone()),
+        })
+    }
+
+    /// Records the promised bind durably and schedules it; only then is the answer `OK`.
+    async fn promise(
+        &self,
+        mut reservation: Reservation<'_>,
+        temp: Number,
+        extension: Number,
+        now: Instant,
+    ) -> Result<Reply, Reply> {
+        let ppn = reservation.ppn;
         match self
             .inner
             .ports
             .state
-            .add_bind(ppn, call.caller.clone(), extension.clone())
+            .add_bind(ppn, temp.clone(), extension.clone())
             .await
         {
             Ok(id) => {
-                let due = now + cfg.bind_delay;
+                let due = now + self.inner.config.bind_delay;
                 let bind = PendingBind {
                     id,
                     ppn,
-                    temp: call.caller,
+                    temp,
                     extension,
                 };
                 self.local().due.insert(id, (bind, due));
                 reservation.keep();
-                Reply::Ok
+                Ok(Reply::Ok)
             }
             Err(e) => {
                 drop(reservation);
                 self.failed("recording a bind", &e);
-                transient_or_error(&e)
+                Err(transient_or_error(&e))
             }
         }
     }
