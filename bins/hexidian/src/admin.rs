@@ -1,14 +1,12 @@
 //! `GET /healthz` (the process is alive) and `GET /readyz` (each peer's state, backlog and
 //! dead letters, 503 while a peer is down) over HTTP/1.1.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use broker_core::ports::EventFeed;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,25 +25,13 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Resp {
     r
 }
 
-pub(crate) async fn serve(listener: TcpListener, health: Health, mut stop: watch::Receiver<bool>) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let Some((tcp, _)) = crate::net::accept(&listener, &mut stop, "admin").await else {
-            return;
-        };
+pub(crate) async fn serve(listener: TcpListener, health: Health, stop: watch::Receiver<bool>) {
+    let limits = crate::net::ServeLimits::DEFAULT;
+    crate::net::serve_http(listener, "admin", limits, stop, move |_peer, req| {
         let health = health.clone();
-        conns.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let health = health.clone();
-                async move { Ok::<_, Infallible>(route(&health, &req).await) }
-            });
-            let conn =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
-            // a client that never finishes its request cannot hold a connection forever
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-        });
-        while conns.try_join_next().is_some() {}
-    }
+        async move { route(&health, &req).await }
+    })
+    .await;
 }
 
 async fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Resp {

@@ -2,14 +2,12 @@
 //! version, `/token-call/check` without side effects). Parsing and decisions are in
 //! `unbound_handsets`; this is HTTP only: limits, deadlines, one-word bodies.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use unbound_handsets::{Reply, TokenCall, Unbound, webhook::MAX_BODY};
@@ -84,74 +82,15 @@ async fn handle(
     reply(r)
 }
 
-/// Connections open at once, in total and from one address.
-const MAX_CONNECTIONS: usize = 256;
-const MAX_PER_PEER: usize = 32;
-
-/// Gives a peer's connection slot back when its connection ends.
-struct PeerSlot {
-    slots: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    peer: std::net::IpAddr,
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut m = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.peer);
-            }
-        }
-    }
-}
-
 pub(crate) async fn serve(
     listener: TcpListener,
     unbound: Unbound,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut conns = tokio::task::JoinSet::new();
-    let per_peer: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-    > = std::sync::Arc::default();
-    loop {
-        let Some((tcp, addr)) = crate::net::accept(&listener, &mut stop, "webhook").await else {
-            return;
-        };
-        let peer = addr.ip();
-        let (unbound, limits) = (unbound.clone(), limits.clone());
-        // count live connections only
-        while conns.try_join_next().is_some() {}
-        if conns.len() > MAX_CONNECTIONS {
-            // bounded: a flood of idle connections cannot exhaust the process
-            continue;
-        }
-        {
-            let mut m = per_peer.lock().unwrap_or_else(|e| e.into_inner());
-            let n = m.entry(peer).or_insert(0);
-            if *n >= MAX_PER_PEER {
-                // one address cannot take every slot
-                continue;
-            }
-            *n += 1;
-        }
-        let slots = std::sync::Arc::clone(&per_peer);
-        conns.spawn(async move {
-            let _slot = PeerSlot { slots, peer };
-            let svc = hyper::service::service_fn(move |req| {
-                let (unbound, limits) = (unbound.clone(), limits.clone());
-                async move { Ok::<_, Infallible>(handle(unbound, limits, peer, req).await) }
-            });
-            let mut b = hyper::server::conn::http1::Builder::new();
-            // slowloris: headers must arrive quickly, and no connection lives long
-            b.timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .max_buf_size(16 * 1024);
-            let conn = b.serve_connection(TokioIo::new(tcp), svc);
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-        });
-        while conns.try_join_next().is_some() {}
-    }
+    let serve = crate::net::ServeLimits::DEFAULT;
+    crate::net::serve_http(listener, "webhook", serve, stop, move |peer, req| {
+        handle(unbound.clone(), limits.clone(), peer, req)
+    })
+    .await;
 }

@@ -96,8 +96,21 @@ pub fn with_roots(roots: RootCertStore) -> Arc<ClientConfig> {
 /// issuer or validity dates (the OMM's built-in certificate is self-signed). The handshake
 /// signature is still verified, so the peer must hold the certificate's key.
 pub fn pinned(fingerprints: &[Fingerprint]) -> Arc<ClientConfig> {
-    let verifier = PinnedVerifier {
-        pins: fingerprints.to_vec(),
+    custom(Policy::Pinned(fingerprints.to_vec()))
+}
+
+/// Which end-entity certificates the one custom verifier accepts.
+#[derive(Debug)]
+enum Policy {
+    /// Exactly these.
+    Pinned(Vec<Fingerprint>),
+    /// Any (lab set-ups only; see [`danger`]).
+    Any,
+}
+
+fn custom(policy: Policy) -> Arc<ClientConfig> {
+    let verifier = Verifier {
+        policy,
         algorithms: provider().signature_verification_algorithms,
     };
     Arc::new(
@@ -108,13 +121,15 @@ pub fn pinned(fingerprints: &[Fingerprint]) -> Arc<ClientConfig> {
     )
 }
 
+/// The certificate check of a [`Policy`]; handshake signatures are always verified with the
+/// provider's algorithms.
 #[derive(Debug)]
-struct PinnedVerifier {
-    pins: Vec<Fingerprint>,
+struct Verifier {
+    policy: Policy,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for PinnedVerifier {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -123,8 +138,11 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = Fingerprint::of_der(end_entity);
-        if self.pins.contains(&got) {
+        let accepted = match &self.policy {
+            Policy::Pinned(pins) => pins.contains(&Fingerprint::of_der(end_entity)),
+            Policy::Any => true,
+        };
+        if accepted {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
@@ -163,55 +181,7 @@ pub mod danger {
     /// Accepts any certificate (still checks handshake signatures). Anyone on the path can
     /// impersonate the OMM and read its admin password: prefer [`pinned`].
     pub fn dangerous_accept_any_certificate() -> Arc<ClientConfig> {
-        let verifier = AnyCert {
-            algorithms: provider().signature_verification_algorithms,
-        };
-        Arc::new(
-            builder()
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth(),
-        )
-    }
-
-    #[derive(Debug)]
-    struct AnyCert {
-        algorithms: WebPkiSupportedAlgorithms,
-    }
-
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.algorithms.supported_schemes()
-        }
+        custom(Policy::Any)
     }
 }
 
