@@ -4,66 +4,23 @@
 use std::time::Duration;
 
 use asterisk_realtime::{Extension, Result};
+use broker_core::ports::{JournalEntry, JournalStatus};
 
 use crate::{Store, no_nul, sql};
 
-/// Outcome of a message in the broker's journal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum JournalStatus {
-    /// Applied everywhere.
-    Done,
-    /// Recorded, nothing to do.
-    Ignored,
-    /// Given up.
-    Dead,
-}
-
-impl JournalStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Done => "done",
-            Self::Ignored => "ignored",
-            Self::Dead => "dead",
-        }
-    }
-
-    fn from_db(s: &str) -> Self {
-        match s {
-            "done" => Self::Done,
-            "ignored" => Self::Ignored,
-            _ => Self::Dead,
-        }
+fn status_text(s: JournalStatus) -> &'static str {
+    match s {
+        JournalStatus::Done => "done",
+        JournalStatus::Ignored => "ignored",
+        JournalStatus::Dead => "dead",
     }
 }
 
-/// One row of the broker's message journal.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JournalRow {
-    /// GURU3 message id.
-    pub id: i64,
-    /// Wire type.
-    pub kind: String,
-    /// Outcome.
-    pub status: JournalStatus,
-    /// Attempts.
-    pub attempts: i32,
-    /// Why it was ignored or given up.
-    pub reason: Option<String>,
-    /// The message as received (may contain secrets).
-    pub payload: String,
-}
-
-impl std::fmt::Debug for JournalRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JournalRow")
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .field("status", &self.status)
-            .field("attempts", &self.attempts)
-            .field("reason", &self.reason)
-            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
-            .finish()
+fn status_from_db(s: &str) -> JournalStatus {
+    match s {
+        "done" => JournalStatus::Done,
+        "ignored" => JournalStatus::Ignored,
+        _ => JournalStatus::Dead,
     }
 }
 
@@ -81,7 +38,7 @@ pub enum StateChange {
     /// Forget a number.
     Remove(Extension),
     /// Record a message outcome.
-    Journal(JournalRow),
+    Journal(JournalEntry),
 }
 
 impl Store {
@@ -104,7 +61,7 @@ impl Store {
             return Ok(());
         }
         let mut docs: std::collections::BTreeMap<&str, Option<String>> = Default::default();
-        let mut journal: std::collections::BTreeMap<i64, &JournalRow> = Default::default();
+        let mut journal: std::collections::BTreeMap<i64, &JournalEntry> = Default::default();
         for c in changes {
             match c {
                 StateChange::Put { number, doc } => {
@@ -128,11 +85,14 @@ impl Store {
                 None => gone.push(k.to_owned()),
             }
         }
-        let rows: Vec<&JournalRow> = journal.into_values().collect();
+        let rows: Vec<&JournalEntry> = journal.into_values().collect();
         let ids: Vec<i64> = rows.iter().map(|j| j.id).collect();
         let kinds: Vec<String> = rows.iter().map(|j| no_nul(&j.kind)).collect();
-        let statuses: Vec<&str> = rows.iter().map(|j| j.status.as_str()).collect();
-        let attempts: Vec<i32> = rows.iter().map(|j| j.attempts).collect();
+        let statuses: Vec<&str> = rows.iter().map(|j| status_text(j.status)).collect();
+        let attempts: Vec<i32> = rows
+            .iter()
+            .map(|j| i32::try_from(j.attempts).unwrap_or(i32::MAX))
+            .collect();
         let reasons: Vec<Option<String>> = rows
             .iter()
             .map(|j| j.reason.as_deref().map(no_nul))
@@ -175,18 +135,18 @@ impl Store {
     }
 
     /// The newest dead letters.
-    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<JournalRow>> {
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<JournalEntry>> {
         let guard = self.session.lock().await?;
         Ok(guard
             .client()
             .query(sql::B_DEAD, &[&limit])
             .await?
             .iter()
-            .map(|r| JournalRow {
+            .map(|r| JournalEntry {
                 id: r.get(0),
                 kind: r.get(1),
-                status: JournalStatus::from_db(r.get(2)),
-                attempts: r.get(3),
+                status: status_from_db(r.get(2)),
+                attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
                 reason: r.get(4),
                 payload: r.get(5),
             })

@@ -28,7 +28,8 @@ mod sql;
 
 pub use asterisk_realtime::{Error, Result, Session};
 pub use binds::{HandsetBind, OutboxEntry};
-pub use journal::{JournalRow, JournalStatus, StateChange};
+pub use broker_core::ports::{JournalEntry, JournalStatus};
+pub use journal::StateChange;
 
 /// Handle to the state tables. Cheap to clone; shares its session's one-at-a-time queue.
 #[derive(Clone, Debug)]

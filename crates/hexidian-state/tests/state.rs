@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
 use asterisk_realtime::Extension;
-use hexidian_state::{JournalRow, JournalStatus, StateChange, Store};
+use hexidian_state::{JournalEntry, JournalStatus, StateChange, Store};
 use hexidian_testkit::pg::TestDb;
 
 struct Env {
@@ -46,7 +46,7 @@ fn ext(s: &str) -> Extension {
 }
 
 fn row(id: i64, status: JournalStatus, payload: &str) -> StateChange {
-    StateChange::Journal(JournalRow {
+    StateChange::Journal(JournalEntry {
         id,
         kind: "UPDATE_EXTENSION".into(),
         status,
@@ -99,11 +99,11 @@ async fn documents_and_journal_commit_together_and_later_changes_win() {
         "payloads stay out of Debug"
     );
     // a failed commit leaves nothing behind
-    let bad = StateChange::Journal(JournalRow {
+    let bad = StateChange::Journal(JournalEntry {
         id: 1,
         kind: "X".into(),
         status: JournalStatus::Done,
-        attempts: -1,
+        attempts: u32::MAX,
         reason: None,
         payload: String::new(),
     });
@@ -111,7 +111,10 @@ async fn documents_and_journal_commit_together_and_later_changes_win() {
         .store
         .commit_state(&[put("2003", "{}"), bad, put("2004", "{}")])
         .await;
-    assert!(r.is_ok(), "attempts are not constrained: {r:?}");
+    assert!(
+        r.is_ok(),
+        "attempts beyond the column's range are stored capped: {r:?}"
+    );
     assert_eq!(e.store.load_desired().await.unwrap().len(), 3);
     // the PBX store shares the session
     assert_eq!(e.pbx.sync_state().await.unwrap(), (0, false));

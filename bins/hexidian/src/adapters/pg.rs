@@ -4,10 +4,10 @@
 use asterisk_realtime::{Change, Extension, Kind, Member, Outcome, SipPassword, Store, UserSpec};
 use broker_core::model::{Forward, MirrorEntry, Number, Routing, Secret};
 use broker_core::ports::{
-    BoxFuture, JournalEntry, JournalStats, JournalStatus, PortError, PortErrorKind, PortResult,
-    SipChange, SipOutcome, SipProvisioning, SipUserKind, StateOp, StateStore, SweepSummary,
+    BoxFuture, JournalEntry, JournalStats, PortError, PortErrorKind, PortResult, SipChange,
+    SipOutcome, SipProvisioning, SipUserKind, StateOp, StateStore, SweepSummary,
 };
-use hexidian_state::{JournalRow, StateChange};
+use hexidian_state::StateChange;
 use unbound_handsets::ports::{Assign, AssignResult, HandsetState, PendingBind};
 
 fn port_error(e: asterisk_realtime::Error) -> PortError {
@@ -254,14 +254,6 @@ impl PgState {
     }
 }
 
-fn status(s: JournalStatus) -> hexidian_state::JournalStatus {
-    match s {
-        JournalStatus::Done => hexidian_state::JournalStatus::Done,
-        JournalStatus::Ignored => hexidian_state::JournalStatus::Ignored,
-        JournalStatus::Dead => hexidian_state::JournalStatus::Dead,
-    }
-}
-
 impl StateStore for PgState {
     fn load(&self) -> BoxFuture<'_, PortResult<Vec<(Number, MirrorEntry)>>> {
         timed(async move {
@@ -294,14 +286,7 @@ impl StateStore for PgState {
                         })?,
                     },
                     StateOp::Remove(n) => StateChange::Remove(ext(&n)?),
-                    StateOp::Journal(j) => StateChange::Journal(JournalRow {
-                        id: j.id,
-                        kind: j.kind,
-                        status: status(j.status),
-                        attempts: i32::try_from(j.attempts).unwrap_or(i32::MAX),
-                        reason: j.reason,
-                        payload: j.payload,
-                    }),
+                    StateOp::Journal(j) => StateChange::Journal(j),
                     _ => continue,
                 });
             }
@@ -322,22 +307,10 @@ impl StateStore for PgState {
 
     fn dead_letters(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<JournalEntry>>> {
         timed(async move {
-            let rows = self
-                .store
+            self.store
                 .dead_letters(i64::from(limit))
                 .await
-                .map_err(port_error)?;
-            Ok(rows
-                .into_iter()
-                .map(|r| JournalEntry {
-                    id: r.id,
-                    kind: r.kind,
-                    status: JournalStatus::Dead,
-                    attempts: u32::try_from(r.attempts).unwrap_or(0),
-                    reason: r.reason,
-                    payload: r.payload,
-                })
-                .collect())
+                .map_err(port_error)
         })
     }
 }
