@@ -41,8 +41,8 @@ impl fmt::Display for Extension {
 
 /// A SIP password: 1–80 characters of `[A-Za-z0-9]` (Asterisk splits values at `;` and decodes
 /// `^XX`, so nothing else is safe). `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SipPassword(String);
+#[derive(Clone)]
+pub struct SipPassword(secrecy::SecretString);
 
 impl SipPassword {
     /// Length of generated passwords.
@@ -62,12 +62,12 @@ impl SipPassword {
                 }
             }
         }
-        Ok(Self(out))
+        Ok(Self(secrecy::SecretString::from(out)))
     }
 
     /// The plaintext. Do not log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 }
 
@@ -80,9 +80,17 @@ impl FromStr for SipPassword {
                 "expected 1 to 80 characters of A-Z, a-z, 0-9",
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(secrecy::SecretString::from(s.to_owned())))
     }
 }
+
+impl PartialEq for SipPassword {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for SipPassword {}
 
 impl fmt::Debug for SipPassword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -224,13 +224,13 @@ impl FromStr for Ipei {
 /// A handset's 128-bit user authentication key, 32 hex digits, upper-cased on parse.
 ///
 /// It is key material: `Debug` redacts it.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Uak(String);
+#[derive(Clone)]
+pub struct Uak(secrecy::SecretString);
 
 impl Uak {
     /// The key in upper-case hex.
     pub fn expose(&self) -> &str {
-        &self.0
+        reveal(&self.0)
     }
 }
 
@@ -246,18 +246,18 @@ impl FromStr for Uak {
         if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("uak", "expected 32 hex digits"));
         }
-        Ok(Self(s.to_ascii_uppercase()))
+        Ok(Self(boxed(s.to_ascii_uppercase())))
     }
 }
 
 /// A SIP digest password as GURU3 sends it for `SIP` extensions. `Debug` redacts it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SipPassword(String);
+#[derive(Clone)]
+pub struct SipPassword(secrecy::SecretString);
 
 impl SipPassword {
     /// The plaintext password.
     pub fn expose(&self) -> &str {
-        &self.0
+        reveal(&self.0)
     }
 }
 
@@ -282,7 +282,7 @@ impl FromStr for SipPassword {
         if s.chars().any(char::is_control) {
             return Err(invalid("password", "contains control characters"));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(boxed(s.to_owned())))
     }
 }
 
@@ -314,9 +314,9 @@ impl FromStr for AudioHash {
 }
 
 /// The event's mgr key `<event_id>$<secret>`. `Debug` and `Display` never show the secret.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ApiKey {
-    full: String,
+    full: secrecy::SecretString,
     event: EventId,
 }
 
@@ -328,7 +328,7 @@ impl ApiKey {
 
     /// The whole key, as sent in the `ApiKey` header.
     pub fn expose(&self) -> &str {
-        &self.full
+        reveal(&self.full)
     }
 }
 
@@ -354,7 +354,7 @@ impl FromStr for ApiKey {
             ));
         }
         Ok(Self {
-            full: s.to_owned(),
+            full: boxed(s.to_owned()),
             event,
         })
     }
@@ -437,3 +437,30 @@ mod tests {
         check::<AudioHash>(&"A".repeat(128), false);
     }
 }
+
+/// Secret values are kept in `secrecy`'s box: zeroised when dropped, never serialisable.
+fn boxed(s: String) -> secrecy::SecretString {
+    secrecy::SecretString::from(s)
+}
+
+fn reveal(b: &secrecy::SecretString) -> &str {
+    secrecy::ExposeSecret::expose_secret(b)
+}
+
+/// Equality (and hashing) by value, for types whose value is a secret.
+macro_rules! by_exposed_value {
+    ($($t:ty),*) => {$(
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.expose() == other.expose()
+            }
+        }
+        impl Eq for $t {}
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.expose().hash(state);
+            }
+        }
+    )*};
+}
+by_exposed_value!(Uak, SipPassword, ApiKey);

@@ -8,20 +8,34 @@ use num_bigint::BigUint;
 use crate::error::SecretError;
 
 /// A plaintext secret (password, PIN). `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
+#[derive(Clone)]
+pub struct Secret(secrecy::SecretString);
 
 impl Secret {
-    /// Wraps a plaintext.
+    /// Wraps a plaintext secret.
     pub fn new(plain: impl Into<String>) -> Self {
-        Self(plain.into())
+        Self(secrecy::SecretString::from(plain.into()))
     }
 
     /// The plaintext. Do not log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 }
+
+impl Default for Secret {
+    fn default() -> Self {
+        Self::new(String::new())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,13 +84,25 @@ impl From<Secret> for SecretValue {
 }
 
 /// An attribute value that is sensitive but not encrypted on the wire (UAK, authentication
-/// codes). `Debug` hides it.
+/// codes): a [`Secret`] sent as it is. `Debug` hides it.
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Sensitive(pub String);
+pub struct Sensitive(Secret);
+
+impl Sensitive {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Secret::new(value))
+    }
+
+    /// The value. Do not log it.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
 
 impl fmt::Debug for Sensitive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
+        if self.expose().is_empty() {
             f.write_str("\"\"")
         } else {
             f.write_str("<redacted>")
@@ -244,7 +270,7 @@ mod tests {
             "{:?} {:?} {:?}",
             Secret::new("hunter2"),
             SecretValue::Plain("hunter2".into()),
-            Sensitive("ABCD".into())
+            Sensitive::new("ABCD")
         );
         assert!(!s.contains("hunter2") && !s.contains("ABCD"), "{s}");
     }

@@ -521,7 +521,7 @@ impl DectSystem for OmmDect {
                 None => {
                     let mut d = PpDevice::default();
                     d.ipei = Some(ipei);
-                    d.uak = Some(Sensitive(handset.uak.expose().to_owned()));
+                    d.uak = Some(Sensitive::new(handset.uak.expose()));
                     d.s = Some(SubscriptionState::Yes);
                     d.encrypt = Some(encryption);
                     d.rel_type = Some(RelType::Unbound);
@@ -627,7 +627,12 @@ fn device(d: &PpDevice, user: Option<&PpUser>) -> Device {
     Device {
         ppn: d.ppn().get(),
         ipei: d.ipei.map(|i| i.to_string()).unwrap_or_default(),
-        uak: DomainSecret::new(d.uak.as_ref().map(|u| u.0.clone()).unwrap_or_default()),
+        uak: DomainSecret::new(
+            d.uak
+                .as_ref()
+                .map(|u| u.expose().to_owned())
+                .unwrap_or_default(),
+        ),
         subscribed: d.s == Some(SubscriptionState::Yes),
         user: user.and_then(|u| u.num.as_deref()?.parse().ok()),
         temp: user.is_some_and(|u| owned(u) && is_temp(u)),

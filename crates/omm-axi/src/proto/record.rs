@@ -69,10 +69,10 @@ impl AttrValue for Ipei {
 
 impl AttrValue for Sensitive {
     fn parse_attr(s: &str) -> Option<Self> {
-        Some(Self(s.to_owned()))
+        Some(Self::new(s))
     }
     fn to_attr(&self, _: &'static str, _: Option<&PublicKey>) -> Result<String, Error> {
-        Ok(self.0.clone())
+        Ok(self.expose().to_owned())
     }
 }
 
