@@ -1,6 +1,9 @@
 //! End-to-end tests and benchmarks of hexidian live in `e2e/` and `benches/`; this is what
 //! they share.
 
+mod world;
+pub use world::{Rng, World, http_get};
+
 /// One HTTP/1.1 request over plain TCP (`Connection: close`): `(status, body)`. For the
 /// admin and webhook listeners, and for requests no well-behaved client would send.
 ///

@@ -21,7 +21,7 @@ async fn killed_at_random_points_during_a_large_resync_it_converges_on_restart()
     w.guru3.rename("10008", "20008").unwrap();
     let window = w.guru3.pending().len();
     assert!(window > 2000, "{window}");
-    let mut rng = Rng::new();
+    let mut rng = Rng::seeded();
     let mut kills = 0;
     for _ in 0..6 {
         let run = w.start().await;
@@ -54,7 +54,7 @@ async fn omm_drops_postgres_kills_and_guru3_errors_converge() {
     hexidian_demo::seed(&w.guru3, 400).unwrap();
     w.guru3.fail_next(3, 503);
     // and a tenth of all GURU3 requests fail
-    let mut rng = Rng::new();
+    let mut rng = Rng::seeded();
     w.guru3.fail_ratio(10, rng.below(u64::MAX));
     let run = w.start().await;
     let killer = w.db.connect().await;
@@ -292,7 +292,7 @@ async fn a_guru3_answering_only_5xx_for_20_s_loses_nothing() {
     w.save_drained(Extension::new("2001", "Before", Kind::dect()))
         .await;
     // every request answered 503 (the websocket stays up and announces the edits)
-    let mut rng = Rng::new();
+    let mut rng = Rng::seeded();
     w.guru3.fail_ratio(100, rng.below(u64::MAX));
     let ids = edits_during(&w);
     tokio::time::sleep(Duration::from_secs(20)).await;

@@ -243,6 +243,13 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         None => None,
     };
     let webhook_addr = hook.as_ref().and_then(|l| l.local_addr().ok());
+    // the addresses as bound (a port 0 in the config becomes a real one here)
+    if let Some(a) = admin_addr {
+        tracing::info!(addr = %a, "admin listener ready");
+    }
+    if let Some(a) = webhook_addr {
+        tracing::info!(addr = %a, "webhook listener ready");
+    }
     let broker_slot = Arc::clone(&health.broker);
     let unbound_slot = Arc::clone(&health.unbound);
     let listeners = Listeners { admin, hook };

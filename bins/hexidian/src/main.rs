@@ -72,6 +72,9 @@ async fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             hexidian::cli::init_logging(cli.log_format.as_deref().or(file.log.format.as_deref()));
+            if let Err(e) = arm_crash_point() {
+                return fail(&e);
+            }
             match file.settings() {
                 Ok(s) => hexidian::run(s, shutdown).await.map_err(|e| report(&e)),
                 Err(e) => Err(e),
@@ -113,6 +116,23 @@ fn asterisk_config(
     hexidian::asterisk_kit::write(&files, out)?;
     for f in &files {
         println!("{}", out.join(f.name).display());
+    }
+    Ok(())
+}
+
+/// Test builds only (the `failpoints` feature of broker-core): the crash point named in
+/// `HEXIDIAN_CRASH_AT`. A release build says so and runs normally.
+fn arm_crash_point() -> Result<(), String> {
+    #[allow(clippy::disallowed_methods)] // a test's instruction to this process
+    let Ok(spec) = std::env::var(broker_core::crash::ENV) else {
+        return Ok(());
+    };
+    match broker_core::crash::arm(&spec)? {
+        Some((name, n)) => tracing::warn!(point = name, hits = n, "crash point armed"),
+        None => tracing::warn!(
+            "{} is set, but this build has no crash points; ignored",
+            broker_core::crash::ENV
+        ),
     }
     Ok(())
 }

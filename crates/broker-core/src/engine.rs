@@ -412,9 +412,10 @@ impl Broker {
             let report = self.process(batch).await;
             let t_ack = self.ports.clock.now();
             if !report.acked.is_empty() {
-                if let Err(e) = self.ports.feed.ack(report.acked).await {
+                match self.ports.feed.ack(report.acked).await {
+                    Ok(()) => crate::crash::point(crate::crash::ACKS_SENT),
                     // the adapter keeps them and re-sends; replays are harmless
-                    tracing::warn!(error = %e.report(), "acking failed; will retry");
+                    Err(e) => tracing::warn!(error = %e.report(), "acking failed; will retry"),
                 }
             }
             tracing::debug!(
@@ -799,6 +800,7 @@ impl Broker {
         let n_changes = self.apply_pbx(&mut seg).await;
         let t_dect = self.ports.clock.now();
         self.apply_dect(&mut seg).await;
+        crate::crash::point(crate::crash::OMM_APPLIED);
         let t_state = self.ports.clock.now();
         let out = self.settle_and_commit(seg).await;
         tracing::debug!(
@@ -866,6 +868,7 @@ impl Broker {
         }
         match self.ports.sip.apply(changes).await {
             Ok(r) => {
+                crate::crash::point(crate::crash::PBX_COMMITTED);
                 seg.sip = r;
                 for (i, p) in seg.plans.iter().enumerate() {
                     let Ok(p) = p else { continue };
@@ -1029,6 +1032,7 @@ impl Broker {
         let committed = self.ports.state.commit(ops).await;
         match committed {
             Ok(()) => {
+                crate::crash::point(crate::crash::STATE_COMMITTED);
                 self.count(counts);
                 for (id, kind, i, v) in &finals {
                     let number = plans[*i]

@@ -13,6 +13,7 @@
 //! idempotent, which is what makes a crash at any point safe: unacked messages come again.
 #![warn(missing_docs)]
 
+pub mod crash;
 mod engine;
 #[cfg(feature = "fakes")]
 pub mod fakes;

@@ -394,6 +394,7 @@ impl Unbound {
             .await
         {
             Ok(id) => {
+                broker_core::crash::point(broker_core::crash::BIND_RECORDED);
                 let due = now + self.inner.config.bind_delay;
                 let bind = PendingBind {
                     id,
@@ -724,6 +725,7 @@ impl Unbound {
     async fn bind(&self, b: &PendingBind) -> PortResult<()> {
         let p = &self.inner.ports;
         p.handsets.move_to(b.ppn, b.extension.clone()).await?;
+        broker_core::crash::point(broker_core::crash::BIND_MOVED);
         let dev = p
             .handsets
             .lookup(Lookup::Ppn(b.ppn))
@@ -738,7 +740,9 @@ impl Unbound {
         }
         p.state
             .finish_bind(b.id, dev.ipei, dev.uak, b.extension.clone())
-            .await
+            .await?;
+        broker_core::crash::point(broker_core::crash::BIND_FINISHED);
+        Ok(())
     }
 
     /// Sends queued ASSIGN_HANDSETs in batches of 10.
@@ -751,6 +755,7 @@ impl Unbound {
         };
         match p.guru3.submit(assigns).await {
             Ok(results) => {
+                broker_core::crash::point(broker_core::crash::ASSIGN_SENT);
                 for r in results {
                     let ok = r.ok;
                     if !ok {

@@ -1,5 +1,4 @@
 //! The command line as an operator uses it.
-#![allow(clippy::unwrap_used)] // test helpers fail loudly
 
 use std::process::Command;
 

@@ -1,0 +1,492 @@
+//! Kill anywhere: the real `hexidian run`, configured from the example config, dies by
+//! `kill -9` at random moments and by abort at every crash point of a batch and of a token
+//! bind, across a 2,000-message sync, resyncs, GURU3 users' edits and two token binds. Every
+//! restart goes on where the last one died; at the end the OMM, the PBX and the mirror hold
+//! what GURU3 holds, nothing is dead, every message is acked and GURU3 has been told of
+//! exactly the binds that were made.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use broker_core::crash;
+use guru3_sim::{Extension, Kind};
+use hexidian_e2e::{Rng, World};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+const WEBHOOK_KEY: &str = "crash-test-hook-key";
+const OMM_PASSWORD: &str = "omm";
+const SIGABRT: i32 = 6;
+const SIGKILL: i32 = 9;
+
+/// `examples/hexidian.toml` with this world's peers and loopback listeners filled in; every
+/// tuning value (page size, poll interval, retry limits, bind delay, …) stays as shipped.
+fn write_config(w: &World, dir: &Path) -> PathBuf {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hexidian.toml");
+    let mut text = std::fs::read_to_string(example).unwrap();
+    let ca = hexidian_testkit::fixtures_dir().join("tls/ca.pem");
+    let fp = hexidian_testkit::fingerprint_hex("server");
+    let edits: [(&str, &str, String); 11] = [
+        ("guru3", "url", format!("{:?}", w.guru3.url())),
+        (
+            "guru3",
+            "ca_file",
+            format!("{:?}", ca.display().to_string()),
+        ),
+        ("omm", "host", "\"127.0.0.1\"".into()),
+        ("omm", "port", w.omm.addr().port().to_string()),
+        ("omm", "user", "\"omm\"".into()),
+        ("omm", "password_file", String::new()),
+        ("omm", "fingerprints", format!("[{fp:?}]")),
+        ("postgres", "url", format!("{:?}", w.db.url())),
+        ("admin", "listen", "\"127.0.0.1:0\"".into()),
+        ("unbound", "listen", "\"127.0.0.1:0\"".into()),
+        // the simulator's handsets subscribe without being configured first
+        ("unbound", "subscription_mode", "\"Wildcard\"".into()),
+    ];
+    for (section, key, value) in edits {
+        text = set(&text, section, key, &value);
+    }
+    // the OMM password from the environment instead of a file
+    text = text.replace(
+        "[omm]\n",
+        "[omm]\npassword_env = \"HEXIDIAN_TEST_OMM_PASSWORD\"\n",
+    );
+    text = set(&text, "log", "format", "\"json\"");
+    let path = dir.join("hexidian.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The config text with `key` of `[section]` set to `value` (a commented-out default is
+/// uncommented); an empty value removes the key. Panics when the key is not in the section,
+/// so a changed example config cannot silently leave a value unset.
+fn set(text: &str, section: &str, key: &str, value: &str) -> String {
+    let mut current = "";
+    let mut found = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            current = t.trim_start_matches('[').split(']').next().unwrap_or("");
+        }
+        let bare = t.trim_start_matches("# ");
+        let is_key = bare
+            .strip_prefix(key)
+            .is_some_and(|r| r.trim_start().starts_with('='));
+        if current == section && is_key && !found {
+            found = true;
+            if !value.is_empty() {
+                out.push_str(&format!("{key} = {value}\n"));
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(found, "examples/hexidian.toml has no {key} in [{section}]");
+    out
+}
+
+/// One `hexidian run` child process and what it wrote to stderr.
+struct Hexidian {
+    child: tokio::process::Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hexidian {
+    /// Starts the binary; `crash_at` arms a crash point (`NAME:N`).
+    fn spawn(w: &World, config: &Path, crash_at: Option<&str>) -> Self {
+        // no core files from the aborts: the shell lowers the limit, then becomes hexidian
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("ulimit -c 0; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_hexidian"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("HEXIDIAN_GURU3_KEY", w.guru3.api_key())
+            .env("HEXIDIAN_WEBHOOK_KEY", WEBHOOK_KEY)
+            .env("HEXIDIAN_TEST_OMM_PASSWORD", OMM_PASSWORD)
+            .env_remove(crash::ENV)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(spec) = crash_at {
+            cmd.env(crash::ENV, spec);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, log }
+    }
+
+    fn log_has(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// The webhook's address, once the process has logged it (at most 30 s).
+    async fn webhook(&self) -> std::net::SocketAddr {
+        let t0 = Instant::now();
+        loop {
+            let found = self.log.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                let f = &v["fields"];
+                (f["message"] == "webhook listener ready")
+                    .then(|| f["addr"].as_str()?.parse().ok())
+                    .flatten()
+            });
+            if let Some(a) = found {
+                return a;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no webhook address logged; stderr:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`, and the proof that it was that signal that ended the process.
+    async fn kill9(mut self) {
+        let _ = self.child.start_kill();
+        let status = self.child.wait().await.unwrap();
+        assert!(
+            status.signal() == Some(SIGKILL) || status.code().is_some(),
+            "{status:?}"
+        );
+    }
+
+    /// Waits until the process aborted at `point` (at most `limit`).
+    async fn aborted_at(mut self, point: &str, limit: Duration) {
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(s) => s.unwrap(),
+            Err(_) => panic!(
+                "hexidian did not reach {point} within {limit:?}; stderr:\n{}",
+                self.log.lock().unwrap().join("\n")
+            ),
+        };
+        // the pipe may still hold the last line
+        let t0 = Instant::now();
+        while !self.log_has(&format!("crash point {point} reached")) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "exited ({status:?}) but not at {point}; stderr:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status.signal(), Some(SIGABRT), "{status:?}");
+    }
+
+    /// Waits for an abort at `point`, or kills the process once GURU3's queue has stayed empty
+    /// for 3 s (the point was not reached: there was no more work). True if it aborted there.
+    async fn aborted_at_or_idle(mut self, w: &World, point: &str) -> bool {
+        let t0 = Instant::now();
+        let mut idle_since = None;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let sref = Self {
+                    child: self.child,
+                    log: self.log,
+                };
+                assert_eq!(status.signal(), Some(SIGABRT), "{status:?}");
+                sref.aborted_at(point, Duration::from_secs(1)).await;
+                return true;
+            }
+            if w.guru3.pending_count() == 0 {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(3) {
+                    self.kill9().await;
+                    return false;
+                }
+            } else {
+                idle_since = None;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(180),
+                "hexidian neither reached {point} nor drained the queue"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A token call as Asterisk's `CURL()` makes it; `None` when the connection ended without an
+/// answer (the process died while the call was in flight).
+async fn token_call(addr: std::net::SocketAddr, caller: &str, token: &str) -> Option<String> {
+    let body = serde_json::json!({"callerid": caller, "token": token}).to_string();
+    let req = format!(
+        "POST /token-call HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nX-Hexidian-Key: {WEBHOOK_KEY}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let (_, answer) = out.split_once("\r\n\r\n")?;
+    Some(answer.to_owned())
+}
+
+/// The attributes of the OMM user the handset `ipei` is attached to.
+fn holder(w: &World, ipei: &str) -> Option<BTreeMap<String, String>> {
+    let v = w.omm.view();
+    let (_, d) = v
+        .devices
+        .iter()
+        .find(|(_, d)| d.get("ipei").map(String::as_str) == Some(ipei))?;
+    let uid: u32 = d.get("uid")?.parse().ok()?;
+    v.user(uid).cloned()
+}
+
+/// Subscribes a new handset (retried until the workflow opened subscription) and waits for
+/// its temporary number.
+async fn subscribe_for_temp(w: &World, ipei: &str) -> String {
+    let t0 = Instant::now();
+    while w.omm.handset_subscribe(ipei, "0000").is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "subscription never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        if let Some(u) = holder(w, ipei) {
+            if u.get("hierarchy2").map(String::as_str) == Some(hexidian::adapters::TEMP_TAG) {
+                return u["num"].clone();
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no temporary number"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn token_of(w: &World, number: &str) -> String {
+    match w.guru3.extension(number).unwrap().kind {
+        Kind::Dect { token, .. } => token,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// An edit a GURU3 user makes while hexidian is down: a rename, a deletion or a hostile name.
+fn edit(w: &World, rng: &mut Rng, round: usize) -> &'static str {
+    let exts: Vec<Extension> = w
+        .guru3
+        .extensions()
+        .into_iter()
+        .filter(|e| e.number.len() == 5)
+        .collect();
+    let e = exts[rng.below(exts.len() as u64) as usize].clone();
+    match rng.below(3) {
+        0 => {
+            w.guru3.rename(&e.number, &format!("6{round:04}")).unwrap();
+            "rename"
+        }
+        1 => {
+            w.guru3.delete(&e.number).unwrap();
+            "delete"
+        }
+        _ => {
+            let mut e = e;
+            e.name = format!("</name>'; DROP TABLE ps_auths; -- \u{1F4DE} {round}");
+            w.guru3.save(e).unwrap();
+            "name"
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_anywhere_the_real_process_converges_and_reports_exactly_the_binds_made() {
+    let w = World::new().await;
+    hexidian_demo::seed(&w.guru3, 2000).unwrap();
+    for n in ["2001", "2002"] {
+        w.guru3
+            .save(Extension::new(n, "Kiosk", Kind::dect()))
+            .unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("hexidian-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(&w, &dir);
+    let mut rng = Rng::seeded();
+    let mut record: Vec<String> = Vec::new();
+    let batch_points = [
+        crash::PBX_COMMITTED,
+        crash::OMM_APPLIED,
+        crash::STATE_COMMITTED,
+        crash::ACKS_SENT,
+    ];
+
+    // the sync: each batch boundary once for sure, then abort points and kill -9 at random
+    let mut resyncs = 0;
+    for round in 0..18 {
+        if w.guru3.pending_count() < 300 {
+            w.guru3.resync();
+            resyncs += 1;
+        }
+        let edited = edit(&w, &mut rng, round);
+        let armed = match round {
+            0..4 => Some(batch_points[round]),
+            _ if rng.below(2) == 0 => Some(batch_points[rng.below(4) as usize]),
+            _ => None,
+        };
+        match armed {
+            Some(point) => {
+                let n = 1 + rng.below(3);
+                let c = Hexidian::spawn(&w, &config, Some(&format!("{point}:{n}")));
+                let hit = c.aborted_at_or_idle(&w, point).await;
+                assert!(hit || round >= 4, "{point} not reached in round {round}");
+                record.push(format!(
+                    "{edited}, {point}:{n} {}",
+                    if hit { "aborted" } else { "not reached" }
+                ));
+            }
+            None => {
+                let c = Hexidian::spawn(&w, &config, None);
+                let after = 200 + rng.below(2500);
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                c.kill9().await;
+                record.push(format!("{edited}, kill -9 after {after} ms"));
+            }
+        }
+    }
+
+    // bind 1 dies at each of its boundaries in turn: the first child while answering the
+    // token call, each restart as it takes the bind up where the last one died
+    let ipei1 = hexidian_demo::ipei(90_001);
+    let c = Hexidian::spawn(&w, &config, Some(crash::BIND_RECORDED));
+    let hook = c.webhook().await;
+    let temp1 = subscribe_for_temp(&w, &ipei1).await;
+    let answer = token_call(hook, &temp1, &token_of(&w, "2001")).await;
+    assert_eq!(answer, None, "the process died before it answered");
+    c.aborted_at(crash::BIND_RECORDED, Duration::from_secs(30))
+        .await;
+    record.push(format!("{}:1 aborted", crash::BIND_RECORDED));
+    for point in [crash::BIND_MOVED, crash::BIND_FINISHED, crash::ASSIGN_SENT] {
+        let c = Hexidian::spawn(&w, &config, Some(point));
+        c.aborted_at(point, Duration::from_secs(60)).await;
+        record.push(format!("{point}:1 aborted"));
+    }
+
+    // bind 2 under kill -9 at random moments of its bind delay and outbox round
+    let ipei2 = hexidian_demo::ipei(90_002);
+    let c = Hexidian::spawn(&w, &config, None);
+    let hook = c.webhook().await;
+    let temp2 = subscribe_for_temp(&w, &ipei2).await;
+    let t0 = Instant::now();
+    let answer = loop {
+        // a RETRY while the restarted process is still catching up is an answer too
+        match token_call(hook, &temp2, &token_of(&w, "2002")).await {
+            Some(a) if a == "RETRY" && t0.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(answer.as_deref(), Some("OK"));
+    let after = rng.below(3000);
+    tokio::time::sleep(Duration::from_millis(after)).await;
+    c.kill9().await;
+    record.push(format!("bind 2: kill -9 {after} ms after OK"));
+    let c = Hexidian::spawn(&w, &config, None);
+    let after = 100 + rng.below(3000);
+    tokio::time::sleep(Duration::from_millis(after)).await;
+    c.kill9().await;
+    record.push(format!("bind 2: kill -9 {after} ms after a restart"));
+
+    // the last run, left alone
+    let c = Hexidian::spawn(&w, &config, None);
+    w.drained(Duration::from_secs(180)).await;
+    let t0 = Instant::now();
+    let want: BTreeSet<(String, String)> = [
+        ("2001".to_owned(), ipei1.clone()),
+        ("2002".to_owned(), ipei2.clone()),
+    ]
+    .into();
+    let told = |w: &World| -> BTreeSet<(String, String)> {
+        w.guru3
+            .inbound()
+            .iter()
+            .filter(|r| r.kind == "ASSIGN_HANDSET" && r.status == "OK")
+            .map(|r| {
+                (
+                    r.data["extension"].as_str().unwrap_or("").to_owned(),
+                    r.data["ipei"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    loop {
+        let bound = |ipei: &str, n: &str| {
+            holder(&w, ipei)
+                .and_then(|u| u.get("num").cloned())
+                .as_deref()
+                == Some(n)
+        };
+        if bound(&ipei1, "2001") && bound(&ipei2, "2002") && told(&w) == want {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "binds not completed: told GURU3 {:?}, handsets with {:?} / {:?}",
+            told(&w),
+            holder(&w, &ipei1).map(|u| u["num"].clone()),
+            holder(&w, &ipei2).map(|u| u["num"].clone())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the ASSIGN_HANDSETs caused UPDATE_EXTENSIONs; they are applied too
+    w.drained(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill9().await;
+
+    w.assert_converged().await;
+    let (_, _, dead) = w.journal().await;
+    assert_eq!(dead, 0, "nothing was given up");
+    assert!(w.guru3.queue().iter().all(|(_, _, delivered)| *delivered));
+    // the binds' temporary numbers are gone; handsets whose extension a GURU3 user deleted
+    // are unbound again and hold temporary numbers of their own, each with its OMM user
+    let temps = w
+        .column("SELECT id FROM hexidian.sip_user WHERE kind = 'temp'")
+        .await;
+    assert!(
+        !temps.contains(&temp1) && !temps.contains(&temp2),
+        "{temps:?}"
+    );
+    let view = w.omm.view();
+    let omm_temps: BTreeSet<String> = view
+        .users
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| a.get("hierarchy2").map(String::as_str) == Some(hexidian::adapters::TEMP_TAG))
+        .filter_map(|a| a.get("num").cloned())
+        .collect();
+    assert_eq!(temps, omm_temps, "temporary users in the PBX and the OMM");
+    let inbound = w.guru3.inbound();
+    assert!(inbound.iter().all(|r| r.status == "OK"), "{inbound:?}");
+    assert_eq!(told(&w), want, "GURU3 heard of exactly the binds made");
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "{} kills ({resyncs} resyncs); {} ASSIGN_HANDSET posts for 2 binds:\n  {}",
+        record.len(),
+        inbound.len(),
+        record.join("\n  ")
+    );
+    assert!(record.len() >= 20, "{record:?}");
+}
