@@ -2,7 +2,7 @@
 //! they share.
 
 mod world;
-pub use world::{Rng, World, http_get};
+pub use world::{ASTERISK_ROLE, HEXIDIAN_ROLE, Rng, World, http_get, roles_sql};
 
 /// One HTTP/1.1 request over plain TCP (`Connection: close`): `(status, body)`. For the
 /// admin and webhook listeners, and for requests no well-behaved client would send.

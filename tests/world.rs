@@ -27,6 +27,25 @@ impl std::fmt::Debug for World {
     }
 }
 
+/// hexidian's database role in the example config (`[postgres] url`).
+pub const HEXIDIAN_ROLE: &str = "hexidian";
+/// Asterisk's reader role in the example config (`[pbx] asterisk_db_user`).
+pub const ASTERISK_ROLE: &str = "asterisk";
+
+/// The roles file `hexidian asterisk-config` writes for the example config.
+pub fn roles_sql() -> String {
+    let kit = hexidian::asterisk_kit::generate(
+        &hexidian::config::FileConfig::example(),
+        "examples/hexidian.toml",
+        false,
+    )
+    .unwrap();
+    kit.into_iter()
+        .find(|f| f.name == "hexidian-roles.sql")
+        .unwrap()
+        .text
+}
+
 impl World {
     /// Simulators and a database on a shared throwaway PostgreSQL server.
     pub async fn new() -> Self {
@@ -43,6 +62,9 @@ impl World {
         sql.batch_execute(&std::fs::read_to_string(ddl).unwrap())
             .await
             .unwrap();
+        // the documented set-up: Asterisk's schema, then the shipped roles file as a
+        // superuser; hexidian connects as its own role (`HEXIDIAN_ROLE`)
+        db.run_as_superuser_alone(&roles_sql()).await.unwrap();
         Self {
             guru3,
             omm,
@@ -51,9 +73,16 @@ impl World {
         }
     }
 
+    /// hexidian's connection string: its own role, as the roles file made it.
+    pub fn hexidian_url(&self) -> String {
+        self.db.url_as(HEXIDIAN_ROLE)
+    }
+
     /// hexidian's settings for this world, as `hexidian run` takes them from the example config.
     pub fn settings(&self) -> hexidian::Settings {
-        let pg = asterisk_realtime::Config::new(&self.db.url()).unwrap();
+        let pg = asterisk_realtime::Config::new(&self.hexidian_url())
+            .unwrap()
+            .routing_reader(Some(ASTERISK_ROLE.into()));
         // the feed and broker tuning are the production defaults (examples/hexidian.toml)
         hexidian_demo::sim_settings(
             &self.guru3,

@@ -102,7 +102,7 @@ impl Interop {
              [postgres]\nurl = \"{url}\"\n\
              [pbx]\nsip_bind = \"127.0.0.1:{sip_port}\"\nasterisk_db_user = \"asterisk\"\nqualify_sip_s = 0\n{extra}\n\
              [unbound]\nlisten = \"{hook_addr}\"\nkey_file = \"{key}\"\n",
-                url = db.url(),
+                url = db.url_as("hexidian"),
                 extra = options.pbx,
                 key = dir.join("webhook-key").display(),
             )
@@ -122,19 +122,19 @@ impl Interop {
         // serves the role script and the endpoint template
         let file = write_kit(std::net::SocketAddr::from(([127, 0, 0, 1], 9)));
 
-        // the database set-up an operator runs once (roles are per cluster: one at a time)
-        {
-            static ROLES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-            let _one = ROLES.lock().await;
-            sql.batch_execute(&std::fs::read_to_string(kit.join("hexidian-roles.sql")).unwrap())
-                .await
-                .unwrap();
-        }
+        // the database set-up an operator runs once, as a superuser (roles are per cluster:
+        // one at a time); from here on hexidian connects as role `hexidian` and Asterisk as
+        // role `asterisk`, both made by this file
+        db.run_as_superuser_alone(
+            &std::fs::read_to_string(kit.join("hexidian-roles.sql")).unwrap(),
+        )
+        .await
+        .unwrap();
 
         let guru3 = Guru3Sim::start(guru3_sim::Config::default()).await.unwrap();
         let omm = omm_axi_sim::Sim::start().await;
         seed(&guru3);
-        let pg = asterisk_realtime::Config::new(&db.url())
+        let pg = asterisk_realtime::Config::new(&db.url_as("hexidian"))
             .unwrap()
             .template(file.pbx.template().unwrap())
             .routing_reader(Some("asterisk".into()));
@@ -169,6 +169,17 @@ impl Interop {
             _db: db,
         };
         w.drained().await;
+        // the generated res_pgsql.conf is complete: the driver warns about nothing it lacks
+        let pgsql: Vec<String> = w
+            .ast
+            .log()
+            .lines()
+            .filter(|l| {
+                l.contains("res_config_pgsql.c") && (l.contains("WARNING") || l.contains("ERROR"))
+            })
+            .map(str::to_owned)
+            .collect();
+        assert!(pgsql.is_empty(), "res_config_pgsql complained: {pgsql:#?}");
         Some(w)
     }
 

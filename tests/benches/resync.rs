@@ -44,7 +44,13 @@ async fn bench(n: usize) {
         .batch_execute(&std::fs::read_to_string(ddl).unwrap())
         .await
         .unwrap();
-    let pg = asterisk_realtime::Config::new(&db.url()).unwrap();
+    // the documented set-up: the shipped roles file, hexidian as its own role
+    db.run_as_superuser_alone(&hexidian_e2e::roles_sql())
+        .await
+        .unwrap();
+    let pg = asterisk_realtime::Config::new(&db.url_as(hexidian_e2e::HEXIDIAN_ROLE))
+        .unwrap()
+        .routing_reader(Some(hexidian_e2e::ASTERISK_ROLE.into()));
     // production defaults (examples/hexidian.toml), as `hexidian run` configures them
     let production =
         hexidian_demo::sim_settings(&guru3, &omm, StoreSettings::Postgres(Box::new(pg))).unwrap();

@@ -203,6 +203,37 @@ async fn an_omm_outage_outlasting_every_retry_limit_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omm_account_that_lost_its_rights_stalls_the_queue_and_acks_nothing() {
+    let w = World::new().await;
+    let run = w.start_with(tight_limits(&w)).await;
+    w.save_drained(Extension::new("2001", "Before", Kind::dect()))
+        .await;
+    // the OMM answers, but refuses every user write of hexidian's account
+    w.omm.faults(|f| {
+        for request in ["CreatePPUser", "SetPPUser"] {
+            f.inject
+                .insert(request.into(), ("EPerm".into(), usize::MAX));
+        }
+    });
+    let ids = edits_during(&w);
+    assert_waits(&w, &run, &ids, 10).await;
+    let (_, body) = http_get(run.admin_addr().unwrap(), "/readyz").await;
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let stalled = &ready["broker"]["stalled"];
+    assert_eq!(stalled["refused"], true, "{body}");
+    assert!(
+        stalled["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("EPerm")),
+        "{body}"
+    );
+    // the rights are back: every edit applies, in order, nothing dead
+    w.omm.faults(|f| f.inject.clear());
+    assert_recovered(&w, Duration::from_secs(30)).await;
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_outlasting_every_retry_limit_loses_nothing() {
     let mut w = World::with_db(hexidian_testkit::pg::TestDb::dedicated().await).await;
     let run = w.start_with(tight_limits(&w)).await;

@@ -303,8 +303,9 @@ async fn premium_sip_extensions_get_the_premium_endpoint_template() {
     let mut s = w.settings();
     let mut premium = asterisk_realtime::EndpointTemplate::default();
     premium.context = "call-router-premium".into();
-    let pg = asterisk_realtime::Config::new(&w.db.url())
+    let pg = asterisk_realtime::Config::new(&w.hexidian_url())
         .unwrap()
+        .routing_reader(Some(hexidian_e2e::ASTERISK_ROLE.into()))
         .premium_template(Some(premium));
     s.store = hexidian::StoreSettings::Postgres(Box::new(pg));
     let run = hexidian::start(s).await.unwrap();
@@ -336,10 +337,10 @@ async fn hexidian_migrate_prepares_both_ledgers_once_and_the_broker_runs_on_them
     let text = std::fs::read_to_string(&example).unwrap();
     let text = text.replace(
         "url = \"host=/run/postgresql dbname=asterisk user=hexidian\"",
-        &format!("url = {:?}", w.db.url()),
+        &format!("url = {:?}", w.hexidian_url()),
     );
     assert!(
-        text.contains(&w.db.url()),
+        text.contains(&w.hexidian_url()),
         "the example's [postgres] url moved"
     );
     let dir = std::env::temp_dir().join(format!("hexidian-migrate-{}", std::process::id()));

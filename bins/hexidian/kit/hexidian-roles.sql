@@ -15,9 +15,20 @@ BEGIN
 END
 $$;
 
--- hexidian: owns its schema, writes rows of the three PJSIP tables
+-- hexidian: owns its schema (so `hexidian migrate` needs no right on the database itself),
+-- writes rows of the three PJSIP tables, and removes the registrations (ps_contacts) of the
+-- users it deletes or renames, so that an old number is not reachable through a contact
+-- Asterisk stored in the database (contact=realtime); without that the table stays empty
 CREATE SCHEMA IF NOT EXISTS hexidian AUTHORIZATION "@@HX_USER@@";
+ALTER SCHEMA hexidian OWNER TO "@@HX_USER@@";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ps_endpoints, ps_auths, ps_aors TO "@@HX_USER@@";
+DO $$
+BEGIN
+    IF to_regclass('ps_contacts') IS NOT NULL THEN
+        GRANT SELECT, DELETE ON ps_contacts TO "@@HX_USER@@";
+    END IF;
+END
+$$;
 ALTER ROLE "@@HX_USER@@" SET lock_timeout = '5s';
 ALTER ROLE "@@HX_USER@@" SET idle_in_transaction_session_timeout = '60s';
 
@@ -26,6 +37,6 @@ ALTER ROLE "@@HX_USER@@" SET idle_in_transaction_session_timeout = '60s';
 GRANT SELECT ON ps_endpoints, ps_auths, ps_aors TO "@@AST_USER@@";
 GRANT USAGE ON SCHEMA hexidian TO "@@AST_USER@@";
 
--- only with contact=realtime,ps_contacts in sorcery.conf (README.md, "Contacts"):
+-- only with contact=realtime,ps_contacts in sorcery.conf (README.md, "Contacts"), Asterisk
+-- writes the registrations too:
 -- GRANT SELECT, INSERT, UPDATE, DELETE ON ps_contacts TO "@@AST_USER@@";
--- GRANT SELECT, DELETE ON ps_contacts TO "@@HX_USER@@";

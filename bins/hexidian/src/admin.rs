@@ -95,6 +95,7 @@ async fn readyz(h: &Health) -> Resp {
             "retrying": b.retrying,
             "stalled": b.stalled.as_ref().map(|s| json!({
                 "reason": s.reason,
+                "refused": s.refused,
                 "message": s.message,
                 "for_s": s.since.elapsed().as_secs(),
             })),

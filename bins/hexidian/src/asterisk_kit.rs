@@ -96,17 +96,21 @@ pub fn generate(
         .parse()
         .map_err(|e| format!("postgres url: {e}"))?;
     let location = match pg.get_hosts().first() {
+        // res_config_pgsql warns at start about a missing dbhost or dbsock key: the unused
+        // one is written empty
         Some(tokio_postgres::config::Host::Tcp(h)) => {
             line_value("postgres host", h)?;
-            format!("dbhost={h}")
+            format!("dbhost={h}\ndbsock=")
         }
         #[cfg(unix)]
         Some(tokio_postgres::config::Host::Unix(dir)) => {
             let d = dir.display().to_string();
             line_value("postgres socket directory", &d)?;
-            format!("dbsock={d}                ; Unix socket directory")
+            format!(
+                "dbhost=                     ; empty: the socket below\ndbsock={d}                ; Unix socket directory"
+            )
         }
-        _ => "dbhost=localhost".to_owned(),
+        _ => "dbhost=localhost\ndbsock=".to_owned(),
     };
     let port = pg.get_ports().first().copied().unwrap_or(5432);
     let db = pg.get_dbname().unwrap_or("asterisk");
@@ -119,7 +123,12 @@ pub fn generate(
         &pbx.asterisk_db_password_env,
         &pbx.asterisk_db_password_file,
     ) {
-        (None, None) => "; no dbpass: peer, trust or certificate authentication".to_owned(),
+        // an empty dbpass sends no password (without the key Asterisk warns and sends
+        // "asterisk")
+        (None, None) => {
+            "dbpass=                     ; none: peer, trust or certificate authentication"
+                .to_owned()
+        }
         _ if !with_secrets => format!("dbpass={PLACEHOLDER}          ; --with-secrets fills it in"),
         (env, f) => {
             let p = secret("asterisk database password", env, f)?;

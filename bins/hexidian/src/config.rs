@@ -609,6 +609,32 @@ pub async fn check(path: &Path) -> Result<(), String> {
             p.extend(state.pending_migrations().await?);
             Ok::<_, asterisk_realtime::Error>(p)
         };
+        // every privilege hexidian's role needs and Asterisk's reads, with the fix
+        let reader = file
+            .pbx
+            .asterisk_db_user
+            .clone()
+            .unwrap_or_else(|| "asterisk".into());
+        let missing = match store.missing_privileges(Some(&reader)).await {
+            Ok(m) => m,
+            Err(e) => {
+                task.abort();
+                return Err(e.to_string());
+            }
+        };
+        if !missing.is_empty() {
+            task.abort();
+            return Err(format!(
+                "{} privilege(s) missing (run these as a superuser, or run hexidian-roles.sql \
+                 and `hexidian migrate` again):\n  {}",
+                missing.len(),
+                missing
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            ));
+        }
         let r = match pending.await.map_err(|e| e.to_string()) {
             Ok(p) if !p.is_empty() => Ok(format!(
                 "schema {:?}; hexidian schema: {} migration(s) pending ({}): run `hexidian migrate`",

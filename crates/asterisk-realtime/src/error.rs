@@ -10,8 +10,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The database rejected a statement or the connection failed.
-    #[error("database error")]
-    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Db(#[from] PgError),
+    /// A database error and what hexidian was doing when it happened.
+    #[error("{source} while {doing}")]
+    Context {
+        /// What hexidian was doing ("removing contacts of 2020").
+        doing: String,
+        /// The error.
+        source: Box<Self>,
+    },
     /// No connection right now (reconnecting); retry later.
     #[error("database unavailable (reconnecting)")]
     Unavailable,
@@ -50,29 +58,116 @@ pub enum Error {
     Timeout,
 }
 
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(PgError(e))
+    }
+}
+
+/// An error of the PostgreSQL client. Shown as the server's message and SQLSTATE
+/// (`permission denied for table ps_contacts (42501)`), or as the client's failure
+/// (`error connecting to server: …`). The server's DETAIL is left out: it may quote the
+/// values of a row, passwords included; [`Error::as_db_error`] has it.
+#[derive(Debug)]
+pub struct PgError(tokio_postgres::Error);
+
+impl PgError {
+    /// The client's error.
+    pub fn inner(&self) -> &tokio_postgres::Error {
+        &self.0
+    }
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
+            None => self.0.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self.0.as_db_error() {
+            // the message is already shown; the rest of the report may hold row values
+            Some(_) => None,
+            None => std::error::Error::source(&self.0),
+        }
+    }
+}
+
+/// Adds what hexidian was doing to a database error: `.doing(|| format!("deleting {id}"))`.
+pub trait Doing<T> {
+    /// Wraps a database error with `what` (computed only on error); other errors pass.
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Doing<T> for std::result::Result<T, E> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| match e.into() {
+            // the innermost context is the most precise
+            e @ Error::Context { .. } => e,
+            e @ Error::Db(_) => Error::Context {
+                doing: what(),
+                source: Box::new(e),
+            },
+            e => e,
+        })
+    }
+}
+
 impl Error {
+    /// The error without the context hexidian added.
+    pub fn root(&self) -> &Self {
+        match self {
+            Self::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// What hexidian was doing when the error happened, if it said so.
+    pub fn doing(&self) -> Option<&str> {
+        match self {
+            Self::Context { doing, .. } => Some(doing),
+            _ => None,
+        }
+    }
+
     /// The SQLSTATE code of a database error.
     pub fn code(&self) -> Option<&str> {
-        match self {
-            Self::Db(e) => e.code().map(tokio_postgres::error::SqlState::code),
+        match self.root() {
+            Self::Db(e) => e.0.code().map(tokio_postgres::error::SqlState::code),
             _ => None,
         }
     }
 
     /// The server's error report (message, detail, constraint…), if any.
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
-        match self {
-            Self::Db(e) => e.as_db_error(),
+        match self.root() {
+            Self::Db(e) => e.0.as_db_error(),
             _ => None,
         }
+    }
+
+    /// Whether the database refuses hexidian itself rather than the data: a privilege is
+    /// missing (42501), or an object its statements need does not exist (undefined table,
+    /// column, function, schema or object: 42P01, 42703, 42883, 3F000, 42704), or its role
+    /// may not log in (28000, 28P01). Retrying the same message will not help, and neither
+    /// will dropping it: the set-up has to be fixed.
+    pub fn is_setup_fault(&self) -> bool {
+        matches!(
+            self.code(),
+            Some("42501" | "42P01" | "42703" | "42883" | "3F000" | "42704" | "28000" | "28P01")
+        )
     }
 
     /// Whether the same work may succeed when retried (connection loss, serialization failure,
     /// deadlock, lock or statement timeout, too many connections).
     pub fn is_transient(&self) -> bool {
-        match self {
+        match self.root() {
             Self::Unavailable | Self::Timeout => true,
-            Self::Db(e) => match e.code().map(tokio_postgres::error::SqlState::code) {
+            Self::Db(e) => match e.0.code().map(tokio_postgres::error::SqlState::code) {
                 Some(c) => {
                     c.starts_with("08")
                         || matches!(
@@ -96,7 +191,7 @@ impl Error {
 
     /// Whether another writer already owns the object.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Conflict { .. }) || self.code() == Some("23505")
+        matches!(self.root(), Self::Conflict { .. }) || self.code() == Some("23505")
     }
 }
 

@@ -33,11 +33,12 @@ mod sql;
 mod store;
 mod types;
 
-pub use error::{Error, InvalidInput, Result};
+pub use error::{Doing, Error, InvalidInput, PgError, Result};
 pub use migrations::{Ledger, Migration};
 pub use session::{Driver, Session};
 pub use store::{
-    Change, Config, ManagedUser, Member, Outcome, Route, Store, SweepReport, UserSpec,
+    Change, Config, ManagedUser, Member, MissingPrivilege, Outcome, Route, Store, SweepReport,
+    UserSpec,
 };
 pub use types::{
     CallerDisplay, DtmfMode, EndpointTemplate, Extension, ForwardMode, ForwardRule, Kind, Routing,

@@ -2,7 +2,7 @@
 
 use tokio_postgres::{Client, Transaction};
 
-use crate::error::{Error, Result};
+use crate::error::{Doing, Error, Result};
 
 /// One versioned schema change.
 #[derive(Debug, Clone, Copy)]
@@ -44,11 +44,16 @@ impl Ledger {
     /// Applies the missing migrations inside `tx` (the caller commits). A database with a
     /// version newer than this build knows is refused.
     pub async fn apply(&self, tx: &Transaction<'_>) -> Result<()> {
-        tx.batch_execute(LOCK).await?;
-        tx.batch_execute(self.bootstrap).await?;
+        tx.batch_execute(LOCK)
+            .await
+            .doing(|| "taking the migration lock".into())?;
+        tx.batch_execute(self.bootstrap)
+            .await
+            .doing(|| "creating schema hexidian and its migration ledger".into())?;
         let applied: Vec<i32> = tx
             .query(self.applied, &[])
-            .await?
+            .await
+            .doing(|| "reading the migration ledger".into())?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -61,9 +66,12 @@ impl Ledger {
                 description = m.description,
                 "applying hexidian schema migration"
             );
-            tx.batch_execute(m.sql).await?;
+            tx.batch_execute(m.sql)
+                .await
+                .doing(|| format!("applying migration {} ({})", m.version, m.description))?;
             tx.execute(self.record, &[&m.version, &m.description])
-                .await?;
+                .await
+                .doing(|| format!("recording migration {}", m.version))?;
         }
         let newest = self.migrations.last().map_or(0, |m| m.version);
         if let Some(max) = applied.iter().max() {
@@ -109,7 +117,7 @@ impl Ledger {
 /// state tables, which `hexidian-state` now keeps in a ledger of its own; databases that
 /// applied them keep those records, and the next PBX migration is 6.
 pub(crate) const PBX: Ledger = Ledger {
-    bootstrap: "CREATE SCHEMA IF NOT EXISTS hexidian; \
+    bootstrap: "DO $s$ BEGIN IF to_regnamespace('hexidian') IS NULL THEN CREATE SCHEMA hexidian; END IF; END $s$; \
      CREATE TABLE IF NOT EXISTS hexidian.schema_migrations ( \
          version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
     exists: "SELECT to_regclass('hexidian.schema_migrations') IS NOT NULL",

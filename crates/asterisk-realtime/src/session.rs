@@ -110,7 +110,7 @@ pub(crate) async fn with_connection<T>(
 ) -> Result<T> {
     tokio::select! {
         r = work => r,
-        r = connection => Err(match r { Err(e) => Error::Db(e), Ok(()) => Error::Unavailable }),
+        r = connection => Err(match r { Err(e) => Error::from(e), Ok(()) => Error::Unavailable }),
     }
 }
 

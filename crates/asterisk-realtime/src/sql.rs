@@ -246,6 +246,52 @@ pub(crate) const C_MEMBERS: &str = "SELECT g.extension, g.name, g.short_name, g.
      FROM hexidian.callgroup g LEFT JOIN hexidian.callgroup_member m ON m.callgroup = g.extension \
      WHERE g.extension = $1 ORDER BY m.member";
 
+// Privileges hexidian's role (current_user) and Asterisk's reader role ($1, may be NULL)
+// lack for what hexidian does and Asterisk reads: (role, privilege, object, the GRANT that
+// fixes it). Only objects that exist are checked (a missing table is a schema error); a
+// missing hexidian schema needs CREATE on the database. Objects are looked up in the catalogs
+// and checked by oid: resolving a name in a schema the role may not use would fail the query.
+// CASE evaluates only its matching arm.
+pub(crate) const MISSING_PRIVILEGES: &str = "WITH hx AS (SELECT oid FROM pg_namespace WHERE nspname = 'hexidian'), \
+     rel (name, oid) AS ( \
+       SELECT t, to_regclass(t)::oid FROM unnest(ARRAY['ps_endpoints', 'ps_auths', 'ps_aors', 'ps_contacts']) AS t \
+       UNION ALL SELECT format('hexidian.%I', c.relname), c.oid FROM pg_class c JOIN hx ON c.relnamespace = hx.oid \
+        WHERE c.relkind IN ('r', 'p', 'v') \
+     ), \
+     reader AS (SELECT $1::text AS who WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1::text)), \
+     want (who, kind, obj, oid, priv) AS ( \
+       SELECT current_user::text, 'table', r.name, r.oid, p \
+         FROM rel r, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p \
+        WHERE r.oid IS NOT NULL AND r.name IN ('ps_endpoints', 'ps_auths', 'ps_aors') \
+       UNION ALL SELECT current_user::text, 'table', r.name, r.oid, p \
+         FROM rel r, unnest(ARRAY['SELECT', 'DELETE']) AS p WHERE r.oid IS NOT NULL AND r.name = 'ps_contacts' \
+       UNION ALL SELECT current_user::text, 'table', format('hexidian.%I', c.relname), c.oid, p \
+         FROM pg_class c JOIN hx ON c.relnamespace = hx.oid, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p \
+        WHERE c.relkind IN ('r', 'p') \
+       UNION ALL SELECT current_user::text, 'schema', 'hexidian', hx.oid, p \
+         FROM hx, unnest(ARRAY['USAGE', 'CREATE']) AS p \
+       UNION ALL SELECT current_user::text, 'database', current_database()::text, d.oid, 'CREATE' \
+         FROM pg_database d WHERE d.datname = current_database() AND NOT EXISTS (SELECT 1 FROM hx) \
+       UNION ALL SELECT current_user::text, 'function', 'hexidian.callgroup_targets(text)', f.oid, 'EXECUTE' \
+         FROM pg_proc f JOIN hx ON f.pronamespace = hx.oid WHERE f.proname = 'callgroup_targets' \
+       UNION ALL SELECT reader.who, 'table', r.name, r.oid, 'SELECT' FROM reader, rel r \
+        WHERE r.oid IS NOT NULL \
+          AND r.name IN ('ps_endpoints', 'ps_auths', 'ps_aors', 'hexidian.route', 'hexidian.callgroup_route') \
+       UNION ALL SELECT reader.who, 'schema', 'hexidian', hx.oid, 'USAGE' FROM reader, hx \
+     ) \
+     SELECT who, priv, obj, CASE kind \
+              WHEN 'table' THEN format('GRANT %s ON %s TO %I', priv, obj, who) \
+              WHEN 'schema' THEN format('GRANT %s ON SCHEMA %I TO %I', priv, obj, who) \
+              WHEN 'database' THEN format('GRANT %s ON DATABASE %I TO %I', priv, obj, who) \
+              ELSE format('GRANT %s ON FUNCTION %s TO %I', priv, obj, who) END \
+       FROM want \
+      WHERE NOT CASE kind \
+              WHEN 'table' THEN has_table_privilege(who, oid, priv) \
+              WHEN 'schema' THEN has_schema_privilege(who, oid, priv) \
+              WHEN 'database' THEN has_database_privilege(who, oid, priv) \
+              ELSE has_function_privilege(who, oid, priv) END \
+      ORDER BY who, obj, priv";
+
 // the resync state (current epoch, whether a resync is open)
 pub(crate) const B_SYNC: &str = "SELECT current_epoch, in_progress FROM hexidian.sync_state";
 
@@ -314,6 +360,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("c_refresh", C_REFRESH),
     ("c_route", C_ROUTE),
     ("c_members", C_MEMBERS),
+    ("missing_privileges", MISSING_PRIVILEGES),
 ];
 
 #[cfg(test)]

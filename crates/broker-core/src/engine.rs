@@ -112,12 +112,15 @@ impl BrokerConfig {
     }
 }
 
-/// The queue is standing still because a peer cannot be asked.
+/// The queue is standing still because a peer cannot be asked, or refuses hexidian's set-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stall {
     /// Why (the latest failure).
     pub reason: String,
+    /// The peer answered, but refuses hexidian itself (a missing privilege or table, an OMM
+    /// account without rights): an operator has to fix the set-up.
+    pub refused: bool,
     /// The message at the head of the queue.
     pub message: i64,
     /// Since when (the broker's clock).
@@ -161,7 +164,7 @@ enum Verdict {
 impl Verdict {
     /// The verdict a failure earns.
     fn of(e: PortError) -> Self {
-        if e.is_unavailable() {
+        if e.stalls_queue() {
             Self::Stalled(e)
         } else if e.is_transient() {
             Self::Retry(e)
@@ -207,6 +210,8 @@ struct Attempts {
 struct Waiting {
     message: i64,
     stalled: bool,
+    /// the stall is a refusal of hexidian's set-up, not an outage
+    refused: bool,
     reason: String,
 }
 
@@ -566,21 +571,33 @@ impl Broker {
                     self.stall_probes.saturating_add(1)
                 };
                 match &mut self.stall {
-                    Some(s) => {
+                    Some(s) if s.refused == w.refused => {
                         s.reason.clone_from(&w.reason);
                         s.message = w.message;
                     }
-                    None => {
-                        tracing::warn!(
-                            message = w.message,
-                            backlog = self.tail.len(),
-                            reason = %w.reason,
-                            "a peer cannot be asked: the queue waits in order and retries without limit"
-                        );
-                        self.stall = Some(Stall {
+                    other => {
+                        if w.refused {
+                            tracing::error!(
+                                message = w.message,
+                                backlog = self.tail.len(),
+                                reason = %w.reason,
+                                "a peer refuses hexidian's set-up: the queue waits in order, \
+                                 acks nothing and retries until the set-up is fixed"
+                            );
+                        } else {
+                            tracing::warn!(
+                                message = w.message,
+                                backlog = self.tail.len(),
+                                reason = %w.reason,
+                                "a peer cannot be asked: the queue waits in order and retries without limit"
+                            );
+                        }
+                        let since = other.as_ref().map_or(now, |s| s.since);
+                        *other = Some(Stall {
                             reason: w.reason.clone(),
+                            refused: w.refused,
                             message: w.message,
-                            since: now,
+                            since,
                         });
                     }
                 }
@@ -615,6 +632,7 @@ impl Broker {
         self.waiting = Some(Waiting {
             message: head.id,
             stalled: true,
+            refused: e.kind() == PortErrorKind::Refused,
             reason,
         });
     }
@@ -731,6 +749,7 @@ impl Broker {
                 self.waiting = Some(Waiting {
                     message: msg.id,
                     stalled: true,
+                    refused: e.kind() == PortErrorKind::Refused,
                     reason: e.report(),
                 });
                 None
@@ -756,6 +775,7 @@ impl Broker {
                     self.waiting = Some(Waiting {
                         message: msg.id,
                         stalled: false,
+                        refused: false,
                         reason: e.report(),
                     });
                     None

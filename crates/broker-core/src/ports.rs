@@ -22,6 +22,12 @@ pub enum PortErrorKind {
     /// deadline, database unreachable, lock or serialisation conflict): the queue waits in
     /// order and retries without limit; no attempt is spent.
     Unavailable,
+    /// The peer refuses hexidian itself, whatever the message: a privilege or a table it
+    /// needs is missing, its OMM account lacks the rights. A fault of the set-up, not of the
+    /// message: the queue waits in order as for [`Unavailable`](Self::Unavailable) (no
+    /// attempt is spent, nothing is dead-lettered or acked) and says so as an error, until a
+    /// retry succeeds.
+    Refused,
     /// The peer answered that it cannot do it now ("busy", "in progress"): retried, and
     /// each failure counts towards dead-lettering.
     Transient,
@@ -81,17 +87,32 @@ impl PortError {
         self.kind
     }
 
-    /// Whether a retry may succeed (the peer was unavailable or answered "not now").
+    /// Shorthand for a refusal of hexidian's set-up (see [`PortErrorKind::Refused`]).
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::new(PortErrorKind::Refused, message)
+    }
+
+    /// Whether a retry may succeed (the peer was unavailable, refused hexidian's set-up, which
+    /// an operator can fix, or answered "not now").
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,
-            PortErrorKind::Transient | PortErrorKind::Unavailable
+            PortErrorKind::Transient | PortErrorKind::Unavailable | PortErrorKind::Refused
         )
     }
 
     /// Whether the peer could not be asked at all (see [`PortErrorKind::Unavailable`]).
     pub fn is_unavailable(&self) -> bool {
         self.kind == PortErrorKind::Unavailable
+    }
+
+    /// Whether the queue must wait for this to end rather than spend the message's attempts:
+    /// the peer cannot be asked, or it refuses hexidian's set-up.
+    pub fn stalls_queue(&self) -> bool {
+        matches!(
+            self.kind,
+            PortErrorKind::Unavailable | PortErrorKind::Refused
+        )
     }
 
     /// The message and the chain of sources, for journals and logs.

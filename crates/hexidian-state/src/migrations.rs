@@ -9,7 +9,14 @@ use asterisk_realtime::{Ledger, Migration};
 
 pub(crate) const STATE: Ledger = Ledger {
     bootstrap: r"
-CREATE SCHEMA IF NOT EXISTS hexidian;
+DO $schema$
+BEGIN
+    -- CREATE SCHEMA IF NOT EXISTS checks CREATE on the database first: not when it exists
+    IF to_regnamespace('hexidian') IS NULL THEN
+        CREATE SCHEMA hexidian;
+    END IF;
+END
+$schema$;
 CREATE TABLE IF NOT EXISTS hexidian.state_migrations (
     version     integer PRIMARY KEY,
     description text NOT NULL,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use broker_core::model::{Number, Secret, SharedDirectory};
 use broker_core::ports::{
-    Clock, PortError, PortResult, SipChange, SipOutcome, SipProvisioning, SipUserKind,
+    Clock, PortError, PortErrorKind, PortResult, SipChange, SipOutcome, SipProvisioning,
+    SipUserKind,
 };
 use futures_util::future::{Either, select};
 
@@ -111,12 +112,14 @@ pub struct Status {
     pub assigns_ok: u64,
     /// NAKs.
     pub assigns_nak: u64,
-    /// The last failure.
+    /// The last failure, until the step that failed succeeds again.
     pub last_error: Option<String>,
 }
 
 #[derive(Debug)]
 struct Local {
+    /// the step whose failure `status.last_error` shows
+    failed_step: Option<&'static str>,
     /// temporary number → ppn
     temps: HashMap<Number, u32>,
     limiter: RateLimiter,
@@ -176,7 +179,8 @@ impl Drop for Reservation<'_> {
 }
 
 fn transient_or_error(e: &PortError) -> Reply {
-    if e.is_transient() {
+    // a refused set-up (a missing grant or table) needs the phone team, not a redial
+    if e.is_transient() && e.kind() != PortErrorKind::Refused {
         Reply::Retry
     } else {
         Reply::Error
@@ -203,6 +207,7 @@ impl Unbound {
                     unused: HashMap::new(),
                     at_cap: false,
                     status: Status::default(),
+                    failed_step: None,
                 }),
             }),
         }
@@ -220,9 +225,20 @@ impl Unbound {
         s
     }
 
-    fn failed(&self, what: &str, e: &PortError) {
+    fn failed(&self, what: &'static str, e: &PortError) {
         tracing::warn!(error = %e.report(), "{what}");
-        self.local().status.last_error = Some(format!("{what}: {}", e.report()));
+        let mut l = self.local();
+        l.status.last_error = Some(format!("{what}: {}", e.report()));
+        l.failed_step = Some(what);
+    }
+
+    /// The step `what` succeeded: its earlier failure is no longer news.
+    fn recovered(&self, what: &'static str) {
+        let mut l = self.local();
+        if l.failed_step == Some(what) {
+            l.failed_step = None;
+            l.status.last_error = None;
+        }
     }
 
     /// Answers a token call: validates at once, records the promised bind durably, and
@@ -499,6 +515,8 @@ impl Unbound {
             .await
         {
             self.failed("setting the subscription mode", &e);
+        } else {
+            self.recovered("setting the subscription mode");
         }
     }
 
@@ -508,6 +526,7 @@ impl Unbound {
             Ok(d) => d,
             Err(e) => return self.failed("scanning handsets", &e),
         };
+        self.recovered("scanning handsets");
         {
             let mut l = self.local();
             l.temps = devices
@@ -653,7 +672,7 @@ impl Unbound {
                     l.status.temps_created += 1;
                     return;
                 }
-                Err(e) if e.kind() == broker_core::ports::PortErrorKind::Conflict => continue,
+                Err(e) if e.kind() == PortErrorKind::Conflict => continue,
                 Err(e) => return self.failed("giving a temporary number", &e),
             }
         }
@@ -708,6 +727,8 @@ impl Unbound {
                     l.reserved_ext.remove(&b.extension);
                     l.temps.remove(&b.temp);
                     l.status.bound += 1;
+                    drop(l);
+                    self.recovered("carrying out a bind");
                     tracing::info!(ppn = b.ppn, extension = %b.extension, "handset bound by token call");
                 }
                 Err(e) => {
@@ -756,6 +777,7 @@ impl Unbound {
         match p.guru3.submit(assigns).await {
             Ok(results) => {
                 broker_core::crash::point(broker_core::crash::ASSIGN_SENT);
+                self.recovered("sending ASSIGN_HANDSET");
                 for r in results {
                     let ok = r.ok;
                     if !ok {

@@ -270,7 +270,8 @@ fn port_error(e: omm_axi::Error) -> PortError {
         match e.code() {
             Some(ErrorCode::NoEnt) => PortErrorKind::NotFound,
             Some(ErrorCode::Exist) => PortErrorKind::Conflict,
-            Some(ErrorCode::Perm | ErrorCode::Auth) => PortErrorKind::Fatal,
+            // the account lacks rights: hexidian's set-up, whatever the message (stalls)
+            Some(ErrorCode::Perm | ErrorCode::Auth) => PortErrorKind::Refused,
             _ => PortErrorKind::Rejected,
         }
     };

@@ -14,6 +14,9 @@ fn port_error(e: asterisk_realtime::Error) -> PortError {
     // connection loss, timeouts, lock and serialisation conflicts: the peer could not be asked
     let kind = if e.is_transient() {
         PortErrorKind::Unavailable
+    } else if e.is_setup_fault() {
+        // a missing grant or table: hexidian's set-up, not the message (stalls the queue)
+        PortErrorKind::Refused
     } else if e.is_conflict() {
         PortErrorKind::Conflict
     } else {

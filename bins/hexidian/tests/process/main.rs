@@ -5,3 +5,5 @@
 
 mod cli;
 mod crash;
+mod setup;
+mod support;

@@ -7,7 +7,7 @@ use tokio_postgres::{Client, Statement, Transaction};
 
 use super::groups::short_tag;
 use super::{Change, Member, Outcome, Store, UserSpec};
-use crate::error::{Error, Result};
+use crate::error::{Doing, Error, Result};
 use crate::sql;
 use crate::types::{Extension, SipPassword, build_callerid, sanitize_display_name};
 
@@ -88,7 +88,11 @@ impl Store {
         let stmts = match cached {
             Some((_, s)) => s,
             None => {
-                let s = Arc::new(Statements::prepare(guard.client()).await?);
+                let s = Arc::new(
+                    Statements::prepare(guard.client())
+                        .await
+                        .doing(|| "preparing hexidian's statements".into())?,
+                );
                 *self.inner.stmts.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some((guard.generation(), Arc::clone(&s)));
                 s
@@ -141,7 +145,10 @@ impl Store {
             }
             if users.len() > 1 {
                 let specs: Vec<&UserSpec> = users.iter().map(|(_, s)| *s).collect();
-                let results = self.bulk_upsert(&tx, st, &specs).await?;
+                let results = self
+                    .bulk_upsert(&tx, st, &specs)
+                    .await
+                    .doing(|| format!("writing {} users", specs.len()))?;
                 for ((k, _), r) in users.iter().zip(results) {
                     out[*k] = Some(r);
                 }
@@ -160,8 +167,12 @@ impl Store {
                         }
                         out[*k] = Some(Ok(Outcome::Done(true)));
                     }
-                    tx.execute(&st.cb_group, &[&ids, &names, &shorts]).await?;
-                    self.refresh_ancestors(&tx, st, &ids).await?;
+                    tx.execute(&st.cb_group, &[&ids, &names, &shorts])
+                        .await
+                        .doing(|| format!("writing {} groups", ids.len()))?;
+                    self.refresh_ancestors(&tx, st, &ids)
+                        .await
+                        .doing(|| format!("routing {} groups", ids.len()))?;
                 }
                 i = j;
                 continue;
@@ -180,7 +191,9 @@ impl Store {
                 lists.push((extension, name, members));
             }
             if lists.len() > 1 {
-                self.bulk_members(&tx, st, &lists).await?;
+                self.bulk_members(&tx, st, &lists)
+                    .await
+                    .doing(|| format!("setting the members of {} groups", lists.len()))?;
                 for slot in &mut out[i..i + lists.len()] {
                     *slot = Some(Ok(Outcome::Done(true)));
                 }
@@ -205,7 +218,7 @@ impl Store {
         change: &Change,
     ) -> Result<Result<Outcome>> {
         let sp = tx.savepoint("change").await?;
-        match self.one(&sp, st, change).await {
+        match self.one(&sp, st, change).await.doing(|| change.describe()) {
             Ok(o) => {
                 sp.commit().await?;
                 Ok(Ok(o))

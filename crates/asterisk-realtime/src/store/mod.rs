@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 
 pub use model::{Change, ManagedUser, Member, Outcome, Route, SweepReport, UserSpec};
 
-use crate::error::{Error, Result};
+use crate::error::{Doing, Error, Result};
 use crate::migrations;
 use crate::session::{self, Driver, Session};
 use crate::sql;
@@ -227,6 +227,41 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A privilege a role lacks (see [`Store::missing_privileges`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MissingPrivilege {
+    /// The role.
+    pub role: String,
+    /// `SELECT`, `DELETE`, `USAGE`, `CREATE`, `EXECUTE`…
+    pub privilege: String,
+    /// The table, view, schema, function or database.
+    pub object: String,
+    /// The statement that grants it (run as a superuser or the object's owner); empty when
+    /// the role itself is missing.
+    pub grant: String,
+    /// The role does not exist at all (run the roles file, `hexidian-roles.sql`).
+    pub role_missing: bool,
+}
+
+impl std::fmt::Display for MissingPrivilege {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.role_missing {
+            write!(
+                f,
+                "role {} does not exist (hexidian-roles.sql creates it)",
+                self.role
+            )
+        } else {
+            write!(
+                f,
+                "{} lacks {} on {}: {};",
+                self.role, self.privilege, self.object, self.grant
+            )
+        }
+    }
+}
+
 /// The PBX ledger's migrations, plus the read grant of Asterisk's role, in one transaction.
 async fn migrate(client: &mut Client, reader: Option<&str>) -> Result<()> {
     let tx = client.transaction().await?;
@@ -249,7 +284,9 @@ async fn migrate(client: &mut Client, reader: Option<&str>) -> Result<()> {
         if exists {
             // an identifier cannot be a bind parameter: the server quotes it (format's %I)
             let grant: String = tx.query_one(sql::GRANT_ROUTING, &[&role]).await?.get(0);
-            tx.batch_execute(&grant).await?;
+            tx.batch_execute(&grant)
+                .await
+                .doing(|| format!("granting {role} SELECT on the routing views"))?;
         }
     }
     tx.commit().await?;
@@ -292,6 +329,47 @@ impl Store {
     pub async fn pending_migrations(&self) -> Result<Vec<(i32, &'static str)>> {
         let guard = self.inner.session.lock().await?;
         migrations::PBX.pending(guard.client()).await
+    }
+
+    /// What hexidian's role (the one this store connected as) and Asterisk's reader role
+    /// lack for what hexidian does and Asterisk reads, each with the `GRANT` that fixes it;
+    /// empty when everything is granted. Reads only. An `asterisk_role` that does not exist
+    /// is reported as [`MissingPrivilege::role_missing`].
+    pub async fn missing_privileges(
+        &self,
+        asterisk_role: Option<&str>,
+    ) -> Result<Vec<MissingPrivilege>> {
+        let guard = self.inner.session.lock().await?;
+        let c = guard.client();
+        let mut out = Vec::new();
+        if let Some(role) = asterisk_role {
+            let exists: bool = c
+                .query_one(sql::ROLE_EXISTS, &[&role])
+                .await
+                .doing(|| format!("looking up role {role}"))?
+                .get(0);
+            if !exists {
+                out.push(MissingPrivilege {
+                    role: role.to_owned(),
+                    privilege: "LOGIN".into(),
+                    object: "the database".into(),
+                    grant: String::new(),
+                    role_missing: true,
+                });
+            }
+        }
+        let rows = c
+            .query(sql::MISSING_PRIVILEGES, &[&asterisk_role])
+            .await
+            .doing(|| "checking privileges".into())?;
+        out.extend(rows.iter().map(|r| MissingPrivilege {
+            role: r.get(0),
+            privilege: r.get(1),
+            object: r.get(2),
+            grant: r.get(3),
+            role_missing: false,
+        }));
+        Ok(out)
     }
 
     /// The Asterisk schema generation in use.

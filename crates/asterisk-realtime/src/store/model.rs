@@ -80,6 +80,23 @@ pub enum Change {
     DeleteExtension(Extension),
 }
 
+impl Change {
+    /// What applying it does, for error reports (`renaming 2020 to 2021`); never a secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::UpsertUser(s) => format!("writing user {}", s.extension),
+            Self::DeleteUser(e) => format!("deleting user {e}"),
+            Self::Rename { old, new } => format!("renaming {old} to {new}"),
+            Self::SetPassword(e, _) => format!("setting the password of {e}"),
+            Self::SetDisplayName(e, _) => format!("setting the name of {e}"),
+            Self::UpsertGroup { extension, .. } => format!("writing group {extension}"),
+            Self::SetMembers { extension, .. } => format!("setting the members of {extension}"),
+            Self::NotGroup { extension, .. } => format!("turning group {extension} into a user"),
+            Self::DeleteExtension(e) => format!("deleting {e}"),
+        }
+    }
+}
+
 /// Result of one change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -2,7 +2,7 @@
 //! what it did not see.
 
 use super::{Store, SweepReport};
-use crate::error::{Error, Result};
+use crate::error::{Doing, Error, Result};
 use crate::sql;
 
 impl Store {
@@ -54,7 +54,8 @@ impl Store {
         if self.inner.has_contacts {
             for id in &users {
                 tx.execute(sql::D_CONTACTS, &[&id.as_str(), &format!("{id}^3B@%")])
-                    .await?;
+                    .await
+                    .doing(|| format!("removing the contacts of {id}"))?;
             }
         }
         tx.execute(sql::S_CLEAR_LISTS, &[&epoch]).await?;

@@ -4,7 +4,7 @@ use tokio_postgres::Transaction;
 
 use super::batch::Statements;
 use super::{ManagedUser, Outcome, Store, UserSpec};
-use crate::error::{Error, Result};
+use crate::error::{Doing, Error, Result};
 use crate::sql::{self, Label};
 use crate::types::{
     EndpointTemplate, Extension, Kind, Routing, SipPassword, build_callerid, sanitize_display_name,
@@ -391,7 +391,8 @@ impl Store {
         tx.execute(&st.d_mark, &[&id]).await?;
         if self.inner.has_contacts {
             tx.execute(sql::D_CONTACTS, &[&id, &format!("{id}^3B@%")])
-                .await?;
+                .await
+                .doing(|| format!("removing the contacts of {id}"))?;
         }
         Ok(true)
     }
@@ -443,7 +444,8 @@ impl Store {
             tx.execute(&st.r_mark, &[&o, &n]).await?;
             if self.inner.has_contacts {
                 tx.execute(sql::D_CONTACTS, &[&o, &format!("{o}^3B@%")])
-                    .await?;
+                    .await
+                    .doing(|| format!("removing the contacts of {o}"))?;
             }
             renamed = true;
         }

@@ -155,3 +155,71 @@ async fn a_read_only_connect_migrates_nothing_and_says_what_is_pending() {
     .unwrap_err();
     assert!(err.to_string().contains("routing reader role"), "{err}");
 }
+
+#[tokio::test]
+async fn a_role_without_grants_is_told_what_it_lacks_and_refused_as_a_set_up_fault() {
+    let e = env().await;
+    // a role of this database only (roles belong to the server; the name keeps tests apart)
+    let role = format!("nogrants_{}", e.db.name());
+    e.sql
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+        .await
+        .unwrap();
+    let (store, driver) = Store::connect(
+        asterisk_realtime::Config::new(&e.db.url_as(&role))
+            .unwrap()
+            .apply_migrations(false),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(driver.run());
+    let missing = store
+        .missing_privileges(Some("no_such_reader"))
+        .await
+        .unwrap();
+    let text: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    for wanted in [
+        "role no_such_reader does not exist (hexidian-roles.sql creates it)".to_owned(),
+        format!("{role} lacks DELETE on ps_contacts: GRANT DELETE ON ps_contacts TO {role};"),
+        format!("{role} lacks INSERT on ps_endpoints: GRANT INSERT ON ps_endpoints TO {role};"),
+        format!("{role} lacks USAGE on hexidian: GRANT USAGE ON SCHEMA hexidian TO {role};"),
+        format!(
+            "{role} lacks SELECT on hexidian.sip_user: GRANT SELECT ON hexidian.sip_user TO {role};"
+        ),
+    ] {
+        assert!(text.contains(&wanted), "{wanted} not in {text:#?}");
+    }
+    // the superuser lacks nothing
+    assert_eq!(e.store.missing_privileges(None).await.unwrap(), []);
+
+    // writing as that role: PostgreSQL's message, SQLSTATE and what hexidian was doing
+    let err = store
+        .upsert_user(sip("2001", "Lena", "Secret123"))
+        .await
+        .unwrap_err();
+    assert!(err.is_setup_fault(), "{err:?}");
+    assert_eq!(err.code(), Some("42501"));
+    assert_eq!(
+        err.to_string(),
+        "permission denied for schema hexidian (42501) while preparing hexidian's statements"
+    );
+    // with hexidian's own tables granted, the PJSIP table is what is missing, and said so
+    e.sql
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA hexidian TO {role}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA hexidian TO {role}"
+        ))
+        .await
+        .unwrap();
+    let err = store
+        .upsert_user(sip("2001", "Lena", "Secret123"))
+        .await
+        .unwrap_err();
+    assert!(err.is_setup_fault(), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("permission denied for table ps_")
+            && shown.ends_with("(42501) while writing user 2001"),
+        "{shown}"
+    );
+}
