@@ -135,6 +135,12 @@ async fn a_group_rings_members_in_delay_order_and_the_first_answer_cancels_the_r
             ],
         )
         .unwrap();
+        // nested: 1200 rings 2007 at once and team 1100 two seconds later, each member of
+        // 1100 after its own delay on top
+        g.save(Extension::new("1200", "Outer", Kind::group("OU")))
+            .unwrap();
+        g.set_members("1200", vec![Member::new("1100", 2), Member::new("2007", 0)])
+            .unwrap();
     })
     .await
     else {
@@ -230,6 +236,65 @@ async fn a_group_rings_members_in_delay_order_and_the_first_answer_cancels_the_r
     assert!(
         (2.5..4.0).contains(&d),
         "multiring member rang at +{d:.3} s"
+    );
+
+    // nested: the outer group's direct member at once, the inner group's members after the
+    // inner group's delay plus their own, the paused one never
+    let mut direct = s
+        .phone("2007", &w.password("2007").await, Answer::Ring)
+        .await;
+    let mut n0 = s
+        .phone("2001", &w.password("2001").await, Answer::Ring)
+        .await;
+    let mut n2 = s
+        .phone("2002", &w.password("2002").await, Answer::Ring)
+        .await;
+    let mut n4 = s
+        .phone(
+            "2003",
+            &w.password("2003").await,
+            Answer::After(Duration::from_millis(500)),
+        )
+        .await;
+    let paused = s
+        .phone("2004", &w.password("2004").await, Answer::Ring)
+        .await;
+    let code = s
+        .call(
+            "2005",
+            &w.password("2005").await,
+            "1200",
+            Duration::from_millis(300),
+        )
+        .await;
+    assert_eq!(
+        code,
+        200,
+        "the nested group call is answered; asterisk:\n{}",
+        w.ast.log_tail()
+    );
+    for (p, what) in [
+        (&mut direct, "2007 cancelled"),
+        (&mut n0, "2001 cancelled"),
+        (&mut n2, "2002 cancelled"),
+        (&mut n4, "2003 answered"),
+    ] {
+        assert!(p.finished(Duration::from_secs(10)).await, "{what}");
+    }
+    assert!(paused.invites().is_empty(), "a paused member never rings");
+    let t0 = at(&direct).at;
+    let (d0, d2, d4) = (at(&n0).at - t0, at(&n2).at - t0, at(&n4).at - t0);
+    eprintln!(
+        "nested group 1200: INVITEs 2007 +0.000 s, 2001 +{d0:.3} s, 2002 +{d2:.3} s, \
+         2003 +{d4:.3} s (delays 0, 2, 4, 6)"
+    );
+    assert!((1.5..3.0).contains(&d0), "2001 rang at +{d0:.3} s");
+    assert!((3.5..5.0).contains(&d2), "2002 rang at +{d2:.3} s");
+    assert!((5.5..7.0).contains(&d4), "2003 rang at +{d4:.3} s");
+    assert!(
+        at(&direct).from.starts_with("\"[OU] Caller\""),
+        "the outer group's short name tags the caller: {}",
+        at(&direct).from
     );
 }
 

@@ -333,3 +333,69 @@ async fn a_guru3_answering_only_5xx_for_20_s_loses_nothing() {
     assert_recovered(&w, Duration::from_secs(30)).await;
     run.stop().await.unwrap();
 }
+
+/// A message whose PBX write runs past PostgreSQL's statement timeout every time (here a
+/// trigger sleeps on its row), while PostgreSQL answers everything else: the queue tries it
+/// alone, sees PostgreSQL answering, counts its attempts and dead-letters it with the reason;
+/// the messages before and after it apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_heavy_for_postgres_is_dead_lettered_and_the_queue_moves_on() {
+    let w = World::new().await;
+    w.sql
+        .batch_execute(
+            "CREATE FUNCTION heavy_row() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.id = '2002' THEN PERFORM pg_sleep(30); END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER heavy_row BEFORE INSERT OR UPDATE ON ps_endpoints \
+             FOR EACH ROW EXECUTE FUNCTION heavy_row()",
+        )
+        .await
+        .unwrap();
+    let mut s = w.settings();
+    let pg = asterisk_realtime::Config::new(&w.hexidian_url())
+        .unwrap()
+        .routing_reader(Some(hexidian_e2e::ASTERISK_ROLE.into()))
+        .operation_timeout(Duration::from_secs(2)); // override: the test is about what follows a time-out, not its length (60 s)
+    s.store = hexidian::StoreSettings::Postgres(Box::new(pg));
+    let run = w.start_with(s).await;
+    w.guru3
+        .save(Extension::new("2001", "Before", Kind::sip()))
+        .unwrap();
+    let heavy = w
+        .guru3
+        .save(Extension::new("2002", "Heavy", Kind::sip()))
+        .unwrap();
+    w.guru3
+        .save(Extension::new("2003", "After", Kind::sip()))
+        .unwrap();
+    w.drained(Duration::from_secs(180)).await;
+    let rows: Vec<String> = w
+        .sql
+        .query("SELECT id::text FROM ps_endpoints ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, ["2001", "2003"]);
+    let (status, reason): (String, Option<String>) = {
+        let r = w
+            .sql
+            .query_one(
+                "SELECT status, reason FROM hexidian.journal WHERE id = $1",
+                &[heavy.last().unwrap()],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(status, "dead");
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains("57014") || reason.contains("timed out"),
+        "{reason}"
+    );
+    let (_, body) = http_get(run.admin_addr().unwrap(), "/readyz").await;
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(ready["broker"]["stalled"].is_null(), "{body}");
+    run.stop().await.unwrap();
+}

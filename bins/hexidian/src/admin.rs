@@ -107,6 +107,7 @@ async fn readyz(h: &Health) -> Resp {
                 "temporary": s.temporary,
                 "temps_created": s.temps_created,
                 "bound": s.bound,
+                "binds_failed": s.binds_failed,
                 "returned": s.returned,
                 "assigns_ok": s.assigns_ok,
                 "assigns_nak": s.assigns_nak,

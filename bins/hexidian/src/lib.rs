@@ -303,6 +303,12 @@ async fn prune_journal(store: hexidian_state::Store, mut stop: watch::Receiver<b
                     if n > 0 {
                         tracing::info!(rows = n, "old journal rows pruned");
                     }
+                    // answered ASSIGN_HANDSETs go with the journal rows of their time
+                    match store.prune_outbox(JOURNAL_KEEP).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(rows = n, "answered ASSIGN_HANDSETs pruned"),
+                        Err(e) => tracing::debug!(error = %e, "pruning the outbox failed"),
+                    }
                     break;
                 }
                 Err(e) => {

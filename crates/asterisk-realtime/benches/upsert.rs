@@ -1,4 +1,6 @@
-//! Upserting 10,000 SIP users into a throwaway PostgreSQL: one transaction each vs. batched.
+//! Upserting 10,000 SIP users into a throwaway PostgreSQL: one transaction each vs. batched;
+//! and a dense nested call-group hierarchy (8 layers of 7 groups, each holding the whole next
+//! layer) applied and edited.
 //!
 //! `cargo bench -p asterisk-realtime --bench upsert` (needs the PostgreSQL server binaries, like
 //! the tests).
@@ -6,7 +8,7 @@
 
 use std::time::Instant;
 
-use asterisk_realtime::{Change, Config, Kind, Store, UserSpec};
+use asterisk_realtime::{Change, Config, Kind, Member, Store, UserSpec};
 use hexidian_testkit::pg::TestDb;
 
 const USERS: u32 = 10_000;
@@ -44,6 +46,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    nested_hierarchy().await;
     let db = TestDb::new().await;
     let store = store(&db).await;
 
@@ -91,6 +94,74 @@ async fn main() {
         t.as_secs_f64(),
         f64::from(USERS) / t.as_secs_f64(),
         single.as_secs_f64() / t.as_secs_f64()
+    );
+}
+
+/// 8 layers of 7 groups, every group holding all 7 of the next layer, the last holding 2 users.
+async fn nested_hierarchy() {
+    let db = TestDb::new().await;
+    let store = store(&db).await;
+    let group = |layer: u32, i: u32| -> asterisk_realtime::Extension {
+        format!("{}", 3000 + layer * 10 + i).parse().unwrap()
+    };
+    let member = |e: asterisk_realtime::Extension, delay: i32| Member {
+        extension: e,
+        active: true,
+        delay_s: delay,
+    };
+    let mut changes = Vec::new();
+    for layer in 0..8 {
+        for i in 0..7 {
+            changes.push(Change::UpsertGroup {
+                extension: group(layer, i),
+                name: format!("L{layer}G{i}"),
+                short_name: String::new(),
+            });
+        }
+    }
+    for layer in (0..8).rev() {
+        for i in 0..7 {
+            let members = if layer == 7 {
+                (0..2)
+                    .map(|k| member(format!("{}", 4000 + i * 10 + k).parse().unwrap(), 1))
+                    .collect()
+            } else {
+                (0..7)
+                    .map(|j| member(group(layer + 1, j), j as i32))
+                    .collect()
+            };
+            changes.push(Change::SetMembers {
+                extension: group(layer, i),
+                name: format!("L{layer}G{i}"),
+                members,
+            });
+        }
+    }
+    let start = Instant::now();
+    assert!(
+        store
+            .apply(&changes)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    let t = start.elapsed();
+    println!(
+        "nested groups 8 x 7 (each holding the next layer), applied   : {:>8.3} s",
+        t.as_secs_f64()
+    );
+    // one membership deep down changes: every group above it is routed again
+    let edit = [Change::SetMembers {
+        extension: group(7, 0),
+        name: "L7G0".into(),
+        members: vec![member("4000".parse().unwrap(), 2)],
+    }];
+    let start = Instant::now();
+    assert!(store.apply(&edit).await.unwrap().iter().all(Result::is_ok));
+    println!(
+        "nested groups 8 x 7, one bottom member list edited           : {:>8.3} s",
+        start.elapsed().as_secs_f64()
     );
 }
 

@@ -78,6 +78,28 @@ impl PgError {
     }
 }
 
+impl PgError {
+    /// The client could not encode a parameter or decode a row (a type or column mismatch):
+    /// the same statement with the same values fails again. tokio-postgres has no public
+    /// error kind, so its fixed descriptions tell.
+    fn is_codec_error(&self) -> bool {
+        if self.0.as_db_error().is_some() || self.0.is_closed() {
+            return false;
+        }
+        let text = self.0.to_string();
+        [
+            "error serializing parameter",
+            "error deserializing column",
+            "invalid column",
+            "query returned an unexpected number of",
+            "expected ",
+            "error encoding message",
+        ]
+        .iter()
+        .any(|p| text.starts_with(p))
+    }
+}
+
 impl fmt::Display for PgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.as_db_error() {
@@ -182,8 +204,9 @@ impl Error {
                                 | "53300"
                         )
                 }
-                // no SQLSTATE: the connection itself failed
-                None => true,
+                // no SQLSTATE: the connection failed, unless the client could not encode a
+                // value or decode a row, which fails the same way every time
+                None => !e.is_codec_error(),
             },
             _ => false,
         }

@@ -135,6 +135,11 @@ pub(crate) const PBX: Ledger = Ledger {
             description: "per-user routing: forwards, trunks, call waiting, dial-out, caller display",
             sql: V5,
         },
+        Migration {
+            version: 6,
+            description: "call-group targets in linear time (shortest delays by hop layers, not by paths)",
+            sql: V6,
+        },
     ],
 };
 
@@ -227,4 +232,47 @@ SELECT id, kind, forward_mode, forward_target, forward_delay_s,
        CASE WHEN allow_dialout THEN 'yes' ELSE 'no' END AS allow_dialout,
        display
   FROM hexidian.sip_user;
+";
+
+/// `callgroup_targets` of V1 enumerated every path through nested groups, so its cost grew with
+/// the product of the fan-outs: eight layers of seven groups, each holding every group of the
+/// next layer (legal in GURU3), ran for minutes. This one keeps one row per reachable number
+/// and relaxes it by hop layers (Bellman–Ford limited to 8 hops): layer k holds, for every
+/// number reachable in at most k hops over active memberships, the smallest cumulative delay.
+/// That is the same answer as before (delays are never negative, so a walk that comes back to
+/// a number is never shorter than the path without the detour, and it has fewer hops), for
+/// O(8 × (numbers + memberships reached)) work, and it stops as soon as a layer changes nothing.
+const V6: &str = r"
+CREATE OR REPLACE FUNCTION hexidian.callgroup_targets(root text)
+RETURNS TABLE (target text, delay_s integer)
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE layer (depth, nodes, delays, changed) AS (
+        SELECT 0, ARRAY[root], ARRAY[0], true
+        UNION ALL
+        SELECT l.depth + 1, n.nodes, n.delays,
+               (n.nodes, n.delays) IS DISTINCT FROM (l.nodes, l.delays)
+          FROM layer l
+          CROSS JOIN LATERAL (
+              SELECT array_agg(b.node ORDER BY b.node) AS nodes,
+                     array_agg(b.d ORDER BY b.node) AS delays
+                FROM (
+                    SELECT c.node, min(c.d) AS d
+                      FROM (
+                          SELECT x.node, x.d FROM unnest(l.nodes, l.delays) AS x (node, d)
+                          UNION ALL
+                          SELECT m.member, x.d + m.delay_s
+                            FROM unnest(l.nodes, l.delays) AS x (node, d)
+                            JOIN hexidian.callgroup_member m ON m.callgroup = x.node AND m.active
+                      ) c
+                     GROUP BY c.node
+                ) b
+          ) n
+         WHERE l.depth < 8 AND l.changed
+    ),
+    last AS (SELECT nodes, delays FROM layer ORDER BY depth DESC LIMIT 1)
+    SELECT t.node, t.d
+      FROM last, unnest(last.nodes, last.delays) AS t (node, d)
+      LEFT JOIN hexidian.callgroup g ON g.extension = t.node
+     WHERE g.extension IS NULL OR NOT g.is_group
+$$;
 ";

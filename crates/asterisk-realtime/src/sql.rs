@@ -138,6 +138,9 @@ pub(crate) const D_AUTH: &str = "DELETE FROM ps_auths WHERE id = $1";
 pub(crate) const D_AOR: &str = "DELETE FROM ps_aors WHERE id = $1";
 pub(crate) const D_MARK: &str = "DELETE FROM hexidian.sip_user WHERE id = $1";
 pub(crate) const D_CONTACTS: &str = "DELETE FROM ps_contacts WHERE endpoint = $1 OR id LIKE $2";
+// the contacts of every swept user in one statement (ids are `<aor>^3B@<hash>`)
+pub(crate) const S_CONTACTS: &str = "DELETE FROM ps_contacts \
+     WHERE endpoint = ANY ($1::text[]) OR split_part(id, '^3B@', 1) = ANY ($1::text[])";
 
 pub(crate) const R_TAKEN: &str = "SELECT EXISTS (SELECT 1 FROM hexidian.sip_user WHERE id = $1), \
        EXISTS (SELECT 1 FROM ps_endpoints WHERE id = $1) OR EXISTS (SELECT 1 FROM ps_aors WHERE id = $1) \
@@ -325,6 +328,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("d_aor", D_AOR),
     ("d_mark", D_MARK),
     ("d_contacts", D_CONTACTS),
+    ("s_contacts", S_CONTACTS),
     ("r_taken", R_TAKEN),
     ("r_endpoint", R_ENDPOINT),
     ("r_auth", R_AUTH),

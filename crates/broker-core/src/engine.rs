@@ -212,6 +212,8 @@ struct Waiting {
     stalled: bool,
     /// the stall is a refusal of hexidian's set-up, not an outage
     refused: bool,
+    /// the peer did not finish in time (`PortErrorKind::Slow`): try the message alone
+    slow: bool,
     reason: String,
 }
 
@@ -250,6 +252,9 @@ pub struct Broker {
     stall_probes: u32,
     /// messages tried per round (see `process`)
     window: usize,
+    /// A message that timed out alone while the PBX answered a cheap question: its own
+    /// failure, so its further time-outs count as attempts.
+    suspect: Option<i64>,
     status: Arc<Mutex<BrokerStatus>>,
     directory: crate::model::SharedDirectory,
 }
@@ -332,6 +337,7 @@ impl Broker {
             stall: None,
             stall_probes: 0,
             window: usize::MAX,
+            suspect: None,
             status,
             directory,
         })
@@ -532,7 +538,27 @@ impl Broker {
                 segment.push(msg);
             }
         }
-        self.window = if self.waiting.is_some() {
+        // a time-out may be one heavy message: try the head alone; if it times out alone
+        // while the PBX answers a cheap question, its time-outs count as attempts from now on
+        let isolate = self
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.slow || Some(w.message) == self.suspect);
+        if let Some(w) = self.waiting.as_ref().filter(|w| w.slow && tried == 1) {
+            let head = w.message;
+            if self.suspect != Some(head) && self.ports.sip.sync_state().await.is_ok() {
+                tracing::warn!(
+                    message = head,
+                    reason = %w.reason,
+                    "a message times out alone while the PBX answers: its own failure, \
+                     its attempts count from now on"
+                );
+                self.suspect = Some(head);
+            }
+        }
+        self.window = if isolate {
+            1
+        } else if self.waiting.is_some() {
             (tried / 2).max(MIN_WINDOW)
         } else {
             self.window.saturating_mul(2)
@@ -633,6 +659,7 @@ impl Broker {
             message: head.id,
             stalled: true,
             refused: e.kind() == PortErrorKind::Refused,
+            slow: false,
             reason,
         });
     }
@@ -690,37 +717,51 @@ impl Broker {
                 stale_dect.len()
             )));
         }
-        let summary = self.ports.sip.end_sync(epoch).await?;
+        // Every step is idempotent and the resync stays open until the last one: a failure
+        // or a crash anywhere in here leaves it open, and the SYNC_ENDED that comes again
+        // (retried, or redelivered after a restart) sweeps again from where it stopped.
+        let summary = self.ports.sip.sweep_sync(epoch).await?;
         for n in &stale_dect {
             self.ports.dect.delete_user(n.clone()).await?;
         }
+        // the mirror changes only once its new state is committed
         let mut ops = Vec::new();
-        let mut touched = Vec::new();
-        let numbers: Vec<Number> = self.mirror.keys().cloned().collect();
-        for n in numbers {
-            let Some(e) = self.mirror.get_mut(&n) else {
+        for (n, e) in &self.mirror {
+            let drop_ext = e.extension.is_some() && e.seen_epoch < epoch;
+            let drop_members = !e.members.is_empty() && e.members_epoch < epoch;
+            if !drop_ext && !drop_members {
                 continue;
-            };
-            let mut changed = false;
-            if e.extension.is_some() && e.seen_epoch < epoch {
+            }
+            let mut e = e.clone();
+            if drop_ext {
                 e.extension = None;
-                changed = true;
             }
-            if !e.members.is_empty() && e.members_epoch < epoch {
+            if drop_members {
                 e.members.clear();
-                changed = true;
             }
-            if e.extension.is_none() && e.members.is_empty() {
-                self.mirror.remove(&n);
-                ops.push(StateOp::Remove(n.clone()));
-                touched.push(n);
-            } else if changed {
-                ops.push(StateOp::Put(n.clone(), e.clone()));
-                touched.push(n);
+            ops.push(if e.extension.is_none() && e.members.is_empty() {
+                StateOp::Remove(n.clone())
+            } else {
+                StateOp::Put(n.clone(), e)
+            });
+        }
+        self.ports.state.commit(ops.clone()).await?;
+        let mut touched = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                StateOp::Remove(n) => {
+                    self.mirror.remove(&n);
+                    touched.push(n);
+                }
+                StateOp::Put(n, e) => {
+                    self.mirror.insert(n.clone(), e);
+                    touched.push(n);
+                }
+                _ => {}
             }
         }
         self.publish(&touched);
-        self.ports.state.commit(ops).await?;
+        self.ports.sip.finish_sync(epoch).await?;
         tracing::debug!(
             list_owned_ms = t_list.duration_since(t0).as_millis() as u64,
             total_ms = self.ports.clock.now().duration_since(t0).as_millis() as u64,
@@ -740,6 +781,18 @@ impl Broker {
     /// waits for a retry (`None`, and `self.waiting` says why).
     fn settle(&mut self, msg: &Incoming, verdict: Verdict) -> Option<(Verdict, u32)> {
         let now = self.ports.clock.now();
+        let verdict = match verdict {
+            // it timed out alone before while the PBX answered: this one is the message's own
+            Verdict::Stalled(e)
+                if e.kind() == PortErrorKind::Slow && self.suspect == Some(msg.id) =>
+            {
+                Verdict::Retry(e)
+            }
+            v => v,
+        };
+        if self.suspect == Some(msg.id) && !verdict.waits() {
+            self.suspect = None;
+        }
         match verdict {
             Verdict::Stalled(e) => {
                 // the peer was not asked: no attempt, and the wait is not budget
@@ -750,6 +803,7 @@ impl Broker {
                     message: msg.id,
                     stalled: true,
                     refused: e.kind() == PortErrorKind::Refused,
+                    slow: e.kind() == PortErrorKind::Slow,
                     reason: e.report(),
                 });
                 None
@@ -776,6 +830,7 @@ impl Broker {
                         message: msg.id,
                         stalled: false,
                         refused: false,
+                        slow: false,
                         reason: e.report(),
                     });
                     None

@@ -392,6 +392,21 @@ struct SipState {
     batches: u64,
     /// number → how many more changes of it fail as a lock timeout
     locked: BTreeMap<Number, u32>,
+    /// numbers whose change makes the whole transaction run past its statement timeout
+    heavy: BTreeSet<Number>,
+}
+
+/// The number a change is about.
+fn change_number(c: &SipChange) -> &Number {
+    match c {
+        SipChange::UpsertUser { number, .. }
+        | SipChange::UpsertGroup { number, .. }
+        | SipChange::SetMembers { number, .. }
+        | SipChange::NotGroup { number, .. } => number,
+        SipChange::DeleteUser(n)
+        | SipChange::DeleteExtension(n)
+        | SipChange::Rename { old: n, .. } => n,
+    }
 }
 
 /// The PBX: users, groups, member lists and the resync epoch.
@@ -445,6 +460,14 @@ impl MemorySip {
     /// Takes the database down or brings it back.
     pub fn set_down(&self, down: bool) {
         lock(&self.inner).faults.down = down;
+    }
+
+    /// Every transaction with a change of `number` runs past its statement timeout (a change
+    /// too heavy for the PBX), while everything else works.
+    pub fn make_heavy(&self, number: &str) {
+        if let Ok(n) = number.parse() {
+            lock(&self.inner).heavy.insert(n);
+        }
     }
 
     /// The next `times` changes of `number` fail as if its row were locked (the rest of
@@ -566,20 +589,23 @@ impl SipProvisioning for MemorySip {
         changes: Vec<SipChange>,
     ) -> BoxFuture<'_, PortResult<Vec<PortResult<SipOutcome>>>> {
         let mut s = lock(&self.inner);
+        if let Some(n) = changes
+            .iter()
+            .map(change_number)
+            .find(|n| s.heavy.contains(*n))
+        {
+            // nothing of the transaction is applied
+            return ready(Err(PortError::new(
+                PortErrorKind::Slow,
+                format!("sip change of {n}: statement timeout"),
+            )));
+        }
         let r = s.faults.check("sip apply").map(|()| {
             s.batches += 1;
             changes
                 .into_iter()
                 .map(|c| {
-                    let n = match &c {
-                        SipChange::UpsertUser { number, .. }
-                        | SipChange::UpsertGroup { number, .. }
-                        | SipChange::SetMembers { number, .. }
-                        | SipChange::NotGroup { number, .. } => number,
-                        SipChange::DeleteUser(n)
-                        | SipChange::DeleteExtension(n)
-                        | SipChange::Rename { old: n, .. } => n,
-                    };
+                    let n = change_number(&c);
                     if let Some(left) = s.locked.get_mut(n).filter(|l| **l > 0) {
                         *left -= 1;
                         return Err(PortError::unavailable(format!(
@@ -600,7 +626,15 @@ impl SipProvisioning for MemorySip {
         ready(Ok(s.epoch))
     }
 
-    fn end_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>> {
+    fn finish_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<()>> {
+        let mut s = lock(&self.inner);
+        if s.epoch == epoch {
+            s.in_progress = false;
+        }
+        ready(Ok(()))
+    }
+
+    fn sweep_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>> {
         let mut s = lock(&self.inner);
         if s.epoch != epoch || !s.in_progress {
             return ready(Ok(SweepSummary::default()));
@@ -624,7 +658,6 @@ impl SipProvisioning for MemorySip {
             s.groups.remove(n);
         }
         s.members.retain(|_, m| m.1 >= epoch);
-        s.in_progress = false;
         ready(Ok(SweepSummary {
             users: users.iter().map(ToString::to_string).collect(),
             groups: groups.iter().map(ToString::to_string).collect(),
@@ -633,6 +666,9 @@ impl SipProvisioning for MemorySip {
 
     fn sync_state(&self) -> BoxFuture<'_, PortResult<(i64, bool)>> {
         let s = lock(&self.inner);
+        if s.faults.down {
+            return ready(Err(PortError::unavailable("sync state: peer is down")));
+        }
         ready(Ok((s.epoch, s.in_progress)))
     }
 

@@ -22,6 +22,12 @@ pub enum PortErrorKind {
     /// deadline, database unreachable, lock or serialisation conflict): the queue waits in
     /// order and retries without limit; no attempt is spent.
     Unavailable,
+    /// The peer did not finish this request in time, and whether it is down or this request
+    /// is too heavy for it is not known yet (a statement timeout). The queue waits as for
+    /// [`Unavailable`](Self::Unavailable) and tries the message alone; if it still times out
+    /// alone while the peer answers a cheap question, it is the message's own failure: its
+    /// attempts are counted and it ends as a dead letter, so that it cannot wedge the queue.
+    Slow,
     /// The peer refuses hexidian itself, whatever the message: a privilege or a table it
     /// needs is missing, its OMM account lacks the rights. A fault of the set-up, not of the
     /// message: the queue waits in order as for [`Unavailable`](Self::Unavailable) (no
@@ -97,7 +103,10 @@ impl PortError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,
-            PortErrorKind::Transient | PortErrorKind::Unavailable | PortErrorKind::Refused
+            PortErrorKind::Transient
+                | PortErrorKind::Unavailable
+                | PortErrorKind::Refused
+                | PortErrorKind::Slow
         )
     }
 
@@ -111,7 +120,7 @@ impl PortError {
     pub fn stalls_queue(&self) -> bool {
         matches!(
             self.kind,
-            PortErrorKind::Unavailable | PortErrorKind::Refused
+            PortErrorKind::Unavailable | PortErrorKind::Refused | PortErrorKind::Slow
         )
     }
 
@@ -292,8 +301,11 @@ pub trait SipProvisioning: Send + Sync + 'static {
     ) -> BoxFuture<'_, PortResult<Vec<PortResult<SipOutcome>>>>;
     /// Starts a resync generation; returns its epoch.
     fn begin_sync(&self) -> BoxFuture<'_, PortResult<i64>>;
-    /// Ends it: sweeps what was not seen (never temporary users), behind a mass-deletion guard.
-    fn end_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>>;
+    /// Sweeps what the resync `epoch` did not see (never temporary users), behind a
+    /// mass-deletion guard, and leaves it open: idempotent while it is open.
+    fn sweep_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>>;
+    /// Closes the resync `epoch` once everything else was swept and committed.
+    fn finish_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<()>>;
     /// `(current epoch, in progress)`, to resume after a restart.
     fn sync_state(&self) -> BoxFuture<'_, PortResult<(i64, bool)>>;
     /// Whether any PBX row (owned or not) uses this id.

@@ -738,3 +738,101 @@ async fn after_a_round_that_waited_fewer_messages_are_tried_then_more_again() {
     assert_eq!(r.acked, (51..=100).collect::<Vec<i64>>());
     assert_eq!(r.retry, 0);
 }
+
+/// A resync whose sweep fails at its last step (the state commit) and then dies: the resync
+/// stays open, the in-memory mirror keeps what was not committed, and the SYNC_ENDED that
+/// comes again finishes the sweep, with the same broker or after a restart.
+#[tokio::test]
+async fn an_interrupted_sweep_is_finished_by_the_sync_ended_that_comes_again() {
+    for restart in [false, true] {
+        let w = World::new();
+        let mut b = w.broker().await;
+        for (i, c) in [sip("2001", "a"), dect("2002", None), dect("2003", None)]
+            .into_iter()
+            .enumerate()
+        {
+            w.feed.push(msg(i as i64 + 1, c));
+        }
+        w.drain(&mut b).await;
+        w.feed.push(msg(10, Command::SyncStarted));
+        w.feed.push(msg(11, sip("2001", "a")));
+        w.feed.push(msg(12, dect("2002", None)));
+        w.drain(&mut b).await;
+        // SYNC_ENDED: the PBX and the OMM are swept, then the state commit fails
+        w.state.set_down(true);
+        w.feed.push(msg(13, Command::SyncEnded));
+        let batch = w.feed.next_batch().await.unwrap();
+        assert!(b.process(batch).await.acked.is_empty());
+        assert_eq!(w.sip.numbers(), ["2001", "2002"]);
+        assert!(
+            b.mirror(&n("2003")).is_some(),
+            "the mirror changed before its state was committed"
+        );
+        assert_eq!(b.status().lock().unwrap().sync_epoch, Some(1));
+        w.state.set_down(false);
+        if restart {
+            drop(b);
+            b = w.broker().await;
+            assert_eq!(
+                b.status().lock().unwrap().sync_epoch,
+                Some(1),
+                "the resync is still open after the restart"
+            );
+        }
+        w.drain(&mut b).await;
+        assert_eq!(w.dect.numbers(), ["2002"]);
+        assert!(b.mirror(&n("2003")).is_none());
+        assert_eq!(b.status().lock().unwrap().sync_epoch, None);
+        // and what was committed says so too
+        let b = w.broker().await;
+        assert!(b.mirror(&n("2003")).is_none(), "restart {restart}");
+        assert_eq!(b.status().lock().unwrap().sync_epoch, None);
+    }
+}
+
+/// A message whose PBX change runs past the statement timeout every time, while the PBX
+/// answers everything else: the messages before and after it go through, it is tried alone,
+/// its attempts count once the PBX is seen answering, and it ends as a dead letter with its
+/// reason (production limits). A real outage (the next test's PBX down) never gets there.
+#[tokio::test]
+async fn a_message_that_times_out_alone_while_the_pbx_answers_is_dead_lettered() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    w.sip.make_heavy("2002");
+    for (i, c) in [sip("2001", "a"), sip("2002", "b"), sip("2003", "c")]
+        .into_iter()
+        .enumerate()
+    {
+        w.feed.push(msg(i as i64 + 1, c));
+    }
+    let batch = w.feed.next_batch().await.unwrap();
+    let mut acked = b.process(batch).await.acked;
+    for _ in 0..60 {
+        if acked.len() == 3 {
+            break;
+        }
+        w.clock.advance(std::time::Duration::from_secs(60));
+        acked.extend(b.retry().await.acked);
+    }
+    assert_eq!(acked, [1, 2, 3]);
+    assert_eq!(w.sip.numbers(), ["2001", "2003"]);
+    let j = w.state.journal(2).unwrap();
+    assert_eq!(j.status, JournalStatus::Dead);
+    assert!(j.reason.unwrap().contains("statement timeout"));
+    let s = b.status().lock().unwrap().clone();
+    assert_eq!((s.done, s.dead), (2, 1));
+    assert!(s.stalled.is_none());
+}
+
+#[tokio::test]
+async fn time_outs_while_the_pbx_answers_nothing_stall_and_lose_nothing() {
+    let w = World::new();
+    let mut b = Broker::start(w.ports(), tight()).await.unwrap();
+    w.sip.make_heavy("2002");
+    w.sip.set_down(true);
+    w.feed.push(msg(1, sip("2002", "b")));
+    let batch = w.feed.next_batch().await.unwrap();
+    assert!(b.process(batch).await.acked.is_empty());
+    wait_out(&w, &mut b, 10).await;
+    assert!(w.state.with_status(JournalStatus::Dead).is_empty());
+}

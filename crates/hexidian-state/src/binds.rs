@@ -42,7 +42,26 @@ impl std::fmt::Debug for OutboxEntry {
 }
 
 impl Store {
-    /// Records a promised bind; returns its id.
+    /// Forgets a promised bind that cannot be carried out (its extension is gone, or the
+    /// OMM refused the move for good); no `ASSIGN_HANDSET` is queued.
+    pub async fn drop_bind(&self, id: i64) -> Result<()> {
+        let guard = self.session.lock().await?;
+        guard.client().execute(sql::H_BIND_DONE, &[&id]).await?;
+        Ok(())
+    }
+
+    /// Deletes `ASSIGN_HANDSET`s GURU3 answered more than `max_age` ago (at most 10,000 per
+    /// call). Returns how many.
+    pub async fn prune_outbox(&self, max_age: std::time::Duration) -> Result<u64> {
+        let guard = self.session.lock().await?;
+        Ok(guard
+            .client()
+            .execute(sql::H_OUTBOX_PRUNE, &[&max_age.as_secs_f64()])
+            .await?)
+    }
+
+    /// Records a promised bind; returns its id. A handset has one: recording another for
+    /// the same handset returns the first's id, retargeted to the new extension.
     pub async fn add_bind(&self, ppn: i32, temp: &Extension, extension: &Extension) -> Result<i64> {
         let guard = self.session.lock().await?;
         Ok(guard

@@ -53,6 +53,11 @@ $adopt$;
             description: "journal pruning index",
             sql: V3,
         },
+        Migration {
+            version: 4,
+            description: "one promised bind per handset; answered ASSIGN_HANDSETs lose their UAK",
+            sql: V4,
+        },
     ],
 };
 
@@ -112,4 +117,18 @@ CREATE INDEX assign_outbox_pending_idx ON hexidian.assign_outbox (id) WHERE stat
 /// Old applied and ignored journal rows are pruned by age.
 const V3: &str = r"
 CREATE INDEX journal_prune_idx ON hexidian.journal (updated_at) WHERE status <> 'dead';
+";
+
+/// A handset has at most one promised bind: a re-dial after a commit that succeeded but was
+/// reported as failed (the caller heard RETRY) finds the bind it made instead of adding a
+/// second one (two moves, two ASSIGN_HANDSETs). Older duplicates keep their oldest row. An
+/// ASSIGN_HANDSET GURU3 answered needs its UAK no more: the key is wiped, and the rows are
+/// pruned with the journal.
+const V4: &str = r"
+DELETE FROM hexidian.handset_bind b
+ USING hexidian.handset_bind o
+ WHERE b.ppn = o.ppn AND b.id > o.id;
+CREATE UNIQUE INDEX handset_bind_ppn_key ON hexidian.handset_bind (ppn);
+UPDATE hexidian.assign_outbox SET uak = '' WHERE status <> 'pending';
+CREATE INDEX assign_outbox_answered_idx ON hexidian.assign_outbox (updated_at) WHERE status <> 'pending';
 ";

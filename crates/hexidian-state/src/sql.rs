@@ -20,8 +20,9 @@ pub(crate) const B_DEAD: &str = "SELECT id, kind, status, attempts, reason, payl
      WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
 
 // promised binds and the ASSIGN_HANDSET outbox (ledger version 2)
-pub(crate) const H_BIND_ADD: &str =
-    "INSERT INTO hexidian.handset_bind (ppn, temp, extension) VALUES ($1, $2, $3) RETURNING id";
+// one bind per handset (ledger version 4): the latest call's target wins, the id stays
+pub(crate) const H_BIND_ADD: &str = "INSERT INTO hexidian.handset_bind (ppn, temp, extension) VALUES ($1, $2, $3) \
+     ON CONFLICT (ppn) DO UPDATE SET temp = EXCLUDED.temp, extension = EXCLUDED.extension RETURNING id";
 pub(crate) const H_BINDS: &str =
     "SELECT id, ppn, temp, extension FROM hexidian.handset_bind ORDER BY id";
 pub(crate) const H_BIND_DONE: &str = "DELETE FROM hexidian.handset_bind WHERE id = $1";
@@ -29,8 +30,12 @@ pub(crate) const H_OUTBOX_ADD: &str =
     "INSERT INTO hexidian.assign_outbox (ipei, uak, extension) VALUES ($1, $2, $3)";
 pub(crate) const H_OUTBOX: &str = "SELECT id, ipei, uak, extension FROM hexidian.assign_outbox \
      WHERE status = 'pending' ORDER BY id LIMIT $1";
-pub(crate) const H_OUTBOX_DONE: &str = "UPDATE hexidian.assign_outbox SET status = $2, text = $3, updated_at = now() \
+// GURU3 answered: the UAK is not needed any more
+pub(crate) const H_OUTBOX_DONE: &str = "UPDATE hexidian.assign_outbox SET status = $2, text = $3, uak = '', updated_at = now() \
      WHERE id = $1 AND status = 'pending'";
+pub(crate) const H_OUTBOX_PRUNE: &str = "DELETE FROM hexidian.assign_outbox WHERE id IN ( \
+     SELECT id FROM hexidian.assign_outbox WHERE status <> 'pending' \
+       AND updated_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
 
 /// Every statement with its name, for the snapshot of generated SQL.
 #[cfg(test)]
@@ -43,6 +48,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("b_dead", B_DEAD),
     ("b_prune", B_PRUNE),
     ("h_bind_add", H_BIND_ADD),
+    ("h_outbox_prune", H_OUTBOX_PRUNE),
     ("h_binds", H_BINDS),
     ("h_bind_done", H_BIND_DONE),
     ("h_outbox_add", H_OUTBOX_ADD),

@@ -188,6 +188,66 @@ async fn promised_binds_become_outbox_entries_once() {
         e.store.pending_assigns(10).await.unwrap().is_empty(),
         "a NAK is final"
     );
+    // an answered ASSIGN_HANDSET keeps no key, and goes with the old journal rows
+    let uak: String = e
+        .sql
+        .query_one("SELECT uak FROM hexidian.assign_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(uak, "", "the UAK is wiped once GURU3 answered");
+    assert_eq!(
+        e.store
+            .prune_outbox(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0,
+        "younger than the limit"
+    );
+    assert_eq!(
+        e.store
+            .prune_outbox(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_handset_has_one_promised_bind_and_a_bind_can_be_ended() {
+    let e = env().await;
+    let first = e
+        .store
+        .add_bind(7, &ext("01001234"), &ext("2001"))
+        .await
+        .unwrap();
+    // a re-dial after a commit that was reported as failed finds the same bind
+    let again = e
+        .store
+        .add_bind(7, &ext("01001234"), &ext("2002"))
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    let binds = e.store.pending_binds().await.unwrap();
+    assert_eq!(binds.len(), 1);
+    assert_eq!(binds[0].extension, "2002", "the latest call's target");
+    let other = e
+        .store
+        .add_bind(8, &ext("01001235"), &ext("2003"))
+        .await
+        .unwrap();
+    assert_ne!(other, first);
+    e.store.drop_bind(first).await.unwrap();
+    let left: Vec<i64> = e
+        .store
+        .pending_binds()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(left, [other]);
+    assert!(e.store.pending_assigns(10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -271,9 +331,17 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .unwrap();
     tokio::spawn(driver.run());
     sql.batch_execute(OLD_V2_TO_V4).await.unwrap();
-    // read-only, the three are known as applied through the old ledger
+    // read-only, the three are known as applied through the old ledger; only the one made
+    // after the split is pending
     let read_only = Store::attach(pbx.session().clone(), false).await.unwrap();
-    assert_eq!(read_only.pending_migrations().await.unwrap(), []);
+    let pending: Vec<i32> = read_only
+        .pending_migrations()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(pending, [4]);
     let store = Store::attach(pbx.session().clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     assert_eq!(store.journal_counts().await.unwrap(), (1, 0, 0));
@@ -287,7 +355,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(adopted, [1, 2, 3]);
+    assert_eq!(adopted, [1, 2, 3, 4]);
     assert_eq!(pbx.pending_migrations().await.unwrap(), []);
 }
 
@@ -301,7 +369,7 @@ async fn a_fresh_database_gets_the_state_tables_from_this_ledger_only() {
     tokio::spawn(driver.run());
     // no PBX ledger at all: a state-only user of the database
     let read_only = Store::attach(session.clone(), false).await.unwrap();
-    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 3);
+    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 4);
     let store = Store::attach(session.clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     // a second attach (another process) finds everything applied

@@ -325,7 +325,7 @@ async fn throwaway_postgres_works_for_root_and_non_root() {
             row.get::<_, String>(1).as_str(),
             row.get::<_, String>(2).as_str()
         ),
-        ("hexidian", "UTF8", "off")
+        ("postgres", "UTF8", "off")
     );
     let other = crate::pg::TestDb::new().await;
     assert_ne!(db.name(), other.name());

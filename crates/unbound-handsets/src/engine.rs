@@ -106,6 +106,8 @@ pub struct Status {
     pub temps_created: u64,
     /// Handsets bound by token since start.
     pub bound: u64,
+    /// Promised binds that could not be carried out and were ended.
+    pub binds_failed: u64,
     /// Known handsets returned to their extension since start.
     pub returned: u64,
     /// ASSIGN_HANDSET answered OK / NAK.
@@ -120,11 +122,15 @@ pub struct Status {
 struct Local {
     /// the step whose failure `status.last_error` shows
     failed_step: Option<&'static str>,
+    /// periodic steps failing since their last success → failures
+    failing: HashMap<&'static str, u64>,
     /// temporary number → ppn
     temps: HashMap<Number, u32>,
     limiter: RateLimiter,
     /// bind id → (bind, due)
     due: HashMap<i64, (PendingBind, Instant)>,
+    /// bind id → failed attempts in a row (the back-off of the next)
+    bind_failures: HashMap<i64, u32>,
     reserved_ppn: HashSet<u32>,
     reserved_ext: HashSet<Number>,
     /// temporary users without a usable handset, since when
@@ -178,6 +184,9 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// The longest wait between two tries of a bind that fails for a passing reason.
+const MAX_BIND_WAIT: Duration = Duration::from_secs(60);
+
 fn transient_or_error(e: &PortError) -> Reply {
     // a refused set-up (a missing grant or table) needs the phone team, not a redial
     if e.is_transient() && e.kind() != PortErrorKind::Refused {
@@ -202,12 +211,14 @@ impl Unbound {
                     temps: HashMap::new(),
                     limiter,
                     due: HashMap::new(),
+                    bind_failures: HashMap::new(),
                     reserved_ppn: HashSet::new(),
                     reserved_ext: HashSet::new(),
                     unused: HashMap::new(),
                     at_cap: false,
                     status: Status::default(),
                     failed_step: None,
+                    failing: HashMap::new(),
                 }),
             }),
         }
@@ -232,9 +243,27 @@ impl Unbound {
         l.failed_step = Some(what);
     }
 
+    /// A step that runs every few seconds failed: one WARN when it starts failing, then
+    /// quiet until [`recovered`](Self::recovered) says how often it failed.
+    fn failed_periodic(&self, what: &'static str, e: &PortError) {
+        let mut l = self.local();
+        let n = l.failing.entry(what).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            tracing::warn!(error = %e.report(), "{what} (retried quietly until it works)");
+        } else {
+            tracing::debug!(error = %e.report(), failures = *n, "{what}");
+        }
+        l.status.last_error = Some(format!("{what}: {}", e.report()));
+        l.failed_step = Some(what);
+    }
+
     /// The step `what` succeeded: its earlier failure is no longer news.
     fn recovered(&self, what: &'static str) {
         let mut l = self.local();
+        if let Some(n) = l.failing.remove(what) {
+            tracing::info!(failures = n, "{what} works again");
+        }
         if l.failed_step == Some(what) {
             l.failed_step = None;
             l.status.last_error = None;
@@ -514,7 +543,7 @@ impl Unbound {
             .set_subscription_mode(want.clone())
             .await
         {
-            self.failed("setting the subscription mode", &e);
+            self.failed_periodic("setting the subscription mode", &e);
         } else {
             self.recovered("setting the subscription mode");
         }
@@ -524,7 +553,7 @@ impl Unbound {
     pub async fn scan(&self) {
         let devices = match self.inner.ports.handsets.devices().await {
             Ok(d) => d,
-            Err(e) => return self.failed("scanning handsets", &e),
+            Err(e) => return self.failed_periodic("scanning handsets", &e),
         };
         self.recovered("scanning handsets");
         {
@@ -723,6 +752,7 @@ impl Unbound {
                 Ok(()) => {
                     let mut l = self.local();
                     l.due.remove(&b.id);
+                    l.bind_failures.remove(&b.id);
                     l.reserved_ppn.remove(&b.ppn);
                     l.reserved_ext.remove(&b.extension);
                     l.temps.remove(&b.temp);
@@ -731,11 +761,40 @@ impl Unbound {
                     self.recovered("carrying out a bind");
                     tracing::info!(ppn = b.ppn, extension = %b.extension, "handset bound by token call");
                 }
-                Err(e) => {
+                Err(e) if e.is_transient() => {
+                    // a peer is away or busy, or refuses hexidian's set-up: again later,
+                    // 1 s, 2 s, 4 s … at most a minute apart
                     self.failed("carrying out a bind", &e);
-                    if let Some(entry) = self.local().due.get_mut(&b.id) {
-                        entry.1 = now + Duration::from_secs(1);
+                    let mut l = self.local();
+                    let n = l.bind_failures.entry(b.id).or_insert(0);
+                    *n = n.saturating_add(1);
+                    let wait = Duration::from_secs(1u64 << (*n - 1).min(6)).min(MAX_BIND_WAIT);
+                    if let Some(entry) = l.due.get_mut(&b.id) {
+                        entry.1 = now + wait;
                     }
+                }
+                Err(e) => {
+                    // it will never work (the extension is gone, the OMM refuses the move):
+                    // the bind ends, the handset keeps its temporary number and may dial again
+                    if let Err(d) = self.inner.ports.state.drop_bind(b.id).await {
+                        self.failed("ending a bind that cannot be carried out", &d);
+                        continue;
+                    }
+                    let mut l = self.local();
+                    l.due.remove(&b.id);
+                    l.bind_failures.remove(&b.id);
+                    l.reserved_ppn.remove(&b.ppn);
+                    l.reserved_ext.remove(&b.extension);
+                    l.status.binds_failed += 1;
+                    l.status.last_error = Some(format!("a bind failed for good: {}", e.report()));
+                    l.failed_step = Some("carrying out a bind");
+                    drop(l);
+                    tracing::error!(
+                        ppn = b.ppn,
+                        extension = %b.extension,
+                        error = %e.report(),
+                        "a promised bind cannot be carried out; the handset keeps its temporary number"
+                    );
                 }
             }
         }
@@ -770,10 +829,15 @@ impl Unbound {
     pub async fn flush_outbox(&self) {
         let p = &self.inner.ports;
         let assigns = match p.state.pending_assigns(10).await {
-            Ok(a) if !a.is_empty() => a,
-            Ok(_) => return,
-            Err(e) => return self.failed("reading the outbox", &e),
+            Ok(a) => {
+                self.recovered("reading the outbox");
+                a
+            }
+            Err(e) => return self.failed_periodic("reading the outbox", &e),
         };
+        if assigns.is_empty() {
+            return;
+        }
         match p.guru3.submit(assigns).await {
             Ok(results) => {
                 broker_core::crash::point(broker_core::crash::ASSIGN_SENT);
@@ -794,7 +858,7 @@ impl Unbound {
                     }
                 }
             }
-            Err(e) => self.failed("sending ASSIGN_HANDSET", &e),
+            Err(e) => self.failed_periodic("sending ASSIGN_HANDSET", &e),
         }
     }
 }

@@ -343,6 +343,12 @@ impl HandsetState for MemoryHandsetState {
             return Box::pin(futures_util::future::pending());
         }
         let r = s.faults.check("add bind").map(|()| {
+            // one bind per handset, as the database keeps them: the latest target wins
+            if let Some(b) = s.binds.values_mut().find(|b| b.ppn == ppn) {
+                b.temp = temp.clone();
+                b.extension = extension.clone();
+                return b.id;
+            }
             s.next_id += 1;
             let id = s.next_id;
             s.binds.insert(
@@ -361,6 +367,14 @@ impl HandsetState for MemoryHandsetState {
 
     fn pending_binds(&self) -> BoxFuture<'_, PortResult<Vec<PendingBind>>> {
         ready(Ok(lock(&self.inner).binds.values().cloned().collect()))
+    }
+
+    fn drop_bind(&self, id: i64) -> BoxFuture<'_, PortResult<()>> {
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("drop bind").map(|()| {
+            s.binds.remove(&id);
+        });
+        ready(r)
     }
 
     fn finish_bind(
@@ -391,13 +405,16 @@ impl HandsetState for MemoryHandsetState {
     }
 
     fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>> {
-        ready(Ok(lock(&self.inner)
-            .outbox
-            .values()
-            .filter(|(_, r)| r.is_none())
-            .take(limit as usize)
-            .map(|(a, _)| a.clone())
-            .collect()))
+        let mut s = lock(&self.inner);
+        let r = s.faults.check("pending assigns").map(|()| {
+            s.outbox
+                .values()
+                .filter(|(_, r)| r.is_none())
+                .take(limit as usize)
+                .map(|(a, _)| a.clone())
+                .collect()
+        });
+        ready(r)
     }
 
     fn finish_assign(&self, result: AssignResult) -> BoxFuture<'_, PortResult<()>> {

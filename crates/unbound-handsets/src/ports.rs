@@ -117,11 +117,14 @@ pub struct PendingBind {
 
 /// Durable state of the unbound-handset workflow: promised binds and the ASSIGN_HANDSET outbox.
 pub trait HandsetState: Send + Sync + 'static {
-    /// Records a promised bind (before the caller hears `OK`).
+    /// Records a promised bind (before the caller hears `OK`). A handset has at most one:
+    /// recording another returns the first one's id, retargeted.
     fn add_bind(&self, ppn: u32, temp: Number, extension: Number)
     -> BoxFuture<'_, PortResult<i64>>;
     /// Binds not yet carried out.
     fn pending_binds(&self) -> BoxFuture<'_, PortResult<Vec<PendingBind>>>;
+    /// Forgets a bind that cannot be carried out; queues nothing.
+    fn drop_bind(&self, id: i64) -> BoxFuture<'_, PortResult<()>>;
     /// Marks a bind done and queues its `ASSIGN_HANDSET` (ipei, uak), atomically.
     fn finish_bind(
         &self,

@@ -404,3 +404,98 @@ async fn temporary_users_are_capped_and_unused_ones_expire() {
     // the freed slot goes to the waiting handset
     assert!(temp_of(ppns[2]).is_some());
 }
+
+#[tokio::test]
+async fn a_bind_that_can_never_be_carried_out_ends_and_frees_the_handset() {
+    use unbound_handsets::ports::HandsetState;
+    let w = World::new();
+    w.dect("2001", "0042", None);
+    w.dect("2002", "0043", None);
+    let u = w.unbound(|c| c.bind_delay = Duration::ZERO);
+    let ppn = w.handsets.subscribe("01842 0093371 6");
+    u.ensure(ppn).await;
+    let temp = w.handsets.device(ppn).unwrap().0.unwrap();
+    let key = Some(b"k".as_slice());
+    assert_eq!(
+        u.token_call(key, call(&temp, "0042"), false).await,
+        Reply::Ok
+    );
+    // the extension is deleted between the call and the bind
+    w.handsets.delete_user("2001");
+    u.carry_out_due_binds().await;
+    assert!(
+        w.state.pending_binds().await.unwrap().is_empty(),
+        "the bind ended"
+    );
+    assert!(w.handsets.device(ppn).unwrap().1, "still temporary");
+    let s = u.status();
+    assert_eq!((s.bound, s.binds_failed), (0, 1));
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("failed for good")),
+        "{:?}",
+        s.last_error
+    );
+    // nothing is tried again, and the handset is free to dial another token
+    w.clock.sleep(Duration::from_secs(5)).await;
+    u.carry_out_due_binds().await;
+    assert_eq!(u.status().binds_failed, 1);
+    assert_eq!(
+        u.token_call(key, call(&temp, "0043"), false).await,
+        Reply::Ok
+    );
+    u.carry_out_due_binds().await;
+    assert_eq!(
+        w.handsets.device(ppn).unwrap(),
+        (Some("2002".into()), false)
+    );
+    assert_eq!(u.status().bound, 1);
+}
+
+/// Log lines written while the guard lives (this thread only).
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_periodic_step_that_keeps_failing_warns_once_and_says_when_it_works_again() {
+    let lines = Lines::default();
+    let sink = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let w = World::new();
+    let u = w.unbound(|_| {});
+    // the outbox is flushed every 2 s: a database outage of 20 s
+    w.state.fail_next(10);
+    for _ in 0..10 {
+        u.flush_outbox().await;
+    }
+    assert!(u.status().last_error.is_some());
+    u.flush_outbox().await;
+    assert_eq!(u.status().last_error, None);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let warns = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("reading the outbox"))
+        .count();
+    assert_eq!(warns, 1, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("reading the outbox works again") && l.contains("failures=10")),
+        "{text}"
+    );
+}

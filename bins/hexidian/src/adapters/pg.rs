@@ -12,7 +12,12 @@ use unbound_handsets::ports::{Assign, AssignResult, HandsetState, PendingBind};
 
 fn port_error(e: asterisk_realtime::Error) -> PortError {
     // connection loss, timeouts, lock and serialisation conflicts: the peer could not be asked
-    let kind = if e.is_transient() {
+    let kind = if matches!(e.root(), asterisk_realtime::Error::Timeout) || e.code() == Some("57014")
+    {
+        // the server did not finish in time: down, or this work is too heavy (the broker
+        // finds out which by trying the message alone)
+        PortErrorKind::Slow
+    } else if e.is_transient() {
         PortErrorKind::Unavailable
     } else if e.is_setup_fault() {
         // a missing grant or table: hexidian's set-up, not the message (stalls the queue)
@@ -221,9 +226,13 @@ impl SipProvisioning for PgSip {
         timed(async move { self.store.begin_sync().await.map_err(port_error) })
     }
 
-    fn end_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>> {
+    fn finish_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<()>> {
+        timed(async move { self.store.finish_sync(epoch).await.map_err(port_error) })
+    }
+
+    fn sweep_sync(&self, epoch: i64) -> BoxFuture<'_, PortResult<SweepSummary>> {
         timed(async move {
-            let r = self.store.end_sync(epoch).await.map_err(port_error)?;
+            let r = self.store.sweep(epoch).await.map_err(port_error)?;
             Ok(SweepSummary {
                 users: r.users,
                 groups: r.groups,
@@ -349,6 +358,10 @@ impl HandsetState for PgState {
                 })
                 .collect())
         })
+    }
+
+    fn drop_bind(&self, id: i64) -> BoxFuture<'_, PortResult<()>> {
+        timed(async move { self.store.drop_bind(id).await.map_err(port_error) })
     }
 
     fn finish_bind(

@@ -11,9 +11,10 @@
 //! has found out which handset it is. Nothing takes a number while holding a handset.
 //!
 //! A change that read a handset's state before it could hold the handset checks
-//! [`Keys::handset_generation`]: it moves whenever any holder of a handset key lets go, so an
-//! unchanged generation proves that no serialised change ran in between and the read is
-//! still current (saving a second request in the common case).
+//! [`Keys::handset_generation`]: it moves whenever a holder of a handset key lets go, while it
+//! still holds it (so the next holder can never see the old value), and an unchanged
+//! generation proves that no serialised change ran in between and the read is still current
+//! (saving a second request in the common case).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,13 +101,24 @@ impl Held<'_> {
     }
 }
 
+/// Test hook: runs right after a key is let go, to widen the moment in which the next holder
+/// may already run.
+#[cfg(test)]
+static AFTER_RELEASE: Mutex<Option<fn()>> = Mutex::new(None);
+
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         let mut table = self.keys.table();
         for (key, guard) in self.held.drain(..).rev() {
-            drop(guard);
+            // the generation moves while the handset is still held: whoever gets it next
+            // sees the new value, never the one its stale read was made under
             if matches!(key, Key::Handset(_)) {
                 self.keys.handsets.fetch_add(1, Ordering::SeqCst);
+            }
+            drop(guard);
+            #[cfg(test)]
+            if let Some(hook) = *AFTER_RELEASE.lock().unwrap_or_else(|e| e.into_inner()) {
+                hook();
             }
             // nobody else holds or waits for it: forget the key (the table stays bounded)
             if table.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
@@ -149,6 +161,34 @@ mod tests {
         }
         assert_eq!(keys.len(), 0);
         assert_eq!(keys.handset_generation(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_holder_of_a_handset_never_sees_the_old_generation() {
+        // the releasing thread pauses right after letting go: the waiter runs meanwhile
+        #[allow(clippy::disallowed_methods)] // the point: the releasing thread stands still
+        fn pause() {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        *AFTER_RELEASE.lock().unwrap() = Some(pause);
+        let keys = Arc::new(Keys::default());
+        for _ in 0..5 {
+            let mut a = keys.hold(["2001"]).await;
+            a.add(7).await;
+            // a change read the handset while `a` was changing it, then waits for it
+            let read_under = keys.handset_generation();
+            let k = Arc::clone(&keys);
+            let waiter = tokio::spawn(async move {
+                let mut b = k.hold(["2002"]).await;
+                b.add(7).await;
+                k.handset_generation()
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(a);
+            let seen = waiter.await.unwrap();
+            assert_ne!(seen, read_under, "a stale read would be trusted");
+        }
+        *AFTER_RELEASE.lock().unwrap() = None;
     }
 
     #[tokio::test]

@@ -19,10 +19,34 @@ impl Store {
         Ok(guard.client().query_one(sql::S_BEGIN, &[]).await?.get(0))
     }
 
-    /// Ends the resync generation `epoch` (SYNC_ENDED): deletes owned users, member lists and
-    /// groups not seen since it began, never temporary users. Refused (nothing deleted, sync
-    /// stays open) if more than the configured share of users would go.
+    /// Ends the resync generation `epoch` (SYNC_ENDED): [`sweep`](Self::sweep) and
+    /// [`finish_sync`](Self::finish_sync) in one transaction.
     pub async fn end_sync(&self, epoch: i64) -> Result<SweepReport> {
+        self.sweep_in(epoch, true).await
+    }
+
+    /// Deletes owned users, member lists and groups not seen since the resync generation
+    /// `epoch` began, never temporary users, and leaves the resync open: a caller that has
+    /// more to sweep elsewhere (the OMM, its own state) ends it with
+    /// [`finish_sync`](Self::finish_sync) once all of that is done, so that a crash in between
+    /// finds the resync still open and sweeps again (this is idempotent). Refused (nothing
+    /// deleted) if more than the configured share of users would go.
+    pub async fn sweep(&self, epoch: i64) -> Result<SweepReport> {
+        self.sweep_in(epoch, false).await
+    }
+
+    /// Closes the resync generation `epoch` (no-op if it is not the open one).
+    pub async fn finish_sync(&self, epoch: i64) -> Result<()> {
+        let guard = self.inner.session.lock().await?;
+        guard
+            .client()
+            .query(sql::S_END, &[&epoch])
+            .await
+            .doing(|| format!("closing resync {epoch}"))?;
+        Ok(())
+    }
+
+    async fn sweep_in(&self, epoch: i64, finish: bool) -> Result<SweepReport> {
         let mut guard = self.inner.session.lock().await?;
         let tx = guard.client_mut().transaction().await?;
         let lt = format!("{}ms", self.inner.config.lock_timeout.as_millis());
@@ -51,12 +75,10 @@ impl Store {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        if self.inner.has_contacts {
-            for id in &users {
-                tx.execute(sql::D_CONTACTS, &[&id.as_str(), &format!("{id}^3B@%")])
-                    .await
-                    .doing(|| format!("removing the contacts of {id}"))?;
-            }
+        if self.inner.has_contacts && !users.is_empty() {
+            tx.execute(sql::S_CONTACTS, &[&users])
+                .await
+                .doing(|| format!("removing the contacts of {} swept users", users.len()))?;
         }
         tx.execute(sql::S_CLEAR_LISTS, &[&epoch]).await?;
         let groups: Vec<String> = tx
@@ -66,7 +88,9 @@ impl Store {
             .map(|r| r.get(0))
             .collect();
         tx.execute(sql::C_REFRESH, &[&None::<Vec<String>>]).await?;
-        tx.query(sql::S_END, &[&epoch]).await?;
+        if finish {
+            tx.query(sql::S_END, &[&epoch]).await?;
+        }
         tx.commit().await?;
         Ok(SweepReport {
             epoch,

@@ -306,3 +306,92 @@ async fn set_based_upserts_work_on_the_legacy_schema() {
         .get(0);
     assert_eq!(n, 3);
 }
+
+/// Eight layers of seven groups, each holding every group of the next layer (legal in GURU3:
+/// no loops, depth 8), the last layer holding users: every user gets its shortest cumulative
+/// delay, paused members never ring. Enumerating paths instead (7^7 of them per top group)
+/// ran past the operation timeout.
+#[tokio::test]
+async fn a_dense_nested_hierarchy_routes_every_user_at_its_shortest_delay() {
+    let e = env().await;
+    let group = |layer: usize, i: usize| ext(&format!("{}", 3000 + layer * 10 + i));
+    let mut changes = Vec::new();
+    for layer in 0..8 {
+        for i in 0..7 {
+            changes.push(Change::UpsertGroup {
+                extension: group(layer, i),
+                name: format!("L{layer}G{i}"),
+                short_name: String::new(),
+            });
+        }
+    }
+    for j in 0..7 {
+        for k in 0..3 {
+            let n = format!("{}", 4000 + j * 10 + k);
+            changes.push(Change::UpsertUser(sip(&n, "Member", "Secret123")));
+        }
+    }
+    // bottom-up, as a resync's member pass sends them
+    for layer in (0..8).rev() {
+        for i in 0..7 {
+            let members = if layer == 7 {
+                let u = |k: usize| format!("{}", 4000 + i * 10 + k);
+                vec![m(&u(0), true, 1), m(&u(1), true, 2), m(&u(2), false, 0)]
+            } else {
+                (0..7)
+                    .map(|j| m(group(layer + 1, j).as_str(), true, j as i32))
+                    .collect()
+            };
+            changes.push(Change::SetMembers {
+                extension: group(layer, i),
+                name: format!("L{layer}G{i}"),
+                members,
+            });
+        }
+    }
+    for r in e.store.apply(&changes).await.unwrap() {
+        r.unwrap();
+    }
+    // from the top: index 0 down to layer 6 (no delay), then group j of layer 7 (j s), then
+    // its users (1 s and 2 s); the paused third user is left out
+    let mut want: Vec<(usize, String)> = (0..7)
+        .flat_map(|j| {
+            [
+                (j + 1, format!("{}", 4000 + j * 10)),
+                (j + 2, format!("{}", 4001 + j * 10)),
+            ]
+        })
+        .collect();
+    want.sort();
+    let want: Vec<String> = want
+        .iter()
+        .map(|(d, n)| format!("Local/{d}-{n}@hexidian-cg-leg"))
+        .collect();
+    let route = e.store.routes(Some(&group(0, 0))).await.unwrap();
+    assert_eq!(dial(&route), want.join("&"));
+    // a group of the last layer rings its own users only
+    let route = e.store.routes(Some(&group(7, 3))).await.unwrap();
+    assert_eq!(
+        dial(&route),
+        "Local/1-4030@hexidian-cg-leg&Local/2-4031@hexidian-cg-leg"
+    );
+    // an edit deep down reaches the top: pausing 4000 leaves 4001 of group 0
+    e.store
+        .apply(&[Change::SetMembers {
+            extension: group(7, 0),
+            name: "L7G0".into(),
+            members: vec![m("4000", false, 1), m("4001", true, 2), m("4002", false, 0)],
+        }])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    let route = e.store.routes(Some(&group(0, 6))).await.unwrap();
+    assert!(
+        dial(&route).starts_with("Local/2-4001@hexidian-cg-leg&Local/2-4010@hexidian-cg-leg&"),
+        "{}",
+        dial(&route)
+    );
+    assert!(!dial(&route).contains("-4000@"), "{}", dial(&route));
+}

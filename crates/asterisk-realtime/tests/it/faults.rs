@@ -165,3 +165,18 @@ async fn database_restart_is_survived() {
     assert_ne!(e.store.backend_pid().await.unwrap(), pid);
     assert_eq!(rows(&e.sql, "7001").await.len(), 3);
 }
+
+#[tokio::test]
+async fn a_row_that_cannot_be_decoded_is_not_an_outage() {
+    let e = env().await;
+    let row = e.sql.query_one("SELECT 1::int4", &[]).await.unwrap();
+    let decode = row.try_get::<_, String>(0).unwrap_err();
+    let err = Error::from(decode);
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.code(), None);
+    // a closed connection still is one
+    let (client, conn) = e.db.config().connect(tokio_postgres::NoTls).await.unwrap();
+    drop(conn);
+    let closed = client.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert!(Error::from(closed).is_transient());
+}

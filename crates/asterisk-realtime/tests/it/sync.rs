@@ -55,6 +55,15 @@ async fn resync_sweeps_only_unseen_owned_users_never_temporary_or_foreign() {
         .await
         .unwrap();
 
+    // registrations Asterisk keeps in the database: by endpoint, and by AOR id only
+    e.sql
+        .batch_execute(
+            "INSERT INTO ps_contacts (id, uri, endpoint) VALUES \
+             ('2008^3B@aaa', 'sip:2008@10.0.0.8', '2008'), ('2009^3B@bbb', 'sip:2009@10.0.0.9', NULL), \
+             ('2001^3B@ccc', 'sip:2001@10.0.0.1', '2001')",
+        )
+        .await
+        .unwrap();
     let epoch = e.store.begin_sync().await.unwrap();
     // the resync re-sends 8 of the 10 users and group 1100, but no member lists
     let changes: Vec<Change> = (2000..2008)
@@ -75,6 +84,19 @@ async fn resync_sweeps_only_unseen_owned_users_never_temporary_or_foreign() {
     );
     let report = e.store.end_sync(epoch).await.unwrap();
     assert_eq!(report.users, ["2008", "2009"]);
+    let contacts: Vec<String> = e
+        .sql
+        .query("SELECT id::text FROM ps_contacts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        contacts,
+        ["2001^3B@ccc"],
+        "the swept users' contacts are gone"
+    );
     assert_eq!(
         report.groups,
         ["2001"],
@@ -145,4 +167,23 @@ async fn sweep_guard_refuses_mass_deletion() {
         e.store.end_sync(epoch).await.unwrap().users.is_empty(),
         "an outdated epoch sweeps nothing"
     );
+}
+
+#[tokio::test]
+async fn a_sweep_leaves_the_resync_open_until_it_is_finished() {
+    let e = env().await;
+    for n in ["2001", "2002", "2003", "2004"] {
+        e.store.upsert_user(sip(n, "x", "Secret123")).await.unwrap();
+    }
+    let epoch = e.store.begin_sync().await.unwrap();
+    for n in ["2001", "2003", "2004"] {
+        e.store.upsert_user(sip(n, "x", "Secret123")).await.unwrap();
+    }
+    assert_eq!(e.store.sweep(epoch).await.unwrap().users, ["2002"]);
+    assert_eq!(e.store.sync_state().await.unwrap(), (epoch, true));
+    // a crash before the finish: the SYNC_ENDED that comes again sweeps again, harmlessly
+    assert!(e.store.sweep(epoch).await.unwrap().users.is_empty());
+    e.store.finish_sync(epoch).await.unwrap();
+    assert_eq!(e.store.sync_state().await.unwrap(), (epoch, false));
+    assert_eq!(count(&e.sql, "hexidian.sip_user").await, 3);
 }
