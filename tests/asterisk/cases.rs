@@ -647,6 +647,17 @@ async fn a_token_call_from_a_temporary_user_binds_the_handset() {
         Kind::Dect { token, .. } => token,
         other => panic!("{other:?}"),
     };
+    // a token nobody has: told so, nothing recorded
+    assert_eq!(
+        s.call_until_bye(&temp, &pw, "99550000000").await,
+        200,
+        "an unknown token is answered with a prompt"
+    );
+    assert!(
+        w.ast.log().contains("Playing 'pbx-invalid"),
+        "an unknown token plays pbx-invalid:\n{}",
+        w.ast.log_tail()
+    );
     let t0 = Instant::now();
     let code = s.call_until_bye(&temp, &pw, &format!("9955{token}")).await;
     eprintln!(
@@ -659,6 +670,12 @@ async fn a_token_call_from_a_temporary_user_binds_the_handset() {
             .log()
             .contains(&format!("hexidian token {token} from {temp}: 'OK'")),
         "func_curl reached hexidian and got OK"
+    );
+    // recorded, not yet done: the caller is asked for a moment, not thanked for a result
+    assert!(
+        w.ast.log().contains("Playing 'one-moment-please"),
+        "OK plays one-moment-please:\n{}",
+        w.ast.log_tail()
     );
     assert!(
         eventually(Duration::from_secs(20), async || {
