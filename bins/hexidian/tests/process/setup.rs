@@ -59,7 +59,7 @@ async fn the_documented_set_up_runs_and_a_revoked_grant_stalls_until_it_is_back(
     std::fs::create_dir_all(&dir).unwrap();
     let config = write_config(&w, &dir);
 
-    // step 3 of examples/asterisk/README.md: migrate as role hexidian, no right on the database
+    // step 4 of examples/asterisk/README.md: migrate as role hexidian, no right on the database
     let (ok, err) = hexidian(&w, "migrate", &config).await;
     assert!(ok, "hexidian migrate as role hexidian failed:\n{err}");
     let (ok, err) = hexidian(&w, "check-config", &config).await;
