@@ -5,6 +5,7 @@
 #![allow(clippy::print_stderr)] // the crash-point seed is printed so a failure can be reproduced
 
 mod faults;
+mod metrics;
 mod scenario;
 mod unbound;
 

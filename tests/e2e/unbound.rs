@@ -298,6 +298,15 @@ async fn a_new_handset_gets_a_temporary_number_and_binds_by_token_call() {
         assert!(t0.elapsed() < Duration::from_secs(10), "{status:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // and /metrics says the same
+    let (_, text) = crate::http_get(run.admin_addr().unwrap(), "/metrics").await;
+    for line in [
+        "hexidian_binds_total{result=\"bound\"} 1",
+        "hexidian_binds_total{result=\"failed\"} 0",
+        "hexidian_assign_handset_total{result=\"ok\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
     run.stop().await.unwrap();
 }
 

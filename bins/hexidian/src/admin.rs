@@ -1,5 +1,5 @@
-//! `GET /healthz` (the process is alive) and `GET /readyz` (each peer's state, backlog and
-//! dead letters, 503 while a peer is down) over HTTP/1.1.
+//! `GET /healthz` (the process is alive), `GET /readyz` (each peer's state, backlog and
+//! dead letters, 503 while a peer is down) and `GET /metrics` (OpenMetrics) over HTTP/1.1.
 
 use std::time::Duration;
 
@@ -45,6 +45,20 @@ async fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Resp {
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => readyz(health).await,
+        "/metrics" => match crate::metrics::render(health) {
+            Ok(text) => reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            Err(_) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "metrics could not be encoded
+"
+                .into(),
+            ),
+        },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

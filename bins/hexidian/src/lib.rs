@@ -7,6 +7,7 @@ mod admin;
 pub mod asterisk_kit;
 pub mod cli;
 pub mod config;
+mod metrics;
 mod net;
 mod webhook;
 

@@ -1,0 +1,242 @@
+//! `GET /metrics`: OpenMetrics text (the `prometheus-client` encoder) of the state hexidian
+//! keeps anyway: the broker's counters (counted once their journal entries are committed, so a
+//! replayed run never counts twice), the queue, the stall, the links and the unbound-handset
+//! workflow. Everything is read from memory once per scrape; nothing scans the journal, so a
+//! scrape costs the same at any event size.
+
+use broker_core::BrokerStatus;
+use broker_core::ports::{EventFeed, FeedHealth};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::Health;
+
+/// What one scrape shows, copied out of the shared state.
+#[derive(Debug)]
+struct Snapshot {
+    feed: FeedHealth,
+    omm_up: bool,
+    omm_sessions: u64,
+    broker: Option<BrokerStatus>,
+    unbound: Option<unbound_handsets::Status>,
+}
+
+impl Snapshot {
+    fn take(h: &Health) -> Self {
+        let broker = h
+            .broker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let unbound = h
+            .unbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(unbound_handsets::Unbound::status);
+        Self {
+            feed: h.feed.health(),
+            omm_up: h.omm.is_up(),
+            omm_sessions: h.omm.connects(),
+            broker,
+            unbound,
+        }
+    }
+}
+
+fn counter(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn counters(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: &[(&[(&str, &str)], u64)],
+) -> Result<(), std::fmt::Error> {
+    let probe = ConstCounter::new(0u64);
+    let mut m = e.encode_descriptor(name, help, None, probe.metric_type())?;
+    for (labels, v) in values {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn info(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    labels: Vec<(&'static str, String)>,
+) -> Result<(), std::fmt::Error> {
+    let i = Info::new(labels);
+    i.encode(e.encode_descriptor(name, help, None, i.metric_type())?)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        info(
+            &mut e,
+            "hexidian_build",
+            "the running build",
+            vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+        )?;
+        gauge(
+            &mut e,
+            "hexidian_guru3_websocket_up",
+            "1 while GURU3's websocket is connected",
+            i64::from(self.feed.push_connected),
+        )?;
+        gauge(
+            &mut e,
+            "hexidian_guru3_last_fetch_ok",
+            "1 if the last fetch from GURU3 worked",
+            i64::from(self.feed.last_fetch_ok),
+        )?;
+        gauge(
+            &mut e,
+            "hexidian_guru3_pending_acks",
+            "acks not yet confirmed by GURU3",
+            i64::try_from(self.feed.pending_acks).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            &mut e,
+            "hexidian_omm_link_up",
+            "1 while the OM AXI session is open",
+            i64::from(self.omm_up),
+        )?;
+        counter(
+            &mut e,
+            "hexidian_omm_sessions",
+            "OM AXI sessions opened (the first, then every reconnect)",
+            self.omm_sessions,
+        )?;
+        if let Some(b) = &self.broker {
+            counters(
+                &mut e,
+                "hexidian_messages",
+                "GURU3 messages finished, by outcome (counted once committed)",
+                &[
+                    (&[("outcome", "done")], b.done),
+                    (&[("outcome", "ignored")], b.ignored),
+                    (&[("outcome", "dead")], b.dead),
+                ],
+            )?;
+            counter(
+                &mut e,
+                "hexidian_batches",
+                "rounds of the broker",
+                b.batches,
+            )?;
+            gauge(
+                &mut e,
+                "hexidian_backlog",
+                "messages waiting for a retry",
+                i64::try_from(b.backlog).unwrap_or(i64::MAX),
+            )?;
+            gauge(
+                &mut e,
+                "hexidian_stalled",
+                "1 while the queue waits for a peer that cannot be asked or refuses hexidian",
+                i64::from(b.stalled.is_some()),
+            )?;
+            gauge(
+                &mut e,
+                "hexidian_stall_refused",
+                "1 while the stall is a refusal of hexidian's set-up (a grant, the OMM account)",
+                i64::from(b.stalled.as_ref().is_some_and(|s| s.refused)),
+            )?;
+            if let Some(s) = &b.stalled {
+                info(
+                    &mut e,
+                    "hexidian_stall",
+                    "why the queue waits",
+                    vec![
+                        ("reason", s.reason.clone()),
+                        ("message", s.message.to_string()),
+                    ],
+                )?;
+            }
+            gauge(
+                &mut e,
+                "hexidian_retrying",
+                "1 while the head of the queue was refused for now and is retried",
+                i64::from(b.retrying.is_some()),
+            )?;
+            gauge(
+                &mut e,
+                "hexidian_resync_in_progress",
+                "1 between SYNC_STARTED and the end of its sweep",
+                i64::from(b.sync_epoch.is_some()),
+            )?;
+        }
+        if let Some(u) = &self.unbound {
+            gauge(
+                &mut e,
+                "hexidian_temporary_handsets",
+                "handsets on a temporary number",
+                i64::try_from(u.temporary).unwrap_or(i64::MAX),
+            )?;
+            counter(
+                &mut e,
+                "hexidian_temporary_numbers",
+                "temporary numbers given to unbound handsets",
+                u.temps_created,
+            )?;
+            counter(
+                &mut e,
+                "hexidian_handsets_returned",
+                "known handsets sent back to their extension",
+                u.returned,
+            )?;
+            counters(
+                &mut e,
+                "hexidian_binds",
+                "token-call binds by result",
+                &[
+                    (&[("result", "bound")], u.bound),
+                    (&[("result", "failed")], u.binds_failed),
+                ],
+            )?;
+            counters(
+                &mut e,
+                "hexidian_assign_handset",
+                "ASSIGN_HANDSET answers from GURU3",
+                &[
+                    (&[("result", "ok")], u.assigns_ok),
+                    (&[("result", "nak")], u.assigns_nak),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The OpenMetrics text of one scrape.
+pub(crate) fn render(h: &Health) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot::take(h)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}

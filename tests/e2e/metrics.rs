@@ -1,0 +1,127 @@
+//! `/metrics` during a scenario: every family moves as the scenario says.
+
+use std::time::{Duration, Instant};
+
+use guru3_sim::{Extension, Kind};
+
+use crate::{World, http_get};
+
+/// The value of one sample (`name{labels}` exactly as exposed), if present.
+fn sample(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF: {body}"
+    );
+    body
+}
+
+/// Scrapes until `f` holds (at most `limit`); the last scrape.
+async fn until(
+    addr: std::net::SocketAddr,
+    limit: Duration,
+    what: &str,
+    f: impl Fn(&str) -> bool,
+) -> String {
+    let t0 = Instant::now();
+    loop {
+        let text = scrape(addr).await;
+        if f(&text) {
+            return text;
+        }
+        assert!(t0.elapsed() < limit, "{what} never showed:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
+    let w = World::new().await;
+    let run = w.start().await;
+    let admin = run.admin_addr().unwrap();
+    let text = until(admin, Duration::from_secs(30), "the links", |t| {
+        sample(t, "hexidian_omm_link_up") == Some(1.0)
+            && sample(t, "hexidian_guru3_websocket_up") == Some(1.0)
+            && sample(t, "hexidian_stalled").is_some()
+    })
+    .await;
+    assert!(
+        text.contains("hexidian_build_info{version=\""),
+        "build info: {text}"
+    );
+    let sessions = sample(&text, "hexidian_omm_sessions_total").unwrap();
+    assert_eq!(sample(&text, "hexidian_stalled"), Some(0.0));
+
+    // edits: done counts what the journal holds as done
+    w.save_drained(Extension::new("2001", "First", Kind::dect()))
+        .await;
+    w.save_drained(Extension::new("2002", "Second", Kind::sip()))
+        .await;
+    let (done, _, _) = w.journal().await;
+    assert!(done >= 2);
+    until(admin, Duration::from_secs(5), "the done count", |t| {
+        sample(t, "hexidian_messages_total{outcome=\"done\"}") == Some(done as f64)
+    })
+    .await;
+
+    // the OMM goes away: the link, the stall and the backlog show it
+    w.omm.faults(|f| f.refuse_tls = true);
+    w.omm.drop_connections();
+    w.guru3
+        .save(Extension::new("2001", "During", Kind::dect()))
+        .unwrap();
+    let text = until(admin, Duration::from_secs(30), "the stall", |t| {
+        sample(t, "hexidian_stalled") == Some(1.0) && sample(t, "hexidian_omm_link_up") == Some(0.0)
+    })
+    .await;
+    assert_eq!(sample(&text, "hexidian_stall_refused"), Some(0.0));
+    assert!(
+        text.contains("hexidian_stall_info{reason=\""),
+        "the stall's reason: {text}"
+    );
+    w.omm.faults(|f| f.refuse_tls = false);
+    w.drained(Duration::from_secs(60)).await;
+    let text = until(
+        admin,
+        Duration::from_secs(30),
+        "the end of the stall",
+        |t| {
+            sample(t, "hexidian_stalled") == Some(0.0)
+                && sample(t, "hexidian_omm_link_up") == Some(1.0)
+        },
+    )
+    .await;
+    assert!(sample(&text, "hexidian_omm_sessions_total").unwrap() > sessions);
+    assert_eq!(sample(&text, "hexidian_backlog"), Some(0.0));
+
+    // a message that cannot be understood is a dead letter, counted once
+    w.guru3.inject(
+        "UPDATE_EXTENSION",
+        serde_json::json!({"number": "2003", "type": "SIP"}),
+    );
+    w.drained(Duration::from_secs(30)).await;
+    let (done, ignored, dead) = w.journal().await;
+    assert_eq!(dead, 1);
+    let text = until(admin, Duration::from_secs(5), "the dead letter", |t| {
+        sample(t, "hexidian_messages_total{outcome=\"dead\"}") == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "hexidian_messages_total{outcome=\"done\"}"),
+        Some(done as f64)
+    );
+    assert_eq!(
+        sample(&text, "hexidian_messages_total{outcome=\"ignored\"}"),
+        Some(ignored as f64)
+    );
+    // no secret of the run is exposed
+    assert!(!text.contains(w.guru3.api_key().split('$').nth(1).unwrap()));
+    run.stop().await.unwrap();
+}
