@@ -307,6 +307,15 @@ async fn a_new_handset_gets_a_temporary_number_and_binds_by_token_call() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
     }
+    // the refused calls above: a wrong key and a caller that is no temporary user
+    for reason in ["key", "caller"] {
+        let key = format!("hexidian_webhook_rejections_total{{reason=\"{reason}\"}} ");
+        let n: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str())?.parse().ok())
+            .unwrap_or_else(|| panic!("{key} not in\n{text}"));
+        assert!(n >= 1.0, "{key}{n}");
+    }
     run.stop().await.unwrap();
 }
 

@@ -220,6 +220,16 @@ impl Collector for Snapshot {
             )?;
             counters(
                 &mut e,
+                "hexidian_webhook_rejections",
+                "token calls refused before any work, by reason",
+                &[
+                    (&[("reason", "rate_limit")], u.rejected_rate),
+                    (&[("reason", "key")], u.rejected_key),
+                    (&[("reason", "caller")], u.rejected_caller),
+                ],
+            )?;
+            counters(
+                &mut e,
                 "hexidian_assign_handset",
                 "ASSIGN_HANDSET answers from GURU3",
                 &[

@@ -114,6 +114,12 @@ pub struct Status {
     pub assigns_ok: u64,
     /// NAKs.
     pub assigns_nak: u64,
+    /// Token calls refused by a rate limit (per address, per caller, in total).
+    pub rejected_rate: u64,
+    /// Token calls without the right webhook key.
+    pub rejected_key: u64,
+    /// Token calls from a caller that is not the temporary user of an unbound handset.
+    pub rejected_caller: u64,
     /// The last failure, until the step that failed succeeds again.
     pub last_error: Option<String>,
 }
@@ -308,9 +314,17 @@ impl Unbound {
             let reservation = self.reserve(ppn, &extension)?;
             self.promise(reservation, call.caller, extension, now).await
         };
-        match decided.await {
+        let reply = match decided.await {
             Ok(reply) | Err(reply) => reply,
+        };
+        let mut l = self.local();
+        match reply {
+            Reply::TooMany => l.status.rejected_rate += 1,
+            Reply::Unauthorized => l.status.rejected_key += 1,
+            Reply::NotUnbound => l.status.rejected_caller += 1,
+            _ => {}
         }
+        reply
     }
 
     /// Rate limits (peer, then caller), the webhook key, a request that parsed.

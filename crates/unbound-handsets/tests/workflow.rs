@@ -345,6 +345,22 @@ async fn one_peer_address_has_a_bucket_of_its_own() {
             .await,
         Reply::NotUnbound
     );
+    assert_eq!(
+        u.token_call_from(
+            Some(asterisk),
+            Some(b"wrong".as_slice()),
+            call("01009999", "1"),
+            false
+        )
+        .await,
+        Reply::Unauthorized
+    );
+    // counted by reason (the five admitted callers are not temporary users either)
+    let s = u.status();
+    assert_eq!(
+        (s.rejected_rate, s.rejected_key, s.rejected_caller),
+        (3, 1, 6)
+    );
 }
 
 #[tokio::test]
