@@ -121,6 +121,22 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
         sample(&text, "hexidian_messages_total{outcome=\"ignored\"}"),
         Some(ignored as f64)
     );
+    // and by type: the edits were UPDATE_EXTENSIONs, and so was the one that died
+    assert!(
+        sample(
+            &text,
+            "hexidian_messages_by_type_total{type=\"UPDATE_EXTENSION\",outcome=\"dead\"}"
+        ) == Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "hexidian_messages_by_type_total{type=\"UPDATE_EXTENSION\",outcome=\"done\"}"
+        )
+        .is_some_and(|v| v >= 3.0),
+        "{text}"
+    );
     // no secret of the run is exposed
     assert!(!text.contains(w.guru3.api_key().split('$').nth(1).unwrap()));
     run.stop().await.unwrap();

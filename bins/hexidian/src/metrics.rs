@@ -142,6 +142,22 @@ impl Collector for Snapshot {
                     (&[("outcome", "dead")], b.dead),
                 ],
             )?;
+            {
+                let probe = ConstCounter::new(0u64);
+                let mut m = e.encode_descriptor(
+                    "hexidian_messages_by_type",
+                    "GURU3 messages finished, by message type and outcome",
+                    None,
+                    probe.metric_type(),
+                )?;
+                for (kind, o) in &b.by_type {
+                    for (outcome, v) in [("done", o.done), ("ignored", o.ignored), ("dead", o.dead)]
+                    {
+                        let labels = [("type", kind.as_str()), ("outcome", outcome)];
+                        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                    }
+                }
+            }
             counter(
                 &mut e,
                 "hexidian_batches",

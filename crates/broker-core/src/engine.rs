@@ -137,6 +137,8 @@ pub struct BrokerStatus {
     pub ignored: u64,
     /// Dead-lettered since start.
     pub dead: u64,
+    /// The same by GURU3 message type (at most [`MAX_TYPES`] types; more go to `other`).
+    pub by_type: BTreeMap<String, Outcomes>,
     /// Messages waiting for a retry.
     pub backlog: usize,
     /// The last counted failure, if the broker is currently retrying a refused message.
@@ -148,6 +150,22 @@ pub struct BrokerStatus {
     /// Batches processed.
     pub batches: u64,
 }
+
+/// Finished messages of one type, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Outcomes {
+    /// Applied.
+    pub done: u64,
+    /// Recorded, nothing to do.
+    pub ignored: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+}
+
+/// Distinct message types counted in [`BrokerStatus::by_type`]; GURU3 may send types this
+/// build does not know, and their names must not grow the status without bound.
+pub const MAX_TYPES: usize = 32;
 
 /// Outcome of one message in a batch.
 #[derive(Debug)]
@@ -517,7 +535,7 @@ impl Broker {
                     let journal = self.journal(&msg, &v, n);
                     match self.ports.state.commit(vec![journal]).await {
                         Ok(()) => {
-                            self.count(counts);
+                            self.count(counts, [(msg.kind.as_str(), &v)]);
                             log_final(&msg, &v);
                             report.acked.push(msg.id);
                         }
@@ -640,11 +658,30 @@ impl Broker {
         }
     }
 
-    fn count(&self, c: Counts) {
+    fn count<'a>(&self, c: Counts, finals: impl IntoIterator<Item = (&'a str, &'a Verdict)>) {
         self.with_status(|s| {
             s.done += c.done;
             s.ignored += c.ignored;
             s.dead += c.dead;
+            for (kind, v) in finals {
+                // GURU3's type names are upper-case words; anything else, and types past
+                // the limit, count as `other`
+                let named = !kind.is_empty()
+                    && kind.len() <= 40
+                    && kind.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+                let key =
+                    if named && (s.by_type.contains_key(kind) || s.by_type.len() < MAX_TYPES - 1) {
+                        kind
+                    } else {
+                        "other"
+                    };
+                let o = s.by_type.entry(key.to_owned()).or_default();
+                match v {
+                    Verdict::Done => o.done += 1,
+                    Verdict::Ignored(_) => o.ignored += 1,
+                    _ => o.dead += 1,
+                }
+            }
         });
     }
 
@@ -1108,7 +1145,10 @@ impl Broker {
         match committed {
             Ok(()) => {
                 crate::crash::point(crate::crash::STATE_COMMITTED);
-                self.count(counts);
+                self.count(
+                    counts,
+                    finals.iter().map(|(_, kind, _, v)| (kind.as_str(), v)),
+                );
                 for (id, kind, i, v) in &finals {
                     let number = plans[*i]
                         .as_ref()

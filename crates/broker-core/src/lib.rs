@@ -21,5 +21,7 @@ pub mod model;
 mod plan;
 pub mod ports;
 
-pub use engine::{BatchReport, Broker, BrokerConfig, BrokerPorts, BrokerStatus};
+pub use engine::{
+    BatchReport, Broker, BrokerConfig, BrokerPorts, BrokerStatus, MAX_TYPES, Outcomes,
+};
 pub use plan::{OMM_NAME_MAX, omm_name};

@@ -836,3 +836,45 @@ async fn time_outs_while_the_pbx_answers_nothing_stall_and_lose_nothing() {
     wait_out(&w, &mut b, 10).await;
     assert!(w.state.with_status(JournalStatus::Dead).is_empty());
 }
+
+#[tokio::test]
+async fn outcomes_are_counted_by_message_type_within_a_bound() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    let mut m = msg(1, sip("2001", "a"));
+    m.kind = "UPDATE_EXTENSION".into();
+    w.feed.push(m);
+    // GURU3 may send types this build does not know, under any name
+    for (i, kind) in ["TELEPORT_EXTENSION", "x\"}y", "lower_case"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut m = msg(i as i64 + 2, Command::Unknown { kind: kind.into() });
+        m.kind = kind.into();
+        w.feed.push(m);
+    }
+    w.drain(&mut b).await;
+    let s = b.status().lock().unwrap().clone();
+    let by: Vec<(String, (u64, u64, u64))> = s
+        .by_type
+        .iter()
+        .map(|(k, o)| (k.clone(), (o.done, o.ignored, o.dead)))
+        .collect();
+    assert_eq!(
+        by,
+        [
+            ("TELEPORT_EXTENSION".to_owned(), (0, 1, 0)),
+            ("UPDATE_EXTENSION".to_owned(), (1, 0, 0)),
+            ("other".to_owned(), (0, 2, 0)),
+        ]
+    );
+    // a flood of new names stays within the bound
+    for i in 0..100 {
+        let kind = format!("NEW_TYPE_{}", "A".repeat(i % 40));
+        let mut m = msg(100 + i as i64, Command::Unknown { kind: kind.clone() });
+        m.kind = kind;
+        w.feed.push(m);
+    }
+    w.drain(&mut b).await;
+    assert!(b.status().lock().unwrap().by_type.len() <= broker_core::MAX_TYPES);
+}
