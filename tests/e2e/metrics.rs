@@ -137,6 +137,22 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
         .is_some_and(|v| v >= 3.0),
         "{text}"
     );
+    // the steps' latencies: every round, PBX transaction, state commit and ack is observed
+    for family in [
+        "hexidian_batch_duration_seconds",
+        "hexidian_pbx_transaction_duration_seconds",
+        "hexidian_state_commit_duration_seconds",
+        "hexidian_ack_duration_seconds",
+    ] {
+        let count = sample(&text, &format!("{family}_count")).unwrap_or(0.0);
+        let inf = sample(&text, &format!("{family}_bucket{{le=\"+Inf\"}}"));
+        assert!(count >= 1.0, "{family}: {text}");
+        assert_eq!(
+            inf,
+            Some(count),
+            "{family}: the +Inf bucket holds every observation"
+        );
+    }
     // no secret of the run is exposed
     assert!(!text.contains(w.guru3.api_key().split('$').nth(1).unwrap()));
     run.stop().await.unwrap();

@@ -4,14 +4,15 @@
 //! workflow. Everything is read from memory once per scrape; nothing scans the journal, so a
 //! scrape costs the same at any event size.
 
-use broker_core::BrokerStatus;
 use broker_core::ports::{EventFeed, FeedHealth};
+use broker_core::{BrokerStatus, LATENCY_BUCKETS, Latency};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::Health;
 
@@ -81,6 +82,25 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let g = ConstGauge::new(v);
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn histogram(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    l: &Latency,
+) -> Result<(), std::fmt::Error> {
+    let mut m = e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::MAX))
+        .zip(l.buckets.iter().copied())
+        .collect();
+    // microseconds to seconds; exact far beyond any sum a process reaches
+    #[allow(clippy::cast_precision_loss)]
+    let sum = l.sum_us as f64 / 1e6;
+    m.encode_histogram::<NoLabelSet>(sum, l.count, &buckets, None)
 }
 
 fn info(
@@ -164,6 +184,35 @@ impl Collector for Snapshot {
                 "rounds of the broker",
                 b.batches,
             )?;
+            for (name, help, l) in [
+                (
+                    "hexidian_batch_duration",
+                    "one round of the broker: PBX, OMM and state commit, acks excluded",
+                    &b.timings.batch,
+                ),
+                (
+                    "hexidian_pbx_transaction_duration",
+                    "one PBX transaction",
+                    &b.timings.pbx,
+                ),
+                (
+                    "hexidian_omm_phase_duration",
+                    "the OMM operations of a run of messages",
+                    &b.timings.omm,
+                ),
+                (
+                    "hexidian_state_commit_duration",
+                    "one commit of journal and mirror",
+                    &b.timings.state,
+                ),
+                (
+                    "hexidian_ack_duration",
+                    "acknowledging a round's messages to GURU3",
+                    &b.timings.ack,
+                ),
+            ] {
+                histogram(&mut e, name, help, l)?;
+            }
             gauge(
                 &mut e,
                 "hexidian_backlog",

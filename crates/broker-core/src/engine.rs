@@ -139,6 +139,8 @@ pub struct BrokerStatus {
     pub dead: u64,
     /// The same by GURU3 message type (at most [`MAX_TYPES`] types; more go to `other`).
     pub by_type: BTreeMap<String, Outcomes>,
+    /// Latencies of the broker's steps.
+    pub timings: Timings,
     /// Messages waiting for a retry.
     pub backlog: usize,
     /// The last counted failure, if the broker is currently retrying a refused message.
@@ -161,6 +163,55 @@ pub struct Outcomes {
     pub ignored: u64,
     /// Dead-lettered.
     pub dead: u64,
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];
+
+/// A latency histogram with the fixed [`LATENCY_BUCKETS`]: fixed size, whatever it records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Latency {
+    /// Observations per bucket (not cumulative); the last slot counts those above every bound.
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of the observations in microseconds.
+    pub sum_us: u64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl Latency {
+    /// Records one observation.
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum_us = self
+            .sum_us
+            .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.count += 1;
+    }
+}
+
+/// How long the broker's steps take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timings {
+    /// A whole round: PBX, OMM and state commit of a batch, acks excluded.
+    pub batch: Latency,
+    /// One PBX transaction (a run of messages' changes).
+    pub pbx: Latency,
+    /// The OMM operations of a run (all chains, concurrently).
+    pub omm: Latency,
+    /// One state commit (journal and mirror).
+    pub state: Latency,
+    /// Acknowledging a round's messages to GURU3.
+    pub ack: Latency,
 }
 
 /// Distinct message types counted in [`BrokerStatus::by_type`]; GURU3 may send types this
@@ -440,12 +491,15 @@ impl Broker {
             let n = batch.len();
             let report = self.process(batch).await;
             let t_ack = self.ports.clock.now();
+            self.with_status(|s| s.timings.batch.observe(t_ack.duration_since(t_batch)));
             if !report.acked.is_empty() {
                 match self.ports.feed.ack(report.acked).await {
                     Ok(()) => crate::crash::point(crate::crash::ACKS_SENT),
                     // the adapter keeps them and re-sends; replays are harmless
                     Err(e) => tracing::warn!(error = %e.report(), "acking failed; will retry"),
                 }
+                let took = self.ports.clock.now().duration_since(t_ack);
+                self.with_status(|s| s.timings.ack.observe(took));
             }
             tracing::debug!(
                 messages = n,
@@ -915,6 +969,14 @@ impl Broker {
         crate::crash::point(crate::crash::OMM_APPLIED);
         let t_state = self.ports.clock.now();
         let out = self.settle_and_commit(seg).await;
+        let t_end = self.ports.clock.now();
+        self.with_status(|s| {
+            if n_changes > 0 {
+                s.timings.pbx.observe(t_dect.duration_since(t_sip));
+            }
+            s.timings.omm.observe(t_state.duration_since(t_dect));
+            s.timings.state.observe(t_end.duration_since(t_state));
+        });
         tracing::debug!(
             messages = out.0.len() + out.1.len(),
             pbx_changes = n_changes,

@@ -22,6 +22,7 @@ mod plan;
 pub mod ports;
 
 pub use engine::{
-    BatchReport, Broker, BrokerConfig, BrokerPorts, BrokerStatus, MAX_TYPES, Outcomes,
+    BatchReport, Broker, BrokerConfig, BrokerPorts, BrokerStatus, LATENCY_BUCKETS, Latency,
+    MAX_TYPES, Outcomes, Timings,
 };
 pub use plan::{OMM_NAME_MAX, omm_name};
