@@ -157,3 +157,39 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
     assert!(!text.contains(w.guru3.api_key().split('$').nth(1).unwrap()));
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_wants_its_token_and_never_listens_off_loopback_without_one() {
+    let w = World::new().await;
+    // off loopback without a token: refused before anything starts
+    let mut s = w.settings();
+    s.admin = Some(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let err = hexidian::start(s).await.unwrap_err().to_string();
+    assert!(err.contains("[admin]") && err.contains("token"), "{err}");
+    // with a token, every path but /healthz asks for it
+    let mut s = w.settings();
+    s.admin_token = Some(broker_core::model::Secret::new("admin-t0ken"));
+    let run = w.start_with(s).await;
+    let admin = run.admin_addr().unwrap();
+    let get = |path: &'static str, auth: Option<&'static str>| async move {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        hexidian_e2e::http(admin, "GET", path, &headers, "").await
+    };
+    assert_eq!(get("/healthz", None).await.0, 200);
+    for path in ["/readyz", "/metrics"] {
+        assert_eq!(get(path, None).await.0, 401, "{path} without a token");
+        assert_eq!(
+            get(path, Some("Bearer wrong")).await.0,
+            401,
+            "{path} with a wrong token"
+        );
+        assert_ne!(
+            get(path, Some("Bearer admin-t0ken")).await.0,
+            401,
+            "{path} with the token"
+        );
+    }
+    let (_, text) = get("/metrics", Some("Bearer admin-t0ken")).await;
+    assert!(!text.contains("admin-t0ken"), "the token is never shown");
+    run.stop().await.unwrap();
+}

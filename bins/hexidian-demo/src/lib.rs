@@ -323,6 +323,7 @@ pub fn sim_settings(
         store,
         broker,
         admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        admin_token: None,
         omm_token_field: false,
         unbound: Some(hexidian::UnboundSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

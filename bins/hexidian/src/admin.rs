@@ -34,6 +34,18 @@ pub(crate) async fn serve(listener: TcpListener, health: Health, stop: watch::Re
     .await;
 }
 
+/// Whether the request carries the admin token (`Authorization: Bearer <token>`), compared
+/// in constant time; always true without a configured token.
+fn authorised(health: &Health, req: &Request<hyper::body::Incoming>) -> bool {
+    let Some(token) = &health.admin_token else {
+        return true;
+    };
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|p| unbound_handsets::webhook::keys_match(p, token.expose().as_bytes()))
+}
+
 async fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Resp {
     if req.method() != hyper::Method::GET {
         return reply(
@@ -41,6 +53,19 @@ async fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Resp {
             "text/plain",
             "GET only\n".into(),
         );
+    }
+    // liveness stays open (a process supervisor's probe has no token)
+    if req.uri().path() != "/healthz" && !authorised(health, req) {
+        let mut r = reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "token required\n".into(),
+        );
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
     }
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),

@@ -253,12 +253,20 @@ pub struct AdminSection {
     /// Listen address (default `127.0.0.1:9464`; `""` disables).
     #[serde(default = "default_admin")]
     pub listen: String,
+    /// Environment variable holding the bearer token every request but `/healthz` must
+    /// carry (`Authorization: Bearer …`); required when `listen` is not loopback, because
+    /// `/readyz` and `/metrics` show extension numbers and failure reasons.
+    pub token_env: Option<String>,
+    /// File holding that token (instead of `token_env`).
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         Self {
             listen: default_admin(),
+            token_env: None,
+            token_file: None,
         }
     }
 }
@@ -439,6 +447,12 @@ impl FileConfig {
                     .map_err(|e| format!("[admin] listen {:?}: {e}", self.admin.listen))?,
             )
         };
+        let admin_token = match (&self.admin.token_env, &self.admin.token_file) {
+            (None, None) => None,
+            (env, file) => Some(broker_core::model::Secret::new(
+                secret("[admin] token", env, file)?.trim(),
+            )),
+        };
         Ok(Settings {
             guru3,
             feed,
@@ -446,6 +460,7 @@ impl FileConfig {
             store: StoreSettings::Postgres(Box::new(pg)),
             broker,
             admin,
+            admin_token,
             omm_token_field: self.omm.token_in_hierarchy2,
             unbound: match &self.unbound {
                 Some(u) => Some(u.settings()?),

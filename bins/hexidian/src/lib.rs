@@ -76,8 +76,10 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Delivery loop tuning.
     pub broker: BrokerConfig,
-    /// Admin listener (`/healthz`, `/readyz`); `None` to disable.
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`); `None` to disable.
     pub admin: Option<SocketAddr>,
+    /// Bearer token of the admin listener (every path but `/healthz`); required off loopback.
+    pub admin_token: Option<broker_core::model::Secret>,
     /// Unbound handsets and the token-call webhook; `None` to disable.
     pub unbound: Option<UnboundSettings>,
     /// Write each DECT extension's token into its OMM user's `hierarchy2` (default off: any
@@ -130,6 +132,8 @@ pub(crate) struct Health {
     pub(crate) state: Arc<Mutex<Option<Arc<dyn StateStore>>>>,
     pub(crate) broker: Arc<Mutex<Option<Arc<Mutex<BrokerStatus>>>>>,
     pub(crate) unbound: Arc<Mutex<Option<unbound_handsets::Unbound>>>,
+    /// What the admin listener's requests must present (none on loopback by default).
+    pub(crate) admin_token: Option<broker_core::model::Secret>,
 }
 
 /// A started hexidian.
@@ -212,6 +216,14 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
             )));
         }
     }
+    if let Some(addr) = settings.admin {
+        if settings.admin_token.is_none() && !addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "[admin] listens on {addr} without a token: /readyz and /metrics show extension \
+                 numbers and failure reasons; set token_env or token_file (or listen on loopback)"
+            )));
+        }
+    }
     let client = guru3_client::Client::new(settings.guru3.clone())?;
     let (feed, watcher) = guru3_client::client::feed(client, settings.feed.clone());
     let feed = Arc::new(Guru3Feed::new(feed));
@@ -225,6 +237,7 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         state: Arc::default(),
         broker: Arc::default(),
         unbound: Arc::default(),
+        admin_token: settings.admin_token.clone(),
     };
     let admin = match settings.admin {
         Some(addr) => Some(
