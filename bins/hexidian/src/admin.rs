@@ -108,12 +108,7 @@ async fn readyz(h: &Health) -> Resp {
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    let broker = h
-        .broker
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let broker = h.broker_status();
     let stalled = broker.as_ref().and_then(|b| b.stalled.clone());
     let ready = feed.last_fetch_ok && omm_up && pg_up && broker.is_some() && stalled.is_none();
     let body = json!({
@@ -140,8 +135,7 @@ async fn readyz(h: &Health) -> Resp {
             })),
             "sync_epoch": b.sync_epoch,
         })),
-        "unbound_handsets": h.unbound.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|u| {
-            let s = u.status();
+        "unbound_handsets": h.unbound_status().map(|s| {
             json!({
                 "temporary": s.temporary,
                 "temps_created": s.temps_created,

@@ -136,6 +136,26 @@ pub(crate) struct Health {
     pub(crate) admin_token: Option<broker_core::model::Secret>,
 }
 
+impl Health {
+    /// A copy of the broker's status, once the broker runs.
+    pub(crate) fn broker_status(&self) -> Option<BrokerStatus> {
+        self.broker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// The unbound-handset workflow's counters, once it runs.
+    pub(crate) fn unbound_status(&self) -> Option<unbound_handsets::Status> {
+        self.unbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(unbound_handsets::Unbound::status)
+    }
+}
+
 /// A started hexidian.
 #[derive(Debug)]
 pub struct Running {

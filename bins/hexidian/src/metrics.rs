@@ -28,24 +28,12 @@ struct Snapshot {
 
 impl Snapshot {
     fn take(h: &Health) -> Self {
-        let broker = h
-            .broker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        let unbound = h
-            .unbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(unbound_handsets::Unbound::status);
         Self {
             feed: h.feed.health(),
             omm_up: h.omm.is_up(),
             omm_sessions: h.omm.connects(),
-            broker,
-            unbound,
+            broker: h.broker_status(),
+            unbound: h.unbound_status(),
         }
     }
 }
