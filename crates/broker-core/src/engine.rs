@@ -182,6 +182,16 @@ pub struct Latency {
     pub count: u64,
 }
 
+impl Outcomes {
+    fn add(&mut self, v: &Verdict) {
+        match v {
+            Verdict::Done => self.done += 1,
+            Verdict::Ignored(_) => self.ignored += 1,
+            _ => self.dead += 1,
+        }
+    }
+}
+
 impl Latency {
     /// Records one observation.
     pub fn observe(&mut self, d: Duration) {
@@ -284,24 +294,6 @@ struct Waiting {
     /// the peer did not finish in time (`PortErrorKind::Slow`): try the message alone
     slow: bool,
     reason: String,
-}
-
-/// Journal outcomes of a settled run, added to the status only once they are committed.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    done: u64,
-    ignored: u64,
-    dead: u64,
-}
-
-impl Counts {
-    fn add(&mut self, v: &Verdict) {
-        match v {
-            Verdict::Done => self.done += 1,
-            Verdict::Ignored(_) => self.ignored += 1,
-            _ => self.dead += 1,
-        }
-    }
 }
 
 /// Fewest messages a round tries after rounds that had to wait.
@@ -584,12 +576,10 @@ impl Broker {
                 let verdict = self.sync_marker(&msg).await;
                 let attempts = self.attempts.clone();
                 if let Some((v, n)) = self.settle(&msg, verdict) {
-                    let mut counts = Counts::default();
-                    counts.add(&v);
                     let journal = self.journal(&msg, &v, n);
                     match self.ports.state.commit(vec![journal]).await {
                         Ok(()) => {
-                            self.count(counts, [(msg.kind.as_str(), &v)]);
+                            self.count([(msg.kind.as_str(), &v)]);
                             log_final(&msg, &v);
                             report.acked.push(msg.id);
                         }
@@ -712,12 +702,15 @@ impl Broker {
         }
     }
 
-    fn count<'a>(&self, c: Counts, finals: impl IntoIterator<Item = (&'a str, &'a Verdict)>) {
+    /// Adds committed outcomes to the status: in total and by message type.
+    fn count<'a>(&self, finals: impl IntoIterator<Item = (&'a str, &'a Verdict)>) {
         self.with_status(|s| {
-            s.done += c.done;
-            s.ignored += c.ignored;
-            s.dead += c.dead;
             for (kind, v) in finals {
+                let mut one = Outcomes::default();
+                one.add(v);
+                s.done += one.done;
+                s.ignored += one.ignored;
+                s.dead += one.dead;
                 // GURU3's type names are upper-case words; anything else, and types past
                 // the limit, count as `other`
                 let named = !kind.is_empty()
@@ -729,12 +722,7 @@ impl Broker {
                     } else {
                         "other"
                     };
-                let o = s.by_type.entry(key.to_owned()).or_default();
-                match v {
-                    Verdict::Done => o.done += 1,
-                    Verdict::Ignored(_) => o.ignored += 1,
-                    _ => o.dead += 1,
-                }
+                s.by_type.entry(key.to_owned()).or_default().add(v);
             }
         });
     }
@@ -1173,7 +1161,6 @@ impl Broker {
         let mut left = Vec::new();
         let mut settled = Vec::new();
         let mut finals = Vec::new();
-        let mut counts = Counts::default();
         let mut rest = msgs.into_iter().enumerate();
         for (i, msg) in rest.by_ref() {
             let v = verdicts[i].take().unwrap_or(Verdict::Done);
@@ -1197,7 +1184,6 @@ impl Broker {
                 }
             }
             ops.push(self.journal(&msg, &v, attempts));
-            counts.add(&v);
             acked.push(msg.id);
             finals.push((msg.id, msg.kind.clone(), i, v));
             settled.push(msg);
@@ -1207,10 +1193,7 @@ impl Broker {
         match committed {
             Ok(()) => {
                 crate::crash::point(crate::crash::STATE_COMMITTED);
-                self.count(
-                    counts,
-                    finals.iter().map(|(_, kind, _, v)| (kind.as_str(), v)),
-                );
+                self.count(finals.iter().map(|(_, kind, _, v)| (kind.as_str(), v)));
                 for (id, kind, i, v) in &finals {
                     let number = plans[*i]
                         .as_ref()
