@@ -233,6 +233,66 @@ async fn an_omm_account_that_lost_its_rights_stalls_the_queue_and_acks_nothing()
     run.stop().await.unwrap();
 }
 
+/// An OMM out of licences refuses every new user with `ELicense`: not the message's fault,
+/// but a code hexidian does not know to be systemic. The breaker stops the queue at the
+/// fifth such dead letter in a row instead of draining it, acks nothing, shows why on
+/// `/readyz` and `/metrics`, and applies everything once the OMM takes users again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omm_out_of_licences_trips_the_breaker_and_nothing_is_lost() {
+    let w = World::new().await;
+    let run = w.start().await;
+    w.save_drained(Extension::new("2001", "Before", Kind::dect()))
+        .await;
+    w.omm.faults(|f| {
+        f.inject
+            .insert("CreatePPUser".into(), ("ELicense".into(), usize::MAX));
+    });
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.extend(
+            w.guru3
+                .save(Extension::new(&format!("21{i:02}"), "New", Kind::dect()))
+                .unwrap(),
+        );
+    }
+    let admin = run.admin_addr().unwrap();
+    let mut tripped = false;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pending: Vec<i64> = w.guru3.pending().iter().map(|p| p.0).collect();
+        assert_eq!(pending, ids, "acked while the OMM refuses every new user");
+        let (_, body) = http_get(admin, "/readyz").await;
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(ready["broker"]["dead"], 0, "{body}");
+        let stalled = &ready["broker"]["stalled"];
+        if stalled.is_object() {
+            assert_eq!(stalled["refused"], true, "{body}");
+            let reason = stalled["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("5 messages in a row") && reason.contains("ELicense"),
+                "{body}"
+            );
+            tripped = true;
+        }
+    }
+    assert!(tripped, "the breaker never showed on /readyz");
+    let (_, _, dead) = w.journal().await;
+    assert_eq!(dead, 0, "nothing journaled as given up");
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("hexidian_stall_refused 1"),
+        "the stall on /metrics: {metrics}"
+    );
+    // licences again: every new user applies, nothing given up
+    w.omm.faults(|f| f.inject.clear());
+    w.drained(Duration::from_secs(30)).await;
+    w.assert_converged().await;
+    let (_, _, dead) = w.journal().await;
+    assert_eq!(dead, 0);
+    assert!(w.omm.view().user_by_num("2106").is_some());
+    run.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_outlasting_every_retry_limit_loses_nothing() {
     let mut w = World::with_db(hexidian_testkit::pg::TestDb::dedicated().await).await;

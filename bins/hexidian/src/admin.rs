@@ -126,6 +126,7 @@ async fn readyz(h: &Health) -> Resp {
             "ignored": b.ignored,
             "dead": b.dead,
             "backlog": b.backlog,
+            "unconfirmed_dead": b.unconfirmed_dead,
             "retrying": b.retrying,
             "stalled": b.stalled.as_ref().map(|s| json!({
                 "reason": s.reason,

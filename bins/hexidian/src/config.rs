@@ -244,6 +244,11 @@ pub struct BrokerSection {
     pub retry_budget_s: Option<u64>,
     /// OMM operations in flight (default 32).
     pub dect_concurrency: Option<usize>,
+    /// Dead letters in a row with the same reason code that stop the queue instead of
+    /// being given up (default 5; 0 turns the breaker off).
+    pub breaker_after: Option<u32>,
+    /// Seconds after which a shorter run of such dead letters is final (default 10).
+    pub breaker_window_s: Option<u64>,
 }
 
 /// `[admin]`
@@ -327,6 +332,15 @@ impl FileConfig {
         }
         if let Some(n) = self.broker.dect_concurrency {
             broker = broker.dect_concurrency(n);
+        }
+        if self.broker.breaker_after.is_some() || self.broker.breaker_window_s.is_some() {
+            let d = broker_core::BrokerConfig::default();
+            broker = broker.breaker(
+                self.broker.breaker_after.unwrap_or(d.breaker_after),
+                self.broker
+                    .breaker_window_s
+                    .map_or(d.breaker_window, Duration::from_secs),
+            );
         }
         (feed, broker)
     }

@@ -209,6 +209,13 @@ impl Collector for Snapshot {
             )?;
             gauge(
                 &mut e,
+                "hexidian_dead_letters_unconfirmed",
+                "failed messages held unacknowledged until their failure is known to be \
+                 their own (the breaker's streak)",
+                i64::try_from(b.unconfirmed_dead).unwrap_or(i64::MAX),
+            )?;
+            gauge(
+                &mut e,
                 "hexidian_stalled",
                 "1 while the queue waits for a peer that cannot be asked or refuses hexidian",
                 i64::from(b.stalled.is_some()),

@@ -57,6 +57,15 @@ pub struct BrokerConfig {
     pub dect_concurrency: usize,
     /// Largest share of owned OMM users a resync may delete (default 0.5).
     pub max_sweep_fraction: f64,
+    /// Dead letters in a row with the same reason (a peer's refusal of the data or an
+    /// exhausted "not now", with the same code) that stop the queue as a refusal of
+    /// hexidian's set-up would (default 5; 0 or 1: never). Until the streak ends, its dead
+    /// letters are neither journaled nor acked, so that the ones that tripped the breaker are
+    /// retried, not lost.
+    pub breaker_after: u32,
+    /// A streak ends, and its dead letters become final, when a message is applied, a dead
+    /// letter with another reason comes, or none follows within this time (default 10 s).
+    pub breaker_window: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +78,8 @@ impl Default for BrokerConfig {
             stall_probe_max: Duration::from_secs(5),
             dect_concurrency: 32,
             max_sweep_fraction: 0.5,
+            breaker_after: 5,
+            breaker_window: Duration::from_secs(10),
         }
     }
 }
@@ -102,6 +113,14 @@ impl BrokerConfig {
     /// Sets [`dect_concurrency`](Self::dect_concurrency).
     pub fn dect_concurrency(mut self, n: usize) -> Self {
         self.dect_concurrency = n.max(1);
+        self
+    }
+
+    /// Sets [`breaker_after`](Self::breaker_after) and
+    /// [`breaker_window`](Self::breaker_window).
+    pub fn breaker(mut self, after: u32, window: Duration) -> Self {
+        self.breaker_after = after;
+        self.breaker_window = window;
         self
     }
 
@@ -143,6 +162,8 @@ pub struct BrokerStatus {
     pub timings: Timings,
     /// Messages waiting for a retry.
     pub backlog: usize,
+    /// Dead letters of a streak not yet final (see [`BrokerConfig::breaker_after`]).
+    pub unconfirmed_dead: usize,
     /// The last counted failure, if the broker is currently retrying a refused message.
     pub retrying: Option<String>,
     /// Set while a peer cannot be asked and the queue waits for it.
@@ -233,7 +254,9 @@ pub const MAX_TYPES: usize = 32;
 enum Verdict {
     Done,
     Ignored(String),
-    Dead(String),
+    /// Given up, with the reason and, for a peer's answer that could be the same for every
+    /// message, its reason code (see [`BrokerConfig::breaker_after`]).
+    Dead(String, Option<String>),
     /// The peer answered "not now": retried, and the attempt counts.
     Retry(PortError),
     /// The peer could not be asked: the queue waits, nothing is spent.
@@ -248,8 +271,19 @@ impl Verdict {
         } else if e.is_transient() {
             Self::Retry(e)
         } else {
-            Self::Dead(e.report())
+            Self::dead(&e, e.report())
         }
+    }
+
+    /// A final failure after the peer's answer `e`. An answer about the object (missing,
+    /// taken) is that message's own; a refusal of the data, a broken invariant or an
+    /// exhausted "not now" may be the same for every message, and feeds the breaker.
+    fn dead(e: &PortError, reason: String) -> Self {
+        let systemic = matches!(
+            e.kind(),
+            PortErrorKind::Rejected | PortErrorKind::Transient | PortErrorKind::Fatal
+        );
+        Self::Dead(reason, systemic.then(|| e.reason_code()))
     }
 
     fn waits(&self) -> bool {
@@ -261,7 +295,7 @@ impl Verdict {
             Self::Done | Self::Ignored(_) => 0,
             Self::Retry(_) => 1,
             Self::Stalled(_) => 2,
-            Self::Dead(_) => 3,
+            Self::Dead(..) => 3,
         }
     }
 
@@ -296,6 +330,33 @@ struct Waiting {
     reason: String,
 }
 
+/// Dead letters in a row with the same reason code, not final yet: neither journaled nor
+/// acked (GURU3 keeps them; a restart gets them again).
+#[derive(Debug, Clone)]
+struct Streak {
+    code: String,
+    held: Vec<Held>,
+    /// when the latest joined
+    last: Instant,
+}
+
+/// One dead letter of a [`Streak`].
+#[derive(Debug, Clone)]
+struct Held {
+    msg: Incoming,
+    reason: String,
+    attempts: u32,
+    number: Option<String>,
+}
+
+/// A message settled in a round: what is journaled, counted and logged once committed.
+struct Final {
+    id: i64,
+    kind: String,
+    number: Option<String>,
+    verdict: Verdict,
+}
+
 /// Fewest messages a round tries after rounds that had to wait.
 const MIN_WINDOW: usize = 16;
 
@@ -316,6 +377,10 @@ pub struct Broker {
     /// A message that timed out alone while the PBX answered a cheap question: its own
     /// failure, so its further time-outs count as attempts.
     suspect: Option<i64>,
+    /// dead letters in a row with the same reason, held back (see `breaker_after`)
+    streak: Option<Streak>,
+    /// the reason code that tripped the breaker: the queue stands until a retry succeeds
+    tripped: Option<String>,
     status: Arc<Mutex<BrokerStatus>>,
     directory: crate::model::SharedDirectory,
 }
@@ -399,6 +464,8 @@ impl Broker {
             stall_probes: 0,
             window: usize::MAX,
             suspect: None,
+            streak: None,
+            tripped: None,
             status,
             directory,
         })
@@ -438,16 +505,36 @@ impl Broker {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut fetch_failures = 0u32;
         loop {
+            // held dead letters whose streak ended by itself become final
+            let expired = self.expire_streak(false).await;
+            if !expired.is_empty() {
+                self.send_acks(expired).await;
+            }
             let t_fetch = self.ports.clock.now();
             let batch = if self.tail.is_empty() {
                 let next = self.ports.feed.next_batch();
-                match select(next, shutdown.as_mut()).await {
+                // wake up when a held streak is due, without waiting for the next message
+                let due = self.streak_deadline().map(|t| {
+                    let now = self.ports.clock.now();
+                    self.ports.clock.sleep(t.saturating_duration_since(now))
+                });
+                let next = match due {
+                    Some(due) => futures_util::future::Either::Left(async move {
+                        match select(next, due).await {
+                            Either::Left(r) => Some(r),
+                            Either::Right(()) => None,
+                        }
+                    }),
+                    None => futures_util::future::Either::Right(async move { Some(next.await) }),
+                };
+                match select(std::pin::pin!(next), shutdown.as_mut()).await {
                     Either::Right(()) => break,
-                    Either::Left(Ok(b)) => {
+                    Either::Left(None) => continue,
+                    Either::Left(Some(Ok(b))) => {
                         fetch_failures = 0;
                         b
                     }
-                    Either::Left(Err(e)) => {
+                    Either::Left(Some(Err(e))) => {
                         fetch_failures = fetch_failures.saturating_add(1);
                         if fetch_failures == 1 {
                             tracing::warn!(error = %e.report(), "fetching from guru3 failed; retrying");
@@ -485,13 +572,7 @@ impl Broker {
             let t_ack = self.ports.clock.now();
             self.with_status(|s| s.timings.batch.observe(t_ack.duration_since(t_batch)));
             if !report.acked.is_empty() {
-                match self.ports.feed.ack(report.acked).await {
-                    Ok(()) => crate::crash::point(crate::crash::ACKS_SENT),
-                    // the adapter keeps them and re-sends; replays are harmless
-                    Err(e) => tracing::warn!(error = %e.report(), "acking failed; will retry"),
-                }
-                let took = self.ports.clock.now().duration_since(t_ack);
-                self.with_status(|s| s.timings.ack.observe(took));
+                self.send_acks(report.acked).await;
             }
             tracing::debug!(
                 messages = n,
@@ -505,6 +586,18 @@ impl Broker {
             tracing::warn!(error = %e.report(), "final ack flush failed");
         }
         Ok(())
+    }
+
+    /// Acknowledges messages whose outcome is committed.
+    async fn send_acks(&self, ids: Vec<i64>) {
+        let t_ack = self.ports.clock.now();
+        match self.ports.feed.ack(ids).await {
+            Ok(()) => crate::crash::point(crate::crash::ACKS_SENT),
+            // the adapter keeps them and re-sends; replays are harmless
+            Err(e) => tracing::warn!(error = %e.report(), "acking failed; will retry"),
+        }
+        let took = self.ports.clock.now().duration_since(t_ack);
+        self.with_status(|s| s.timings.ack.observe(took));
     }
 
     /// How long to wait before the tail is tried again.
@@ -544,10 +637,14 @@ impl Broker {
     pub async fn process(&mut self, batch: Vec<Incoming>) -> BatchReport {
         let mut report = BatchReport::default();
         self.waiting = None;
+        // GURU3 hands held dead letters out again (they are not acked): they are in hand
+        let mut batch = batch;
+        if let Some(s) = &self.streak {
+            batch.retain(|m| !s.held.iter().any(|h| h.msg.id == m.id));
+        }
         // after a round that had to wait, fewer messages per round (halving, at least
         // `MIN_WINDOW`), growing again with every clean round: a replayed run then fits
         // between the faults of a flapping peer
-        let mut batch = batch;
         let held = if batch.len() > self.window {
             batch.split_off(self.window)
         } else {
@@ -573,6 +670,8 @@ impl Broker {
             }
             let Some(msg) = rest.next() else { break };
             if marker {
+                // a resync marker does not wait for a streak before it to end
+                report.acked.extend(self.expire_streak(true).await);
                 let verdict = self.sync_marker(&msg).await;
                 let attempts = self.attempts.clone();
                 if let Some((v, n)) = self.settle(&msg, verdict) {
@@ -605,7 +704,9 @@ impl Broker {
         let isolate = self
             .waiting
             .as_ref()
-            .is_some_and(|w| w.slow || Some(w.message) == self.suspect);
+            .is_some_and(|w| w.slow || Some(w.message) == self.suspect)
+            // an open breaker probes with the head alone
+            || self.tripped.is_some();
         if let Some(w) = self.waiting.as_ref().filter(|w| w.slow && tried == 1) {
             let head = w.message;
             if self.suspect != Some(head) && self.ports.sip.sync_state().await.is_ok() {
@@ -765,7 +866,7 @@ impl Broker {
                     Err(e) => Verdict::of(e),
                 }
             }
-            _ => Verdict::Dead("not a sync marker".into()),
+            _ => Verdict::Dead("not a sync marker".into(), None),
         }
     }
 
@@ -900,7 +1001,10 @@ impl Broker {
                 if n >= self.config.max_attempts || spent >= self.config.retry_budget {
                     self.attempts.remove(&msg.id);
                     Some((
-                        Verdict::Dead(format!("still refused after {n} attempts: {}", e.report())),
+                        Verdict::dead(
+                            &e,
+                            format!("still refused after {n} attempts: {}", e.report()),
+                        ),
                         n,
                     ))
                 } else {
@@ -926,7 +1030,7 @@ impl Broker {
         let (status, reason) = match v {
             Verdict::Done => (JournalStatus::Done, None),
             Verdict::Ignored(r) => (JournalStatus::Ignored, Some(r.clone())),
-            Verdict::Dead(r) => (JournalStatus::Dead, Some(r.clone())),
+            Verdict::Dead(r, _) => (JournalStatus::Dead, Some(r.clone())),
             Verdict::Retry(e) | Verdict::Stalled(e) => (JournalStatus::Dead, Some(e.report())),
         };
         // only a dead letter keeps its payload (already redacted by the feed), for an operator
@@ -1002,7 +1106,7 @@ impl Broker {
         let verdicts = plans
             .iter()
             .map(|p| match p {
-                Err(e) => Some(Verdict::Dead(format!("malformed: {e}"))),
+                Err(e) => Some(Verdict::Dead(format!("malformed: {e}"), None)),
                 Ok(p) => p.ignored.clone().map(Verdict::Ignored),
             })
             .collect();
@@ -1039,7 +1143,7 @@ impl Broker {
                     }
                     let failed =
                         (0..p.sip.len()).find_map(|k| match seg.sip.get(seg.offsets[i] + k) {
-                            Some(Err(e)) => Some(PortError::new(e.kind(), e.report())),
+                            Some(Err(e)) => Some(e.summary()),
                             _ => None,
                         });
                     if let Some(e) = failed {
@@ -1049,11 +1153,9 @@ impl Broker {
             }
             Err(e) => {
                 // nothing was applied: every message that needed the PBX waits or fails
-                let reason = e.report();
                 for (i, p) in seg.plans.iter().enumerate() {
                     if matches!(p, Ok(p) if !p.sip.is_empty()) && seg.verdicts[i].is_none() {
-                        seg.verdicts[i] =
-                            Some(Verdict::of(PortError::new(e.kind(), reason.clone())));
+                        seg.verdicts[i] = Some(Verdict::of(e.summary()));
                     }
                 }
             }
@@ -1146,7 +1248,7 @@ impl Broker {
 
     /// Phases 4 and 5: verdicts settled in GURU3 order (the prefix up to the first message
     /// that waits is final), then mirror and journal committed in one go. A failed commit
-    /// restores the mirror and the attempt counters and replays the whole run.
+    /// restores the mirror, the attempt counters and the breaker and replays the whole run.
     async fn settle_and_commit(&mut self, seg: Segment) -> (Vec<i64>, Vec<Incoming>) {
         let Segment {
             msgs,
@@ -1155,12 +1257,14 @@ impl Broker {
             ..
         } = seg;
         let attempts_before = self.attempts.clone();
+        let streak_before = self.streak.clone();
+        let tripped_before = self.tripped.clone();
         let mut undo: Vec<(Number, Option<crate::model::MirrorEntry>)> = Vec::new();
         let mut acked = Vec::new();
         let mut ops = Vec::new();
         let mut left = Vec::new();
         let mut settled = Vec::new();
-        let mut finals = Vec::new();
+        let mut finals: Vec<Final> = Vec::new();
         let mut rest = msgs.into_iter().enumerate();
         for (i, msg) in rest.by_ref() {
             let v = verdicts[i].take().unwrap_or(Verdict::Done);
@@ -1168,6 +1272,37 @@ impl Broker {
                 left.push(msg);
                 break;
             };
+            let number = plans[i]
+                .as_ref()
+                .ok()
+                .and_then(|p| p.mirror.first().map(|(n, _)| n.to_string()));
+            if let Verdict::Dead(reason, Some(code)) = &v {
+                if self.config.breaker_after > 1 {
+                    match self.breaker(&msg, code, reason, attempts, number) {
+                        Breaker::Held(released) => {
+                            self.release(released, &mut ops, &mut acked, &mut finals);
+                            settled.push(msg);
+                        }
+                        Breaker::Tripped(held) => {
+                            // the streak goes back to the queue's head, before this message
+                            settled.retain(|m: &Incoming| !held.iter().any(|h| h.id == m.id));
+                            left.extend(held);
+                            left.push(msg);
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            }
+            if matches!(v, Verdict::Done) {
+                // a message applied: the peers work, a streak of dead letters is final
+                if let Some(s) = self.streak.take() {
+                    self.release(s.held, &mut ops, &mut acked, &mut finals);
+                }
+                if let Some(code) = self.tripped.take() {
+                    tracing::info!(reason = %code, "a retry succeeded: the breaker closes");
+                }
+            }
             if let (Verdict::Done | Verdict::Ignored(_), Ok(p)) = (&v, &plans[i]) {
                 for (n, entry) in &p.mirror {
                     let prev = match entry {
@@ -1185,7 +1320,12 @@ impl Broker {
             }
             ops.push(self.journal(&msg, &v, attempts));
             acked.push(msg.id);
-            finals.push((msg.id, msg.kind.clone(), i, v));
+            finals.push(Final {
+                id: msg.id,
+                kind: msg.kind.clone(),
+                number,
+                verdict: v,
+            });
             settled.push(msg);
         }
         left.extend(rest.map(|(_, m)| m));
@@ -1193,13 +1333,9 @@ impl Broker {
         match committed {
             Ok(()) => {
                 crate::crash::point(crate::crash::STATE_COMMITTED);
-                self.count(finals.iter().map(|(_, kind, _, v)| (kind.as_str(), v)));
-                for (id, kind, i, v) in &finals {
-                    let number = plans[*i]
-                        .as_ref()
-                        .ok()
-                        .and_then(|p| p.mirror.first().map(|(n, _)| n.to_string()));
-                    log_verdict(*id, kind, number.as_deref(), v);
+                self.count(finals.iter().map(|f| (f.kind.as_str(), &f.verdict)));
+                for f in &finals {
+                    log_verdict(f.id, &f.kind, f.number.as_deref(), &f.verdict);
                 }
             }
             Err(e) => {
@@ -1212,6 +1348,8 @@ impl Broker {
                     };
                 }
                 self.attempts = attempts_before;
+                self.streak = streak_before;
+                self.tripped = tripped_before;
                 if let Some(head) = settled.first().or_else(|| left.first()) {
                     self.commit_failed(head, &e);
                 }
@@ -1220,6 +1358,7 @@ impl Broker {
                 left = settled;
             }
         }
+        self.publish_unconfirmed();
         // the directory shows what the mirror holds: planned state of messages that died,
         // wait or were not reached is rolled back (a dead DECT create leaves no token)
         let touched: Vec<Number> = plans
@@ -1230,6 +1369,151 @@ impl Broker {
         self.publish(&touched);
         (acked, left)
     }
+
+    /// A dead letter with a reason code that may be systemic: it joins the streak of its
+    /// code (a streak of another code becomes final), or, as the `breaker_after`-th in a row
+    /// or while the breaker is open for its code, stops the queue.
+    fn breaker(
+        &mut self,
+        msg: &Incoming,
+        code: &str,
+        reason: &str,
+        attempts: u32,
+        number: Option<String>,
+    ) -> Breaker {
+        let now = self.ports.clock.now();
+        let k = self.config.breaker_after as usize;
+        let same = self.streak.as_ref().is_some_and(|s| s.code == code);
+        let run = if same {
+            self.streak.as_ref().map_or(0, |s| s.held.len())
+        } else {
+            0
+        };
+        if self.tripped.as_deref() == Some(code) || run + 1 >= k {
+            let held: Vec<Incoming> = self
+                .streak
+                .take()
+                .filter(|s| s.code == code)
+                .map(|s| s.held.into_iter().map(|h| h.msg).collect())
+                .unwrap_or_default();
+            let head = held.first().map_or(msg.id, |m| m.id);
+            self.tripped = Some(code.to_owned());
+            self.waiting = Some(Waiting {
+                message: head,
+                stalled: true,
+                refused: true,
+                slow: false,
+                reason: format!(
+                    "{k} messages in a row failed for the same reason ({code}), the latest: \
+                     {reason}; they are not given up but retried until one succeeds"
+                ),
+            });
+            return Breaker::Tripped(held);
+        }
+        self.tripped = None;
+        let released = match self.streak.take() {
+            Some(s) if s.code != code => s.held,
+            Some(s) => {
+                self.streak = Some(s);
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        tracing::warn!(
+            id = msg.id,
+            kind = %msg.kind,
+            number = number.as_deref().unwrap_or("-"),
+            reason,
+            "message failed; kept unacknowledged until it is clear the failure is its own"
+        );
+        let streak = self.streak.get_or_insert_with(|| Streak {
+            code: code.to_owned(),
+            held: Vec::new(),
+            last: now,
+        });
+        streak.last = now;
+        streak.held.push(Held {
+            msg: msg.clone(),
+            reason: reason.to_owned(),
+            attempts,
+            number,
+        });
+        Breaker::Held(released)
+    }
+
+    /// Makes held dead letters final in the commit being built.
+    fn release(
+        &self,
+        held: Vec<Held>,
+        ops: &mut Vec<StateOp>,
+        acked: &mut Vec<i64>,
+        finals: &mut Vec<Final>,
+    ) {
+        for h in held {
+            let v = Verdict::Dead(h.reason, None);
+            ops.push(self.journal(&h.msg, &v, h.attempts));
+            acked.push(h.msg.id);
+            finals.push(Final {
+                id: h.msg.id,
+                kind: h.msg.kind,
+                number: h.number,
+                verdict: v,
+            });
+        }
+    }
+
+    /// A streak with no new member for `breaker_window` is final: journaled and returned for
+    /// the ack. Kept if the commit fails (tried again later).
+    async fn expire_streak(&mut self, force: bool) -> Vec<i64> {
+        let now = self.ports.clock.now();
+        let due = self
+            .streak
+            .as_ref()
+            .is_some_and(|s| force || now.duration_since(s.last) >= self.config.breaker_window);
+        if !due {
+            return Vec::new();
+        }
+        let Some(s) = self.streak.take() else {
+            return Vec::new();
+        };
+        let (mut ops, mut acked, mut finals) = (Vec::new(), Vec::new(), Vec::new());
+        self.release(s.held.clone(), &mut ops, &mut acked, &mut finals);
+        match self.ports.state.commit(ops).await {
+            Ok(()) => {
+                self.count(finals.iter().map(|f| (f.kind.as_str(), &f.verdict)));
+                for f in &finals {
+                    log_verdict(f.id, &f.kind, f.number.as_deref(), &f.verdict);
+                }
+                self.publish_unconfirmed();
+                acked
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.report(), "journaling dead letters failed; will retry");
+                self.streak = Some(s);
+                Vec::new()
+            }
+        }
+    }
+
+    /// When the held streak becomes final by itself, if there is one.
+    fn streak_deadline(&self) -> Option<Instant> {
+        self.streak
+            .as_ref()
+            .map(|s| s.last + self.config.breaker_window)
+    }
+
+    fn publish_unconfirmed(&self) {
+        let n = self.streak.as_ref().map_or(0, |s| s.held.len());
+        self.with_status(|s| s.unconfirmed_dead = n);
+    }
+}
+
+/// What the breaker made of a dead letter.
+enum Breaker {
+    /// Held in the streak; these (of an earlier reason) became final.
+    Held(Vec<Held>),
+    /// The queue stops; these held ones go back before the message.
+    Tripped(Vec<Incoming>),
 }
 
 /// Numbers whose OMM operations must run in one chain because a rename links them
@@ -1281,7 +1565,7 @@ fn log_verdict(id: i64, kind: &str, number: Option<&str>, v: &Verdict) {
         Verdict::Ignored(reason) => {
             tracing::warn!(id, kind, number, reason = %reason, "message ignored");
         }
-        Verdict::Dead(reason) => {
+        Verdict::Dead(reason, _) => {
             tracing::error!(id, kind, number, reason = %reason, "message dead-lettered");
         }
         Verdict::Retry(e) | Verdict::Stalled(e) => {

@@ -31,6 +31,9 @@ pub struct Faults {
     pub down: bool,
     /// The next this many calls are answered "busy" (transient).
     pub refuse: u32,
+    /// Every call is refused as bad data with this code (as a peer that changed its rules
+    /// would), until cleared.
+    pub reject: Option<String>,
 }
 
 impl Faults {
@@ -47,6 +50,9 @@ impl Faults {
             self.refuse -= 1;
             return Err(PortError::transient(format!("{what}: peer answered busy")));
         }
+        if let Some(code) = &self.reject {
+            return Err(PortError::rejected(format!("{what}: refused ({code})")).with_code(code));
+        }
         Ok(())
     }
 }
@@ -58,9 +64,12 @@ struct FeedState {
     queue: Vec<(Incoming, bool)>,
     acks: Vec<i64>,
     wakers: Vec<Waker>,
+    /// the queue changed (a push or an ack) since the last batch was handed out
+    changed: bool,
 }
 
-/// GURU3's queue: messages stay until acked; a batch is every unacked message.
+/// GURU3's queue: messages stay until acked; a batch is every unacked message, handed out
+/// when the queue changed since the last one (as GURU3's websocket wakes its client).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryFeed {
     inner: Arc<Mutex<FeedState>>,
@@ -71,6 +80,17 @@ impl MemoryFeed {
     pub fn push(&self, msg: Incoming) {
         let mut s = lock(&self.inner);
         s.queue.push((msg, false));
+        s.changed = true;
+        for w in s.wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Hands every unacked message out again with the next batch, as GURU3 does for a
+    /// client's first fetch after a (re)start.
+    pub fn wake(&self) {
+        let mut s = lock(&self.inner);
+        s.changed = true;
         for w in s.wakers.drain(..) {
             w.wake();
         }
@@ -102,10 +122,11 @@ impl EventFeed for MemoryFeed {
                 .filter(|(_, acked)| !acked)
                 .map(|(m, _)| m.clone())
                 .collect();
-            if batch.is_empty() {
+            if batch.is_empty() || !s.changed {
                 s.wakers.push(cx.waker().clone());
                 Poll::Pending
             } else {
+                s.changed = false;
                 Poll::Ready(Ok(batch))
             }
         }))
@@ -113,6 +134,10 @@ impl EventFeed for MemoryFeed {
 
     fn ack(&self, ids: Vec<i64>) -> BoxFuture<'_, PortResult<()>> {
         let mut s = lock(&self.inner);
+        s.changed |= !ids.is_empty();
+        for w in s.wakers.drain(..) {
+            w.wake();
+        }
         for id in ids {
             s.acks.push(id);
             for (m, acked) in &mut s.queue {
@@ -233,6 +258,11 @@ impl MemoryDect {
     /// The next `n` calls are answered "busy" (transient, counted as attempts).
     pub fn refuse_next(&self, n: u32) {
         lock(&self.inner).faults.refuse = n;
+    }
+
+    /// Every call is refused as bad data with `code` (`None`: no longer).
+    pub fn reject_all(&self, code: Option<&str>) {
+        lock(&self.inner).faults.reject = code.map(str::to_owned);
     }
 
     /// Calls made.

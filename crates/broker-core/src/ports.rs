@@ -47,12 +47,17 @@ pub enum PortErrorKind {
     Fatal,
 }
 
+/// Longest peer code kept in a [`PortError`] (characters).
+const MAX_CODE: usize = 40;
+
 /// A failure reported by an adapter.
 #[derive(Debug, thiserror::Error)]
 #[error("{kind:?}: {message}")]
 pub struct PortError {
     kind: PortErrorKind,
     message: String,
+    /// the peer's own code for the failure (an OMM error code, a SQLSTATE)
+    code: Option<String>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -63,7 +68,45 @@ impl PortError {
         Self {
             kind,
             message: message.into(),
+            code: None,
             source: None,
+        }
+    }
+
+    /// Keeps the peer's own code for the failure (an OMM error code such as `EInvalidArgs`, a
+    /// SQLSTATE): failures with the same kind and code count as the same reason.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        // a code is a short word; an odd peer's must not grow logs and status
+        let mut code: String = code.into();
+        if let Some((i, _)) = code.char_indices().nth(MAX_CODE) {
+            code.truncate(i);
+        }
+        self.code = Some(code);
+        self
+    }
+
+    /// The same failure (kind, code, the whole report as message) without its source: for
+    /// one failure that several messages share.
+    pub fn summary(&self) -> Self {
+        Self {
+            kind: self.kind,
+            message: self.report(),
+            code: self.code.clone(),
+            source: None,
+        }
+    }
+
+    /// The peer's own code for the failure, if it gave one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// What makes two failures "the same reason" whatever message they hit: the kind and
+    /// the peer's code, never the text (which names the object).
+    pub fn reason_code(&self) -> String {
+        match &self.code {
+            Some(c) => format!("{:?} {c}", self.kind),
+            None => format!("{:?}", self.kind),
         }
     }
 

@@ -31,6 +31,8 @@ impl World {
     }
 
     fn ports(&self) -> BrokerPorts {
+        // a broker (re)starting fetches everything GURU3 still holds
+        self.feed.wake();
         BrokerPorts {
             feed: Arc::new(self.feed.clone()),
             dect: Arc::new(self.dect.clone()),
@@ -52,8 +54,12 @@ impl World {
             if self.feed.unacked().is_empty() {
                 return;
             }
-            let batch = self.feed.next_batch().await.unwrap();
-            let mut report = broker.process(batch).await;
+            let mut report = if broker.pending_retry() > 0 {
+                broker.retry().await
+            } else {
+                let batch = self.feed.next_batch().await.unwrap();
+                broker.process(batch).await
+            };
             self.feed
                 .ack(std::mem::take(&mut report.acked))
                 .await
@@ -877,4 +883,132 @@ async fn outcomes_are_counted_by_message_type_within_a_bound() {
     }
     w.drain(&mut b).await;
     assert!(b.status().lock().unwrap().by_type.len() <= broker_core::MAX_TYPES);
+}
+
+/// The breaker: an OMM that refuses every user with the same code (say, after a firmware
+/// change) makes every DECT message a dead letter. The fifth in a row stops the queue instead
+/// of draining it; nothing is journaled or acked; when the OMM takes users again, all of them
+/// are applied, none lost.
+#[tokio::test]
+async fn dead_letters_in_a_row_with_one_reason_stop_the_queue_and_are_retried() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    for i in 1..=7 {
+        w.feed.push(msg(i, dect(&format!("20{i:02}"), None)));
+    }
+    w.dect.reject_all(Some("EInvalidArgs"));
+    let batch = w.feed.next_batch().await.unwrap();
+    let r = b.process(batch).await;
+    assert_eq!((r.acked.len(), r.retry), (0, 7), "nothing acked: {r:?}");
+    {
+        let st = b.status();
+        let st = st.lock().unwrap();
+        let stall = st.stalled.as_ref().expect("the breaker stops the queue");
+        assert!(stall.refused, "{stall:?}");
+        assert_eq!(
+            stall.message, 1,
+            "the streak's first message heads the queue"
+        );
+        assert!(
+            stall.reason.contains("5 messages in a row") && stall.reason.contains("EInvalidArgs"),
+            "{stall:?}"
+        );
+        assert_eq!((st.dead, st.unconfirmed_dead), (0, 0));
+    }
+    assert!(w.state.with_status(JournalStatus::Dead).is_empty());
+    // still refused: the queue keeps standing, one probe a round
+    let calls = w.dect.calls();
+    let r = b.retry().await;
+    assert_eq!((r.acked.len(), r.retry), (0, 7));
+    assert_eq!(
+        w.dect.calls() - calls,
+        1,
+        "only the head is tried while refused"
+    );
+    // the OMM takes users again: every message is applied, in order, once
+    w.dect.reject_all(None);
+    let mut acked = Vec::new();
+    while b.pending_retry() > 0 {
+        acked.extend(b.retry().await.acked);
+    }
+    assert_eq!(acked, (1..=7).collect::<Vec<i64>>());
+    assert_eq!(w.dect.numbers().len(), 7);
+    assert!(w.state.with_status(JournalStatus::Dead).is_empty());
+    let st = b.status();
+    let st = st.lock().unwrap();
+    assert!(st.stalled.is_none());
+    assert_eq!((st.done, st.dead), (7, 0));
+}
+
+/// Fewer than the breaker's count: the dead letters are final once a later message is
+/// applied (journaled, counted and acked in that round), and GURU3 handing them out again
+/// meanwhile runs nothing twice.
+#[tokio::test]
+async fn a_short_run_of_dead_letters_is_final_when_a_message_is_applied() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    w.feed.push(msg(1, dect("2001", None)));
+    w.feed.push(msg(2, dect("2002", None)));
+    w.dect.reject_all(Some("EInvalidArgs"));
+    let batch = w.feed.next_batch().await.unwrap();
+    let r = b.process(batch).await;
+    assert_eq!((r.acked.len(), r.retry), (0, 0), "held, not waiting: {r:?}");
+    assert_eq!(b.status().lock().unwrap().unconfirmed_dead, 2);
+    assert!(b.status().lock().unwrap().stalled.is_none());
+    // GURU3 hands them out again with the next message: they are not run again
+    w.feed.push(msg(3, group("1100")));
+    let calls = w.dect.calls();
+    let batch = w.feed.next_batch().await.unwrap();
+    assert_eq!(batch.len(), 3);
+    let r = b.process(batch).await;
+    assert_eq!(w.dect.calls(), calls, "held messages are not run twice");
+    assert_eq!(r.acked, [1, 2, 3]);
+    for id in [1, 2] {
+        let j = w.state.journal(id).unwrap();
+        assert_eq!(j.status, JournalStatus::Dead);
+        assert!(j.reason.unwrap().contains("EInvalidArgs"));
+    }
+    let st = b.status();
+    let st = st.lock().unwrap();
+    assert_eq!((st.done, st.dead, st.unconfirmed_dead), (1, 2, 0));
+}
+
+/// Dead letters of different reasons are no streak; and one that has no successor ends by
+/// itself after the breaker's window (the loop wakes for it, without a new message).
+#[tokio::test]
+async fn other_reasons_break_a_streak_and_a_lone_one_ends_after_the_window() {
+    let w = World::new();
+    let mut b = w.broker().await;
+    for (i, code) in ["EA", "EB", "EA", "EB", "EA", "EB"].iter().enumerate() {
+        w.dect.reject_all(Some(code));
+        w.feed
+            .push(msg(i as i64 + 1, dect(&format!("200{i}"), None)));
+        let batch: Vec<Incoming> = w
+            .feed
+            .next_batch()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.id == i as i64 + 1)
+            .collect();
+        let r = b.process(batch).await;
+        // each new reason makes the one before final
+        let want: Vec<i64> = if i == 0 { vec![] } else { vec![i as i64] };
+        assert_eq!(r.acked, want);
+        w.feed.ack(r.acked).await.unwrap();
+        assert!(b.status().lock().unwrap().stalled.is_none());
+    }
+    // the last one ends by itself in the delivery loop
+    let feed = w.feed.clone();
+    let (tx, rx) = futures_util::future::abortable(futures_util::future::pending::<()>());
+    let run = tokio::spawn(b.run(async move {
+        let _ = tx.await;
+    }));
+    while !feed.unacked().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    rx.abort();
+    run.await.unwrap().unwrap();
+    assert_eq!(w.state.with_status(JournalStatus::Dead).len(), 6);
+    assert!(w.clock.slept() >= BrokerConfig::default().breaker_window);
 }

@@ -275,7 +275,13 @@ fn port_error(e: omm_axi::Error) -> PortError {
             _ => PortErrorKind::Rejected,
         }
     };
-    PortError::new(kind, format!("omm: {e}")).with_source(e)
+    let code = e.code().map(|c| c.as_str().to_owned());
+    let err = PortError::new(kind, format!("omm: {e}"));
+    match code {
+        Some(c) => err.with_code(c),
+        None => err,
+    }
+    .with_source(e)
 }
 
 /// The OMM as the broker's DECT system.

@@ -27,7 +27,13 @@ fn port_error(e: asterisk_realtime::Error) -> PortError {
     } else {
         PortErrorKind::Rejected
     };
-    PortError::new(kind, format!("postgres: {e}")).with_source(e)
+    let code = e.code().map(str::to_owned);
+    let err = PortError::new(kind, format!("postgres: {e}"));
+    match code {
+        Some(c) => err.with_code(c),
+        None => err,
+    }
+    .with_source(e)
 }
 
 /// Longest any one store call may take, waiting for the connection included (the store's
