@@ -398,6 +398,52 @@ async fn a_guru3_answering_only_5xx_for_20_s_loses_nothing() {
 /// trigger sleeps on its row), while PostgreSQL answers everything else: the queue tries it
 /// alone, sees PostgreSQL answering, counts its attempts and dead-letters it with the reason;
 /// the messages before and after it apply.
+/// An OMM that chokes on one record: every request about 2002 goes unanswered while the
+/// OMM answers everything else. The time-outs are first taken for an OMM in trouble (the
+/// queue waits), then, once 2002 times out alone while the OMM answers a ping, for the
+/// message's own failure: it ends as a dead letter and the queue moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omm_request_that_never_answers_for_one_user_ends_as_a_dead_letter() {
+    let w = World::new().await;
+    w.omm.faults(|f| f.stall_num.push("2002".into()));
+    let mut s = w.settings();
+    s.omm = s.omm.request_timeout(Duration::from_secs(2)); // override: the test is about what follows a time-out, not its length (10 s)
+    let run = w.start_with(s).await;
+    let mut ids = Vec::new();
+    for (num, name) in [("2001", "Before"), ("2002", "Stuck"), ("2003", "After")] {
+        ids.extend(
+            w.guru3
+                .save(Extension::new(num, name, Kind::dect()))
+                .unwrap(),
+        );
+    }
+    w.drained(Duration::from_secs(180)).await;
+    let view = w.omm.view();
+    assert!(view.user_by_num("2001").is_some() && view.user_by_num("2003").is_some());
+    assert!(view.user_by_num("2002").is_none());
+    let (status, reason): (String, Option<String>) = {
+        let r = w
+            .sql
+            .query_one(
+                "SELECT status, reason FROM hexidian.journal WHERE id = $1",
+                &[&ids[1]],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(status, "dead");
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("timed out")),
+        "{reason:?}"
+    );
+    let (_, body) = http_get(run.admin_addr().unwrap(), "/readyz").await;
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(ready["broker"]["stalled"].is_null(), "{body}");
+    assert_eq!(ready["broker"]["dead"], 1, "{body}");
+    run.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_heavy_for_postgres_is_dead_lettered_and_the_queue_moves_on() {
     let w = World::new().await;

@@ -15,6 +15,14 @@ pub const OMM_APPLIED: &str = "batch-omm-applied";
 pub const STATE_COMMITTED: &str = "batch-state-committed";
 /// GURU3 confirmed the acks of a batch; the next batch is not fetched yet.
 pub const ACKS_SENT: &str = "batch-acks-sent";
+/// A resync's PBX sweep has committed; no OMM user is deleted yet.
+pub const SWEEP_PBX: &str = "sweep-pbx";
+/// A resync's sweep deleted one more OMM user (`:N` for the `N`th).
+pub const SWEEP_OMM_DELETE: &str = "sweep-omm-delete";
+/// A resync's mirror removals are committed; the resync is not closed yet.
+pub const SWEEP_STATE: &str = "sweep-state";
+/// The resync is closed in the PBX; the SYNC_ENDED is neither journaled nor acked yet.
+pub const SWEEP_FINISHED: &str = "sweep-finished";
 /// A token call's bind is recorded durably and answered `OK`; nothing has moved yet.
 pub const BIND_RECORDED: &str = "bind-recorded";
 /// The OMM moved the handset of a bind; the temporary PBX user is not deleted yet.
@@ -24,12 +32,16 @@ pub const BIND_FINISHED: &str = "bind-finished";
 /// GURU3 answered an ASSIGN_HANDSET; the answer is not recorded in the outbox yet.
 pub const ASSIGN_SENT: &str = "assign-sent";
 
-/// Every crash point, in the order a batch and a bind reach them.
-pub const ALL: [&str; 8] = [
+/// Every crash point, in the order a batch, a sweep and a bind reach them.
+pub const ALL: [&str; 12] = [
     PBX_COMMITTED,
     OMM_APPLIED,
     STATE_COMMITTED,
     ACKS_SENT,
+    SWEEP_PBX,
+    SWEEP_OMM_DELETE,
+    SWEEP_STATE,
+    SWEEP_FINISHED,
     BIND_RECORDED,
     BIND_MOVED,
     BIND_FINISHED,

@@ -276,12 +276,16 @@ impl Verdict {
     }
 
     /// A final failure after the peer's answer `e`. An answer about the object (missing,
-    /// taken) is that message's own; a refusal of the data, a broken invariant or an
-    /// exhausted "not now" may be the same for every message, and feeds the breaker.
+    /// taken) is that message's own; a refusal of the data, a broken invariant, an
+    /// exhausted "not now" or time-out may be the same for every message, and feeds the
+    /// breaker.
     fn dead(e: &PortError, reason: String) -> Self {
         let systemic = matches!(
             e.kind(),
-            PortErrorKind::Rejected | PortErrorKind::Transient | PortErrorKind::Fatal
+            PortErrorKind::Rejected
+                | PortErrorKind::Transient
+                | PortErrorKind::Fatal
+                | PortErrorKind::Slow
         );
         Self::Dead(reason, systemic.then(|| e.reason_code()))
     }
@@ -709,12 +713,16 @@ impl Broker {
             || self.tripped.is_some();
         if let Some(w) = self.waiting.as_ref().filter(|w| w.slow && tried == 1) {
             let head = w.message;
-            if self.suspect != Some(head) && self.ports.sip.sync_state().await.is_ok() {
+            // both peers must answer a cheap question: which one timed out is not known
+            if self.suspect != Some(head)
+                && self.ports.sip.sync_state().await.is_ok()
+                && self.ports.dect.ping().await.is_ok()
+            {
                 tracing::warn!(
                     message = head,
                     reason = %w.reason,
-                    "a message times out alone while the PBX answers: its own failure, \
-                     its attempts count from now on"
+                    "a message times out alone while the PBX and the OMM answer: its own \
+                     failure, its attempts count from now on"
                 );
                 self.suspect = Some(head);
             }
@@ -901,8 +909,10 @@ impl Broker {
         // or a crash anywhere in here leaves it open, and the SYNC_ENDED that comes again
         // (retried, or redelivered after a restart) sweeps again from where it stopped.
         let summary = self.ports.sip.sweep_sync(epoch).await?;
+        crate::crash::point(crate::crash::SWEEP_PBX);
         for n in &stale_dect {
             self.ports.dect.delete_user(n.clone()).await?;
+            crate::crash::point(crate::crash::SWEEP_OMM_DELETE);
         }
         // the mirror changes only once its new state is committed
         let mut ops = Vec::new();
@@ -926,6 +936,7 @@ impl Broker {
             });
         }
         self.ports.state.commit(ops.clone()).await?;
+        crate::crash::point(crate::crash::SWEEP_STATE);
         let mut touched = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
@@ -942,6 +953,7 @@ impl Broker {
         }
         self.publish(&touched);
         self.ports.sip.finish_sync(epoch).await?;
+        crate::crash::point(crate::crash::SWEEP_FINISHED);
         tracing::debug!(
             list_owned_ms = t_list.duration_since(t0).as_millis() as u64,
             total_ms = self.ports.clock.now().duration_since(t0).as_millis() as u64,

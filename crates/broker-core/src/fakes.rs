@@ -386,6 +386,10 @@ impl DectSystem for MemoryDect {
         }))
     }
 
+    fn ping(&self) -> BoxFuture<'_, PortResult<()>> {
+        ready(self.enter("ping").map(drop))
+    }
+
     fn list_owned(&self) -> BoxFuture<'_, PortResult<Vec<Number>>> {
         ready(self.enter("list_owned").map(|s| {
             s.users

@@ -242,6 +242,9 @@ pub trait DectSystem: Send + Sync + 'static {
     fn release_handset(&self, number: Number) -> BoxFuture<'_, PortResult<bool>>;
     /// Numbers of all users this broker owns.
     fn list_owned(&self) -> BoxFuture<'_, PortResult<Vec<Number>>>;
+    /// A cheap question the OMM answers whenever it answers anything: tells a request that
+    /// times out alone from an OMM that answers nothing.
+    fn ping(&self) -> BoxFuture<'_, PortResult<()>>;
 }
 
 /// The kind of Asterisk user.

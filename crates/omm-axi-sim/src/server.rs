@@ -674,6 +674,12 @@ fn on_frame(
     if st.faults.stall.contains(&node.name) {
         return drop_after;
     }
+    let num = node
+        .get("num")
+        .or_else(|| node.child("user").and_then(|u| u.get("num")));
+    if num.is_some_and(|n| st.faults.stall_num.iter().any(|s| s == n)) {
+        return drop_after;
+    }
     if let Some((code, times)) = st.faults.inject.get_mut(&node.name) {
         if *times > 0 {
             *times -= 1;

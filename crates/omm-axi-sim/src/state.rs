@@ -95,6 +95,9 @@ pub struct Faults {
     pub delay: HashMap<String, Duration>,
     /// Never answer these requests.
     pub stall: Vec<String>,
+    /// Never answer requests about these user numbers (`num` on the request or on its
+    /// `user` child): an OMM that chokes on one record and answers everything else.
+    pub stall_num: Vec<String>,
     /// Answer these requests with this error code, `times` times.
     pub inject: HashMap<String, (String, usize)>,
     /// Close new TLS connections before the handshake.

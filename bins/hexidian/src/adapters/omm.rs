@@ -260,8 +260,12 @@ impl OmmLink {
 }
 
 fn port_error(e: omm_axi::Error) -> PortError {
-    let kind = if e.is_transient() && e.code().is_none() {
-        // no answer at all: connection trouble or the deadline passed
+    let kind = if matches!(e, omm_axi::Error::Timeout { .. }) {
+        // the link is up but this request got no answer in time: the OMM is stuck, or this
+        // request is its trouble (the broker finds out which by trying the message alone)
+        PortErrorKind::Slow
+    } else if e.is_transient() && e.code().is_none() {
+        // no answer at all: the connection is gone
         PortErrorKind::Unavailable
     } else if e.is_transient() {
         // the OMM answered "in progress" / "failed": counts as an attempt
@@ -598,6 +602,13 @@ impl DectSystem for OmmDect {
                 .await
                 .map_err(port_error)?;
             Ok(true)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move {
+            let c = self.link.client().await?;
+            c.ping().await.map(drop).map_err(port_error)
         })
     }
 

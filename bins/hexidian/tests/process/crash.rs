@@ -284,3 +284,67 @@ async fn killed_anywhere_the_real_process_converges_and_reports_exactly_the_bind
     );
     assert!(record.len() >= 20, "{record:?}");
 }
+
+/// A resync whose sweep has work in the PBX and the OMM: GURU3 forgets extensions (their
+/// deletions go with the rest of the queue when an admin starts a sync, as in GURU3), and
+/// the real process dies at each step of the sweep in turn. The restart finishes the sweep
+/// from where it died: OMM, PBX and mirror hold what GURU3 holds, nothing is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_every_step_of_a_resync_sweep_is_finished_by_the_restart() {
+    let w = World::new().await;
+    hexidian_demo::seed(&w.guru3, 80).unwrap();
+    let dir = std::env::temp_dir().join(format!("hexidian-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(&w, &dir);
+    let c = Hexidian::spawn(&w, &config, None);
+    w.drained(Duration::from_secs(120)).await;
+    c.kill9().await;
+    let points = [
+        (crash::SWEEP_PBX, 1),
+        (crash::SWEEP_OMM_DELETE, 2),
+        (crash::SWEEP_STATE, 1),
+        (crash::SWEEP_FINISHED, 1),
+    ];
+    for (round, (point, n)) in points.into_iter().enumerate() {
+        let exts = w.guru3.extensions();
+        let pick = |f: fn(&Kind) -> bool, k: usize| -> Vec<String> {
+            exts.iter()
+                .filter(|e| f(&e.kind))
+                .skip(round * 3)
+                .take(k)
+                .map(|e| e.number.clone())
+                .collect()
+        };
+        let gone: Vec<String> = pick(|k| matches!(k, Kind::Dect { .. }), 2)
+            .into_iter()
+            .chain(pick(|k| matches!(k, Kind::Sip { .. }), 1))
+            .collect();
+        for number in &gone {
+            w.guru3.delete(number).unwrap();
+        }
+        w.guru3.resync();
+        let c = Hexidian::spawn(&w, &config, Some(&format!("{point}:{n}")));
+        c.aborted_at(point, Duration::from_secs(120)).await;
+        let c = Hexidian::spawn(&w, &config, None);
+        w.drained(Duration::from_secs(120)).await;
+        c.kill9().await;
+        w.assert_converged().await;
+        let view = w.omm.view();
+        for number in &gone {
+            assert!(
+                view.user_by_num(number).is_none(),
+                "{number} swept from the OMM after a crash at {point}:{n}"
+            );
+        }
+        let (_, _, dead) = w.journal().await;
+        assert_eq!(dead, 0, "nothing given up after a crash at {point}:{n}");
+        let open = w
+            .column("SELECT in_progress::text FROM hexidian.sync_state")
+            .await;
+        assert!(
+            open.iter().all(|v| v == "false"),
+            "the resync is closed after a crash at {point}:{n}: {open:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
