@@ -220,6 +220,10 @@ async fn an_omm_account_that_lost_its_rights_stalls_the_queue_and_acks_nothing()
     let (_, body) = http_get(run.admin_addr().unwrap(), "/readyz").await;
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     let stalled = &ready["broker"]["stalled"];
+    eprintln!(
+        "/readyz while the OMM account lacks rights: {}",
+        ready["broker"]
+    );
     assert_eq!(stalled["refused"], true, "{body}");
     assert!(
         stalled["reason"]
@@ -272,6 +276,9 @@ async fn an_omm_out_of_licences_trips_the_breaker_and_nothing_is_lost() {
                 reason.contains("5 messages in a row") && reason.contains("ELicense"),
                 "{body}"
             );
+            if !tripped {
+                eprintln!("/readyz with the breaker open: {}", ready["broker"]);
+            }
             tripped = true;
         }
     }
