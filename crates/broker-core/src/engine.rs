@@ -172,6 +172,54 @@ pub struct BrokerStatus {
     pub sync_epoch: Option<i64>,
     /// Batches processed.
     pub batches: u64,
+    /// Messages whose outcome is committed since start (the `seq` of the newest in `recent`).
+    pub finished: u64,
+    /// The latest finished messages, oldest first (at most [`RECENT`]).
+    pub recent: std::collections::VecDeque<Recent>,
+}
+
+/// How many finished messages [`BrokerStatus::recent`] keeps.
+pub const RECENT: usize = 50;
+
+/// A finished message, as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recent {
+    /// Position among the messages finished since start (1, 2, …).
+    pub seq: u64,
+    /// GURU3 message id.
+    pub id: i64,
+    /// GURU3 type (`other` for a name that is not one).
+    pub kind: String,
+    /// The number it was about, where known.
+    pub number: Option<String>,
+    /// What became of it.
+    pub outcome: Outcome,
+    /// Why it was ignored or given up.
+    pub reason: Option<String>,
+}
+
+/// The outcome of a finished message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Applied.
+    Done,
+    /// Recorded, nothing to do.
+    Ignored,
+    /// Given up (a dead letter).
+    Dead,
+}
+
+impl Outcome {
+    /// `done`, `ignored` or `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Ignored => "ignored",
+            Self::Dead => "dead",
+        }
+    }
 }
 
 /// Finished messages of one type, by outcome.
@@ -682,9 +730,13 @@ impl Broker {
                     let journal = self.journal(&msg, &v, n);
                     match self.ports.state.commit(vec![journal]).await {
                         Ok(()) => {
-                            self.count([(msg.kind.as_str(), &v)]);
-                            log_final(&msg, &v);
                             report.acked.push(msg.id);
+                            self.finished(vec![Final {
+                                id: msg.id,
+                                kind: msg.kind.clone(),
+                                number: None,
+                                verdict: v,
+                            }]);
                         }
                         Err(e) => {
                             // the marker's effect is idempotent; without its journal entry
@@ -811,10 +863,15 @@ impl Broker {
         }
     }
 
-    /// Adds committed outcomes to the status: in total and by message type.
-    fn count<'a>(&self, finals: impl IntoIterator<Item = (&'a str, &'a Verdict)>) {
+    /// Messages whose outcome is committed: logged, counted (in total and by type) and
+    /// listed among the recent ones.
+    fn finished(&self, finals: Vec<Final>) {
+        for f in &finals {
+            log_verdict(f.id, &f.kind, f.number.as_deref(), &f.verdict);
+        }
         self.with_status(|s| {
-            for (kind, v) in finals {
+            for f in finals {
+                let v = &f.verdict;
                 let mut one = Outcomes::default();
                 one.add(v);
                 s.done += one.done;
@@ -822,6 +879,7 @@ impl Broker {
                 s.dead += one.dead;
                 // GURU3's type names are upper-case words; anything else, and types past
                 // the limit, count as `other`
+                let kind = f.kind.as_str();
                 let named = !kind.is_empty()
                     && kind.len() <= 40
                     && kind.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
@@ -832,6 +890,28 @@ impl Broker {
                         "other"
                     };
                 s.by_type.entry(key.to_owned()).or_default().add(v);
+                let (outcome, reason) = match v {
+                    Verdict::Done => (Outcome::Done, None),
+                    Verdict::Ignored(r) => (Outcome::Ignored, Some(r.clone())),
+                    Verdict::Dead(r, _) => (Outcome::Dead, Some(r.clone())),
+                    Verdict::Retry(e) | Verdict::Stalled(e) => (Outcome::Dead, Some(e.report())),
+                };
+                s.finished += 1;
+                if s.recent.len() >= RECENT {
+                    s.recent.pop_front();
+                }
+                s.recent.push_back(Recent {
+                    seq: s.finished,
+                    id: f.id,
+                    kind: if named {
+                        kind.to_owned()
+                    } else {
+                        "other".to_owned()
+                    },
+                    number: f.number,
+                    outcome,
+                    reason,
+                });
             }
         });
     }
@@ -1345,10 +1425,7 @@ impl Broker {
         match committed {
             Ok(()) => {
                 crate::crash::point(crate::crash::STATE_COMMITTED);
-                self.count(finals.iter().map(|f| (f.kind.as_str(), &f.verdict)));
-                for f in &finals {
-                    log_verdict(f.id, &f.kind, f.number.as_deref(), &f.verdict);
-                }
+                self.finished(finals);
             }
             Err(e) => {
                 // the targets are applied; without journal and mirror the run is replayed
@@ -1492,10 +1569,7 @@ impl Broker {
         self.release(s.held.clone(), &mut ops, &mut acked, &mut finals);
         match self.ports.state.commit(ops).await {
             Ok(()) => {
-                self.count(finals.iter().map(|f| (f.kind.as_str(), &f.verdict)));
-                for f in &finals {
-                    log_verdict(f.id, &f.kind, f.number.as_deref(), &f.verdict);
-                }
+                self.finished(finals);
                 self.publish_unconfirmed();
                 acked
             }
@@ -1584,10 +1658,6 @@ fn log_verdict(id: i64, kind: &str, number: Option<&str>, v: &Verdict) {
             tracing::error!(id, kind, number, reason = %e.report(), "message dead-lettered");
         }
     }
-}
-
-fn log_final(msg: &Incoming, v: &Verdict) {
-    log_verdict(msg.id, &msg.kind, None, v);
 }
 
 async fn run_dect(

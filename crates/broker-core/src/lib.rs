@@ -23,6 +23,6 @@ pub mod ports;
 
 pub use engine::{
     BatchReport, Broker, BrokerConfig, BrokerPorts, BrokerStatus, LATENCY_BUCKETS, Latency,
-    MAX_TYPES, Outcomes, Timings,
+    MAX_TYPES, Outcome, Outcomes, RECENT, Recent, Timings,
 };
 pub use plan::{OMM_NAME_MAX, omm_name};
