@@ -7,6 +7,7 @@
 mod faults;
 mod metrics;
 mod scenario;
+mod stream;
 mod unbound;
 
 pub(crate) use hexidian_e2e::{Rng, World, http_get};

@@ -324,6 +324,7 @@ pub fn sim_settings(
         broker,
         admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         admin_token: None,
+        admin_stream_clients: hexidian::config::FileConfig::example().admin.stream_clients,
         omm_token_field: false,
         unbound: Some(hexidian::UnboundSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -1,11 +1,13 @@
 //! `GET /healthz` (the process is alive), `GET /readyz` (each peer's state, backlog and
 //! dead letters, 503 while a peer is down) and `GET /metrics` (OpenMetrics) over HTTP/1.1.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use broker_core::ports::EventFeed;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -13,10 +15,10 @@ use tokio::sync::watch;
 
 use crate::Health;
 
-type Resp = Response<Full<Bytes>>;
+type Resp = Response<UnsyncBoxBody<Bytes, std::convert::Infallible>>;
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -26,12 +28,54 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Resp {
 }
 
 pub(crate) async fn serve(listener: TcpListener, health: Health, stop: watch::Receiver<bool>) {
-    let limits = crate::net::ServeLimits::DEFAULT;
+    let limits = crate::net::ServeLimits {
+        // a status stream client that does not read fills 64 KiB, not megabytes, before its
+        // queue does and it is dropped
+        send_buffer: Some(64 * 1024),
+        ..crate::net::ServeLimits::DEFAULT
+    };
+    let publisher = tokio::spawn(crate::events::publish(
+        health.clone(),
+        Arc::clone(&health.hub),
+        stop.clone(),
+    ));
+    let streams = stop.clone();
     crate::net::serve_http(listener, "admin", limits, stop, move |_peer, req| {
         let health = health.clone();
-        async move { route(&health, &req).await }
+        let stop = streams.clone();
+        async move { route(&health, &req, stop).await }
     })
     .await;
+    publisher.abort();
+}
+
+/// `GET /events` (see [`crate::events`]).
+fn events(
+    health: &Health,
+    req: &Request<hyper::body::Incoming>,
+    stop: watch::Receiver<bool>,
+) -> Resp {
+    let conn = req.extensions().get::<crate::net::Connection>().cloned();
+    let Some(rx) = crate::events::subscribe(health, &health.hub, conn, stop) else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "too many status stream clients\n".into(),
+        );
+    };
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    r
 }
 
 /// Whether the request carries the admin token (`Authorization: Bearer <token>`), compared
@@ -46,7 +90,11 @@ fn authorised(health: &Health, req: &Request<hyper::body::Incoming>) -> bool {
         .is_some_and(|p| unbound_handsets::webhook::keys_match(p, token.expose().as_bytes()))
 }
 
-async fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Resp {
+async fn route(
+    health: &Health,
+    req: &Request<hyper::body::Incoming>,
+    stop: watch::Receiver<bool>,
+) -> Resp {
     if req.method() != hyper::Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -70,6 +118,7 @@ async fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Resp {
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => readyz(health).await,
+        "/events" => events(health, req, stop),
         "/metrics" => match crate::metrics::render(health) {
             Ok(text) => reply(
                 StatusCode::OK,

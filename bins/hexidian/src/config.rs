@@ -264,6 +264,9 @@ pub struct AdminSection {
     pub token_env: Option<String>,
     /// File holding that token (instead of `token_env`).
     pub token_file: Option<PathBuf>,
+    /// Clients of the status stream (`/events`, the page at `/`) at once (default 16).
+    #[serde(default = "default_stream_clients")]
+    pub stream_clients: usize,
 }
 
 impl Default for AdminSection {
@@ -272,8 +275,13 @@ impl Default for AdminSection {
             listen: default_admin(),
             token_env: None,
             token_file: None,
+            stream_clients: default_stream_clients(),
         }
     }
+}
+
+fn default_stream_clients() -> usize {
+    16
 }
 
 fn default_admin() -> String {
@@ -475,6 +483,7 @@ impl FileConfig {
             broker,
             admin,
             admin_token,
+            admin_stream_clients: self.admin.stream_clients,
             omm_token_field: self.omm.token_in_hierarchy2,
             unbound: match &self.unbound {
                 Some(u) => Some(u.settings()?),

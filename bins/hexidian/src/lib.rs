@@ -7,6 +7,7 @@ mod admin;
 pub mod asterisk_kit;
 pub mod cli;
 pub mod config;
+mod events;
 mod metrics;
 mod net;
 mod webhook;
@@ -80,6 +81,8 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Bearer token of the admin listener (every path but `/healthz`); required off loopback.
     pub admin_token: Option<broker_core::model::Secret>,
+    /// Clients of the status stream (`/events`, the status page) at once (default 16).
+    pub admin_stream_clients: usize,
     /// Unbound handsets and the token-call webhook; `None` to disable.
     pub unbound: Option<UnboundSettings>,
     /// Write each DECT extension's token into its OMM user's `hierarchy2` (default off: any
@@ -134,6 +137,8 @@ pub(crate) struct Health {
     pub(crate) unbound: Arc<Mutex<Option<unbound_handsets::Unbound>>>,
     /// What the admin listener's requests must present (none on loopback by default).
     pub(crate) admin_token: Option<broker_core::model::Secret>,
+    /// The status stream's publisher side.
+    pub(crate) hub: Arc<events::Hub>,
 }
 
 impl Health {
@@ -144,6 +149,13 @@ impl Health {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Reads the broker's live status in place (no copy of its lists), once the broker runs.
+    pub(crate) fn with_broker<T>(&self, f: impl FnOnce(&BrokerStatus) -> T) -> Option<T> {
+        let slot = self.broker.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref()
+            .map(|s| f(&s.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
     /// The unbound-handset workflow's counters, once it runs.
@@ -258,6 +270,7 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         broker: Arc::default(),
         unbound: Arc::default(),
         admin_token: settings.admin_token.clone(),
+        hub: events::Hub::new(settings.admin_stream_clients),
     };
     let admin = match settings.admin {
         Some(addr) => Some(

@@ -22,6 +22,8 @@ struct Snapshot {
     feed: FeedHealth,
     omm_up: bool,
     omm_sessions: u64,
+    stream_clients: usize,
+    stream_dropped: u64,
     broker: Option<BrokerStatus>,
     unbound: Option<unbound_handsets::Status>,
 }
@@ -32,6 +34,8 @@ impl Snapshot {
             feed: h.feed.health(),
             omm_up: h.omm.is_up(),
             omm_sessions: h.omm.connects(),
+            stream_clients: h.hub.clients(),
+            stream_dropped: h.hub.dropped(),
             broker: h.broker_status(),
             unbound: h.unbound_status(),
         }
@@ -138,6 +142,18 @@ impl Collector for Snapshot {
             "hexidian_omm_sessions",
             "OM AXI sessions opened (the first, then every reconnect)",
             self.omm_sessions,
+        )?;
+        gauge(
+            &mut e,
+            "hexidian_stream_clients",
+            "clients of the status stream (/events, the status page)",
+            i64::try_from(self.stream_clients).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            &mut e,
+            "hexidian_stream_dropped",
+            "status stream clients dropped because they did not read",
+            self.stream_dropped,
         )?;
         if let Some(b) = &self.broker {
             counters(

@@ -10,8 +10,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -32,6 +30,35 @@ pub(crate) struct ServeLimits {
     pub(crate) lifetime: Duration,
     /// Requests in flight get this long after the stop.
     pub(crate) grace: Duration,
+    /// No connection a handler marked as a stream ([`Connection::stream`]) lives longer.
+    pub(crate) stream_lifetime: Duration,
+    /// The kernel's send buffer of each connection (`None`: its own, growing to megabytes):
+    /// bounds what a peer that does not read can hold in the kernel, and lets a stream
+    /// notice such a peer soon.
+    pub(crate) send_buffer: Option<usize>,
+}
+
+/// What a handler may do to the connection its request came on: found in the request's
+/// extensions.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Connection {
+    close: Arc<tokio::sync::Notify>,
+    stream: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Connection {
+    /// Closes the connection at once, whatever it is doing (a stream client that does not
+    /// read: its writes would wait for ever).
+    pub(crate) fn close(&self) {
+        self.close.notify_one();
+    }
+
+    /// The response is a long-lived stream: the connection may live up to
+    /// [`ServeLimits::stream_lifetime`].
+    pub(crate) fn stream(&self) {
+        self.stream
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl ServeLimits {
@@ -42,6 +69,8 @@ impl ServeLimits {
         header_timeout: Duration::from_secs(5),
         lifetime: Duration::from_secs(30),
         grace: Duration::from_secs(3),
+        stream_lifetime: Duration::from_secs(15 * 60),
+        send_buffer: None,
     };
 }
 
@@ -80,7 +109,7 @@ impl Drop for PeerSlot {
 
 /// Serves HTTP/1.1 on `listener` until `stop`, answering every request with `handler(peer,
 /// request)`; then lets requests in flight finish within [`ServeLimits::grace`].
-pub(crate) async fn serve_http<H, Fut>(
+pub(crate) async fn serve_http<H, Fut, B>(
     listener: TcpListener,
     what: &'static str,
     limits: ServeLimits,
@@ -88,7 +117,10 @@ pub(crate) async fn serve_http<H, Fut>(
     handler: H,
 ) where
     H: Fn(IpAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
     let mut conns = tokio::task::JoinSet::new();
@@ -103,8 +135,16 @@ pub(crate) async fn serve_http<H, Fut>(
         let Some(slot) = PeerSlot::take(&per_peer, peer, limits.max_per_peer) else {
             continue;
         };
+        if let Some(n) = limits.send_buffer {
+            if let Err(e) = socket2::SockRef::from(&tcp).set_send_buffer_size(n) {
+                tracing::debug!(listener = what, error = %e, "send buffer size not set");
+            }
+        }
         let handler = handler.clone();
-        let svc = hyper::service::service_fn(move |req| {
+        let control = Connection::default();
+        let ctl = control.clone();
+        let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ctl.clone());
             let answer = handler(peer, req);
             async move { Ok::<_, Infallible>(answer.await) }
         });
@@ -115,7 +155,19 @@ pub(crate) async fn serve_http<H, Fut>(
         let conn = graceful.watch(b.serve_connection(TokioIo::new(tcp), svc));
         conns.spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(limits.lifetime, conn).await;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = &mut conn => return,
+                () = control.close.notified() => return,
+                () = tokio::time::sleep(limits.lifetime) => {}
+            }
+            if control.stream.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::select! {
+                    _ = &mut conn => {}
+                    () = control.close.notified() => {}
+                    () = tokio::time::sleep(limits.stream_lifetime.saturating_sub(limits.lifetime)) => {}
+                }
+            }
         });
     }
     // stopped: no new connections; those open finish their request and close

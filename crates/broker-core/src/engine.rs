@@ -178,8 +178,9 @@ pub struct BrokerStatus {
     pub recent: std::collections::VecDeque<Recent>,
 }
 
-/// How many finished messages [`BrokerStatus::recent`] keeps.
-pub const RECENT: usize = 50;
+/// How many finished messages [`BrokerStatus::recent`] keeps: more than the broker
+/// finishes between two looks of a reader that looks ten times a second.
+pub const RECENT: usize = 1024;
 
 /// A finished message, as the status page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1020,21 +1020,22 @@ async fn the_status_lists_the_latest_finished_messages_with_their_outcome() {
     let w = World::new();
     w.dect.seed_foreign("2002", "Someone else's");
     let mut b = w.broker().await;
-    for i in 0..60 {
-        w.feed.push(msg(i + 1, sip(&format!("3{i:03}"), "pw")));
+    let k = broker_core::RECENT as i64 + 10;
+    for i in 0..k {
+        w.feed.push(msg(i + 1, sip(&format!("3{i:04}"), "pw")));
     }
-    w.feed.push(msg(61, dect("2002", None)));
-    w.feed.push(msg(62, Command::CallExtension(n("2001"))));
+    w.feed.push(msg(k + 1, dect("2002", None)));
+    w.feed.push(msg(k + 2, Command::CallExtension(n("2001"))));
     w.drain(&mut b).await;
     let st = b.status().lock().unwrap().clone();
-    assert_eq!(st.finished, 62);
+    assert_eq!(st.finished, k as u64 + 2);
     assert_eq!(st.recent.len(), broker_core::RECENT);
     assert_eq!(st.recent.front().map(|r| (r.seq, r.id)), Some((13, 13)));
     let last: Vec<_> = st.recent.iter().rev().take(3).collect();
     assert_eq!(last[2].outcome, broker_core::Outcome::Done);
-    assert_eq!(last[2].number.as_deref(), Some("3059"));
+    assert_eq!(last[2].number, Some(format!("3{:04}", k - 1)));
     assert_eq!(last[1].outcome, broker_core::Outcome::Dead);
     assert!(last[1].reason.as_deref().is_some_and(|r| !r.is_empty()));
     assert_eq!(last[0].outcome, broker_core::Outcome::Ignored);
-    assert_eq!(last[0].seq, 62);
+    assert_eq!(last[0].seq, k as u64 + 2);
 }

@@ -122,6 +122,46 @@ pub struct Status {
     pub rejected_caller: u64,
     /// The last failure, until the step that failed succeeds again.
     pub last_error: Option<String>,
+    /// What happened to handsets lately, oldest first (at most [`ACTIVITY`]).
+    pub activity: std::collections::VecDeque<Activity>,
+    /// Entries ever added to `activity` (the `seq` of the newest).
+    pub activities: u64,
+}
+
+/// How many entries [`Status::activity`] keeps.
+pub const ACTIVITY: usize = 50;
+
+/// Something that happened to a handset, as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Activity {
+    /// Position among all entries since start (1, 2, …).
+    pub seq: u64,
+    /// `temporary` (got a temporary number), `returned` (a known handset back on its
+    /// extension), `bound` (moved by a token call) or `bind failed`.
+    pub what: &'static str,
+    /// The handset's position in the OMM.
+    pub ppn: u32,
+    /// The temporary number, or the extension it went to.
+    pub number: String,
+    /// For a failed bind, why.
+    pub detail: Option<String>,
+}
+
+impl Status {
+    fn note(&mut self, what: &'static str, ppn: u32, number: &Number, detail: Option<String>) {
+        self.activities += 1;
+        if self.activity.len() >= ACTIVITY {
+            self.activity.pop_front();
+        }
+        self.activity.push_back(Activity {
+            seq: self.activities,
+            what,
+            ppn,
+            number: number.to_string(),
+            detail,
+        });
+    }
 }
 
 #[derive(Debug)]
@@ -669,7 +709,9 @@ impl Unbound {
             match h.move_to(ppn, ext.clone()).await {
                 Ok(()) => {
                     tracing::info!(ppn, ipei = %dev.ipei, extension = %ext, "known handset returned to its extension");
-                    self.local().status.returned += 1;
+                    let mut l = self.local();
+                    l.status.returned += 1;
+                    l.status.note("returned", ppn, &ext, None);
                 }
                 Err(e) => self.failed("returning a known handset", &e),
             }
@@ -711,8 +753,9 @@ impl Unbound {
                 Ok(()) => {
                     tracing::info!(ppn, ipei = %dev.ipei, number = %n, "unbound handset got a temporary number");
                     let mut l = self.local();
-                    l.temps.insert(n, ppn);
                     l.status.temps_created += 1;
+                    l.status.note("temporary", ppn, &n, None);
+                    l.temps.insert(n, ppn);
                     return;
                 }
                 Err(e) if e.kind() == PortErrorKind::Conflict => continue,
@@ -771,6 +814,7 @@ impl Unbound {
                     l.reserved_ext.remove(&b.extension);
                     l.temps.remove(&b.temp);
                     l.status.bound += 1;
+                    l.status.note("bound", b.ppn, &b.extension, None);
                     drop(l);
                     self.recovered("carrying out a bind");
                     tracing::info!(ppn = b.ppn, extension = %b.extension, "handset bound by token call");
@@ -800,6 +844,8 @@ impl Unbound {
                     l.reserved_ppn.remove(&b.ppn);
                     l.reserved_ext.remove(&b.extension);
                     l.status.binds_failed += 1;
+                    l.status
+                        .note("bind failed", b.ppn, &b.extension, Some(e.report()));
                     l.status.last_error = Some(format!("a bind failed for good: {}", e.report()));
                     l.failed_step = Some("carrying out a bind");
                     drop(l);

@@ -17,6 +17,6 @@ pub mod ports;
 pub mod temp;
 pub mod webhook;
 
-pub use engine::{Config, Status, Unbound, WorkflowPorts};
+pub use engine::{ACTIVITY, Activity, Config, Status, Unbound, WorkflowPorts};
 pub use temp::{Blocklist, TempNumbers};
 pub use webhook::{Reply, TokenCall};
