@@ -6,6 +6,7 @@
 
 mod faults;
 mod metrics;
+mod page;
 mod scenario;
 mod stream;
 mod unbound;

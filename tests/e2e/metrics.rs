@@ -176,7 +176,16 @@ async fn the_admin_listener_wants_its_token_and_never_listens_off_loopback_witho
         hexidian_e2e::http(admin, "GET", path, &headers, "").await
     };
     assert_eq!(get("/healthz", None).await.0, 200);
-    for path in ["/readyz", "/metrics"] {
+    // the page holds no data: it loads without the token and asks for it
+    let (status, page) = get("/", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Admin token"), "{page}");
+    assert_eq!(
+        get("/events", None).await.0,
+        401,
+        "the stream without a token"
+    );
+    for path in ["/readyz", "/metrics", "/extensions?q=20"] {
         assert_eq!(get(path, None).await.0, 401, "{path} without a token");
         assert_eq!(
             get(path, Some("Bearer wrong")).await.0,

@@ -101,6 +101,14 @@ async fn the_stream_starts_with_a_snapshot_then_sends_each_change() {
     assert!(snap["dead_letters"].is_array(), "{snap}");
     assert!(snap["handsets"].is_array(), "{snap}");
     let seen = snap["status"]["broker"]["finished"].as_u64().unwrap();
+    // every peer's state is known soon: the snapshot's, or a status event's
+    let mut pg = snap["status"]["postgres"]["connected"].clone();
+    while pg != true {
+        let (name, data) = s.next(Duration::from_secs(10)).await;
+        if name == "status" {
+            pg = data["postgres"]["connected"].clone();
+        }
+    }
 
     // an edit: its message event comes, numbered after the snapshot's
     let ids = w

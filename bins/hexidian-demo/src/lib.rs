@@ -177,12 +177,14 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let settings = sim_settings(&guru3, &omm, store)?;
     let running = hexidian::start(settings).await.map_err(|e| e.to_string())?;
-    say!(
-        "hexidian running; admin on http://{}/readyz",
-        running
-            .admin_addr()
-            .map_or_else(|| "-".to_owned(), |a| a.to_string())
-    );
+    match running.admin_addr() {
+        Some(a) => {
+            say!(
+                "hexidian running; status page: http://{a}/ (live), readiness http://{a}/readyz, metrics http://{a}/metrics"
+            )
+        }
+        None => say!("hexidian running (no admin listener)"),
+    }
 
     let (dect, sip, groups) = seed(&guru3, args.extensions)?;
     say!("created {dect} DECT, {sip} SIP, {groups} group extensions and 4 others in GURU3");

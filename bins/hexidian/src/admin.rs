@@ -102,8 +102,10 @@ async fn route(
             "GET only\n".into(),
         );
     }
-    // liveness stays open (a process supervisor's probe has no token)
-    if req.uri().path() != "/healthz" && !authorised(health, req) {
+    // liveness stays open (a process supervisor's probe has no token), and so does the
+    // page itself, which holds no data: it asks for the token and sends it with its requests
+    let open = matches!(req.uri().path(), "/healthz" | "/" | "/page.js");
+    if !open && !authorised(health, req) {
         let mut r = reply(
             StatusCode::UNAUTHORIZED,
             "text/plain",
@@ -119,6 +121,9 @@ async fn route(
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => readyz(health).await,
         "/events" => events(health, req, stop),
+        "/extensions" => extensions(health, req.uri().query().unwrap_or("")).await,
+        "/" => page(PAGE, "text/html; charset=utf-8"),
+        "/page.js" => page(PAGE_JS, "text/javascript; charset=utf-8"),
         "/metrics" => match crate::metrics::render(health) {
             Ok(text) => reply(
                 StatusCode::OK,
@@ -135,6 +140,125 @@ async fn route(
         },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// The status page: plain HTML and JS, served from the binary.
+const PAGE: &str = include_str!("page.html");
+const PAGE_JS: &str = include_str!("page.js");
+
+/// A file of the page, with a policy that lets it run only its own script, talk only to
+/// this listener and never be framed.
+fn page(body: &'static str, content_type: &'static str) -> Resp {
+    let mut r = reply(StatusCode::OK, content_type, body.into());
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        hyper::header::HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
+             form-action 'none'",
+        ),
+    );
+    h.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Longest search text.
+const MAX_QUERY: usize = 64;
+/// Most extensions one search returns.
+const MAX_LISTED: usize = 100;
+
+/// `q` of a query string, percent-decoded; `Err` for a malformed or oversized one.
+fn query_param(query: &str, key: &str) -> Result<String, &'static str> {
+    let Some(raw) = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    else {
+        return Ok(String::new());
+    };
+    if raw.len() > 3 * MAX_QUERY {
+        return Err("search text too long");
+    }
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut it = raw.bytes();
+    while let Some(b) = it.next() {
+        bytes.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hex = [it.next(), it.next()];
+                let [Some(h), Some(l)] = hex else {
+                    return Err("malformed percent-encoding");
+                };
+                let digit = |c: u8| (c as char).to_digit(16);
+                match (digit(h), digit(l)) {
+                    (Some(h), Some(l)) => u8::try_from(h * 16 + l).unwrap_or(b'?'),
+                    _ => return Err("malformed percent-encoding"),
+                }
+            }
+            b => b,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "search text is not UTF-8")?;
+    if text.chars().count() > MAX_QUERY {
+        return Err("search text too long");
+    }
+    Ok(text)
+}
+
+/// `GET /extensions?q=…`: extensions whose number starts with, or name contains, the text,
+/// with the handset bound to them (as applied) and whether their SIP account is registered
+/// (a contact in Asterisk's `ps_contacts`).
+async fn extensions(h: &Health, query: &str) -> Resp {
+    let q = match query_param(query, "q") {
+        Ok(q) => q,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+    };
+    let dir = h
+        .directory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(dir) = dir else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "the broker has not started yet\n".into(),
+        );
+    };
+    let (total, listed): (usize, Vec<(String, broker_core::model::Listed)>) = {
+        let d = dir.read().unwrap_or_else(|e| e.into_inner());
+        let found = d
+            .search(&q, MAX_LISTED)
+            .into_iter()
+            .map(|(n, l)| (n.to_string(), l.clone()))
+            .collect();
+        (d.len(), found)
+    };
+    let numbers: Vec<String> = listed.iter().map(|(n, _)| n.clone()).collect();
+    let store = h.pg.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let registered: Option<std::collections::HashSet<String>> = match store {
+        Some(s) => tokio::time::timeout(Duration::from_secs(2), s.registered(&numbers))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|v| v.into_iter().collect()),
+        None => None,
+    };
+    let body = json!({
+        "total": total,
+        "extensions": listed.iter().map(|(n, l)| json!({
+            "number": n,
+            "name": l.name,
+            "type": l.kind,
+            "handset": l.handset,
+            // unknown (null) when the PBX did not answer
+            "registered": registered.as_ref().map(|r| r.contains(n)),
+        })).collect::<Vec<_>>(),
+    });
+    reply(StatusCode::OK, "application/json", format!("{body}\n"))
 }
 
 async fn readyz(h: &Health) -> Resp {

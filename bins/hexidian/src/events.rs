@@ -198,7 +198,7 @@ pub(crate) async fn publish(h: Health, hub: Arc<Hub>, mut stop: watch::Receiver<
             _ = stop.changed() => return,
         }
         // PostgreSQL's answer is asked every few seconds, not every tick
-        if pg_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)) {
+        if pg_up.is_none() || pg_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)) {
             pg_up = postgres_up(&h).await;
             *hub.pg_up.lock().unwrap_or_else(|e| e.into_inner()) = pg_up;
             pg_checked = Some(tokio::time::Instant::now());

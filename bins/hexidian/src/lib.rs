@@ -139,6 +139,8 @@ pub(crate) struct Health {
     pub(crate) admin_token: Option<broker_core::model::Secret>,
     /// The status stream's publisher side.
     pub(crate) hub: Arc<events::Hub>,
+    /// The broker's directory of extensions (for the page's search), once it runs.
+    pub(crate) directory: Arc<Mutex<Option<broker_core::model::SharedDirectory>>>,
 }
 
 impl Health {
@@ -271,6 +273,7 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         unbound: Arc::default(),
         admin_token: settings.admin_token.clone(),
         hub: events::Hub::new(settings.admin_stream_clients),
+        directory: Arc::default(),
     };
     let admin = match settings.admin {
         Some(addr) => Some(
@@ -606,6 +609,7 @@ async fn supervise(
         return Ok(());
     };
     *health.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker.status());
+    *health.directory.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker.directory());
     // phase 4: the handset workflow
     if let (Some(u), Some(listener)) = (&settings.unbound, hook) {
         let ports = unbound_handsets::WorkflowPorts {

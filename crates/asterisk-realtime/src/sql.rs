@@ -137,6 +137,9 @@ pub(crate) const D_ENDPOINT: &str = "DELETE FROM ps_endpoints WHERE id = $1";
 pub(crate) const D_AUTH: &str = "DELETE FROM ps_auths WHERE id = $1";
 pub(crate) const D_AOR: &str = "DELETE FROM ps_aors WHERE id = $1";
 pub(crate) const D_MARK: &str = "DELETE FROM hexidian.sip_user WHERE id = $1";
+/// Which of these endpoints have a live registration (a row in `ps_contacts`).
+pub(crate) const Q_REGISTERED: &str =
+    "SELECT DISTINCT endpoint FROM ps_contacts WHERE endpoint = ANY($1::text[])";
 pub(crate) const D_CONTACTS: &str = "DELETE FROM ps_contacts WHERE endpoint = $1 OR id LIKE $2";
 // the contacts of every swept user in one statement (ids are `<aor>^3B@<hash>`)
 pub(crate) const S_CONTACTS: &str = "DELETE FROM ps_contacts \

@@ -298,6 +298,19 @@ pub struct Directory {
     by_token: std::collections::HashMap<String, Number>,
     by_ipei: std::collections::HashMap<String, Number>,
     dect: std::collections::HashMap<Number, (String, Option<String>)>,
+    roster: std::collections::BTreeMap<Number, Listed>,
+}
+
+/// An extension as the status page lists it: what an operator may see, no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Listed {
+    /// Display name as GURU3 has it.
+    pub name: String,
+    /// `SIP`, `DECT`, `GROUP` or GURU3's name of another type.
+    pub kind: String,
+    /// The IPEI of the handset bound to a DECT extension, as applied.
+    pub handset: Option<String>,
 }
 
 impl Directory {
@@ -316,8 +329,54 @@ impl Directory {
         self.dect.contains_key(number)
     }
 
+    /// Extensions whose number starts with `query` or whose name contains it (ignoring
+    /// case), in number order, at most `limit`; every extension for an empty query.
+    pub fn search(&self, query: &str, limit: usize) -> Vec<(&Number, &Listed)> {
+        let q = query.trim().to_lowercase();
+        self.roster
+            .iter()
+            .filter(|(n, l)| {
+                q.is_empty() || n.as_str().starts_with(&q) || l.name.to_lowercase().contains(&q)
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Extensions listed.
+    pub fn len(&self) -> usize {
+        self.roster.len()
+    }
+
+    /// Whether no extension is listed.
+    pub fn is_empty(&self) -> bool {
+        self.roster.is_empty()
+    }
+
     /// Updates the entry of `number` (`None`: gone).
     pub fn set(&mut self, number: &Number, entry: Option<&MirrorEntry>) {
+        match entry.and_then(|e| e.extension.as_ref()) {
+            Some(x) => {
+                let (kind, handset) = match &x.kind {
+                    Kind::Sip { .. } => ("SIP".to_owned(), None),
+                    Kind::Dect { handset, .. } => {
+                        ("DECT".to_owned(), handset.as_ref().map(|h| h.ipei.clone()))
+                    }
+                    Kind::Group { .. } => ("GROUP".to_owned(), None),
+                    Kind::Other { .. } => ("OTHER".to_owned(), None),
+                };
+                self.roster.insert(
+                    number.clone(),
+                    Listed {
+                        name: x.name.clone(),
+                        kind,
+                        handset,
+                    },
+                );
+            }
+            None => {
+                self.roster.remove(number);
+            }
+        }
         if let Some((token, ipei)) = self.dect.remove(number) {
             if self.by_token.get(&token) == Some(number) {
                 self.by_token.remove(&token);
@@ -350,3 +409,67 @@ impl Directory {
 
 /// The directory, shared between the broker (writer) and the unbound-handset workflow.
 pub type SharedDirectory = std::sync::Arc<std::sync::RwLock<Directory>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, kind: Kind) -> MirrorEntry {
+        MirrorEntry {
+            extension: Some(Extension {
+                number: "1".parse().unwrap_or_else(|_| unreachable!()),
+                name: name.into(),
+                kind,
+                forward: None,
+                routing: Routing::default(),
+            }),
+            members: Vec::new(),
+            seen_epoch: 0,
+            members_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn the_roster_lists_extensions_without_secrets_and_finds_by_number_or_name() {
+        let mut d = Directory::default();
+        let n = |s: &str| s.parse::<Number>().unwrap_or_else(|_| unreachable!());
+        d.set(
+            &n("2001"),
+            Some(&entry(
+                "Tomás <b>",
+                Kind::Dect {
+                    token: Secret::new("05704191"),
+                    encryption: true,
+                    handset: Some(Handset {
+                        ipei: "03587 0412396 2".into(),
+                        uak: Secret::new("FA05689957F199E95B1FE44621BFD6EE"),
+                    }),
+                },
+            )),
+        );
+        d.set(
+            &n("2101"),
+            Some(&entry(
+                "Kiosk",
+                Kind::Sip {
+                    password: Secret::new("pw"),
+                    premium: false,
+                },
+            )),
+        );
+        fn numbers(d: &Directory, q: &str) -> Vec<String> {
+            d.search(q, 10).iter().map(|(n, _)| n.to_string()).collect()
+        }
+        assert_eq!(numbers(&d, ""), ["2001", "2101"]);
+        assert_eq!(numbers(&d, "21"), ["2101"]);
+        assert_eq!(numbers(&d, "tomÁs"), ["2001"]);
+        assert_eq!(numbers(&d, "KIOSK"), ["2101"]);
+        let (_, l) = d.search("2001", 1)[0];
+        assert_eq!(l.handset.as_deref(), Some("03587 0412396 2"));
+        assert_eq!(l.kind, "DECT");
+        assert!(!format!("{l:?}").contains("0570"), "no token in the roster");
+        d.set(&n("2001"), None);
+        assert_eq!(numbers(&d, ""), ["2101"]);
+        assert_eq!(d.len(), 1);
+    }
+}

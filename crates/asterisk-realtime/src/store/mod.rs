@@ -377,6 +377,22 @@ impl Store {
         self.inner.schema
     }
 
+    /// Which of these endpoints are registered: have a contact in `ps_contacts` (Asterisk
+    /// keeps them there with `contact=realtime`; none without the table). Reads only.
+    pub async fn registered(&self, endpoints: &[String]) -> Result<Vec<String>> {
+        let guard = self.inner.session.lock().await?;
+        let c = guard.client();
+        let has: bool = c.query_one(sql::HAS_CONTACTS, &[]).await?.get(0);
+        if !has || endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(c.query(sql::Q_REGISTERED, &[&endpoints])
+            .await?
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(0))
+            .collect())
+    }
+
     /// Backend process id of the current connection (for diagnostics and tests).
     pub async fn backend_pid(&self) -> Result<i32> {
         self.inner.session.backend_pid().await
