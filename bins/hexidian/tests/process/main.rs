@@ -6,4 +6,5 @@
 mod cli;
 mod crash;
 mod setup;
+mod stream;
 mod support;

@@ -163,6 +163,17 @@ impl Hexidian {
     }
 
     /// The lines the process wrote to stderr so far.
+    /// The process's resident memory now (kB, from `/proc`).
+    pub(crate) fn rss_kb(&self) -> u64 {
+        let pid = self.child.id().unwrap();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
