@@ -57,6 +57,8 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
         "build info: {text}"
     );
     let sessions = sample(&text, "hexidian_omm_sessions_total").unwrap();
+    assert!(sample(&text, "hexidian_guru3_websocket_connects_total") >= Some(1.0));
+    let fetches = sample(&text, "hexidian_guru3_fetches_total").unwrap();
     assert_eq!(sample(&text, "hexidian_stalled"), Some(0.0));
 
     // edits: done counts what the journal holds as done
@@ -66,6 +68,7 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
         .await;
     let (done, _, _) = w.journal().await;
     assert!(done >= 2);
+    assert!(sample(&scrape(admin).await, "hexidian_guru3_fetches_total") > Some(fetches));
     until(admin, Duration::from_secs(5), "the done count", |t| {
         sample(t, "hexidian_messages_total{outcome=\"done\"}") == Some(done as f64)
     })

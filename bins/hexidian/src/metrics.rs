@@ -20,6 +20,7 @@ use crate::Health;
 #[derive(Debug)]
 struct Snapshot {
     feed: FeedHealth,
+    feed_counts: guru3_client::client::FeedStatus,
     omm_up: bool,
     omm_sessions: u64,
     stream_clients: usize,
@@ -32,6 +33,7 @@ impl Snapshot {
     fn take(h: &Health) -> Self {
         Self {
             feed: h.feed.health(),
+            feed_counts: h.feed.status(),
             omm_up: h.omm.is_up(),
             omm_sessions: h.omm.connects(),
             stream_clients: h.hub.clients(),
@@ -118,6 +120,18 @@ impl Collector for Snapshot {
             "hexidian_guru3_websocket_up",
             "1 while GURU3's websocket is connected",
             i64::from(self.feed.push_connected),
+        )?;
+        counter(
+            &mut e,
+            "hexidian_guru3_websocket_connects",
+            "GURU3 websocket connections opened (the first, then every reconnect)",
+            self.feed_counts.websocket_connects,
+        )?;
+        counter(
+            &mut e,
+            "hexidian_guru3_fetches",
+            "message fetches from GURU3",
+            self.feed_counts.fetches,
         )?;
         gauge(
             &mut e,

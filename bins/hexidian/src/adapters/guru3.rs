@@ -30,6 +30,11 @@ impl Guru3Feed {
         }
     }
 
+    /// The feed's counters (websocket connects, fetches) besides its health.
+    pub fn status(&self) -> guru3_client::client::FeedStatus {
+        self.status.get()
+    }
+
     /// Says once per extension that a DECT extension came without a token.
     fn note_tokenless(&self, messages: &[Incoming]) {
         for m in messages {
