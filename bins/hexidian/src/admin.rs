@@ -293,22 +293,7 @@ async fn readyz(h: &Health) -> Resp {
         },
         "omm": {"connected": omm_up, "sessions": h.omm.connects()},
         "postgres": {"connected": pg_up, "in_memory": h.memory_store},
-        "broker": broker.map(|b| json!({
-            "started": true,
-            "done": b.done,
-            "ignored": b.ignored,
-            "dead": b.dead,
-            "backlog": b.backlog,
-            "unconfirmed_dead": b.unconfirmed_dead,
-            "retrying": b.retrying,
-            "stalled": b.stalled.as_ref().map(|s| json!({
-                "reason": s.reason,
-                "refused": s.refused,
-                "message": s.message,
-                "for_s": s.since.elapsed().as_secs(),
-            })),
-            "sync_epoch": b.sync_epoch,
-        })),
+        "broker": broker.as_ref().map(crate::events::broker_json),
         "unbound_handsets": h.unbound_status().map(|s| {
             json!({
                 "temporary": s.temporary,

@@ -96,24 +96,7 @@ fn frame(name: &str, data: &Value) -> Bytes {
 /// Peers, counters and stall: what a `status` event carries.
 fn status(h: &Health, pg_up: Option<bool>) -> Value {
     let feed = broker_core::ports::EventFeed::health(&*h.feed);
-    let broker = h.with_broker(|b| {
-        json!({
-            "done": b.done,
-            "ignored": b.ignored,
-            "dead": b.dead,
-            "finished": b.finished,
-            "backlog": b.backlog,
-            "unconfirmed_dead": b.unconfirmed_dead,
-            "retrying": b.retrying,
-            "stalled": b.stalled.as_ref().map(|s| json!({
-                "reason": s.reason,
-                "refused": s.refused,
-                "message": s.message,
-                "since_s": s.since.elapsed().as_secs(),
-            })),
-            "sync_epoch": b.sync_epoch,
-        })
-    });
+    let broker = h.with_broker(broker_json);
     let unbound = h.unbound_status();
     json!({
         "guru3": {
@@ -133,6 +116,27 @@ fn status(h: &Health, pg_up: Option<bool>) -> Value {
             "assigns_nak": s.assigns_nak,
             "last_error": s.last_error,
         })),
+    })
+}
+
+/// The broker's counters and stall, as `/readyz` and the stream show them.
+pub(crate) fn broker_json(b: &broker_core::BrokerStatus) -> Value {
+    json!({
+        "started": true,
+        "done": b.done,
+        "ignored": b.ignored,
+        "dead": b.dead,
+        "finished": b.finished,
+        "backlog": b.backlog,
+        "unconfirmed_dead": b.unconfirmed_dead,
+        "retrying": b.retrying,
+        "stalled": b.stalled.as_ref().map(|s| json!({
+            "reason": s.reason,
+            "refused": s.refused,
+            "message": s.message,
+            "for_s": s.since.elapsed().as_secs(),
+        })),
+        "sync_epoch": b.sync_epoch,
     })
 }
 
@@ -236,7 +240,7 @@ pub(crate) async fn publish(h: Health, hub: Arc<Hub>, mut stop: watch::Receiver<
         // how long a stall lasts moves every second: not a change of its own
         let key = {
             let mut k = now.clone();
-            if let Some(s) = k.pointer_mut("/broker/stalled/since_s") {
+            if let Some(s) = k.pointer_mut("/broker/stalled/for_s") {
                 *s = Value::Null;
             }
             k

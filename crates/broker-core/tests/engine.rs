@@ -568,21 +568,25 @@ async fn resync_sweeps_owned_objects_only_and_survives_a_restart() {
     assert!(b.mirror(&n("2003")).is_none());
 }
 
+/// The delivery loop until every message is acked, then its shutdown.
+async fn run_until_acked(w: &World, b: Broker) {
+    let (tx, rx) = futures_util::future::abortable(futures_util::future::pending::<()>());
+    let run = tokio::spawn(b.run(async move {
+        let _ = tx.await;
+    }));
+    while !w.feed.unacked().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    rx.abort();
+    run.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn run_stops_on_shutdown_after_acking() {
     let w = World::new();
     let b = w.broker().await;
     w.feed.push(msg(1, sip("2001", "a")));
-    let (tx, rx) = futures_util::future::abortable(futures_util::future::pending::<()>());
-    let feed = w.feed.clone();
-    let run = tokio::spawn(b.run(async move {
-        let _ = tx.await;
-    }));
-    while !feed.unacked().is_empty() {
-        tokio::task::yield_now().await;
-    }
-    rx.abort();
-    run.await.unwrap().unwrap();
+    run_until_acked(&w, b).await;
     assert_eq!(w.feed.acks(), [1]);
 }
 
@@ -999,16 +1003,7 @@ async fn other_reasons_break_a_streak_and_a_lone_one_ends_after_the_window() {
         assert!(b.status().lock().unwrap().stalled.is_none());
     }
     // the last one ends by itself in the delivery loop
-    let feed = w.feed.clone();
-    let (tx, rx) = futures_util::future::abortable(futures_util::future::pending::<()>());
-    let run = tokio::spawn(b.run(async move {
-        let _ = tx.await;
-    }));
-    while !feed.unacked().is_empty() {
-        tokio::task::yield_now().await;
-    }
-    rx.abort();
-    run.await.unwrap().unwrap();
+    run_until_acked(&w, b).await;
     assert_eq!(w.state.with_status(JournalStatus::Dead).len(), 6);
     assert!(w.clock.slept() >= BrokerConfig::default().breaker_window);
 }
