@@ -68,7 +68,11 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
         .await;
     let (done, _, _) = w.journal().await;
     assert!(done >= 2);
-    assert!(sample(&scrape(admin).await, "hexidian_guru3_fetches_total") > Some(fetches));
+    let text = scrape(admin).await;
+    assert!(sample(&text, "hexidian_guru3_fetches_total") > Some(fetches));
+    assert!(sample(&text, "hexidian_guru3_fetch_duration_seconds_count") > Some(fetches));
+    assert!(sample(&text, "hexidian_omm_request_duration_seconds_count") > Some(0.0));
+    assert!(sample(&text, "hexidian_omm_requests_in_flight").is_some_and(|v| v >= 0.0));
     until(admin, Duration::from_secs(5), "the done count", |t| {
         sample(t, "hexidian_messages_total{outcome=\"done\"}") == Some(done as f64)
     })

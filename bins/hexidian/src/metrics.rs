@@ -21,8 +21,12 @@ use crate::Health;
 struct Snapshot {
     feed: FeedHealth,
     feed_counts: guru3_client::client::FeedStatus,
+    fetch_latency: Latency,
     omm_up: bool,
     omm_sessions: u64,
+    omm_in_flight: i64,
+    omm_failed: u64,
+    omm_requests: Latency,
     stream_clients: usize,
     stream_dropped: u64,
     broker: Option<BrokerStatus>,
@@ -34,8 +38,12 @@ impl Snapshot {
         Self {
             feed: h.feed.health(),
             feed_counts: h.feed.status(),
+            fetch_latency: h.feed.fetch_latency(),
             omm_up: h.omm.is_up(),
             omm_sessions: h.omm.connects(),
+            omm_in_flight: h.omm.stats().in_flight(),
+            omm_failed: h.omm.stats().failed(),
+            omm_requests: h.omm.stats().latency(),
             stream_clients: h.hub.clients(),
             stream_dropped: h.hub.dropped(),
             broker: h.broker_status(),
@@ -133,6 +141,12 @@ impl Collector for Snapshot {
             "message fetches from GURU3",
             self.feed_counts.fetches,
         )?;
+        histogram(
+            &mut e,
+            "hexidian_guru3_fetch_duration",
+            "one fetch of GURU3's message queue",
+            &self.fetch_latency,
+        )?;
         gauge(
             &mut e,
             "hexidian_guru3_last_fetch_ok",
@@ -156,6 +170,24 @@ impl Collector for Snapshot {
             "hexidian_omm_sessions",
             "OM AXI sessions opened (the first, then every reconnect)",
             self.omm_sessions,
+        )?;
+        gauge(
+            &mut e,
+            "hexidian_omm_requests_in_flight",
+            "OM AXI requests sent and not yet answered",
+            self.omm_in_flight,
+        )?;
+        counter(
+            &mut e,
+            "hexidian_omm_requests_failed",
+            "OM AXI requests refused, timed out or cut off",
+            self.omm_failed,
+        )?;
+        histogram(
+            &mut e,
+            "hexidian_omm_request_duration",
+            "one OM AXI request, from sending to its answer",
+            &self.omm_requests,
         )?;
         gauge(
             &mut e,

@@ -15,19 +15,36 @@ pub struct Guru3Feed {
     feed: Mutex<Feed>,
     client: guru3_client::Client,
     status: guru3_client::client::StatusHandle,
+    /// how long GURU3's fetches take
+    fetch_latency: std::sync::Arc<std::sync::Mutex<broker_core::Latency>>,
     /// DECT extensions already reported for having no token (bounded)
     tokenless: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Guru3Feed {
     /// Wraps a feed (its watcher is spawned by the caller).
-    pub fn new(feed: Feed) -> Self {
+    pub fn new(mut feed: Feed) -> Self {
+        let fetch_latency: std::sync::Arc<std::sync::Mutex<broker_core::Latency>> =
+            std::sync::Arc::default();
+        let observed = std::sync::Arc::clone(&fetch_latency);
+        feed.on_fetch(std::sync::Arc::new(move |took, _ok| {
+            observed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .observe(took);
+        }));
         Self {
             client: feed.client().clone(),
             status: feed.status_handle(),
             feed: Mutex::new(feed),
+            fetch_latency,
             tokenless: std::sync::Mutex::default(),
         }
+    }
+
+    /// How long GURU3's fetches took.
+    pub fn fetch_latency(&self) -> broker_core::Latency {
+        *self.fetch_latency.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The feed's counters (websocket connects, fetches) besides its health.

@@ -64,6 +64,49 @@ pub struct OmmLink {
     events_tx: tokio::sync::mpsc::Sender<DectEvent>,
     events_rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<DectEvent>>,
     lagged: AtomicBool,
+    stats: Arc<OmmStats>,
+}
+
+/// The OMM requests of every session: how many are in flight, how long they took.
+#[derive(Debug, Default)]
+pub struct OmmStats {
+    in_flight: std::sync::atomic::AtomicI64,
+    failed: AtomicU64,
+    latency: std::sync::Mutex<broker_core::Latency>,
+}
+
+impl OmmStats {
+    /// Requests sent and not yet answered.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed).max(0)
+    }
+
+    /// Requests that were refused, timed out or cut off.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// How long requests took (answered or not).
+    pub fn latency(&self) -> broker_core::Latency {
+        *self.latency.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl omm_axi::client::Observer for OmmStats {
+    fn started(&self, _request: &str) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn finished(&self, _request: &str, took: Duration, ok: bool) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(took);
+    }
 }
 
 impl Default for OmmLink {
@@ -77,6 +120,7 @@ impl Default for OmmLink {
             owned: std::sync::Mutex::default(),
             events_tx,
             events_rx: tokio::sync::Mutex::new(rx),
+            stats: Arc::default(),
             lagged: AtomicBool::default(),
         }
     }
@@ -122,6 +166,11 @@ impl OmmLink {
     /// Sessions opened so far.
     pub fn connects(&self) -> u64 {
         self.connects.load(Ordering::SeqCst)
+    }
+
+    /// The requests of every session so far.
+    pub fn stats(&self) -> &OmmStats {
+        &self.stats
     }
 
     fn emit(&self, ev: DectEvent) {
@@ -190,6 +239,7 @@ impl OmmLink {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let config = config.observer(Arc::clone(&self.stats) as Arc<dyn omm_axi::client::Observer>);
         loop {
             if *shutdown.borrow() {
                 return;

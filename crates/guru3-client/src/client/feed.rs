@@ -184,6 +184,7 @@ pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
         pending_acks: BTreeSet::new(),
         last_fetch_ok: false,
         fetches: 0,
+        on_fetch: OnFetch::default(),
         config: config.clone(),
     };
     let watcher = Watcher {
@@ -221,6 +222,19 @@ pub struct Feed {
     pending_acks: BTreeSet<MessageId>,
     last_fetch_ok: bool,
     fetches: u64,
+    on_fetch: OnFetch,
+}
+
+/// Told how long each fetch took and whether it worked (for metrics).
+pub type FetchObserver = std::sync::Arc<dyn Fn(Duration, bool) + Send + Sync>;
+
+#[derive(Default)]
+struct OnFetch(Option<FetchObserver>);
+
+impl std::fmt::Debug for OnFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +260,11 @@ impl Feed {
             pending_acks: self.pending_acks.len(),
             fetches: self.fetches,
         }
+    }
+
+    /// Tells `observer` how long each fetch takes and whether it works.
+    pub fn on_fetch(&mut self, observer: FetchObserver) {
+        self.on_fetch = OnFetch(Some(observer));
     }
 
     /// A handle that reads [`status`](Self::status) live, also while the feed waits.
@@ -323,7 +342,11 @@ impl Feed {
                 Ok(()) => {}
             }
             self.fetches += 1;
+            let t_fetch = Instant::now();
             let fetched = self.client.fetch_messages().await;
+            if let Some(f) = &self.on_fetch.0 {
+                f(t_fetch.elapsed(), fetched.is_ok());
+            }
             self.taken = None;
             let now = Instant::now();
             if trigger == Trigger::Frame {

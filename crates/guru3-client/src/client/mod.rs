@@ -12,7 +12,7 @@ mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use feed::{Feed, FeedConfig, FeedStatus, StatusHandle, Watcher, feed};
+pub use feed::{Feed, FeedConfig, FeedStatus, FetchObserver, StatusHandle, Watcher, feed};
 pub use ws::{Notification, Notifications};
 
 use crate::error::{Error, Result};

@@ -29,6 +29,26 @@ pub struct Config {
     pub(crate) event_capacity: usize,
     pub(crate) command_capacity: usize,
     pub(crate) max_frame: usize,
+    pub(crate) observer: Observed,
+}
+
+/// Told of every request a [`Client`](super::Client) makes, when it starts and when it ends
+/// (for metrics: requests in flight, their durations). Kept across reconnects.
+pub trait Observer: Send + Sync + 'static {
+    /// A request is about to be sent.
+    fn started(&self, request: &str);
+    /// It ended: answered (`ok`), refused, timed out or cut off, after `took`.
+    fn finished(&self, request: &str, took: Duration, ok: bool);
+}
+
+/// The observer slot of a [`Config`].
+#[derive(Clone, Default)]
+pub(crate) struct Observed(pub(crate) Option<Arc<dyn Observer>>);
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl Config {
@@ -55,7 +75,14 @@ impl Config {
             event_capacity: 1024,
             command_capacity: 256,
             max_frame: crate::proto::frame::DEFAULT_MAX_FRAME,
+            observer: Observed::default(),
         }
+    }
+
+    /// Tells `observer` of every request (see [`Observer`]).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Observed(Some(observer));
+        self
     }
 
     /// TCP port (default 12622 with TLS, 12621 plain).

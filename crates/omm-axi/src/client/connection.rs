@@ -86,6 +86,7 @@ where
     let client = Client {
         tx: cmd_tx,
         timeout: config.request_timeout,
+        observer: config.observer.clone(),
     };
     let ping_interval = config.ping_interval;
     let connection = Connection {

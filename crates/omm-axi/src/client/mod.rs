@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-pub use config::{Config, PLAIN_PORT, TLS_PORT};
+pub use config::{Config, Observer, PLAIN_PORT, TLS_PORT};
 pub use connection::Connection;
 pub use tls::Fingerprint;
 
@@ -35,6 +35,7 @@ pub type Events = mpsc::Receiver<Event>;
 pub struct Client {
     tx: mpsc::Sender<Command>,
     timeout: Duration,
+    observer: config::Observed,
 }
 
 /// Connects over TCP (and TLS unless [`Config::plain`]), logs in and returns the handle, the
@@ -181,9 +182,42 @@ impl<R: Paged> Pages<R> {
     }
 }
 
+/// A request the observer was told of; ends it as failed if the caller gave up on it.
+struct Watch<'a> {
+    observer: &'a dyn Observer,
+    name: String,
+    t0: std::time::Instant,
+    done: bool,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.observer.finished(&self.name, self.t0.elapsed(), false);
+        }
+    }
+}
+
 impl Client {
     /// Sends any request and waits for its response (`Err(Rejected)` on `errCode`).
     pub async fn request(&self, request: Request) -> Result<Response> {
+        let Some(observer) = self.observer.0.as_ref() else {
+            return self.send(request).await;
+        };
+        let mut watch = Watch {
+            observer: observer.as_ref(),
+            name: request.name().to_owned(),
+            t0: std::time::Instant::now(),
+            done: false,
+        };
+        observer.started(&watch.name);
+        let r = self.send(request).await;
+        watch.done = true;
+        observer.finished(&watch.name, watch.t0.elapsed(), r.is_ok());
+        r
+    }
+
+    async fn send(&self, request: Request) -> Result<Response> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command { request, reply })

@@ -273,3 +273,63 @@ async fn malformed_frames_do_not_break_the_link() {
     tokio::spawn(conn);
     client.ping().await.unwrap();
 }
+
+/// What an observer is told: every request's start and end (answered, timed out, or given up
+/// by its caller), so that a count of requests in flight returns to zero.
+#[derive(Default)]
+struct Seen {
+    log: std::sync::Mutex<Vec<String>>,
+    in_flight: std::sync::atomic::AtomicI64,
+}
+
+impl omm_axi::client::Observer for Seen {
+    fn started(&self, request: &str) {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.log.lock().unwrap().push(format!("start {request}"));
+    }
+
+    fn finished(&self, request: &str, _took: Duration, ok: bool) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.log.lock().unwrap().push(format!("end {request} {ok}"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_observer_sees_every_request_start_and_end() {
+    let (io, mut peer) = pair();
+    let server = tokio::spawn(async move {
+        peer.accept_login().await;
+        let ping = peer.frame().await;
+        peer.send(&format!(r#"<PingResp seq="{}"/>"#, seq_of(&ping)))
+            .await;
+        // never answered: it times out, and the next one is given up by its caller
+        let _stalled = peer.frame().await;
+        let _abandoned = peer.frame().await;
+        peer
+    });
+    let seen = std::sync::Arc::new(Seen::default());
+    let cfg = config()
+        .request_timeout(Duration::from_secs(5))
+        .observer(seen.clone());
+    let (client, conn, _events) = connect_stream(io, &cfg).await.unwrap();
+    tokio::spawn(conn);
+    client.ping().await.unwrap();
+    assert!(client.fetch_system_name().await.is_err());
+    let abandoned = tokio::time::timeout(Duration::from_secs(1), client.ping()).await;
+    assert!(abandoned.is_err(), "the caller gave up first");
+    assert_eq!(
+        *seen.log.lock().unwrap(),
+        [
+            "start Ping",
+            "end Ping true",
+            "start GetSystemName",
+            "end GetSystemName false",
+            "start Ping",
+            "end Ping false",
+        ]
+    );
+    assert_eq!(seen.in_flight.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let _peer = server.await.unwrap();
+}
