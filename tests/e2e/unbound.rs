@@ -304,6 +304,8 @@ async fn a_new_handset_gets_a_temporary_number_and_binds_by_token_call() {
         "hexidian_binds_total{result=\"bound\"} 1",
         "hexidian_binds_total{result=\"failed\"} 0",
         "hexidian_assign_handset_total{result=\"ok\"} 1",
+        // the ASSIGN_HANDSET went out: nothing waits in the outbox
+        "hexidian_assign_outbox 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
     }

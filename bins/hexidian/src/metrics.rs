@@ -319,6 +319,12 @@ impl Collector for Snapshot {
                 "handsets on a temporary number",
                 i64::try_from(u.temporary).unwrap_or(i64::MAX),
             )?;
+            gauge(
+                &mut e,
+                "hexidian_assign_outbox",
+                "ASSIGN_HANDSETs waiting to be sent to GURU3 (as the last outbox round counted)",
+                i64::try_from(u.outbox).unwrap_or(i64::MAX),
+            )?;
             counter(
                 &mut e,
                 "hexidian_temporary_numbers",

@@ -113,7 +113,17 @@ impl Store {
         Ok(())
     }
 
-    /// Queued `ASSIGN_HANDSET`s, oldest first.
+    /// How many `ASSIGN_HANDSET`s wait in the outbox.
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        let guard = self.session.lock().await?;
+        Ok(guard
+            .client()
+            .query_one(sql::H_OUTBOX_DEPTH, &[])
+            .await?
+            .get(0))
+    }
+
+    /// Queued `ASSIGN_HANDSET`s, oldest first, at most `limit`.
     pub async fn pending_assigns(&self, limit: i64) -> Result<Vec<OutboxEntry>> {
         let guard = self.session.lock().await?;
         Ok(guard

@@ -30,6 +30,8 @@ pub(crate) const H_OUTBOX_ADD: &str =
     "INSERT INTO hexidian.assign_outbox (ipei, uak, extension) VALUES ($1, $2, $3)";
 pub(crate) const H_OUTBOX: &str = "SELECT id, ipei, uak, extension FROM hexidian.assign_outbox \
      WHERE status = 'pending' ORDER BY id LIMIT $1";
+pub(crate) const H_OUTBOX_DEPTH: &str =
+    "SELECT count(*) FROM hexidian.assign_outbox WHERE status = 'pending'";
 // GURU3 answered: the UAK is not needed any more
 pub(crate) const H_OUTBOX_DONE: &str = "UPDATE hexidian.assign_outbox SET status = $2, text = $3, uak = '', updated_at = now() \
      WHERE id = $1 AND status = 'pending'";
@@ -53,6 +55,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("h_bind_done", H_BIND_DONE),
     ("h_outbox_add", H_OUTBOX_ADD),
     ("h_outbox", H_OUTBOX),
+    ("h_outbox_depth", H_OUTBOX_DEPTH),
     ("h_outbox_done", H_OUTBOX_DONE),
 ];
 

@@ -122,6 +122,8 @@ pub struct Status {
     pub rejected_caller: u64,
     /// The last failure, until the step that failed succeeds again.
     pub last_error: Option<String>,
+    /// `ASSIGN_HANDSET`s waiting in the outbox, as the last outbox round counted them.
+    pub outbox: u64,
     /// What happened to handsets lately, oldest first (at most [`ACTIVITY`]).
     pub activity: std::collections::VecDeque<Activity>,
     /// Entries ever added to `activity` (the `seq` of the newest).
@@ -232,6 +234,8 @@ impl Drop for Reservation<'_> {
 
 /// The longest wait between two tries of a bind that fails for a passing reason.
 const MAX_BIND_WAIT: Duration = Duration::from_secs(60);
+/// ASSIGN_HANDSETs sent in one request.
+const OUTBOX_BATCH: u32 = 10;
 
 fn transient_or_error(e: &PortError) -> Reply {
     // a refused set-up (a missing grant or table) needs the phone team, not a redial
@@ -885,16 +889,26 @@ impl Unbound {
         Ok(())
     }
 
-    /// Sends queued ASSIGN_HANDSETs in batches of 10.
+    /// Sends queued ASSIGN_HANDSETs in batches of [`OUTBOX_BATCH`].
     pub async fn flush_outbox(&self) {
         let p = &self.inner.ports;
-        let assigns = match p.state.pending_assigns(10).await {
+        let assigns = match p.state.pending_assigns(OUTBOX_BATCH).await {
             Ok(a) => {
                 self.recovered("reading the outbox");
                 a
             }
             Err(e) => return self.failed_periodic("reading the outbox", &e),
         };
+        // a short batch is the whole outbox; only a full one needs counting
+        let depth = if assigns.len() < OUTBOX_BATCH as usize {
+            Ok(assigns.len() as u64)
+        } else {
+            p.state.outbox_depth().await
+        };
+        match depth {
+            Ok(n) => self.local().status.outbox = n,
+            Err(e) => return self.failed_periodic("reading the outbox", &e),
+        }
         if assigns.is_empty() {
             return;
         }
@@ -911,6 +925,7 @@ impl Unbound {
                         self.failed("recording an ASSIGN_HANDSET result", &e);
                     }
                     let mut l = self.local();
+                    l.status.outbox = l.status.outbox.saturating_sub(1);
                     if ok {
                         l.status.assigns_ok += 1;
                     } else {

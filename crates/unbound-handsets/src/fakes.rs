@@ -404,6 +404,15 @@ impl HandsetState for MemoryHandsetState {
         ready(Ok(()))
     }
 
+    fn outbox_depth(&self) -> BoxFuture<'_, PortResult<u64>> {
+        let mut s = lock(&self.inner);
+        let r = s
+            .faults
+            .check("outbox depth")
+            .map(|()| s.outbox.values().filter(|(_, r)| r.is_none()).count() as u64);
+        ready(r)
+    }
+
     fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>> {
         let mut s = lock(&self.inner);
         let r = s.faults.check("pending assigns").map(|()| {
@@ -431,9 +440,15 @@ impl HandsetState for MemoryHandsetState {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryAssigns {
     received: Arc<Mutex<Vec<Assign>>>,
+    faults: Arc<Mutex<Faults>>,
 }
 
 impl MemoryAssigns {
+    /// The next `n` submissions fail as if GURU3 were unreachable.
+    pub fn fail_next(&self, n: u32) {
+        lock(&self.faults).outage = n;
+    }
+
     /// `ASSIGN_HANDSET`s received, in order.
     pub fn assigns(&self) -> Vec<Assign> {
         lock(&self.received).clone()
@@ -442,6 +457,9 @@ impl MemoryAssigns {
 
 impl AssignSink for MemoryAssigns {
     fn submit(&self, assigns: Vec<Assign>) -> BoxFuture<'_, PortResult<Vec<AssignResult>>> {
+        if let Err(e) = lock(&self.faults).check("submit") {
+            return ready(Err(e));
+        }
         let results = assigns
             .iter()
             .map(|a| AssignResult {

@@ -135,6 +135,8 @@ pub trait HandsetState: Send + Sync + 'static {
     ) -> BoxFuture<'_, PortResult<()>>;
     /// Queued `ASSIGN_HANDSET`s.
     fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>>;
+    /// How many `ASSIGN_HANDSET`s are queued.
+    fn outbox_depth(&self) -> BoxFuture<'_, PortResult<u64>>;
     /// Records GURU3's verdict (never retried blindly after a NAK).
     fn finish_assign(&self, result: AssignResult) -> BoxFuture<'_, PortResult<()>>;
 }

@@ -146,7 +146,12 @@ async fn temporary_number_then_token_call_then_bind_and_assign() {
         !w.handsets.users().contains(&temp),
         "so is the temporary OMM user"
     );
+    // GURU3 away for one round: the ASSIGN_HANDSET waits in the outbox, and is counted
+    w.guru3.fail_next(1);
     u.flush_outbox().await;
+    assert_eq!(u.status().outbox, 1);
+    u.flush_outbox().await;
+    assert_eq!(u.status().outbox, 0);
     let sent = w.guru3.assigns();
     assert_eq!(sent.len(), 1);
     assert_eq!(

@@ -385,6 +385,13 @@ impl HandsetState for PgState {
         })
     }
 
+    fn outbox_depth(&self) -> BoxFuture<'_, PortResult<u64>> {
+        timed(async move {
+            let n = self.store.outbox_depth().await.map_err(port_error)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     fn pending_assigns(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<Assign>>> {
         timed(async move {
             let rows = self
