@@ -128,6 +128,24 @@ async fn bench(n: usize) {
         (gets - gets0) as f64 / 200.0,
         (posts - posts0) as f64 / 200.0
     );
+    // what a Prometheus scrape costs at this size (it reads no journal: the same at any size)
+    let admin = run.admin_addr().unwrap();
+    let mut scrapes = Vec::new();
+    let mut size = 0;
+    for _ in 0..50 {
+        let t0 = Instant::now();
+        let (status, text) = hexidian_e2e::http_get(admin, "/metrics").await;
+        scrapes.push(t0.elapsed());
+        assert_eq!(status, 200);
+        size = text.len();
+    }
+    scrapes.sort();
+    println!(
+        "/metrics at {n} extensions: {} bytes, scrape p50 {:.2} ms, max {:.2} ms (50 scrapes)",
+        size,
+        scrapes[25].as_secs_f64() * 1e3,
+        scrapes[49].as_secs_f64() * 1e3
+    );
     println!("peak RSS of broker + simulators: {:.0} MiB", peak_rss_mib());
     run.stop().await.unwrap();
 }
