@@ -120,6 +120,7 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
         sample(t, "hexidian_messages_total{outcome=\"dead\"}") == Some(1.0)
     })
     .await;
+    assert_eq!(sample(&text, "hexidian_dead_letters"), Some(1.0));
     assert_eq!(
         sample(&text, "hexidian_messages_total{outcome=\"done\"}"),
         Some(done as f64)
@@ -162,6 +163,21 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
     }
     // no secret of the run is exposed
     assert!(!text.contains(w.guru3.api_key().split('$').nth(1).unwrap()));
+    run.stop().await.unwrap();
+    // after a restart the counters start afresh, the journal's dead letters are still there
+    let run = w.start().await;
+    let text = until(
+        run.admin_addr().unwrap(),
+        Duration::from_secs(30),
+        "the broker after the restart",
+        |t| sample(t, "hexidian_dead_letters").is_some(),
+    )
+    .await;
+    assert_eq!(sample(&text, "hexidian_dead_letters"), Some(1.0));
+    assert_eq!(
+        sample(&text, "hexidian_messages_total{outcome=\"dead\"}"),
+        Some(0.0)
+    );
     run.stop().await.unwrap();
 }
 

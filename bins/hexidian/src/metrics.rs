@@ -271,6 +271,12 @@ impl Collector for Snapshot {
             )?;
             gauge(
                 &mut e,
+                "hexidian_dead_letters",
+                "dead letters in the journal, also those from before this start",
+                i64::try_from(b.journal_dead).unwrap_or(i64::MAX),
+            )?;
+            gauge(
+                &mut e,
                 "hexidian_dead_letters_unconfirmed",
                 "failed messages held unacknowledged until their failure is known to be \
                  their own (the breaker's streak)",

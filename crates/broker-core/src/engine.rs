@@ -164,6 +164,8 @@ pub struct BrokerStatus {
     pub backlog: usize,
     /// Dead letters of a streak not yet final (see [`BrokerConfig::breaker_after`]).
     pub unconfirmed_dead: usize,
+    /// Dead letters in the journal: counted once at start, then as they are committed.
+    pub journal_dead: u64,
     /// The last counted failure, if the broker is currently retrying a refused message.
     pub retrying: Option<String>,
     /// Set while a peer cannot be asked and the queue waits for it.
@@ -489,6 +491,8 @@ impl Broker {
         let mirror: Mirror = ports.state.load().await?.into_iter().collect();
         let (epoch, in_progress) = ports.sip.sync_state().await?;
         let sync = in_progress.then_some(epoch);
+        // the one count over the journal; from here on the status counts along
+        let journal_dead = ports.state.stats().await?.dead;
         tracing::info!(
             extensions = mirror.len(),
             sync_epoch = ?sync,
@@ -496,6 +500,7 @@ impl Broker {
         );
         let status = Arc::new(Mutex::new(BrokerStatus {
             sync_epoch: sync,
+            journal_dead,
             ..BrokerStatus::default()
         }));
         let directory = crate::model::SharedDirectory::default();
@@ -878,6 +883,7 @@ impl Broker {
                 s.done += one.done;
                 s.ignored += one.ignored;
                 s.dead += one.dead;
+                s.journal_dead += one.dead;
                 // GURU3's type names are upper-case words; anything else, and types past
                 // the limit, count as `other`
                 let kind = f.kind.as_str();
