@@ -10,13 +10,13 @@ use tokio::net::TcpStream;
 use crate::{World, http_get};
 
 /// A reader of the stream over a raw socket, as any SSE client sees it.
-struct Stream {
+pub(crate) struct Stream {
     sock: TcpStream,
     buf: String,
 }
 
 impl Stream {
-    async fn open(addr: std::net::SocketAddr) -> Self {
+    pub(crate) async fn open(addr: std::net::SocketAddr) -> Self {
         let mut sock = TcpStream::connect(addr).await.unwrap();
         sock.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
             .await
@@ -50,7 +50,7 @@ impl Stream {
     }
 
     /// The next event (name, data), skipping comments and the chunked framing.
-    async fn next(&mut self, limit: Duration) -> (String, serde_json::Value) {
+    pub(crate) async fn next(&mut self, limit: Duration) -> (String, serde_json::Value) {
         let t0 = Instant::now();
         loop {
             let found = self.buf.find("event: ").and_then(|i| {

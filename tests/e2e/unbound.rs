@@ -139,6 +139,23 @@ async fn a_new_handset_gets_a_temporary_number_and_binds_by_token_call() {
     );
     assert_eq!(temp_rows(&w).await, 1, "the PBX has the temporary user");
     let token = token_of(&w, "2001");
+    // the status stream lists the handset on its temporary number, and what happened to it
+    let mut stream = crate::stream::Stream::open(run.admin_addr().unwrap()).await;
+    let (_, snap) = stream.next(Duration::from_secs(10)).await;
+    let listed = snap["status"]["unbound"]["temporaries"].as_array().unwrap();
+    assert!(
+        listed.iter().any(|t| t["number"] == temp_number.as_str()),
+        "{snap}"
+    );
+    assert!(
+        snap["handsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["what"] == "temporary" && a["number"] == temp_number.as_str()),
+        "{snap}"
+    );
+    drop(stream);
 
     // every answer of the contract
     let json = "application/json";

@@ -40,6 +40,8 @@ pub(crate) const STREAM_LIFETIME: Duration = Duration::from_secs(10 * 60);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Finished messages in the snapshot (the newest).
 const SNAPSHOT_MESSAGES: usize = 50;
+/// Handsets on a temporary number listed in a `status` event (the first by number).
+const TEMPORARIES: usize = 50;
 /// Dead letters in the snapshot and in `dead_letters` events.
 const DEAD_LETTERS: u32 = 10;
 
@@ -98,6 +100,16 @@ fn status(h: &Health, pg_up: Option<bool>) -> Value {
     let feed = broker_core::ports::EventFeed::health(&*h.feed);
     let broker = h.with_broker(broker_json);
     let unbound = h.unbound_status();
+    let temporaries: Vec<Value> = h
+        .unbound
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|u| u.temporaries(TEMPORARIES))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(number, ppn)| json!({"number": number, "ppn": ppn}))
+        .collect();
     json!({
         "guru3": {
             "last_fetch_ok": feed.last_fetch_ok,
@@ -115,6 +127,8 @@ fn status(h: &Health, pg_up: Option<bool>) -> Value {
             "assigns_ok": s.assigns_ok,
             "assigns_nak": s.assigns_nak,
             "last_error": s.last_error,
+            "outbox": s.outbox,
+            "temporaries": temporaries,
         })),
     })
 }

@@ -60,6 +60,11 @@ function showStatus(s) {
   const u = s.unbound;
   if (u) {
     text("h-temporary", u.temporary); text("h-bound", u.bound); text("h-failed", u.binds_failed);
+    const t = u.temporaries || [];
+    $("temporaries").textContent = t.length
+      ? "on a temporary number: " + t.map((x) => x.number + " (ppn " + x.ppn + ")").join(", ")
+        + (u.temporary > t.length ? ", …" : "")
+      : "";
   }
 }
 

@@ -286,6 +286,16 @@ impl Unbound {
         s
     }
 
+    /// Handsets on a temporary number now: (temporary number, ppn), in number order, at
+    /// most `limit`.
+    pub fn temporaries(&self, limit: usize) -> Vec<(String, u32)> {
+        let l = self.local();
+        let mut t: Vec<(String, u32)> = l.temps.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+        t.sort_unstable();
+        t.truncate(limit);
+        t
+    }
+
     fn failed(&self, what: &'static str, e: &PortError) {
         tracing::warn!(error = %e.report(), "{what}");
         let mut l = self.local();
