@@ -85,7 +85,9 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
         .save(Extension::new("2001", "During", Kind::dect()))
         .unwrap();
     let text = until(admin, Duration::from_secs(30), "the stall", |t| {
-        sample(t, "hexidian_stalled") == Some(1.0) && sample(t, "hexidian_omm_link_up") == Some(0.0)
+        sample(t, "hexidian_stalled") == Some(1.0)
+            && sample(t, "hexidian_omm_link_up") == Some(0.0)
+            && sample(t, "hexidian_backlog") >= Some(1.0)
     })
     .await;
     assert_eq!(sample(&text, "hexidian_stall_refused"), Some(0.0));
@@ -107,6 +109,20 @@ async fn metrics_follow_edits_an_omm_outage_and_a_dead_letter() {
     .await;
     assert!(sample(&text, "hexidian_omm_sessions_total").unwrap() > sessions);
     assert_eq!(sample(&text, "hexidian_backlog"), Some(0.0));
+
+    // GURU3's websocket drops: it comes back, and the reconnect is counted
+    let connects = sample(&text, "hexidian_guru3_websocket_connects_total").unwrap();
+    w.guru3.drop_websockets();
+    until(
+        admin,
+        Duration::from_secs(30),
+        "the websocket's reconnect",
+        |t| {
+            sample(t, "hexidian_guru3_websocket_connects_total") > Some(connects)
+                && sample(t, "hexidian_guru3_websocket_up") == Some(1.0)
+        },
+    )
+    .await;
 
     // a message that cannot be understood is a dead letter, counted once
     w.guru3.inject(

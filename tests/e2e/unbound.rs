@@ -103,6 +103,13 @@ async fn has_pbx_user(w: &World, id: &str) -> bool {
         .is_some()
 }
 
+/// The value of one sample on `/metrics`.
+fn sample_of(text: &str, key: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{key} not in\n{text}"))
+}
+
 async fn temp_rows(w: &World) -> i64 {
     w.sql
         .query_one(
@@ -326,6 +333,14 @@ async fn a_new_handset_gets_a_temporary_number_and_binds_by_token_call() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
     }
+    // temporary numbers: at least the ones of this test were given, and the bound handset
+    // holds none any more
+    let temps = sample_of(&text, "hexidian_temporary_numbers_total");
+    assert!(temps >= 1.0, "{text}");
+    assert!(
+        sample_of(&text, "hexidian_temporary_handsets") < temps,
+        "{text}"
+    );
     // the refused calls above: a wrong key and a caller that is no temporary user
     for reason in ["key", "caller"] {
         let key = format!("hexidian_webhook_rejections_total{{reason=\"{reason}\"}} ");
