@@ -899,7 +899,7 @@ impl Unbound {
         Ok(())
     }
 
-    /// Sends queued ASSIGN_HANDSETs in batches of [`OUTBOX_BATCH`].
+    /// Sends queued ASSIGN_HANDSETs, ten at a time.
     pub async fn flush_outbox(&self) {
         let p = &self.inner.ports;
         let assigns = match p.state.pending_assigns(OUTBOX_BATCH).await {
