@@ -13,13 +13,21 @@ pub enum KeySize {
     Bits1024,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct RsaKey {
     n: BigUint,
     e: BigUint,
     d: BigUint,
     len: usize,
+    /// Ciphertexts already made, by plaintext: every record the simulator returns or
+    /// announces carries its secrets encrypted, and a 10,000-user event would otherwise spend
+    /// most of the simulator's time in RSA. Any valid ciphertext is as good as a fresh one
+    /// to a client, which can only decrypt it.
+    made: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
+
+/// Plaintexts whose ciphertexts are kept at most (the cache starts over when full).
+const MADE: usize = 65_536;
 
 impl RsaKey {
     pub(crate) fn builtin(size: KeySize) -> Self {
@@ -41,6 +49,7 @@ impl RsaKey {
             d: get("d="),
             n,
             len,
+            made: std::sync::Mutex::default(),
         }
     }
 
@@ -78,6 +87,19 @@ impl RsaKey {
     }
 
     pub(crate) fn encrypt(&self, plain: &str) -> String {
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = made.get(plain) {
+            return c.clone();
+        }
+        if made.len() >= MADE {
+            made.clear();
+        }
+        let c = self.encrypt_fresh(plain);
+        made.insert(plain.to_owned(), c.clone());
+        c
+    }
+
+    fn encrypt_fresh(&self, plain: &str) -> String {
         let mut em = vec![0u8; self.len];
         em[1] = 2;
         let ps_len = self.len.saturating_sub(3 + plain.len()).max(8);

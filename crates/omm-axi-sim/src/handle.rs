@@ -202,12 +202,7 @@ fn user_input(st: &State, name: &str, seq: Option<&str>, node: &Node) -> Result<
 }
 
 fn num_taken(st: &State, num: &str, except: u32) -> bool {
-    st.knobs.unique_num
-        && !num.is_empty()
-        && st
-            .users
-            .iter()
-            .any(|(u, a)| *u != except && a.get("num").map(String::as_str) == Some(num))
+    st.knobs.unique_num && !num.is_empty() && st.users.taken(num, except)
 }
 
 fn paged(st: &State, name: &str, seq: Option<&str>, req: &Node, users: bool) -> Reply {
@@ -222,21 +217,11 @@ fn paged(st: &State, name: &str, seq: Option<&str>, req: &Node, users: bool) -> 
             _ => return err(name, seq, "EInval", &[("bad", "maxRecords")]),
         },
     };
-    let ids: Vec<u32> = if users {
-        st.users.keys().copied().collect()
-    } else {
-        st.devices.keys().copied().collect()
-    };
+    let table = if users { &st.users } else { &st.devices };
     let selected: Vec<u32> = match max {
-        Some(m) => ids
-            .into_iter()
-            .filter(|i| *i >= from)
-            .take(m.max(1))
-            .collect(),
-        None if st.knobs.next_higher_get => {
-            ids.into_iter().filter(|i| *i >= from).take(1).collect()
-        }
-        None => ids.into_iter().filter(|i| *i == from).collect(),
+        Some(m) => table.ids_from(from).take(m.max(1)).collect(),
+        None if st.knobs.next_higher_get => table.ids_from(from).take(1).collect(),
+        None => table.ids_from(from).take_while(|i| *i == from).collect(),
     };
     if selected.is_empty() {
         return err(name, seq, "ENoEnt", &[]);
@@ -397,7 +382,7 @@ pub(crate) fn request(st: &mut State, session: u64, req: &Node) -> Reply {
                 .values()
                 .filter(|d| d.get("s").map(String::as_str) == Some("Yes"))
                 .count();
-            let first = st.devices.keys().next().copied().unwrap_or(0);
+            let first = st.devices.first_id().unwrap_or(0);
             (
                 ok(name, seq)
                     .attr("nRecords", &st.devices.len().to_string())
@@ -408,7 +393,7 @@ pub(crate) fn request(st: &mut State, session: u64, req: &Node) -> Reply {
             )
         }
         "GetPPUserSummary" => {
-            let first = st.users.keys().next().copied().unwrap_or(0);
+            let first = st.users.first_id().unwrap_or(0);
             (
                 ok(name, seq)
                     .attr("nRecords", &st.users.len().to_string())
@@ -422,11 +407,7 @@ pub(crate) fn request(st: &mut State, session: u64, req: &Node) -> Reply {
         "GetPPDev" => paged(st, name, seq, req, false),
         "GetPPUserByNumber" => {
             let num = req.get("num").unwrap_or("");
-            match st
-                .users
-                .values()
-                .find(|u| u.get("num").map(String::as_str) == Some(num))
-            {
+            match st.users.find(num).and_then(|uid| st.users.get(&uid)) {
                 Some(u) => (ok(name, seq).child(&st.user_xml(u)).finish(), Vec::new()),
                 None => err(name, seq, "ENoEnt", &[]),
             }
@@ -507,7 +488,7 @@ pub(crate) fn request(st: &mut State, session: u64, req: &Node) -> Reply {
                 } else {
                     st.devices.get_mut(&id)
                 };
-                if let Some(rec) = rec {
+                if let Some(mut rec) = rec {
                     rec.insert("relType".into(), rel.into());
                     rec.insert("timeStamp".into(), now.to_string());
                 }
@@ -731,7 +712,7 @@ fn set_user(st: &mut State, name: &str, seq: Option<&str>, req: &Node) -> Reply 
         }
     }
     let now = st.now;
-    let rec = st.users.get_mut(&uid).expect("checked above");
+    let mut rec = st.users.get_mut(&uid).expect("checked above");
     let mut changed = Attrs::new();
     for (k, v) in input {
         if rec.get(&k) != Some(&v) {
@@ -750,6 +731,7 @@ fn set_user(st: &mut State, name: &str, seq: Option<&str>, req: &Node) -> Reply 
             deleted: false,
         });
     }
+    drop(rec);
     let xml = st.user_xml(&st.users[&uid]);
     (ok(name, seq).child(&xml).finish(), changes)
 }
@@ -757,11 +739,7 @@ fn set_user(st: &mut State, name: &str, seq: Option<&str>, req: &Node) -> Reply 
 fn delete_user(st: &mut State, name: &str, seq: Option<&str>, req: &Node) -> Reply {
     let uid = match (req.get("uid"), req.get("num")) {
         (Some(u), _) => u.parse::<u32>().ok().filter(|u| st.users.contains_key(u)),
-        (None, Some(num)) => st
-            .users
-            .iter()
-            .find(|(_, a)| a.get("num").map(String::as_str) == Some(num))
-            .map(|(u, _)| *u),
+        (None, Some(num)) => st.users.find(num),
         (None, None) => return err(name, seq, "EMissing", &[("bad", "uid")]),
     };
     let Some(uid) = uid else {
@@ -870,7 +848,7 @@ fn set_dev(st: &mut State, name: &str, seq: Option<&str>, req: &Node, sync: bool
 
 fn apply_dev(st: &mut State, ppn: u32, input: Attrs) -> Vec<Change> {
     let now = st.now;
-    let rec = st.devices.get_mut(&ppn).expect("caller checked");
+    let mut rec = st.devices.get_mut(&ppn).expect("caller checked");
     let mut changed = Attrs::new();
     for (k, v) in input {
         if rec.get(&k) != Some(&v) {
@@ -937,11 +915,11 @@ fn set_pp(st: &mut State, name: &str, seq: Option<&str>, req: &Node, sync: bool)
                 changes.extend(st.unbind_device(cur_user_ppn));
             }
             let now = st.now.to_string();
-            let d = st.devices.get_mut(&ppn).expect("checked");
+            let mut d = st.devices.get_mut(&ppn).expect("checked");
             d.insert("uid".into(), uid.to_string());
             d.insert("relType".into(), rel.clone());
             d.insert("timeStamp".into(), now.clone());
-            let u = st.users.get_mut(&uid).expect("checked");
+            let mut u = st.users.get_mut(&uid).expect("checked");
             u.insert("ppn".into(), ppn.to_string());
             u.insert("relType".into(), rel.clone());
             u.insert("timeStamp".into(), now.clone());

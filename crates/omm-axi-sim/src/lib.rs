@@ -12,6 +12,7 @@ mod crypto;
 mod handle;
 mod server;
 mod state;
+mod table;
 mod wire;
 
 pub use crypto::KeySize;

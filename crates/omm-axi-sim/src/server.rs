@@ -306,11 +306,11 @@ impl Sim {
     /// dynamic relation; the device counts as subscribed.
     pub fn seed_relation(&self, ppn: u32, uid: u32) {
         self.mutate(|st| {
-            if let Some(u) = st.users.get_mut(&uid) {
+            if let Some(mut u) = st.users.get_mut(&uid) {
                 u.insert("ppn".into(), ppn.to_string());
                 u.insert("relType".into(), "Dynamic".into());
             }
-            if let Some(d) = st.devices.get_mut(&ppn) {
+            if let Some(mut d) = st.devices.get_mut(&ppn) {
                 d.insert("uid".into(), uid.to_string());
                 d.insert("relType".into(), "Dynamic".into());
                 d.insert("s".into(), "Yes".into());
@@ -395,7 +395,7 @@ impl Sim {
                     ppn
                 }
             };
-            let d = st.devices.get_mut(&ppn).expect("exists");
+            let mut d = st.devices.get_mut(&ppn).expect("exists");
             d.insert("s".into(), "Yes".into());
             d.insert("uak".into(), uak);
             d.insert("timeStampSubscription".into(), now.to_string());
@@ -405,6 +405,7 @@ impl Sim {
                 attrs: d.clone(),
                 deleted: false,
             });
+            drop(d);
             st.emit(&changes);
             Ok(ppn)
         })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::crypto::RsaKey;
+use crate::table::Table;
 
 /// Attribute map of a record (values as on the wire, secrets in plaintext).
 pub type Attrs = BTreeMap<String, String>;
@@ -151,8 +152,8 @@ pub(crate) struct SessionInfo {
 }
 
 pub(crate) struct State {
-    pub(crate) users: BTreeMap<u32, Attrs>,
-    pub(crate) devices: BTreeMap<u32, Attrs>,
+    pub(crate) users: Table,
+    pub(crate) devices: Table,
     pub(crate) next_uid: u32,
     pub(crate) next_ppn: u32,
     pub(crate) accounts: Vec<(String, String)>,
@@ -191,8 +192,8 @@ pub(crate) enum Change {
 impl State {
     pub(crate) fn new(key: RsaKey, knobs: Knobs) -> Self {
         Self {
-            users: BTreeMap::new(),
-            devices: BTreeMap::new(),
+            users: Table::new("num"),
+            devices: Table::new("ipei"),
             next_uid: 1,
             next_ppn: 1,
             accounts: vec![("omm".into(), "omm".into())],
@@ -364,16 +365,13 @@ impl State {
     }
 
     pub(crate) fn find_device_by_ipei(&self, ipei: &str) -> Option<u32> {
-        self.devices
-            .iter()
-            .find(|(_, d)| d.get("ipei").map(String::as_str) == Some(ipei))
-            .map(|(p, _)| *p)
+        self.devices.find(ipei)
     }
 
     /// Unbinds the device `ppn` and its user; returns the changes.
     pub(crate) fn unbind_device(&mut self, ppn: u32) -> Vec<Change> {
         let mut changes = Vec::new();
-        let Some(dev) = self.devices.get_mut(&ppn) else {
+        let Some(mut dev) = self.devices.get_mut(&ppn) else {
             return changes;
         };
         let uid: u32 = dev.get("uid").and_then(|u| u.parse().ok()).unwrap_or(0);
@@ -397,7 +395,7 @@ impl State {
             attrs: dev_change,
             deleted: false,
         });
-        if let Some(user) = self.users.get_mut(&uid) {
+        if let Some(mut user) = self.users.get_mut(&uid) {
             user.insert("ppn".into(), "0".into());
             user.insert("ppnOld".into(), ppn.to_string());
             user.insert("relType".into(), "Unbound".into());
