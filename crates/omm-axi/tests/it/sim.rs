@@ -205,6 +205,53 @@ async fn paging_through_a_thousand_users() {
 }
 
 #[tokio::test]
+async fn a_pipelined_scan_reads_dense_and_sparse_keys_once_each() {
+    let sim = Sim::start().await;
+    for i in 0..1000 {
+        sim.seed_user(&[("num", &format!("{}", 10_000 + i))]);
+    }
+    let (client, _events, _conn) = open(&sim).await;
+    let scan = |c: Client| async move {
+        let mut got = Vec::new();
+        c.scan_users(8, |page| got.extend(page.iter().map(|u| u.uid().get())))
+            .await
+            .unwrap();
+        got
+    };
+    let mut got = scan(client.clone()).await;
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (1..=1000).collect::<Vec<u32>>(),
+        "dense: every user once"
+    );
+    // 50 full pages plus at most `depth` requests past the end
+    let gets = sim.view().requests("GetPPUser").count();
+    assert!((51..=58).contains(&gets), "{gets} page requests");
+
+    // sparse: a hole of 500 and only every 7th user elsewhere
+    for uid in 1..=1000u32 {
+        if (200..700).contains(&uid) || uid % 7 != 0 {
+            client.delete_user(Uid::new(uid)).await.unwrap();
+        }
+    }
+    let want: Vec<u32> = (1..=1000u32)
+        .filter(|u| !(200..700).contains(u) && u % 7 == 0)
+        .collect();
+    let before = sim.view().requests("GetPPUser").count();
+    let mut got = scan(client.clone()).await;
+    got.sort_unstable();
+    assert_eq!(got, want, "sparse: every user once");
+    let gets = sim.view().requests("GetPPUser").count() - before;
+    assert!(gets <= 60, "{gets} page requests for {} users", want.len());
+
+    // an empty table
+    let mut pages = 0;
+    client.scan_devices(8, |_| pages += 1).await.unwrap();
+    assert_eq!(pages, 0);
+}
+
+#[tokio::test]
 async fn attach_and_detach_with_events_observed() {
     let sim = Sim::start().await;
     let (client, mut events, _conn) = open(&sim).await;
