@@ -1,6 +1,7 @@
 //! End-to-end tests and benchmarks of hexidian live in `e2e/` and `benches/`; this is what
 //! they share.
 
+pub mod process;
 mod world;
 pub use world::{ASTERISK_ROLE, HEXIDIAN_ROLE, Rng, World, http_get, roles_sql};
 

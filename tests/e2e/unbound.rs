@@ -675,7 +675,7 @@ async fn use_encryption_follows_guru3_on_the_handset() {
 async fn broker_and_workflow_moving_one_handset_at_once_leave_one_consistent_relation() {
     use broker_core::model::{Handset as DomainHandset, Secret};
     use broker_core::ports::{DectSystem, DectUser};
-    use hexidian::adapters::{OmmDect, OmmHandsets, OmmLink};
+    use hexidian::adapters::{OmmDect, OmmHandsets, omm_link};
     use unbound_handsets::ports::Handsets;
 
     let guru3 = guru3_sim::Guru3Sim::start(guru3_sim::Config::default())
@@ -683,7 +683,7 @@ async fn broker_and_workflow_moving_one_handset_at_once_leave_one_consistent_rel
         .unwrap();
     let omm = omm_axi_sim::Sim::start().await;
     let s = hexidian_demo::sim_settings(&guru3, &omm, hexidian_demo::memory_store()).unwrap();
-    let link = OmmLink::new();
+    let link = omm_link();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let maintain = tokio::spawn(std::sync::Arc::clone(&link).maintain(s.omm.clone(), stop));
     let t0 = Instant::now();

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use unbound_handsets::ports::HandsetState;
 
-use crate::adapters::{Guru3Feed, OmmDect, OmmHandsets, OmmLink, PgSip, PgState};
+use crate::adapters::{Guru3Feed, OmmDect, OmmHandsets, OmmLink, OmmStats, PgSip, PgState};
 
 /// The unbound-handset workflow and its token-call webhook.
 #[derive(Debug, Clone)]
@@ -130,6 +130,7 @@ impl Clock for SystemClock {
 pub(crate) struct Health {
     pub(crate) feed: Arc<Guru3Feed>,
     pub(crate) omm: Arc<OmmLink>,
+    pub(crate) omm_stats: Arc<OmmStats>,
     pub(crate) pg: Arc<Mutex<Option<asterisk_realtime::Store>>>,
     pub(crate) memory_store: bool,
     pub(crate) state: Arc<Mutex<Option<Arc<dyn StateStore>>>>,
@@ -261,11 +262,12 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
     let client = guru3_client::Client::new(settings.guru3.clone())?;
     let (feed, watcher) = guru3_client::client::feed(client, settings.feed.clone());
     let feed = Arc::new(Guru3Feed::new(feed));
-    let omm = OmmLink::new();
+    let omm = adapters::omm_link();
     let (stop, stop_rx) = watch::channel(false);
     let health = Health {
         feed: Arc::clone(&feed),
         omm: Arc::clone(&omm),
+        omm_stats: Arc::default(),
         pg: Arc::default(),
         memory_store: !matches!(settings.store, StoreSettings::Postgres(_)),
         state: Arc::default(),
@@ -558,7 +560,13 @@ async fn supervise(
         .spawn(named("guru3 websocket watcher", watcher.run()));
     helpers.links.spawn(named(
         "omm link",
-        Arc::clone(&omm).maintain(settings.omm.clone(), links.clone()),
+        Arc::clone(&omm).maintain(
+            settings
+                .omm
+                .clone()
+                .observer(Arc::clone(&health.omm_stats) as Arc<dyn omm_axi::client::Observer>),
+            links.clone(),
+        ),
     ));
     if let Some(listener) = admin {
         helpers.tasks.spawn(named(

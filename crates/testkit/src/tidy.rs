@@ -111,6 +111,13 @@ fn dependency_directions_hold() {
                         .contains(&d.as_str())),
                 "{name} depends on {normal:?}"
             ),
+            // DECT provisioning: over the OMM client only, reusable without hexidian
+            "omm-provision" => assert!(
+                normal
+                    .iter()
+                    .all(|d| ["omm-axi", "exp-backoff"].contains(&d.as_str())),
+                "{name} depends on {normal:?}"
+            ),
             "unbound-handsets" => assert!(
                 normal.iter().all(|d| d == "broker-core"),
                 "{name} depends on {normal:?}"
@@ -132,6 +139,7 @@ fn dependency_directions_hold() {
                     "unbound-handsets",
                     "guru3-client",
                     "omm-axi",
+                    "omm-provision",
                     "asterisk-realtime",
                     "hexidian-state",
                     "exp-backoff",

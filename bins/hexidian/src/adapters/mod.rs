@@ -4,8 +4,7 @@
 mod guru3;
 mod omm;
 mod pg;
-mod serial;
 
 pub use guru3::Guru3Feed;
-pub use omm::{OWNER_TAG, OmmDect, OmmHandsets, OmmLink, TEMP_TAG};
+pub use omm::{OWNER_TAG, OmmDect, OmmHandsets, OmmLink, OmmStats, TEMP_TAG, omm_link};
 pub use pg::{PgSip, PgState};

@@ -13,7 +13,7 @@ use guru3_sim::{Extension, Kind};
 use hexidian_e2e::{Rng, World};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Hexidian, WEBHOOK_KEY, write_config};
+use crate::support::{BIN, Hexidian, WEBHOOK_KEY, write_config};
 
 /// A token call as Asterisk's `CURL()` makes it; `None` when the connection ended without an
 /// answer (the process died while the call was in flight).
@@ -143,7 +143,7 @@ async fn killed_anywhere_the_real_process_converges_and_reports_exactly_the_bind
         match armed {
             Some(point) => {
                 let n = 1 + rng.below(3);
-                let c = Hexidian::spawn(&w, &config, Some(&format!("{point}:{n}")));
+                let c = Hexidian::spawn(BIN, &w, &config, Some(&format!("{point}:{n}")));
                 let hit = c.aborted_at_or_idle(&w, point).await;
                 assert!(hit || round >= 4, "{point} not reached in round {round}");
                 record.push(format!(
@@ -152,7 +152,7 @@ async fn killed_anywhere_the_real_process_converges_and_reports_exactly_the_bind
                 ));
             }
             None => {
-                let c = Hexidian::spawn(&w, &config, None);
+                let c = Hexidian::spawn(BIN, &w, &config, None);
                 let after = 200 + rng.below(2500);
                 tokio::time::sleep(Duration::from_millis(after)).await;
                 c.kill9().await;
@@ -164,7 +164,7 @@ async fn killed_anywhere_the_real_process_converges_and_reports_exactly_the_bind
     // bind 1 dies at each of its boundaries in turn: the first child while answering the
     // token call, each restart as it takes the bind up where the last one died
     let ipei1 = hexidian_demo::ipei(90_001);
-    let c = Hexidian::spawn(&w, &config, Some(crash::BIND_RECORDED));
+    let c = Hexidian::spawn(BIN, &w, &config, Some(crash::BIND_RECORDED));
     let hook = c.webhook().await;
     let temp1 = subscribe_for_temp(&w, &c, &ipei1).await;
     let answer = token_call(hook, &temp1, &token_of(&w, "2001")).await;
@@ -173,14 +173,14 @@ async fn killed_anywhere_the_real_process_converges_and_reports_exactly_the_bind
         .await;
     record.push(format!("{}:1 aborted", crash::BIND_RECORDED));
     for point in [crash::BIND_MOVED, crash::BIND_FINISHED, crash::ASSIGN_SENT] {
-        let c = Hexidian::spawn(&w, &config, Some(point));
+        let c = Hexidian::spawn(BIN, &w, &config, Some(point));
         c.aborted_at(point, Duration::from_secs(60)).await;
         record.push(format!("{point}:1 aborted"));
     }
 
     // bind 2 under kill -9 at random moments of its bind delay and outbox round
     let ipei2 = hexidian_demo::ipei(90_002);
-    let c = Hexidian::spawn(&w, &config, None);
+    let c = Hexidian::spawn(BIN, &w, &config, None);
     let hook = c.webhook().await;
     let temp2 = subscribe_for_temp(&w, &c, &ipei2).await;
     let t0 = Instant::now();
@@ -198,14 +198,14 @@ async fn killed_anywhere_the_real_process_converges_and_reports_exactly_the_bind
     tokio::time::sleep(Duration::from_millis(after)).await;
     c.kill9().await;
     record.push(format!("bind 2: kill -9 {after} ms after OK"));
-    let c = Hexidian::spawn(&w, &config, None);
+    let c = Hexidian::spawn(BIN, &w, &config, None);
     let after = 100 + rng.below(3000);
     tokio::time::sleep(Duration::from_millis(after)).await;
     c.kill9().await;
     record.push(format!("bind 2: kill -9 {after} ms after a restart"));
 
     // the last run, left alone
-    let c = Hexidian::spawn(&w, &config, None);
+    let c = Hexidian::spawn(BIN, &w, &config, None);
     w.drained(Duration::from_secs(180)).await;
     let t0 = Instant::now();
     let want: BTreeSet<(String, String)> = [
@@ -296,7 +296,7 @@ async fn a_crash_at_every_step_of_a_resync_sweep_is_finished_by_the_restart() {
     let dir = std::env::temp_dir().join(format!("hexidian-sweep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = write_config(&w, &dir);
-    let c = Hexidian::spawn(&w, &config, None);
+    let c = Hexidian::spawn(BIN, &w, &config, None);
     w.drained(Duration::from_secs(120)).await;
     c.kill9().await;
     let points = [
@@ -323,9 +323,9 @@ async fn a_crash_at_every_step_of_a_resync_sweep_is_finished_by_the_restart() {
             w.guru3.delete(number).unwrap();
         }
         w.guru3.resync();
-        let c = Hexidian::spawn(&w, &config, Some(&format!("{point}:{n}")));
+        let c = Hexidian::spawn(BIN, &w, &config, Some(&format!("{point}:{n}")));
         c.aborted_at(point, Duration::from_secs(120)).await;
-        let c = Hexidian::spawn(&w, &config, None);
+        let c = Hexidian::spawn(BIN, &w, &config, None);
         w.drained(Duration::from_secs(120)).await;
         c.kill9().await;
         w.assert_converged().await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use guru3_sim::{Extension, Kind};
 use hexidian_e2e::{World, http_get};
 
-use crate::support::{Hexidian, OMM_PASSWORD, WEBHOOK_KEY, write_config};
+use crate::support::{BIN, Hexidian, OMM_PASSWORD, WEBHOOK_KEY, write_config};
 
 /// `hexidian <command> --config <config>` with the secrets in the environment, human log
 /// lines: (success, stderr).
@@ -66,7 +66,7 @@ async fn the_documented_set_up_runs_and_a_revoked_grant_stalls_until_it_is_back(
     assert!(ok, "check-config after the documented set-up:\n{err}");
     assert!(err.contains("postgres: ok"), "{err}");
 
-    let run = Hexidian::spawn(&w, &config, None);
+    let run = Hexidian::spawn(BIN, &w, &config, None);
     let admin = run.admin().await;
     w.save_drained(Extension::new("2001", "Before", Kind::sip()))
         .await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use hexidian_e2e::World;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{Hexidian, write_config};
+use crate::support::{BIN, Hexidian, write_config};
 
 const STUCK_CLIENTS: usize = 8;
 
@@ -33,7 +33,7 @@ async fn stream_clients_that_never_read_are_dropped_and_memory_stays_flat() {
     let dir = std::env::temp_dir().join(format!("hexidian-stream-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = write_config(&w, &dir);
-    let c = Hexidian::spawn(&w, &config, None);
+    let c = Hexidian::spawn(BIN, &w, &config, None);
     let admin = c.admin().await;
     w.drained(Duration::from_secs(180)).await;
     // one round of edits without clients: what the process holds after the work itself

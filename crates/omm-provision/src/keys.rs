@@ -11,10 +11,12 @@
 //! has found out which handset it is. Nothing takes a number while holding a handset.
 //!
 //! A change that read a handset's state before it could hold the handset checks
-//! [`Keys::handset_generation`]: it moves whenever a holder of a handset key lets go, while it
-//! still holds it (so the next holder can never see the old value), and an unchanged
-//! generation proves that no serialised change ran in between and the read is still current
-//! (saving a second request in the common case).
+//! [`Keys::handset_generation`] of that handset: it moves whenever a holder of the handset's
+//! key lets go, while it still holds it (so the next holder can never see the old value), and
+//! an unchanged generation proves that no serialised change of that handset ran in between and
+//! the read is still current. Generations are kept per handset in a fixed number of stripes
+//! (handsets sharing a stripe share a counter: at worst a read is repeated once), so 32
+//! changes of different handsets at once do not invalidate each other's reads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +34,26 @@ pub(crate) enum Key {
 }
 
 /// The table of keys in use: an entry lives while someone holds or waits for it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Keys {
     table: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
-    handsets: AtomicU64,
+    handsets: [AtomicU64; STRIPES],
+}
+
+/// Generation stripes of the handsets.
+const STRIPES: usize = 256;
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            table: Mutex::default(),
+            handsets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+fn stripe(ppn: u32) -> usize {
+    ppn as usize % STRIPES
 }
 
 impl Keys {
@@ -61,9 +79,9 @@ impl Keys {
         held
     }
 
-    /// Moves every time a holder of a handset key lets go.
-    pub(crate) fn handset_generation(&self) -> u64 {
-        self.handsets.load(Ordering::SeqCst)
+    /// Moves every time a holder of the key of `ppn` (or of a handset in its stripe) lets go.
+    pub(crate) fn handset_generation(&self, ppn: u32) -> u64 {
+        self.handsets[stripe(ppn)].load(Ordering::SeqCst)
     }
 
     /// Keys currently held or waited for.
@@ -112,8 +130,8 @@ impl Drop for Held<'_> {
         for (key, guard) in self.held.drain(..).rev() {
             // the generation moves while the handset is still held: whoever gets it next
             // sees the new value, never the one its stale read was made under
-            if matches!(key, Key::Handset(_)) {
-                self.keys.handsets.fetch_add(1, Ordering::SeqCst);
+            if let Key::Handset(ppn) = key {
+                self.keys.handsets[stripe(ppn)].fetch_add(1, Ordering::SeqCst);
             }
             drop(guard);
             #[cfg(test)]
@@ -160,7 +178,12 @@ mod tests {
             );
         }
         assert_eq!(keys.len(), 0);
-        assert_eq!(keys.handset_generation(), 4);
+        assert_eq!(keys.handset_generation(7), 4);
+        assert_eq!(
+            keys.handset_generation(8),
+            0,
+            "another handset's reads stay good"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,12 +199,12 @@ mod tests {
             let mut a = keys.hold(["2001"]).await;
             a.add(7).await;
             // a change read the handset while `a` was changing it, then waits for it
-            let read_under = keys.handset_generation();
+            let read_under = keys.handset_generation(7);
             let k = Arc::clone(&keys);
             let waiter = tokio::spawn(async move {
                 let mut b = k.hold(["2002"]).await;
                 b.add(7).await;
-                k.handset_generation()
+                k.handset_generation(7)
             });
             tokio::time::sleep(Duration::from_millis(10)).await;
             drop(a);
