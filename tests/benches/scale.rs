@@ -7,8 +7,8 @@
 //! 25 % SIP, 5 % groups) until every message is acked and the OMM requests per new DECT
 //! extension; a full resync, from GURU3's first answer to its last ack, and the OMM requests
 //! it cost; single edits at that size, GURU3 save → ack; hexidian's RSS during the load and
-//! 10 s after a restart; the time from the OMM's return after a 30 s outage until an edit held
-//! during it is acked.
+//! 10 s after a restart; the time from the OMM's (and then GURU3's) return after a 30 s outage
+//! until an edit held during it is acked.
 //!
 //! `cargo bench -p hexidian-e2e --bench scale [-- --extensions N] [--hexidian PATH]`
 //! (without `--hexidian` the bench builds `target/release/hexidian` first).
@@ -208,7 +208,8 @@ async fn bench(a: Args, bin: PathBuf) {
             };
             Extension::new(&format!("{}", 90000 + i), "Latency", kind)
         } else {
-            let number = format!("{}", 10006 + i * 20);
+            // DECT extensions of the seed (every 20th from 10006)
+            let number = format!("{}", 10006 + 20 * (i as usize % (n / 20).max(1)));
             let mut e = w.guru3.extension(&number).unwrap();
             e.name = format!("Edited {i}");
             e
@@ -273,6 +274,20 @@ async fn bench(a: Args, bin: PathBuf) {
     drained(&w, &h, Duration::from_secs(120)).await;
     println!(
         "OMM back after a 30 s outage → the held edit acked: {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // GURU3 off for 30 s (connections refused) with an edit saved meanwhile; then back
+    w.guru3.set_listening(false).await;
+    let mut e = w.guru3.extension("10007").unwrap();
+    e.name = "Saved while GURU3 was off".into();
+    w.guru3.save(e).unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    w.guru3.set_listening(true).await;
+    let t0 = Instant::now();
+    drained(&w, &h, Duration::from_secs(120)).await;
+    println!(
+        "GURU3 back after a 30 s outage → the edit acked: {:.2} s",
         t0.elapsed().as_secs_f64()
     );
     h.kill9().await;

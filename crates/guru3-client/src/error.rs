@@ -74,6 +74,22 @@ impl Error {
         }
     }
 
+    /// Whether nothing answered for GURU3: the connection was refused (GURU3 restarting), or
+    /// a proxy in front of it said its backend is down (502, 503). Such a try costs GURU3
+    /// nothing, so callers retry within a second instead of backing off for long.
+    pub fn is_refused(&self) -> bool {
+        let refused = |e: &std::io::Error| e.kind() == std::io::ErrorKind::ConnectionRefused;
+        match self {
+            Self::Io(e) => refused(e),
+            #[cfg(feature = "client")]
+            Self::Websocket(e) => {
+                matches!(&**e, tokio_tungstenite::tungstenite::Error::Io(io) if refused(io))
+            }
+            Self::Rejected { status, .. } => matches!(status, 502 | 503),
+            _ => false,
+        }
+    }
+
     /// Whether GURU3 refused the credentials (403: wrong key, or a key for another event).
     pub fn is_auth(&self) -> bool {
         self.status() == Some(403)

@@ -97,19 +97,83 @@ impl Shared {
 }
 
 /// A running GURU3 simulator. Dropping it stops the listener and every connection.
-#[derive(Debug)]
 pub struct Guru3Sim {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    accept: tokio::task::JoinHandle<()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The accept loop (and with it every connection); `None` while GURU3 is off.
+    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Guru3Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guru3Sim")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Guru3Sim {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        self.accept.abort();
+        if let Some(t) = self
+            .accept
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            t.abort();
+        }
     }
+}
+
+/// Accepts and serves connections until aborted (which ends every connection too).
+fn serve(
+    listener: TcpListener,
+    accept_shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown_rx: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((tcp, _peer)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let shared = Arc::clone(&accept_shared);
+            let tls = tls.clone();
+            let shutdown = shutdown_rx.clone();
+            conns.spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let shared = Arc::clone(&shared);
+                    let shutdown = shutdown.clone();
+                    async move { Ok::<_, Infallible>(route(shared, req, shutdown).await) }
+                });
+                let builder = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(tcp), svc)
+                            .with_upgrades()
+                            .await;
+                    }
+                }
+            });
+            // reap finished connections
+            while conns.try_join_next().is_some() {}
+        }
+    })
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -159,51 +223,52 @@ impl Guru3Sim {
                 hexidian_testkit::server_identity(),
             ))
         });
-        let accept_shared = Arc::clone(&shared);
-        let accept = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((tcp, _peer)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = tcp.set_nodelay(true);
-                let shared = Arc::clone(&accept_shared);
-                let tls = tls.clone();
-                let shutdown = shutdown_rx.clone();
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let shared = Arc::clone(&shared);
-                        let shutdown = shutdown.clone();
-                        async move { Ok::<_, Infallible>(route(shared, req, shutdown).await) }
-                    });
-                    let builder = hyper::server::conn::http1::Builder::new();
-                    match tls {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(tcp).await {
-                                let _ = builder
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .with_upgrades()
-                                    .await;
-                            }
-                        }
-                        None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(tcp), svc)
-                                .with_upgrades()
-                                .await;
-                        }
-                    }
-                });
-                // reap finished connections
-                while conns.try_join_next().is_some() {}
-            }
-        });
+        let accept = serve(listener, Arc::clone(&shared), tls.clone(), shutdown_rx);
         Ok(Self {
             shared,
             addr,
-            accept,
+            tls,
+            accept: Mutex::new(Some(accept)),
             shutdown,
         })
+    }
+
+    /// GURU3 off (`false`): the listener is closed, so connections are refused, and every
+    /// open connection (websockets included) ends. `true` listens again on the same address.
+    pub async fn set_listening(&self, up: bool) {
+        if !up {
+            let old = self
+                .accept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(t) = old {
+                t.abort();
+                let _ = t.await;
+            }
+            return;
+        }
+        let running = self
+            .accept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if running {
+            return;
+        }
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("rebinding {}: {e}", self.addr));
+        let task = serve(
+            listener,
+            Arc::clone(&self.shared),
+            self.tls.clone(),
+            self.shutdown.subscribe(),
+        );
+        *self
+            .accept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
     }
 
     /// The listening address.

@@ -180,6 +180,7 @@ pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
         last_fetch_at: None,
         retry: Backoff::new(config.retry_base, config.retry_max),
         ack_retry: Backoff::new(config.retry_base, config.retry_max),
+        refused: Backoff::new(REFUSED.0, REFUSED.1),
         ack_retry_at: None,
         pending_acks: BTreeSet::new(),
         last_fetch_ok: false,
@@ -191,6 +192,7 @@ pub fn feed(client: Client, config: FeedConfig) -> (Feed, Watcher) {
         client,
         tx,
         backoff: Backoff::new(config.reconnect_base, config.reconnect_max),
+        refused: Backoff::new(REFUSED.0, REFUSED.1),
         idle_timeout: config.idle_timeout,
     };
     (feed, watcher)
@@ -216,6 +218,9 @@ pub struct Feed {
     last_fetch_at: Option<Instant>,
     retry: Backoff,
     ack_retry: Backoff,
+    /// after a refused connection (fetch or ack): retried within a second, so the queue
+    /// moves as soon as GURU3 is back, however long it was gone
+    refused: Backoff,
     /// after a failed ack POST: no fetch before this (its page would only repeat the
     /// messages whose acks are pending)
     ack_retry_at: Option<Instant>,
@@ -303,7 +308,12 @@ impl Feed {
         let ids: Vec<MessageId> = self.pending_acks.iter().copied().collect();
         for chunk in ids.chunks(crate::inbound::MAX_ACKS_PER_POST) {
             if let Err(e) = self.client.ack(chunk).await {
-                self.ack_retry_at = Some(Instant::now() + self.ack_retry.next_delay());
+                let delay = if e.is_refused() {
+                    self.refused.next_delay()
+                } else {
+                    self.ack_retry.next_delay()
+                };
+                self.ack_retry_at = Some(Instant::now() + delay);
                 self.publish();
                 return Err(e);
             }
@@ -313,6 +323,7 @@ impl Feed {
         }
         self.publish();
         self.ack_retry.reset();
+        self.refused.reset();
         self.ack_retry_at = None;
         Ok(())
     }
@@ -357,7 +368,12 @@ impl Feed {
                 Err(e) => {
                     self.last_fetch_ok = false;
                     self.publish();
-                    self.retry_at = Some(now + self.retry.next_delay());
+                    let delay = if e.is_refused() {
+                        self.refused.next_delay()
+                    } else {
+                        self.retry.next_delay()
+                    };
+                    self.retry_at = Some(now + delay);
                     self.fetch_now = true;
                     return Err(e);
                 }
@@ -366,6 +382,7 @@ impl Feed {
             self.last_fetch_ok = true;
             self.publish();
             self.retry.reset();
+            self.refused.reset();
             self.retry_at = None;
             self.next_poll = now + self.config.poll_interval;
             self.fetch_now = page.returned >= self.client.page_size() as usize;
@@ -470,8 +487,12 @@ pub struct Watcher {
     client: Client,
     tx: watch::Sender<WsState>,
     backoff: Backoff,
+    refused: Backoff,
     idle_timeout: Duration,
 }
+
+/// Retry delays after a refused connection: from 100 ms, doubling, at most 1 s.
+const REFUSED: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 
 impl Watcher {
     /// Connects, reads frames, reconnects with exponential back-off and jitter; forever.
@@ -482,6 +503,7 @@ impl Watcher {
                 r = self.client.connect_notifications() => match r {
                     Ok(ws) => {
                         self.backoff.reset();
+                        self.refused.reset();
                         self.tx.send_modify(|s| {
                             s.connected = true;
                             s.connects += 1;
@@ -493,6 +515,15 @@ impl Watcher {
                             None => return,
                             Some(e) => tracing::warn!(error = %e, "guru3 websocket lost"),
                         }
+                    }
+                    Err(e) if e.is_refused() => {
+                        tracing::warn!(error = %e, "guru3 websocket connect refused");
+                        let delay = self.refused.next_delay();
+                        tokio::select! {
+                            () = self.tx.closed() => return,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
                     }
                     Err(e) => tracing::warn!(error = %e, "guru3 websocket connect failed"),
                 },

@@ -333,6 +333,36 @@ async fn websocket_reconnects_after_a_drop_and_fetches_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_guru3_is_retried_within_a_second_however_long_it_was_off() {
+    let sim = sim().await;
+    // production retry and reconnect schedules: that is what this is about
+    let (mut feed, _w) = start_feed(client(&sim), FeedConfig::default());
+    sim.wait_for("websocket client", |s| s.websocket_clients() == 1)
+        .await;
+    sim.set_listening(false).await;
+    sim.save(sip("2001")).unwrap();
+    feed.fetch_soon();
+    // six seconds off: the growing back-off of other failures (1, 2, 4 s, …) would try
+    // about three times; refused connections are tried again at least every second
+    let off = Instant::now() + Duration::from_secs(6);
+    let mut refused = 0;
+    while Instant::now() < off {
+        match tokio::time::timeout_at(off.into(), feed.next_page()).await {
+            Err(_) => break,
+            Ok(Ok(p)) => panic!("a page while GURU3 is off: {p:?}"),
+            Ok(Err(e)) => {
+                assert!(e.is_refused(), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 6, "only {refused} tries in 6 s");
+    sim.set_listening(true).await;
+    let page = next_page(&mut feed).await;
+    assert_eq!(page.messages[0].kind, "UPDATE_EXTENSION");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_continues_while_the_websocket_is_down() {
     let sim = sim().await;
     sim.refuse_websockets(true);
