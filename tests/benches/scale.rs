@@ -116,6 +116,44 @@ fn tail(h: &Hexidian) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Sums (seconds) and counts of hexidian's phase histograms, from `/metrics`.
+async fn phases(admin: std::net::SocketAddr) -> BTreeMap<String, (f64, f64)> {
+    let (_, text) = hexidian_e2e::http_get(admin, "/metrics").await;
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(h) = name.strip_suffix("_sum") {
+            out.entry(h.to_owned()).or_default().0 += v;
+        } else if let Some(h) = name.strip_suffix("_count") {
+            out.entry(h.to_owned()).or_default().1 += v;
+        }
+    }
+    out
+}
+
+/// What the phases cost between two scrapes: `name total s (n)`.
+fn phase_delta(a: &BTreeMap<String, (f64, f64)>, b: &BTreeMap<String, (f64, f64)>) -> String {
+    b.iter()
+        .filter_map(|(k, (s, n))| {
+            let (s0, n0) = a.get(k).copied().unwrap_or_default();
+            (n - n0 > 0.0).then(|| {
+                format!(
+                    "{} {:.2} s ({})",
+                    k.trim_start_matches("hexidian_"),
+                    s - s0,
+                    n - n0
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn pct(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort();
     samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e3
@@ -158,17 +196,30 @@ async fn bench(a: Args, bin: PathBuf) {
         initial.as_secs_f64(),
         h.cpu_s()
     );
+    let about = |word: &str| -> usize {
+        asked
+            .iter()
+            .filter(|(k, _)| k.contains(word))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let attach = asked.get("SetPP").copied().unwrap_or(0);
+    let (users, devices) = (about("PPUser"), about("PPDev") + attach);
+    let handsets = dect.div_ceil(3);
     println!(
-        "  OMM requests: {} = {:.2} per new DECT extension ({})",
+        "  OMM requests: {} in all ({}); about users {users} = {:.2} per new DECT extension; about handsets {devices} = {:.2} per handset (~{handsets})",
         total(&asked),
-        total(&asked) as f64 / dect as f64,
-        show(&asked)
+        show(&asked),
+        users as f64 / dect as f64,
+        devices as f64 / handsets as f64,
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // a full resync of an unchanged event; GURU3 announces none, so it is found by the next
     // poll: measured from GURU3's first answer after it to the last ack
-    let (gets0, _) = w.guru3.request_counts();
+    let admin = h.admin().await;
+    let before = phases(admin).await;
+    let (gets0, posts0) = w.guru3.request_counts();
     let m = omm_mark(&w);
     let cpu0 = h.cpu_s();
     let ids = w.guru3.resync();
@@ -179,9 +230,10 @@ async fn bench(a: Args, bin: PathBuf) {
     drained(&w, &h, Duration::from_secs(600)).await;
     let resync = t0.elapsed();
     let asked = omm_requests(&w, m);
+    // the workflow's periodic refresh of the subscription mode is not the resync's
     let writes: usize = asked
         .iter()
-        .filter(|(k, _)| !k.starts_with("Get"))
+        .filter(|(k, _)| !k.starts_with("Get") && *k != "SetDECTSubscriptionMode")
         .map(|(_, v)| v)
         .sum();
     println!(
@@ -194,6 +246,13 @@ async fn bench(a: Args, bin: PathBuf) {
         "  OMM requests: {} ({writes} writes) ({})",
         total(&asked),
         show(&asked)
+    );
+    let (gets1, posts1) = w.guru3.request_counts();
+    println!(
+        "  GURU3 requests: {} GET, {} POST; phases: {}",
+        gets1 - gets0,
+        posts1 - posts0,
+        phase_delta(&before, &phases(admin).await)
     );
 
     // single edits at this size: new extensions and changed names, one at a time

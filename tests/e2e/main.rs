@@ -7,6 +7,7 @@
 mod faults;
 mod metrics;
 mod page;
+mod requests;
 mod scenario;
 mod stream;
 mod unbound;

@@ -72,9 +72,16 @@ impl Link {
         Ok(self.view(&d, user.as_ref()))
     }
 
-    /// The device `ppn` as the OMM has it now (asked, not taken from the map).
+    /// The device `ppn`: from the map once the OMM was read (every event reaches the map
+    /// before it is passed on), else asked.
     pub async fn device(&self, ppn: u32) -> Result<Option<Device>> {
         let c = self.client().await?;
+        if self.map().is_complete() {
+            return match self.device_by_ppn(&c, ppn).await? {
+                Some(d) => Ok(Some(self.with_user(&c, d).await?)),
+                None => Ok(None),
+            };
+        }
         match c.fetch_device(omm_axi::Ppn::new(ppn)).await? {
             Some(d) => {
                 let row = self.note_device(&d);
@@ -87,14 +94,20 @@ impl Link {
         }
     }
 
-    /// The device attached to the user of `number`, as the OMM has it now.
+    /// The device attached to the user of `number` (from the map once the OMM was read).
     pub async fn device_of(&self, number: &str) -> Result<Option<Device>> {
         let c = self.client().await?;
-        let Some(u) = self.ask_user_by_number(&c, number).await? else {
+        let Some(u) = self.user_by_number(&c, number).await? else {
             return Ok(None);
         };
         if u.ppn == 0 {
             return Ok(None);
+        }
+        if self.map().is_complete() {
+            return Ok(self
+                .device_by_ppn(&c, u.ppn)
+                .await?
+                .map(|d| self.view(&d, Some(&u))));
         }
         match c.fetch_device(omm_axi::Ppn::new(u.ppn)).await? {
             Some(d) => {
@@ -110,7 +123,7 @@ impl Link {
         let mut held = self.keys.hold([number]).await;
         held.add(ppn).await;
         let c = self.client().await?;
-        if self.ask_user_by_number(&c, number).await?.is_some() {
+        if self.user_by_number(&c, number).await?.is_some() {
             return Err(Error::Taken(number.to_owned()));
         }
         let mut u = PpUser::default();
@@ -143,14 +156,13 @@ impl Link {
         held.add(ppn).await;
         let c = self.client().await?;
         let target = self
-            .ask_user_by_number(&c, extension)
+            .user_by_number(&c, extension)
             .await?
             .filter(|u| self.owns(u) && !self.is_temp(u))
             .ok_or_else(|| Error::NoTarget(extension.to_owned()))?;
-        let dev = c
-            .fetch_device(omm_axi::Ppn::new(ppn))
+        let dev = self
+            .device_by_ppn(&c, ppn)
             .await?
-            .map(|d| self.note_device(&d))
             .ok_or(Error::NoHandset(ppn))?;
         if dev.uid == target.uid {
             return Ok(());

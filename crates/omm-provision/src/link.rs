@@ -16,6 +16,10 @@ use crate::{Error, Result, Tags};
 /// Page requests of the start-up pass in flight at once.
 const SCAN_DEPTH: usize = 8;
 
+/// How long a change waits for the session's pass over the OMM before it asks the OMM
+/// itself (10,000 users and handsets are read in well under a second).
+const READ_WAIT: Duration = Duration::from_secs(20);
+
 /// Reconnect delays after a refused connection (nothing listens: the OMM is restarting; a
 /// retry costs one SYN, so hexidian is back within a second of the OMM).
 const REFUSED: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
@@ -50,6 +54,8 @@ pub struct Link {
     events_tx: mpsc::Sender<Event>,
     events_rx: tokio::sync::Mutex<mpsc::Receiver<Event>>,
     lagged: AtomicBool,
+    /// true while a session's pass over the OMM runs
+    reading: watch::Sender<bool>,
 }
 
 /// What an OMM event changes in the map, and which devices it concerns.
@@ -126,6 +132,7 @@ impl Link {
             events_tx,
             events_rx: tokio::sync::Mutex::new(rx),
             lagged: AtomicBool::default(),
+            reading: watch::channel(false).0,
         })
     }
 
@@ -217,6 +224,7 @@ impl Link {
                     refused.reset();
                     other.reset();
                     self.map().restart();
+                    self.reading.send_replace(true);
                     *self.client.write().await = Some(client.clone());
                     self.up.store(true, Ordering::SeqCst);
                     self.connects.fetch_add(1, Ordering::SeqCst);
@@ -232,6 +240,7 @@ impl Link {
                         if let Err(e) = self.read_all(&client).await {
                             tracing::warn!(error = %e, "omm read failed; changes ask the omm");
                         }
+                        self.reading.send_replace(false);
                         // events during the outage are lost: the handset workflow rescans
                         self.emit(Event::Rescan);
                         std::future::pending::<()>().await;
@@ -252,6 +261,7 @@ impl Link {
                         _ = shutdown.changed() => None,
                     };
                     self.up.store(false, Ordering::SeqCst);
+                    self.reading.send_replace(false);
                     self.map().restart();
                     *self.client.write().await = None;
                     match ended {
@@ -281,8 +291,18 @@ impl Link {
         }
     }
 
-    /// The open session's client.
+    /// The open session's client, once the session's pass over the OMM is done (or has
+    /// taken longer than [`READ_WAIT`]: then changes ask the OMM themselves).
     pub(crate) async fn client(&self) -> Result<Client> {
+        let mut reading = self.reading.subscribe();
+        if *reading.borrow_and_update() {
+            let _ = tokio::time::timeout(READ_WAIT, reading.wait_for(|r| !*r)).await;
+        }
+        self.client_now().await
+    }
+
+    /// The open session's client at once.
+    pub(crate) async fn client_now(&self) -> Result<Client> {
         match &*self.client.read().await {
             Some(c) if !c.is_closed() => Ok(c.clone()),
             _ => Err(Error::Down),

@@ -424,7 +424,7 @@ impl Link {
 
     /// A cheap question the OMM answers whenever it answers anything.
     pub async fn ping(&self) -> Result<()> {
-        let c = self.client().await?;
+        let c = self.client_now().await?;
         c.ping().await?;
         Ok(())
     }

@@ -57,8 +57,9 @@ pub struct BrokerConfig {
     pub retry_base: Duration,
     /// Largest retry delay (default 30 s).
     pub retry_max: Duration,
-    /// Largest delay between probes while a peer is unreachable (default 5 s): how long the
-    /// queue may stay still after the peer is back.
+    /// Largest delay between probes while a peer is unreachable (default 1 s): how long the
+    /// queue may stay still after the peer is back. A probe of a peer whose link is down
+    /// fails at once without touching the network, so probing often costs nothing.
     pub stall_probe_max: Duration,
     /// OMM operations in flight at once (default 32).
     pub dect_concurrency: usize,
@@ -82,7 +83,7 @@ impl Default for BrokerConfig {
             retry_budget: Duration::from_secs(240),
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
-            stall_probe_max: Duration::from_secs(5),
+            stall_probe_max: Duration::from_secs(1),
             dect_concurrency: 32,
             max_sweep_fraction: 0.5,
             breaker_after: 5,
