@@ -10,8 +10,10 @@
 //! 10 s after a restart; the time from the OMM's (and then GURU3's) return after a 30 s outage
 //! until an edit held during it is acked.
 //!
-//! `cargo bench -p hexidian-e2e --bench scale [-- --extensions N] [--hexidian PATH]`
-//! (without `--hexidian` the bench builds `target/release/hexidian` first).
+//! `cargo bench -p hexidian-e2e --bench scale [-- --extensions N] [--hexidian PATH]
+//! [--pg-log-ms MS] [--quick]` (without `--hexidian` the bench builds `target/release/hexidian`
+//! first; `--pg-log-ms` sums up the PostgreSQL statements slower than MS during the resync,
+//! `--quick` stops after the resync).
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench binary: reports on stdout, fails loudly
 
 use std::collections::BTreeMap;
@@ -25,18 +27,26 @@ use hexidian_e2e::process::{Hexidian, write_config};
 struct Args {
     extensions: usize,
     hexidian: Option<PathBuf>,
+    /// log PostgreSQL statements slower than this during the resync and sum them up
+    pg_log_ms: Option<u32>,
+    /// stop after the resync
+    quick: bool,
 }
 
 fn args() -> Args {
     let mut out = Args {
         extensions: 10_000,
         hexidian: None,
+        pg_log_ms: None,
+        quick: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--extensions" => out.extensions = it.next().and_then(|v| v.parse().ok()).unwrap(),
             "--hexidian" => out.hexidian = it.next().map(PathBuf::from),
+            "--pg-log-ms" => out.pg_log_ms = it.next().and_then(|v| v.parse().ok()),
+            "--quick" => out.quick = true,
             // cargo bench passes `--bench`
             _ => {}
         }
@@ -154,6 +164,35 @@ fn phase_delta(a: &BTreeMap<String, (f64, f64)>, b: &BTreeMap<String, (f64, f64)
         .join(", ")
 }
 
+/// Statements in a PostgreSQL log excerpt (`duration: … ms  statement: …`), summed by text.
+fn slow_statements(log: &str) {
+    let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    for line in log.lines() {
+        let Some(rest) = line.split("duration: ").nth(1) else {
+            continue;
+        };
+        let Some((ms, text)) = rest.split_once(" ms") else {
+            continue;
+        };
+        let Ok(ms) = ms.trim().parse::<f64>() else {
+            continue;
+        };
+        let text: String = text
+            .trim_start_matches(|c: char| !c.is_alphabetic())
+            .chars()
+            .take(110)
+            .collect();
+        let e = by.entry(text).or_default();
+        e.0 += 1;
+        e.1 += ms;
+    }
+    let mut all: Vec<_> = by.into_iter().collect();
+    all.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    for (text, (n, ms)) in all.iter().take(15) {
+        println!("  pg {ms:>9.1} ms {n:>5}×  {text}");
+    }
+}
+
 fn pct(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort();
     samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e3
@@ -219,6 +258,12 @@ async fn bench(a: Args, bin: PathBuf) {
     // poll: measured from GURU3's first answer after it to the last ack
     let admin = h.admin().await;
     let before = phases(admin).await;
+    if let Some(ms) = a.pg_log_ms {
+        let set = format!("ALTER SYSTEM SET log_min_duration_statement = {ms}");
+        w.sql.batch_execute(&set).await.unwrap();
+        w.sql.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    }
+    let log_from = w.db.server().log().len();
     let (gets0, posts0) = w.guru3.request_counts();
     let m = omm_mark(&w);
     let cpu0 = h.cpu_s();
@@ -254,6 +299,16 @@ async fn bench(a: Args, bin: PathBuf) {
         posts1 - posts0,
         phase_delta(&before, &phases(admin).await)
     );
+    if a.pg_log_ms.is_some() {
+        let reset = "ALTER SYSTEM RESET log_min_duration_statement";
+        w.sql.batch_execute(reset).await.unwrap();
+        w.sql.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        slow_statements(&w.db.server().log()[log_from..]);
+    }
+    if a.quick {
+        h.kill9().await;
+        return;
+    }
 
     // single edits at this size: new extensions and changed names, one at a time
     let mut samples = Vec::new();

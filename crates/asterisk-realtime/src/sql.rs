@@ -197,11 +197,16 @@ pub(crate) const C_GROUP: &str = "INSERT INTO hexidian.callgroup (extension, nam
      VALUES ($1, $2, $3, true, (SELECT current_epoch FROM hexidian.sync_state)) \
      ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name, is_group = true, \
        group_epoch = EXCLUDED.group_epoch, updated_at = now()";
-pub(crate) const CB_GROUP: &str = "INSERT INTO hexidian.callgroup (extension, name, short_name, is_group, group_epoch) \
-     SELECT x.e, x.n, x.s, true, (SELECT current_epoch FROM hexidian.sync_state) \
-       FROM unnest($1::text[], $2::text[], $3::text[]) AS x (e, n, s) \
-     ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name, is_group = true, \
-       group_epoch = EXCLUDED.group_epoch, updated_at = now()";
+// returns the groups whose route may change (new, or name, tag or kind changed): the CTE
+// `changed` reads the rows as they were before the statement
+pub(crate) const CB_GROUP: &str = "WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS x (e, n, s)), \
+     changed AS (SELECT x.e FROM x LEFT JOIN hexidian.callgroup g ON g.extension = x.e \
+       WHERE g.extension IS NULL OR NOT g.is_group OR g.name IS DISTINCT FROM x.n OR g.short_name IS DISTINCT FROM x.s), \
+     up AS (INSERT INTO hexidian.callgroup (extension, name, short_name, is_group, group_epoch) \
+       SELECT x.e, x.n, x.s, true, (SELECT current_epoch FROM hexidian.sync_state) FROM x \
+       ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name, is_group = true, \
+         group_epoch = EXCLUDED.group_epoch, updated_at = now()) \
+     SELECT e FROM changed";
 pub(crate) const C_NOT_GROUP: &str = "UPDATE hexidian.callgroup SET is_group = false, name = $2, updated_at = now() \
      WHERE extension = $1 AND (is_group OR name IS DISTINCT FROM $2)";
 pub(crate) const C_LIST_OWNER: &str = "INSERT INTO hexidian.callgroup (extension, name, members_epoch) \
@@ -217,19 +222,26 @@ pub(crate) const C_MERGE: &str = "INSERT INTO hexidian.callgroup_member AS cm (c
 pub(crate) const C_DROP_IF_PLAIN: &str = "DELETE FROM hexidian.callgroup g WHERE g.extension = $1 AND NOT g.is_group \
        AND NOT EXISTS (SELECT 1 FROM hexidian.callgroup_member m WHERE m.callgroup = g.extension)";
 // set-based member lists for a run of SetMembers: groups in $1 (names $2), pairs in the rest
-pub(crate) const CB_LIST_OWNER: &str = "INSERT INTO hexidian.callgroup (extension, name, members_epoch) \
-     SELECT x.e, x.n, (SELECT current_epoch FROM hexidian.sync_state) FROM unnest($1::text[], $2::text[]) AS x (e, n) \
-     ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, members_epoch = EXCLUDED.members_epoch, updated_at = now()";
+pub(crate) const CB_LIST_OWNER: &str = "WITH x AS (SELECT * FROM unnest($1::text[], $2::text[]) AS x (e, n)), \
+     changed AS (SELECT x.e FROM x LEFT JOIN hexidian.callgroup g ON g.extension = x.e \
+       WHERE g.extension IS NULL OR g.name IS DISTINCT FROM x.n), \
+     up AS (INSERT INTO hexidian.callgroup (extension, name, members_epoch) \
+       SELECT x.e, x.n, (SELECT current_epoch FROM hexidian.sync_state) FROM x \
+       ON CONFLICT (extension) DO UPDATE SET name = EXCLUDED.name, members_epoch = EXCLUDED.members_epoch, updated_at = now()) \
+     SELECT e FROM changed";
 pub(crate) const CB_PRUNE: &str = "DELETE FROM hexidian.callgroup_member m \
      WHERE m.callgroup = ANY ($1::text[]) \
        AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[]) AS k (g, member) \
-                        WHERE k.g = m.callgroup AND k.member = m.member)";
+                        WHERE k.g = m.callgroup AND k.member = m.member) \
+     RETURNING m.callgroup";
 pub(crate) const CB_MERGE: &str = "INSERT INTO hexidian.callgroup_member AS cm (callgroup, member, active, delay_s) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::integer[]) \
      ON CONFLICT (callgroup, member) DO UPDATE SET active = EXCLUDED.active, delay_s = EXCLUDED.delay_s \
-     WHERE (cm.active, cm.delay_s) IS DISTINCT FROM (EXCLUDED.active, EXCLUDED.delay_s)";
+     WHERE (cm.active, cm.delay_s) IS DISTINCT FROM (EXCLUDED.active, EXCLUDED.delay_s) \
+     RETURNING cm.callgroup";
 pub(crate) const CB_DROP_IF_PLAIN: &str = "DELETE FROM hexidian.callgroup g WHERE g.extension = ANY ($1::text[]) AND NOT g.is_group \
-       AND NOT EXISTS (SELECT 1 FROM hexidian.callgroup_member m WHERE m.callgroup = g.extension)";
+       AND NOT EXISTS (SELECT 1 FROM hexidian.callgroup_member m WHERE m.callgroup = g.extension) \
+     RETURNING g.extension";
 pub(crate) const C_DELETE: &str = "DELETE FROM hexidian.callgroup WHERE extension = $1";
 pub(crate) const C_UNMEMBER: &str =
     "DELETE FROM hexidian.callgroup_member WHERE member = $1 RETURNING callgroup";

@@ -167,12 +167,20 @@ impl Store {
                         }
                         out[*k] = Some(Ok(Outcome::Done(true)));
                     }
-                    tx.execute(&st.cb_group, &[&ids, &names, &shorts])
+                    // only groups whose name, tag or kind changed can route differently
+                    let changed: Vec<String> = tx
+                        .query(&st.cb_group, &[&ids, &names, &shorts])
                         .await
-                        .doing(|| format!("writing {} groups", ids.len()))?;
-                    self.refresh_ancestors(&tx, st, &ids)
-                        .await
-                        .doing(|| format!("routing {} groups", ids.len()))?;
+                        .doing(|| format!("writing {} groups", ids.len()))?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    if !changed.is_empty() {
+                        let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
+                        self.refresh_ancestors(&tx, st, &changed)
+                            .await
+                            .doing(|| format!("routing {} groups", changed.len()))?;
+                    }
                 }
                 i = j;
                 continue;

@@ -119,11 +119,19 @@ impl Store {
                 d.push(mem.delay_s.clamp(0, 600));
             }
         }
-        tx.execute(&st.cb_list_owner, &[&groups, &names]).await?;
-        tx.execute(&st.cb_prune, &[&groups, &g, &m]).await?;
-        tx.execute(&st.cb_merge, &[&g, &m, &a, &d]).await?;
-        tx.execute(&st.cb_drop_if_plain, &[&groups]).await?;
-        self.refresh_ancestors(tx, st, &groups).await
+        // the groups whose route may change: a new owner or name, a member gone, added or
+        // changed, a plain list owner dropped; an unchanged list (a resync) refreshes nothing
+        let mut rows = tx.query(&st.cb_list_owner, &[&groups, &names]).await?;
+        rows.extend(tx.query(&st.cb_prune, &[&groups, &g, &m]).await?);
+        rows.extend(tx.query(&st.cb_merge, &[&g, &m, &a, &d]).await?);
+        rows.extend(tx.query(&st.cb_drop_if_plain, &[&groups]).await?);
+        let changed: std::collections::BTreeSet<String> =
+            rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
+        self.refresh_ancestors(tx, st, &changed).await
     }
 }
 
