@@ -95,7 +95,9 @@ pub(crate) const UB_AOR: &str = "INSERT INTO ps_aors (id, max_contacts, remove_e
      SELECT r.id, r.max_contacts, r.remove_existing, r.qualify_frequency \
        FROM jsonb_populate_recordset(NULL::ps_aors, $1::text::jsonb) AS r \
      ON CONFLICT (id) DO UPDATE SET max_contacts = EXCLUDED.max_contacts, \
-       remove_existing = EXCLUDED.remove_existing, qualify_frequency = EXCLUDED.qualify_frequency";
+       remove_existing = EXCLUDED.remove_existing, qualify_frequency = EXCLUDED.qualify_frequency \
+     WHERE (ps_aors.max_contacts, ps_aors.remove_existing, ps_aors.qualify_frequency) \
+       IS DISTINCT FROM (EXCLUDED.max_contacts, EXCLUDED.remove_existing, EXCLUDED.qualify_frequency)";
 pub(crate) const UB_AUTH_SET: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
      SELECT r.id, r.auth_type, r.id, r.password FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb) AS r \
      ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
@@ -115,7 +117,13 @@ pub(crate) const UB_ENDPOINT: &str = "INSERT INTO ps_endpoints (id, aors, auth, 
        disallow = EXCLUDED.disallow, allow = EXCLUDED.allow, transport = EXCLUDED.transport, \
        direct_media = EXCLUDED.direct_media, rtp_symmetric = EXCLUDED.rtp_symmetric, \
        force_rport = EXCLUDED.force_rport, rewrite_contact = EXCLUDED.rewrite_contact, \
-       dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid";
+       dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid \
+     WHERE (ps_endpoints.aors, ps_endpoints.auth, ps_endpoints.context, ps_endpoints.disallow, \
+            ps_endpoints.allow, ps_endpoints.transport, ps_endpoints.direct_media, ps_endpoints.rtp_symmetric, \
+            ps_endpoints.force_rport, ps_endpoints.rewrite_contact, ps_endpoints.dtmf_mode, ps_endpoints.callerid) \
+       IS DISTINCT FROM (EXCLUDED.aors, EXCLUDED.auth, EXCLUDED.context, EXCLUDED.disallow, \
+            EXCLUDED.allow, EXCLUDED.transport, EXCLUDED.direct_media, EXCLUDED.rtp_symmetric, \
+            EXCLUDED.force_rport, EXCLUDED.rewrite_contact, EXCLUDED.dtmf_mode, EXCLUDED.callerid)";
 pub(crate) const UB_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch, \
        forward_mode, forward_target, forward_delay_s, trunk, call_waiting, allow_dialout, display) \
      SELECT r.id, r.kind, r.display_name, (SELECT current_epoch FROM hexidian.sync_state), \
