@@ -261,7 +261,10 @@ async fn bench(a: Args, bin: PathBuf) {
     if let Some(ms) = a.pg_log_ms {
         let set = format!("ALTER SYSTEM SET log_min_duration_statement = {ms}");
         w.sql.batch_execute(&set).await.unwrap();
-        w.sql.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        w.sql
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
     }
     let log_from = w.db.server().log().len();
     let (gets0, posts0) = w.guru3.request_counts();
@@ -302,7 +305,10 @@ async fn bench(a: Args, bin: PathBuf) {
     if a.pg_log_ms.is_some() {
         let reset = "ALTER SYSTEM RESET log_min_duration_statement";
         w.sql.batch_execute(reset).await.unwrap();
-        w.sql.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        w.sql
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
         slow_statements(&w.db.server().log()[log_from..]);
     }
     if a.quick {

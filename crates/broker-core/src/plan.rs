@@ -2,21 +2,124 @@
 //! state give the PBX changes, the OMM operations and the mirror updates. Nothing here does
 //! I/O, so every rule of `guru3.md` §6 and §9 is unit-tested without peers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{Command, Extension, Handset, Kind, MirrorEntry, Number, Secret};
 use crate::ports::{SipChange, SipUserKind};
 
-/// The mirror: number → latest desired state.
-pub(crate) type Mirror = BTreeMap<Number, MirrorEntry>;
+/// The mirror: number → latest desired state, plus who refers to whom (member lists and
+/// forward targets), so that a delete or a rename finds the entries it rewrites without a
+/// scan of every extension.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Mirror {
+    entries: BTreeMap<Number, MirrorEntry>,
+    /// referred number → numbers whose entry lists it as a member or forwards to it
+    refs: HashMap<Number, BTreeSet<Number>>,
+}
+
+/// The numbers an entry refers to.
+fn refs_of(e: &MirrorEntry) -> impl Iterator<Item = &Number> {
+    e.members.iter().map(|m| &m.number).chain(
+        e.extension
+            .as_ref()
+            .and_then(|x| x.forward.as_ref())
+            .map(|f| &f.target),
+    )
+}
+
+impl Mirror {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn get(&self, n: &Number) -> Option<&MirrorEntry> {
+        self.entries.get(n)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn unindex(&mut self, n: &Number, e: &MirrorEntry) {
+        for r in refs_of(e) {
+            if let Some(set) = self.refs.get_mut(r) {
+                set.remove(n);
+                if set.is_empty() {
+                    self.refs.remove(r);
+                }
+            }
+        }
+    }
+
+    /// Sets the entry of `n`; the previous one.
+    pub(crate) fn insert(&mut self, n: Number, e: MirrorEntry) -> Option<MirrorEntry> {
+        let prev = self.entries.remove(&n);
+        if let Some(p) = &prev {
+            self.unindex(&n, p);
+        }
+        for r in refs_of(&e) {
+            self.refs.entry(r.clone()).or_default().insert(n.clone());
+        }
+        self.entries.insert(n, e);
+        prev
+    }
+
+    /// Removes the entry of `n`; the previous one.
+    pub(crate) fn remove(&mut self, n: &Number) -> Option<MirrorEntry> {
+        let prev = self.entries.remove(n)?;
+        self.unindex(n, &prev);
+        Some(prev)
+    }
+
+    /// Numbers whose entry lists `to` as a member or forwards to it.
+    pub(crate) fn referring(&self, to: &Number) -> impl Iterator<Item = &Number> {
+        self.refs.get(to).into_iter().flatten()
+    }
+}
+
+#[cfg(test)]
+impl Mirror {
+    fn contains_key(&self, n: &Number) -> bool {
+        self.entries.contains_key(n)
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<&Number> for Mirror {
+    type Output = MirrorEntry;
+
+    fn index(&self, n: &Number) -> &MirrorEntry {
+        &self.entries[n]
+    }
+}
+
+impl FromIterator<(Number, MirrorEntry)> for Mirror {
+    fn from_iter<I: IntoIterator<Item = (Number, MirrorEntry)>>(iter: I) -> Self {
+        let mut m = Self::new();
+        for (n, e) in iter {
+            m.insert(n, e);
+        }
+        m
+    }
+}
+
+impl<'a> IntoIterator for &'a Mirror {
+    type Item = (&'a Number, &'a MirrorEntry);
+    type IntoIter = std::collections::btree_map::Iter<'a, Number, MirrorEntry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
 
 /// What the handlers need of the mirror they plan against.
 pub(crate) trait MirrorMut {
     fn get(&self, n: &Number) -> Option<&MirrorEntry>;
     fn insert(&mut self, n: Number, e: MirrorEntry);
     fn remove(&mut self, n: &Number);
-    /// Numbers whose entry satisfies `pred` (a scan: only renames and deletes need it).
-    fn numbers_where(&self, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number>;
+    /// Numbers whose entry refers to `to` (as a member or a forward target) and satisfies
+    /// `pred`, in order; found through the index, not by a scan.
+    fn referring(&self, to: &Number, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number>;
 }
 
 impl MirrorMut for Mirror {
@@ -29,10 +132,10 @@ impl MirrorMut for Mirror {
     fn remove(&mut self, n: &Number) {
         Self::remove(self, n);
     }
-    fn numbers_where(&self, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number> {
-        self.iter()
-            .filter(|(_, e)| pred(e))
-            .map(|(n, _)| n.clone())
+    fn referring(&self, to: &Number, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number> {
+        Self::referring(self, to)
+            .filter(|n| self.get(n).is_some_and(pred))
+            .cloned()
             .collect()
     }
 }
@@ -66,12 +169,14 @@ impl MirrorMut for Overlay<'_> {
     fn remove(&mut self, n: &Number) {
         self.changed.insert(n.clone(), None);
     }
-    fn numbers_where(&self, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number> {
+    fn referring(&self, to: &Number, pred: &dyn Fn(&MirrorEntry) -> bool) -> Vec<Number> {
+        // the base's index for what the overlay left alone, the (few) changed entries by hand
         let mut out: Vec<Number> = self
             .base
-            .iter()
-            .filter(|(n, e)| !self.changed.contains_key(*n) && pred(e))
-            .map(|(n, _)| n.clone())
+            .referring(to)
+            .filter(|n| !self.changed.contains_key(*n))
+            .filter(|n| self.base.get(n).is_some_and(pred))
+            .cloned()
             .collect();
         out.extend(
             self.changed
@@ -196,7 +301,8 @@ pub(crate) fn plan(cmd: &Command, mirror: &mut impl MirrorMut, epoch: Option<i64
             }
             p.remove(mirror, number);
             // GURU3 drops memberships silently (spec §6.2): so do we
-            let touched = mirror.numbers_where(&|e| e.members.iter().any(|m| &m.number == number));
+            let touched =
+                mirror.referring(number, &|e| e.members.iter().any(|m| &m.number == number));
             for n in touched {
                 let Some(mut e) = mirror.get(&n).cloned() else {
                     continue;
@@ -227,7 +333,7 @@ pub(crate) fn plan(cmd: &Command, mirror: &mut impl MirrorMut, epoch: Option<i64
                 p.put(mirror, new, e);
             }
             // references GURU3 does not re-send (spec §6.3): member lists and forwards
-            let touched = mirror.numbers_where(&|e| {
+            let touched = mirror.referring(old, &|e| {
                 e.members.iter().any(|m| &m.number == old)
                     || e.extension
                         .as_ref()
@@ -450,6 +556,52 @@ mod tests {
             forward: None,
             routing: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_mirror_knows_who_refers_to_a_number() {
+        let member = |num: &str| Member {
+            number: n(num),
+            active: true,
+            delay_s: 0,
+        };
+        let mut m = Mirror::new();
+        let group = MirrorEntry {
+            members: vec![member("2001"), member("2002")],
+            ..MirrorEntry::default()
+        };
+        m.insert(n("1000"), group.clone());
+        let mut fwd = sip("2003");
+        fwd.forward = Some(Forward {
+            target: n("2001"),
+            mode: "ENABLED".into(),
+            delay_s: 0,
+        });
+        m.insert(
+            n("2003"),
+            MirrorEntry {
+                extension: Some(fwd),
+                ..MirrorEntry::default()
+            },
+        );
+        let who = |m: &Mirror, to: &str| -> Vec<String> {
+            m.referring(&n(to)).map(ToString::to_string).collect()
+        };
+        assert_eq!(who(&m, "2001"), ["1000", "2003"]);
+        assert_eq!(who(&m, "2002"), ["1000"]);
+        // a new list replaces the old references; a removed entry takes its own along
+        m.insert(
+            n("1000"),
+            MirrorEntry {
+                members: vec![member("2002")],
+                ..group
+            },
+        );
+        assert_eq!(who(&m, "2001"), ["2003"]);
+        m.remove(&n("2003"));
+        assert!(who(&m, "2001").is_empty());
+        m.remove(&n("1000"));
+        assert!(m.refs.is_empty(), "{:?}", m.refs);
     }
 
     fn dect(num: &str, handset: Option<&str>) -> Extension {

@@ -283,7 +283,14 @@ async fn a_run_of_member_lists_matches_one_list_at_a_time() {
     // the same run again changes nothing; one changed delay deep inside a run of unchanged
     // lists reaches every group above it, a renamed group inside a run of users its route
     let before = bulk.store.routes(None).await.unwrap();
-    assert!(bulk.store.apply(&lists("x")).await.unwrap().iter().all(Result::is_ok));
+    assert!(
+        bulk.store
+            .apply(&lists("x"))
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
     assert_eq!(bulk.store.routes(None).await.unwrap(), before);
     let mut again = lists("x");
     again[2] = Change::SetMembers {
@@ -291,7 +298,14 @@ async fn a_run_of_member_lists_matches_one_list_at_a_time() {
         name: "Tomás".into(),
         members: vec![m("2002", true, 9)],
     };
-    assert!(bulk.store.apply(&again).await.unwrap().iter().all(Result::is_ok));
+    assert!(
+        bulk.store
+            .apply(&again)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
     let r = bulk.store.routes(Some(&ext("1000"))).await.unwrap();
     assert!(dial(&r).ends_with("Local/24-2002@hexidian-cg-leg"), "{r:?}");
     let renamed = [
@@ -303,7 +317,14 @@ async fn a_run_of_member_lists_matches_one_list_at_a_time() {
         },
         Change::UpsertUser(crate::dect("2002", "Tom")),
     ];
-    assert!(bulk.store.apply(&renamed).await.unwrap().iter().all(Result::is_ok));
+    assert!(
+        bulk.store
+            .apply(&renamed)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
     let r = bulk.store.routes(Some(&ext("1100"))).await.unwrap();
     assert!(format!("{r:?}").contains("Infodesk renamed"), "{r:?}");
 }
