@@ -115,7 +115,7 @@ async fn drained(w: &World, h: &Hexidian, limit: Duration) -> f64 {
             w.guru3.pending_count(),
             tail(h)
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     peak.max(h.rss_kb()) as f64 / 1024.0
 }
@@ -319,6 +319,8 @@ async fn bench(a: Args, bin: PathBuf) {
     // single edits at this size: new extensions and changed names, one at a time
     let mut samples = Vec::new();
     let m = omm_mark(&w);
+    let before = phases(admin).await;
+    let (gets0, posts0) = w.guru3.request_counts();
     for i in 0..200u32 {
         let e = if i % 2 == 0 {
             let kind = if i % 4 == 0 {
@@ -348,6 +350,13 @@ async fn bench(a: Args, bin: PathBuf) {
         pct(&mut samples, 0.99),
         total(&asked),
         show(&asked)
+    );
+    let (gets1, posts1) = w.guru3.request_counts();
+    println!(
+        "  GURU3 requests: {} GET, {} POST; phases: {}",
+        gets1 - gets0,
+        posts1 - posts0,
+        phase_delta(&before, &phases(admin).await)
     );
 
     // a restart: memory after it has read everything again

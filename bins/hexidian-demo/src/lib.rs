@@ -308,8 +308,7 @@ pub fn sim_settings(
         .map_err(|e| e.to_string())?
         .tls(guru3_client::client::tls::with_roots(
             hexidian_testkit::ca_roots(),
-        ))
-        .max_messages(500);
+        ));
     let fp: omm_axi::Fingerprint = hexidian_testkit::fingerprint_hex("server")
         .parse()
         .map_err(|e| format!("{e}"))?;

@@ -80,14 +80,18 @@ impl Store {
                 .await
                 .doing(|| format!("removing the contacts of {} swept users", users.len()))?;
         }
-        tx.execute(sql::S_CLEAR_LISTS, &[&epoch]).await?;
+        let cleared = tx.execute(sql::S_CLEAR_LISTS, &[&epoch]).await?;
         let groups: Vec<String> = tx
             .query(sql::S_SWEEP_GROUPS, &[&epoch])
             .await?
             .iter()
             .map(|r| r.get(0))
             .collect();
-        tx.execute(sql::C_REFRESH, &[&None::<Vec<String>>]).await?;
+        // a route depends on groups and memberships only, and every change of those rebuilds
+        // the routes it touches: all of them are rebuilt only when the sweep removed some
+        if cleared > 0 || !groups.is_empty() {
+            tx.execute(sql::C_REFRESH, &[&None::<Vec<String>>]).await?;
+        }
         if finish {
             tx.query(sql::S_END, &[&epoch]).await?;
         }

@@ -123,6 +123,11 @@ async fn resync_sweeps_only_unseen_owned_users_never_temporary_or_foreign() {
         0,
         "1100's list was not re-sent"
     );
+    let route = e.store.routes(Some(&ext("1100"))).await.unwrap();
+    assert_eq!(
+        route[0].dialstring, "",
+        "the sweep rebuilt the route of the cleared list"
+    );
     // ending twice is harmless
     assert!(e.store.end_sync(epoch).await.unwrap().users.is_empty());
 }
