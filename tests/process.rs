@@ -23,6 +23,11 @@ const SIGKILL: i32 = 9;
 /// tuning value (page size, poll interval, retry limits, bind delay, …) stays as shipped.
 pub fn write_config(w: &World, dir: &Path) -> PathBuf {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hexidian.toml");
+    write_config_from(w, dir, Path::new(example))
+}
+
+/// [`write_config`] from another example config (an older build's, to measure it as shipped).
+pub fn write_config_from(w: &World, dir: &Path, example: &Path) -> PathBuf {
     let mut text = std::fs::read_to_string(example).unwrap();
     let ca = hexidian_testkit::fixtures_dir().join("tls/ca.pem");
     let fp = hexidian_testkit::fingerprint_hex("server");

@@ -11,9 +11,10 @@
 //! until an edit held during it is acked.
 //!
 //! `cargo bench -p hexidian-e2e --bench scale [-- --extensions N] [--hexidian PATH]
-//! [--pg-log-ms MS] [--quick]` (without `--hexidian` the bench builds `target/release/hexidian`
-//! first; `--pg-log-ms` sums up the PostgreSQL statements slower than MS during the resync,
-//! `--quick` stops after the resync).
+//! [--example PATH] [--pg-log-ms MS] [--quick]` (without `--hexidian` the bench builds
+//! `target/release/hexidian` first; `--example` fills in another example config, an older
+//! build's own; `--pg-log-ms` sums up the PostgreSQL statements slower than MS during the
+//! resync, `--quick` stops after the resync).
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench binary: reports on stdout, fails loudly
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use guru3_sim::{Extension, Kind};
 use hexidian_e2e::World;
-use hexidian_e2e::process::{Hexidian, write_config};
+use hexidian_e2e::process::{Hexidian, write_config, write_config_from};
 
 struct Args {
     extensions: usize,
@@ -31,6 +32,8 @@ struct Args {
     pg_log_ms: Option<u32>,
     /// stop after the resync
     quick: bool,
+    /// the example config to fill in (an older build's own)
+    example: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -39,6 +42,7 @@ fn args() -> Args {
         hexidian: None,
         pg_log_ms: None,
         quick: false,
+        example: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -47,6 +51,7 @@ fn args() -> Args {
             "--hexidian" => out.hexidian = it.next().map(PathBuf::from),
             "--pg-log-ms" => out.pg_log_ms = it.next().and_then(|v| v.parse().ok()),
             "--quick" => out.quick = true,
+            "--example" => out.example = it.next().map(PathBuf::from),
             // cargo bench passes `--bench`
             _ => {}
         }
@@ -215,7 +220,10 @@ async fn bench(a: Args, bin: PathBuf) {
     let w = World::new().await;
     let dir = std::env::temp_dir().join(format!("hexidian-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = write_config(&w, &dir);
+    let config = match &a.example {
+        Some(example) => write_config_from(&w, &dir, example),
+        None => write_config(&w, &dir),
+    };
     let bin = bin.to_str().unwrap().to_owned();
     let (dect, sip, groups) = hexidian_demo::seed(&w.guru3, n).unwrap();
     let messages = w.guru3.pending_count();
