@@ -198,6 +198,22 @@ fn slow_statements(log: &str) {
     }
 }
 
+/// GURU3 requests since `(gets0, posts0)` and the broker's phases since `before`.
+async fn since(
+    w: &World,
+    admin: std::net::SocketAddr,
+    (gets0, posts0): (u64, u64),
+    before: &BTreeMap<String, (f64, f64)>,
+) {
+    let (gets1, posts1) = w.guru3.request_counts();
+    println!(
+        "  GURU3 requests: {} GET, {} POST; phases: {}",
+        gets1 - gets0,
+        posts1 - posts0,
+        phase_delta(before, &phases(admin).await)
+    );
+}
+
 fn pct(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort();
     samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e3
@@ -303,13 +319,7 @@ async fn bench(a: Args, bin: PathBuf) {
         total(&asked),
         show(&asked)
     );
-    let (gets1, posts1) = w.guru3.request_counts();
-    println!(
-        "  GURU3 requests: {} GET, {} POST; phases: {}",
-        gets1 - gets0,
-        posts1 - posts0,
-        phase_delta(&before, &phases(admin).await)
-    );
+    since(&w, admin, (gets0, posts0), &before).await;
     if a.pg_log_ms.is_some() {
         let reset = "ALTER SYSTEM RESET log_min_duration_statement";
         w.sql.batch_execute(reset).await.unwrap();
@@ -359,13 +369,7 @@ async fn bench(a: Args, bin: PathBuf) {
         total(&asked),
         show(&asked)
     );
-    let (gets1, posts1) = w.guru3.request_counts();
-    println!(
-        "  GURU3 requests: {} GET, {} POST; phases: {}",
-        gets1 - gets0,
-        posts1 - posts0,
-        phase_delta(&before, &phases(admin).await)
-    );
+    since(&w, admin, (gets0, posts0), &before).await;
 
     // a restart: memory after it has read everything again
     h.kill9().await;
