@@ -5,6 +5,14 @@ pub mod process;
 mod world;
 pub use world::{ASTERISK_ROLE, HEXIDIAN_ROLE, Rng, World, http_get, roles_sql};
 
+/// The value of the OpenMetrics sample `key` (name plus labels, as written) in a `/metrics`
+/// text; comment lines are skipped.
+pub fn sample(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// One HTTP/1.1 request over plain TCP (`Connection: close`): `(status, body)`. For the
 /// admin and webhook listeners, and for requests no well-behaved client would send.
 ///

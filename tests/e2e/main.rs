@@ -12,4 +12,4 @@ mod scenario;
 mod stream;
 mod unbound;
 
-pub(crate) use hexidian_e2e::{Rng, World, http_get};
+pub(crate) use hexidian_e2e::{Rng, World, http_get, sample};

@@ -4,14 +4,7 @@ use std::time::{Duration, Instant};
 
 use guru3_sim::{Extension, Kind};
 
-use crate::{World, http_get};
-
-/// The value of one sample (`name{labels}` exactly as exposed), if present.
-fn sample(text: &str, key: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-}
+use crate::{World, http_get, sample};
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let (status, body) = http_get(addr, "/metrics").await;

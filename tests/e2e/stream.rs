@@ -7,7 +7,7 @@ use guru3_sim::{Extension, Kind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{World, http_get};
+use crate::{World, http_get, sample};
 
 /// A reader of the stream over a raw socket, as any SSE client sees it.
 pub(crate) struct Stream {
@@ -71,11 +71,6 @@ impl Stream {
 }
 
 /// The value of one sample on `/metrics`.
-fn sample(text: &str, key: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_starts_with_a_snapshot_then_sends_each_change() {
     let w = World::new().await;

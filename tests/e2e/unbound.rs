@@ -105,9 +105,7 @@ async fn has_pbx_user(w: &World, id: &str) -> bool {
 
 /// The value of one sample on `/metrics`.
 fn sample_of(text: &str, key: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{key} not in\n{text}"))
+    hexidian_e2e::sample(text, key).unwrap_or_else(|| panic!("{key} not in\n{text}"))
 }
 
 async fn temp_rows(w: &World) -> i64 {

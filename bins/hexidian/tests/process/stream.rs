@@ -3,17 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use hexidian_e2e::World;
+use hexidian_e2e::{World, sample};
 use tokio::io::AsyncWriteExt;
 
 use crate::support::{BIN, Hexidian, write_config};
 
 const STUCK_CLIENTS: usize = 8;
-
-fn sample(text: &str, key: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-}
 
 /// Every extension gets a new name: one message each, announced on GURU3's websocket.
 fn edit_all(w: &World, round: usize) {
