@@ -10,7 +10,7 @@ use omm_axi::{Client, PpDevice, PpUser};
 use tokio::sync::{RwLock, mpsc, watch};
 
 use crate::keys::Keys;
-use crate::map::Map;
+use crate::map::{Known, Map};
 use crate::{Error, Result, Tags};
 
 /// Page requests of the start-up pass in flight at once.
@@ -58,55 +58,59 @@ pub struct Link {
     reading: watch::Sender<bool>,
 }
 
+/// Notes a user event (full record, changed attributes, or a deletion) in the map; the
+/// devices it concerns go to `out`.
+fn follow_user(map: &mut Map, u: &PpUser, deleted: bool, out: &mut Vec<Event>) {
+    let uid = u.uid().get();
+    if deleted {
+        if let Known::Yes(row) = map.by_uid(uid) {
+            if row.ppn != 0 {
+                out.push(Event::Device(row.ppn));
+            }
+        }
+        map.user_gone(uid);
+        return;
+    }
+    map.user(u);
+    for p in [u.ppn, u.ppn_old].into_iter().flatten() {
+        if !p.is_none() {
+            out.push(Event::Device(p.get()));
+        }
+    }
+}
+
+/// Notes a device event in the map; the device goes to `out`.
+fn follow_device(map: &mut Map, d: &PpDevice, deleted: bool, out: &mut Vec<Event>) {
+    if deleted {
+        map.device_gone(d.ppn().get());
+        return;
+    }
+    map.device(d);
+    if !d.ppn().is_none() {
+        out.push(Event::Device(d.ppn().get()));
+    }
+}
+
 /// What an OMM event changes in the map, and which devices it concerns.
 fn follow(map: &mut Map, ev: &omm_axi::Event) -> Vec<Event> {
     use omm_axi::Event as E;
     let mut out = Vec::new();
-    let mut user = |map: &mut Map, u: &PpUser, deleted: bool| {
-        if deleted {
-            if let Known::Yes(row) = map.by_uid(u.uid().get()) {
-                if row.ppn != 0 {
-                    out.push(Event::Device(row.ppn));
-                }
-            }
-            map.user_gone(u.uid().get());
-        } else {
-            map.user(u);
-            for p in [u.ppn, u.ppn_old].into_iter().flatten() {
-                if !p.is_none() {
-                    out.push(Event::Device(p.get()));
-                }
-            }
-        }
-    };
-    let device = |map: &mut Map, d: &PpDevice, deleted: bool, out: &mut Vec<Event>| {
-        if deleted {
-            map.device_gone(d.ppn().get());
-        } else {
-            map.device(d);
-            if !d.ppn().is_none() {
-                out.push(Event::Device(d.ppn().get()));
-            }
-        }
-    };
     match ev {
         E::PpCnf {
             deleted_user,
             deleted_device,
-            user: u,
-            device: d,
+            user,
+            device,
         } => {
-            if let Some(u) = u {
-                user(map, u, *deleted_user);
+            if let Some(u) = user {
+                follow_user(map, u, *deleted_user, &mut out);
             }
-            let mut more = Vec::new();
-            if let Some(d) = d {
-                device(map, d, *deleted_device, &mut more);
+            if let Some(d) = device {
+                follow_device(map, d, *deleted_device, &mut out);
             }
-            out.extend(more);
         }
-        E::PpUserCnf { deleted, user: u } => user(map, u, *deleted),
-        E::PpDevCnf { deleted, device: d } => device(map, d, *deleted, &mut out),
+        E::PpUserCnf { deleted, user } => follow_user(map, user, *deleted, &mut out),
+        E::PpDevCnf { deleted, device } => follow_device(map, device, *deleted, &mut out),
         E::DectSubscriptionMode { mode } => out.push(Event::Mode(mode.as_str().to_owned())),
         E::Lagged(_) => out.push(Event::Rescan),
         _ => {}
@@ -114,8 +118,6 @@ fn follow(map: &mut Map, ev: &omm_axi::Event) -> Vec<Event> {
     out.dedup();
     out
 }
-
-use crate::map::Known;
 
 impl Link {
     /// A link that is down until [`Link::maintain`] connects it; writes and recognises the

@@ -345,7 +345,12 @@ impl Link {
         // a serialised change of the handset ran since the reads: read again under the keys
         let (user, device) =
             if self.map().is_complete() || self.keys.handset_generation(device.ppn) != generation {
-                let user = self.reread_user(&c, user, u64::MAX).await?;
+                // from the map, which every serialised change updates before it lets go
+                let user = if self.map().is_complete() {
+                    self.user_by_uid(&c, user.uid).await?
+                } else {
+                    self.ask_user_by_number(&c, number).await?
+                };
                 let user = self.owned_only(number, user)?.ok_or_else(no_user)?;
                 let fresh = if self.map().is_complete() {
                     self.device_by_ppn(&c, device.ppn).await?
