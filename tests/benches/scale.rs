@@ -182,18 +182,20 @@ fn slow_statements(log: &str) {
         let Ok(ms) = ms.trim().parse::<f64>() else {
             continue;
         };
-        let text: String = text
-            .trim_start_matches(|c: char| !c.is_alphabetic())
-            .chars()
-            .take(110)
-            .collect();
+        let text = text.trim_start_matches(|c: char| !c.is_alphabetic());
+        // `execute s71: INSERT …`: statements prepared per call get new names
+        let text = match text.strip_prefix("execute ") {
+            Some(rest) => rest.split_once(": ").map_or(rest, |(_, t)| t),
+            None => text,
+        };
+        let text: String = text.chars().take(110).collect();
         let e = by.entry(text).or_default();
         e.0 += 1;
         e.1 += ms;
     }
     let mut all: Vec<_> = by.into_iter().collect();
     all.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-    for (text, (n, ms)) in all.iter().take(15) {
+    for (text, (n, ms)) in all.iter().take(25) {
         println!("  pg {ms:>9.1} ms {n:>5}×  {text}");
     }
 }

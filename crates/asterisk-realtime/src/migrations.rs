@@ -140,6 +140,11 @@ pub(crate) const PBX: Ledger = Ledger {
             description: "call-group targets in linear time (shortest delays by hop layers, not by paths)",
             sql: V6,
         },
+        Migration {
+            version: 7,
+            description: "resync marks as one row of ids per batch (an unchanged user is not rewritten)",
+            sql: V7,
+        },
     ],
 };
 
@@ -275,4 +280,17 @@ LANGUAGE sql STABLE AS $$
       LEFT JOIN hexidian.callgroup g ON g.extension = t.node
      WHERE g.extension IS NULL OR NOT g.is_group
 $$;
+";
+
+/// A resync re-sends every extension; marking each user's row as seen rewrote all of them
+/// (10,000 row versions and their index entries per resync) although nothing changed. Each
+/// batch now records the ids it re-sent as one row here, a user row is written only when its
+/// data changed, and the sweep deletes the rows neither written nor recorded in the open
+/// epoch. `SYNC_STARTED` clears the table: only the open (or last) epoch's rows matter.
+const V7: &str = r"
+CREATE TABLE hexidian.sync_seen (
+    epoch bigint NOT NULL,
+    ids   text[] NOT NULL
+);
+CREATE INDEX sync_seen_epoch_idx ON hexidian.sync_seen (epoch);
 ";

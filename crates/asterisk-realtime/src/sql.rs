@@ -94,42 +94,66 @@ pub(crate) const U_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, displa
 pub(crate) const UB_AOR: &str = "INSERT INTO ps_aors (id, max_contacts, remove_existing, qualify_frequency) \
      SELECT r.id, r.max_contacts, r.remove_existing, r.qualify_frequency \
        FROM jsonb_populate_recordset(NULL::ps_aors, $1::text::jsonb) AS r \
+       LEFT JOIN ps_aors a ON a.id = r.id \
+      WHERE a.id IS NULL OR (a.max_contacts, a.remove_existing, a.qualify_frequency) \
+        IS DISTINCT FROM (r.max_contacts, r.remove_existing, r.qualify_frequency) \
      ON CONFLICT (id) DO UPDATE SET max_contacts = EXCLUDED.max_contacts, \
-       remove_existing = EXCLUDED.remove_existing, qualify_frequency = EXCLUDED.qualify_frequency \
-     WHERE (ps_aors.max_contacts, ps_aors.remove_existing, ps_aors.qualify_frequency) \
-       IS DISTINCT FROM (EXCLUDED.max_contacts, EXCLUDED.remove_existing, EXCLUDED.qualify_frequency)";
-pub(crate) const UB_AUTH_SET: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
-     SELECT r.id, r.auth_type, r.id, r.password FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb) AS r \
-     ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
-       password = EXCLUDED.password \
-     RETURNING id::text, password::text";
-pub(crate) const UB_AUTH_KEEP: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
-     SELECT r.id, r.auth_type, r.id, r.password FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb) AS r \
-     ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
-       password = coalesce(nullif(ps_auths.password, ''), EXCLUDED.password) \
-     RETURNING id::text, password::text";
+       remove_existing = EXCLUDED.remove_existing, qualify_frequency = EXCLUDED.qualify_frequency";
+// both return every id with its stored password; rows that already hold it are only read
+// (`cur` sees them as they were before the statement)
+pub(crate) const UB_AUTH_SET: &str = "WITH r AS (SELECT * FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb)), \
+     cur AS (SELECT a.id, a.auth_type, a.username, a.password FROM ps_auths a JOIN r ON a.id = r.id), \
+     up AS (INSERT INTO ps_auths (id, auth_type, username, password) \
+       SELECT r.id, r.auth_type, r.id, r.password FROM r LEFT JOIN cur c ON c.id = r.id \
+        WHERE c.id IS NULL OR (c.auth_type, c.username, c.password) IS DISTINCT FROM (r.auth_type, r.id, r.password) \
+       ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
+         password = EXCLUDED.password \
+       RETURNING id::text, password::text) \
+     SELECT id, password FROM up \
+     UNION ALL SELECT c.id::text, c.password::text FROM cur c WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.id = c.id::text)";
+pub(crate) const UB_AUTH_KEEP: &str = "WITH r AS (SELECT * FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb)), \
+     cur AS (SELECT a.id, a.auth_type, a.username, a.password FROM ps_auths a JOIN r ON a.id = r.id), \
+     up AS (INSERT INTO ps_auths (id, auth_type, username, password) \
+       SELECT r.id, r.auth_type, r.id, r.password FROM r LEFT JOIN cur c ON c.id = r.id \
+        WHERE c.id IS NULL OR coalesce(c.password, '') = '' \
+           OR (c.auth_type, c.username) IS DISTINCT FROM (r.auth_type, r.id) \
+       ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
+         password = coalesce(nullif(ps_auths.password, ''), EXCLUDED.password) \
+       RETURNING id::text, password::text) \
+     SELECT id, password FROM up \
+     UNION ALL SELECT c.id::text, c.password::text FROM cur c WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.id = c.id::text)";
 pub(crate) const UB_ENDPOINT: &str = "INSERT INTO ps_endpoints (id, aors, auth, context, disallow, allow, transport, \
        direct_media, rtp_symmetric, force_rport, rewrite_contact, dtmf_mode, callerid) \
      SELECT r.id, r.id, r.id, r.context, 'all', r.allow, r.transport, r.direct_media, r.rtp_symmetric, \
             r.force_rport, r.rewrite_contact, r.dtmf_mode, r.callerid \
        FROM jsonb_populate_recordset(NULL::ps_endpoints, $1::text::jsonb) AS r \
+       LEFT JOIN ps_endpoints e ON e.id = r.id \
+      WHERE e.id IS NULL \
+         OR (e.aors, e.auth, e.context, e.disallow, e.allow, e.transport, e.direct_media, e.rtp_symmetric, \
+             e.force_rport, e.rewrite_contact, e.dtmf_mode, e.callerid) \
+            IS DISTINCT FROM (r.id, r.id, r.context, 'all', r.allow, r.transport, r.direct_media, r.rtp_symmetric, \
+             r.force_rport, r.rewrite_contact, r.dtmf_mode, r.callerid) \
      ON CONFLICT (id) DO UPDATE SET aors = EXCLUDED.aors, auth = EXCLUDED.auth, context = EXCLUDED.context, \
        disallow = EXCLUDED.disallow, allow = EXCLUDED.allow, transport = EXCLUDED.transport, \
        direct_media = EXCLUDED.direct_media, rtp_symmetric = EXCLUDED.rtp_symmetric, \
        force_rport = EXCLUDED.force_rport, rewrite_contact = EXCLUDED.rewrite_contact, \
-       dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid \
-     WHERE (ps_endpoints.aors, ps_endpoints.auth, ps_endpoints.context, ps_endpoints.disallow, \
-            ps_endpoints.allow, ps_endpoints.transport, ps_endpoints.direct_media, ps_endpoints.rtp_symmetric, \
-            ps_endpoints.force_rport, ps_endpoints.rewrite_contact, ps_endpoints.dtmf_mode, ps_endpoints.callerid) \
-       IS DISTINCT FROM (EXCLUDED.aors, EXCLUDED.auth, EXCLUDED.context, EXCLUDED.disallow, \
-            EXCLUDED.allow, EXCLUDED.transport, EXCLUDED.direct_media, EXCLUDED.rtp_symmetric, \
-            EXCLUDED.force_rport, EXCLUDED.rewrite_contact, EXCLUDED.dtmf_mode, EXCLUDED.callerid)";
-pub(crate) const UB_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch, \
+       dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid";
+// a row is written only when its data changed; during a resync the batch's ids are recorded
+// as seen in one row of `sync_seen` (a data-modifying CTE runs whether or not it is read)
+pub(crate) const UB_MARK: &str = "WITH r AS (SELECT * FROM jsonb_populate_recordset(NULL::hexidian.sip_user, $1::text::jsonb)), \
+     seen AS (INSERT INTO hexidian.sync_seen (epoch, ids) \
+       SELECT s.current_epoch, (SELECT array_agg(r.id) FROM r) FROM hexidian.sync_state s WHERE s.in_progress) \
+     INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch, \
        forward_mode, forward_target, forward_delay_s, trunk, call_waiting, allow_dialout, display) \
      SELECT r.id, r.kind, r.display_name, (SELECT current_epoch FROM hexidian.sync_state), \
             r.forward_mode, r.forward_target, r.forward_delay_s, r.trunk, r.call_waiting, \
             r.allow_dialout, r.display \
-       FROM jsonb_populate_recordset(NULL::hexidian.sip_user, $1::text::jsonb) AS r \
+       FROM r LEFT JOIN hexidian.sip_user u ON u.id = r.id \
+      WHERE u.id IS NULL \
+         OR (u.kind, u.display_name, u.forward_mode, u.forward_target, u.forward_delay_s, u.trunk, \
+             u.call_waiting, u.allow_dialout, u.display) \
+            IS DISTINCT FROM (r.kind, r.display_name, r.forward_mode, r.forward_target, r.forward_delay_s, \
+             r.trunk, r.call_waiting, r.allow_dialout, r.display) \
      ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, display_name = EXCLUDED.display_name, \
        seen_epoch = EXCLUDED.seen_epoch, forward_mode = EXCLUDED.forward_mode, \
        forward_target = EXCLUDED.forward_target, forward_delay_s = EXCLUDED.forward_delay_s, \
@@ -160,8 +184,12 @@ pub(crate) const R_ENDPOINT: &str =
     "UPDATE ps_endpoints SET id = $2, aors = $2, auth = $2, callerid = $3 WHERE id = $1";
 pub(crate) const R_AUTH: &str = "UPDATE ps_auths SET id = $2, username = $2 WHERE id = $1";
 pub(crate) const R_AOR: &str = "UPDATE ps_aors SET id = $2 WHERE id = $1";
-pub(crate) const R_MARK: &str =
-    "UPDATE hexidian.sip_user SET id = $2, updated_at = now() WHERE id = $1";
+// a user re-sent in the open resync stays seen under its new number
+pub(crate) const R_MARK: &str = "UPDATE hexidian.sip_user SET id = $2, updated_at = now(), \
+       seen_epoch = greatest(seen_epoch, (SELECT s.current_epoch FROM hexidian.sync_state s \
+         WHERE s.in_progress AND EXISTS (SELECT 1 FROM hexidian.sync_seen x \
+           WHERE x.epoch = s.current_epoch AND $1 = ANY (x.ids)))) \
+     WHERE id = $1";
 pub(crate) const R_GROUP: &str =
     "UPDATE hexidian.callgroup SET extension = $2, updated_at = now() WHERE extension = $1";
 pub(crate) const R_MEMBER: &str =
@@ -172,22 +200,32 @@ pub(crate) const GRANT_ROUTING: &str =
     "SELECT format('GRANT SELECT ON hexidian.route, hexidian.callgroup_route TO %I', $1::text)";
 pub(crate) const R_FORWARD: &str = "UPDATE hexidian.sip_user SET forward_target = $2, updated_at = now() WHERE forward_target = $1";
 
-pub(crate) const L_USER: &str = "SELECT u.id, u.kind, u.display_name, u.seen_epoch, \
+pub(crate) const L_USER: &str = "SELECT u.id, u.kind, u.display_name, greatest(u.seen_epoch, s.epoch), \
        e.id IS NOT NULL, r.id IS NOT NULL, a.id IS NOT NULL, e.context::text, e.callerid::text, \
        coalesce(e.auth = u.id AND e.aors = u.id, false), a.password::text \
      FROM hexidian.sip_user u \
      LEFT JOIN ps_endpoints e ON e.id = u.id LEFT JOIN ps_aors r ON r.id = u.id LEFT JOIN ps_auths a ON a.id = u.id \
+     LEFT JOIN (SELECT x.id, max(v.epoch) AS epoch FROM hexidian.sync_seen v, unnest(v.ids) AS x (id) \
+       GROUP BY x.id) s ON s.id = u.id \
      WHERE $1::text IS NULL OR u.id = $1 ORDER BY u.id";
 pub(crate) const L_FOREIGN: &str = "SELECT e.id::text, e.context::text FROM ps_endpoints e \
      WHERE e.context = ANY ($1::text[]) AND NOT EXISTS (SELECT 1 FROM hexidian.sip_user u WHERE u.id = e.id) ORDER BY e.id";
 
-pub(crate) const S_BEGIN: &str = "UPDATE hexidian.sync_state SET current_epoch = current_epoch + 1, in_progress = true, \
+// the marks of earlier epochs are of no use any more
+pub(crate) const S_BEGIN: &str = "WITH gone AS (DELETE FROM hexidian.sync_seen) \
+     UPDATE hexidian.sync_state SET current_epoch = current_epoch + 1, in_progress = true, \
        updated_at = now() RETURNING current_epoch";
 pub(crate) const S_STATE: &str =
     "SELECT current_epoch, in_progress FROM hexidian.sync_state FOR UPDATE";
-pub(crate) const S_GUARD: &str = "SELECT count(*) FILTER (WHERE seen_epoch < $1), count(*) FROM hexidian.sip_user WHERE kind <> 'temp'";
-pub(crate) const S_SWEEP_USERS: &str = "WITH stale AS ( \
-         DELETE FROM hexidian.sip_user WHERE kind <> 'temp' AND seen_epoch < $1 RETURNING id), \
+// `seen`: the ids re-sent in epoch $1 without a change (their rows keep an older seen_epoch)
+pub(crate) const S_GUARD: &str = "WITH seen AS (SELECT DISTINCT x.id FROM hexidian.sync_seen, unnest(ids) AS x (id) \
+       WHERE epoch = $1) \
+     SELECT count(*) FILTER (WHERE u.seen_epoch < $1 AND s.id IS NULL), count(*) \
+       FROM hexidian.sip_user u LEFT JOIN seen s ON s.id = u.id WHERE u.kind <> 'temp'";
+pub(crate) const S_SWEEP_USERS: &str = "WITH seen AS (SELECT DISTINCT x.id FROM hexidian.sync_seen, unnest(ids) AS x (id) \
+       WHERE epoch = $1), \
+       stale AS (DELETE FROM hexidian.sip_user u WHERE u.kind <> 'temp' AND u.seen_epoch < $1 \
+         AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.id = u.id) RETURNING u.id), \
        gone_e AS (DELETE FROM ps_endpoints WHERE id IN (SELECT id FROM stale) RETURNING id), \
        gone_r AS (DELETE FROM ps_aors WHERE id IN (SELECT id FROM stale) RETURNING id), \
        gone_a AS (DELETE FROM ps_auths WHERE id IN (SELECT id FROM stale) RETURNING id) \

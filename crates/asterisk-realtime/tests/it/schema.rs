@@ -86,8 +86,8 @@ async fn migrations_are_idempotent_and_a_missing_asterisk_schema_is_reported() {
         .unwrap()
         .get(0);
     assert_eq!(
-        versions, 3,
-        "each of the PBX ledger's three migrations applied once"
+        versions, 4,
+        "each of the PBX ledger's four migrations applied once"
     );
     // a database without Asterisk's tables is a clear schema error
     let empty = hexidian_testkit::pg::TestDb::new().await;
@@ -114,7 +114,7 @@ async fn a_read_only_connect_migrates_nothing_and_says_what_is_pending() {
         .await
         .unwrap();
     tokio::spawn(driver.run());
-    assert_eq!(store.pending_migrations().await.unwrap().len(), 3);
+    assert_eq!(store.pending_migrations().await.unwrap().len(), 4);
     let schema: bool = sql
         .query_one("SELECT to_regnamespace('hexidian') IS NOT NULL", &[])
         .await

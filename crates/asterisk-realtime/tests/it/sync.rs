@@ -1,4 +1,4 @@
-use asterisk_realtime::{Change, Error, Kind, Member, UserSpec};
+use asterisk_realtime::{Change, Error, Kind, Member, Outcome, UserSpec};
 
 use crate::{Flavor, count, dect, env, env_with, ext, sip};
 
@@ -191,4 +191,94 @@ async fn a_sweep_leaves_the_resync_open_until_it_is_finished() {
     e.store.finish_sync(epoch).await.unwrap();
     assert_eq!(e.store.sync_state().await.unwrap(), (epoch, false));
     assert_eq!(count(&e.sql, "hexidian.sip_user").await, 3);
+}
+
+/// Row versions (`xmin`) of every row an id has, to tell a rewrite from a read.
+async fn versions(sql: &tokio_postgres::Client, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in ["ps_endpoints", "ps_aors", "ps_auths", "hexidian.sip_user"] {
+        let q = format!("SELECT xmin::text FROM {table} WHERE id = $1");
+        for r in sql.query(&q, &[&id]).await.unwrap() {
+            out.push(format!("{table} {}", r.get::<_, String>(0)));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_resync_of_unchanged_users_rewrites_no_row_and_sweeps_none_of_them() {
+    let e = env().await;
+    let spec = |n: u32| {
+        if n % 2 == 0 {
+            sip(&n.to_string(), "same", "Secret123")
+        } else {
+            dect(&n.to_string(), "same")
+        }
+    };
+    let all: Vec<Change> = (2000..2010).map(|n| Change::UpsertUser(spec(n))).collect();
+    let first = e.store.apply(&all).await.unwrap();
+    let mut before = Vec::new();
+    for n in 2000..2010 {
+        before.push(versions(&e.sql, &n.to_string()).await);
+    }
+    let epoch = e.store.begin_sync().await.unwrap();
+    // the resync re-sends 2000..2007 unchanged in one batch, 2008 changed, not 2009
+    let mut again: Vec<Change> = (2000..2008).map(|n| Change::UpsertUser(spec(n))).collect();
+    again.push(Change::UpsertUser(sip("2008", "renamed", "Secret123")));
+    let second = e.store.apply(&again).await.unwrap();
+    for (a, b) in first.iter().zip(&second).take(8) {
+        let (
+            Outcome::User { password: p1, .. },
+            Outcome::User {
+                password: p2,
+                created,
+            },
+        ) = (a.as_ref().unwrap(), b.as_ref().unwrap())
+        else {
+            panic!("users expected: {a:?} {b:?}")
+        };
+        assert_eq!(p1.expose(), p2.expose(), "the stored password comes back");
+        assert!(!created);
+    }
+    for n in 2000..2008 {
+        let i = (n - 2000) as usize;
+        assert_eq!(
+            versions(&e.sql, &n.to_string()).await,
+            before[i],
+            "{n}: re-sent unchanged, no row rewritten"
+        );
+        assert_eq!(
+            e.store
+                .user(&ext(&n.to_string()))
+                .await
+                .unwrap()
+                .unwrap()
+                .seen_epoch,
+            epoch,
+            "{n} counts as seen in the open resync"
+        );
+    }
+    assert_ne!(
+        versions(&e.sql, "2008").await,
+        before[8],
+        "a changed user is written"
+    );
+    // 2007 is renamed during the resync (GURU3 does not re-send it under its new number)
+    e.store.rename(ext("2007"), ext("2107")).await.unwrap();
+    let report = e.store.end_sync(epoch).await.unwrap();
+    assert_eq!(report.users, ["2009"], "only the user not re-sent is swept");
+    assert!(e.store.user(&ext("2107")).await.unwrap().is_some());
+    // the next resync starts afresh: what it does not re-send is swept
+    let epoch2 = e.store.begin_sync().await.unwrap();
+    let third: Vec<Change> = (2000..2007).map(|n| Change::UpsertUser(spec(n))).collect();
+    e.store.apply(&third).await.unwrap();
+    let report = e.store.end_sync(epoch2).await.unwrap();
+    assert_eq!(report.users, ["2008", "2107"]);
+    let marks: i64 = e
+        .sql
+        .query_one("SELECT count(*) FROM hexidian.sync_seen", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(marks, 1, "only the last epoch's batch marks are kept");
 }
