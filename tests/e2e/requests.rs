@@ -77,12 +77,19 @@ async fn the_omm_is_asked_once_per_new_user_and_never_for_an_unchanged_resync() 
     }
     w.assert_converged().await;
 
-    // a resync of an unchanged event: nothing written, nothing read
+    // a resync of an unchanged event: nothing written, nothing read; in PostgreSQL no user's
+    // rows and no mirror document rewritten
     let m = w.omm.view().received.len();
+    let before = row_versions(&w).await;
     w.guru3.resync();
     w.drained(Duration::from_secs(60)).await;
     let resync = asked(&w, m);
     assert_eq!(resync, BTreeMap::new(), "an unchanged resync asked the OMM");
+    assert_eq!(
+        row_versions(&w).await,
+        before,
+        "an unchanged resync rewrote rows"
+    );
 
     // three names changed in GURU3: one write each, no lookup
     let m = w.omm.view().received.len();
@@ -121,4 +128,22 @@ async fn the_omm_is_asked_once_per_new_user_and_never_for_an_unchanged_resync() 
     );
     run.stop().await.unwrap();
     w.assert_converged().await;
+}
+
+/// Row versions (`xmin`) of every user's PJSIP and ownership rows and of the mirror documents.
+async fn row_versions(w: &World) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, key) in [
+        ("ps_endpoints", "id"),
+        ("ps_aors", "id"),
+        ("ps_auths", "id"),
+        ("hexidian.sip_user", "id"),
+        ("hexidian.desired", "number"),
+    ] {
+        let q = format!("SELECT {key}::text || ' ' || xmin::text FROM {table} ORDER BY {key}");
+        for r in w.sql.query(&q, &[]).await.unwrap() {
+            out.push(format!("{table} {}", r.get::<_, String>(0)));
+        }
+    }
+    out
 }

@@ -775,6 +775,16 @@ impl StateStore for MemoryState {
                     StateOp::Remove(n) => {
                         s.mirror.remove(&n);
                     }
+                    StateOp::Seen {
+                        number,
+                        seen_epoch,
+                        members_epoch,
+                    } => {
+                        if let Some(e) = s.mirror.get_mut(&number) {
+                            e.seen_epoch = e.seen_epoch.max(seen_epoch);
+                            e.members_epoch = e.members_epoch.max(members_epoch);
+                        }
+                    }
                     StateOp::Journal(j) => {
                         s.journal.insert(j.id, j);
                     }

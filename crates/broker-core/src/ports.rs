@@ -418,6 +418,17 @@ pub enum StateOp {
     Put(Number, MirrorEntry),
     /// Forget a number.
     Remove(Number),
+    /// The stored entry of a number is unchanged but for its resync epochs (a resync re-sent
+    /// it as it was): a store may record the epochs without rewriting the entry. Epochs only
+    /// grow; a load gives each entry the greatest epochs stored or recorded for it.
+    Seen {
+        /// The number.
+        number: Number,
+        /// [`MirrorEntry::seen_epoch`] now.
+        seen_epoch: i64,
+        /// [`MirrorEntry::members_epoch`] now.
+        members_epoch: i64,
+    },
     /// Record a message outcome.
     Journal(JournalEntry),
 }

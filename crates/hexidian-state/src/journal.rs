@@ -37,20 +37,46 @@ pub enum StateChange {
     },
     /// Forget a number.
     Remove(Extension),
+    /// The stored document of a number is unchanged but for its resync epochs: recorded
+    /// beside it, returned by [`Store::load_desired`].
+    Seen {
+        /// Extension number.
+        number: Extension,
+        /// Resync epoch in which its extension was last seen.
+        seen_epoch: i64,
+        /// Resync epoch in which its member list was last sent.
+        members_epoch: i64,
+    },
     /// Record a message outcome.
     Journal(JournalEntry),
 }
 
+/// A stored document of the broker's desired-state mirror.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// Extension number.
+    pub number: String,
+    /// The document as written.
+    pub doc: String,
+    /// The greatest epochs recorded by [`StateChange::Seen`] for the number since the
+    /// oldest kept resync, if any: `(seen_epoch, members_epoch)`.
+    pub seen: Option<(i64, i64)>,
+}
+
 impl Store {
-    /// Every stored `(number, document)` of the broker's desired-state mirror.
-    pub async fn load_desired(&self) -> Result<Vec<(String, String)>> {
+    /// Every stored document of the broker's desired-state mirror.
+    pub async fn load_desired(&self) -> Result<Vec<Desired>> {
         let guard = self.session.lock().await?;
         Ok(guard
             .client()
             .query(sql::B_LOAD, &[])
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| Desired {
+                number: r.get(0),
+                doc: r.get(1),
+                seen: r.get::<_, Option<i64>>(2).zip(r.get::<_, Option<i64>>(3)),
+            })
             .collect())
     }
 
@@ -62,6 +88,7 @@ impl Store {
         }
         let mut docs: std::collections::BTreeMap<&str, Option<String>> = Default::default();
         let mut journal: std::collections::BTreeMap<i64, &JournalEntry> = Default::default();
+        let (mut seen_n, mut seen_s, mut seen_m) = (Vec::new(), Vec::new(), Vec::new());
         for c in changes {
             match c {
                 StateChange::Put { number, doc } => {
@@ -69,6 +96,15 @@ impl Store {
                 }
                 StateChange::Remove(number) => {
                     docs.insert(number.as_str(), None);
+                }
+                StateChange::Seen {
+                    number,
+                    seen_epoch,
+                    members_epoch,
+                } => {
+                    seen_n.push(number.as_str());
+                    seen_s.push(*seen_epoch);
+                    seen_m.push(*members_epoch);
                 }
                 StateChange::Journal(j) => {
                     journal.insert(j.id, j);
@@ -105,6 +141,11 @@ impl Store {
         }
         if !put_k.is_empty() {
             tx.execute(sql::B_PUT, &[&put_k, &put_v]).await?;
+        }
+        if let Some(newest) = seen_s.iter().chain(&seen_m).max() {
+            tx.execute(sql::B_SEEN_PRUNE, &[newest]).await?;
+            tx.execute(sql::B_SEEN, &[&seen_n, &seen_s, &seen_m])
+                .await?;
         }
         if !ids.is_empty() {
             tx.execute(

@@ -58,6 +58,11 @@ $adopt$;
             description: "one promised bind per handset; answered ASSIGN_HANDSETs lose their UAK",
             sql: V4,
         },
+        Migration {
+            version: 5,
+            description: "resync epochs of unchanged mirror entries as one row per commit",
+            sql: V5,
+        },
     ],
 };
 
@@ -131,4 +136,17 @@ DELETE FROM hexidian.handset_bind b
 CREATE UNIQUE INDEX handset_bind_ppn_key ON hexidian.handset_bind (ppn);
 UPDATE hexidian.assign_outbox SET uak = '' WHERE status <> 'pending';
 CREATE INDEX assign_outbox_answered_idx ON hexidian.assign_outbox (updated_at) WHERE status <> 'pending';
+";
+
+/// A resync re-sends every extension, and each document carried its resync epochs: all of
+/// them were rewritten (10,000 documents per resync) although only the epochs moved. A commit
+/// now records such entries as one row per pair of epochs; a load gives each document the
+/// greatest epochs recorded for its number. Only epochs of the open resync matter, so a
+/// commit drops the rows older than the epochs it records.
+const V5: &str = r"
+CREATE TABLE hexidian.desired_seen (
+    seen_epoch    bigint NOT NULL,
+    members_epoch bigint NOT NULL,
+    numbers       text[] NOT NULL
+);
 ";

@@ -2,7 +2,16 @@
 //! writes go as parallel arrays through `unnest`.
 
 // the mirror and the journal (ledger version 1)
-pub(crate) const B_LOAD: &str = "SELECT number, doc FROM hexidian.desired ORDER BY number";
+pub(crate) const B_LOAD: &str = "SELECT d.number, d.doc, s.seen_epoch, s.members_epoch FROM hexidian.desired d \
+     LEFT JOIN (SELECT x.number, max(v.seen_epoch) AS seen_epoch, max(v.members_epoch) AS members_epoch \
+       FROM hexidian.desired_seen v, unnest(v.numbers) AS x (number) GROUP BY x.number) s ON s.number = d.number \
+     ORDER BY d.number";
+// one row per pair of epochs; rows older than the newest epoch recorded are of no use
+pub(crate) const B_SEEN: &str = "INSERT INTO hexidian.desired_seen (seen_epoch, members_epoch, numbers) \
+     SELECT x.s, x.m, array_agg(x.n ORDER BY x.n) FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS x (n, s, m) \
+     GROUP BY x.s, x.m";
+pub(crate) const B_SEEN_PRUNE: &str =
+    "DELETE FROM hexidian.desired_seen WHERE greatest(seen_epoch, members_epoch) < $1";
 pub(crate) const B_PUT: &str = "INSERT INTO hexidian.desired (number, doc) \
      SELECT * FROM unnest($1::text[], $2::text[]) \
      ON CONFLICT (number) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()";
@@ -43,6 +52,8 @@ pub(crate) const H_OUTBOX_PRUNE: &str = "DELETE FROM hexidian.assign_outbox WHER
 #[cfg(test)]
 pub(crate) const ALL: &[(&str, &str)] = &[
     ("b_load", B_LOAD),
+    ("b_seen", B_SEEN),
+    ("b_seen_prune", B_SEEN_PRUNE),
     ("b_put", B_PUT),
     ("b_remove", B_REMOVE),
     ("b_journal", B_JOURNAL),

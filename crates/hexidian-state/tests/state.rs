@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
 use asterisk_realtime::Extension;
-use hexidian_state::{JournalEntry, JournalStatus, StateChange, Store};
+use hexidian_state::{Desired, JournalEntry, JournalStatus, StateChange, Store};
 use hexidian_testkit::pg::TestDb;
 
 struct Env {
@@ -56,13 +56,16 @@ fn row(id: i64, status: JournalStatus, payload: &str) -> StateChange {
     })
 }
 
+fn put(n: &str, doc: &str) -> StateChange {
+    StateChange::Put {
+        number: ext(n),
+        doc: doc.into(),
+    }
+}
+
 #[tokio::test]
 async fn documents_and_journal_commit_together_and_later_changes_win() {
     let e = env().await;
-    let put = |n: &str, doc: &str| StateChange::Put {
-        number: ext(n),
-        doc: doc.into(),
-    };
     e.store
         .commit_state(&[
             put("2001", r#"{"v": 1}"#),
@@ -85,10 +88,11 @@ async fn documents_and_journal_commit_together_and_later_changes_win() {
     let docs = e.store.load_desired().await.unwrap();
     assert_eq!(
         docs,
-        [(
-            "2001".to_owned(),
-            r#"{"v": 2, "name": "'; DROP TABLE hexidian.journal; --"}"#.to_owned()
-        )]
+        [Desired {
+            number: "2001".to_owned(),
+            doc: r#"{"v": 2, "name": "'; DROP TABLE hexidian.journal; --"}"#.to_owned(),
+            seen: None,
+        }]
     );
     assert_eq!(e.store.journal_counts().await.unwrap(), (1, 0, 1));
     let dead = e.store.dead_letters(10).await.unwrap();
@@ -331,8 +335,8 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .unwrap();
     tokio::spawn(driver.run());
     sql.batch_execute(OLD_V2_TO_V4).await.unwrap();
-    // read-only, the three are known as applied through the old ledger; only the one made
-    // after the split is pending
+    // read-only, the three are known as applied through the old ledger; only the ones made
+    // after the split are pending
     let read_only = Store::attach(pbx.session().clone(), false).await.unwrap();
     let pending: Vec<i32> = read_only
         .pending_migrations()
@@ -341,7 +345,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|(v, _)| *v)
         .collect();
-    assert_eq!(pending, [4]);
+    assert_eq!(pending, [4, 5]);
     let store = Store::attach(pbx.session().clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     assert_eq!(store.journal_counts().await.unwrap(), (1, 0, 0));
@@ -355,7 +359,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(adopted, [1, 2, 3, 4]);
+    assert_eq!(adopted, [1, 2, 3, 4, 5]);
     assert_eq!(pbx.pending_migrations().await.unwrap(), []);
 }
 
@@ -369,7 +373,7 @@ async fn a_fresh_database_gets_the_state_tables_from_this_ledger_only() {
     tokio::spawn(driver.run());
     // no PBX ledger at all: a state-only user of the database
     let read_only = Store::attach(session.clone(), false).await.unwrap();
-    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 4);
+    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 5);
     let store = Store::attach(session.clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     // a second attach (another process) finds everything applied
@@ -384,4 +388,79 @@ async fn a_fresh_database_gets_the_state_tables_from_this_ledger_only() {
         .get(0);
     assert!(!pbx_ledger, "the state ledger creates nothing of the PBX's");
     assert_eq!(store.journal_counts().await.unwrap(), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn seen_epochs_are_recorded_beside_unchanged_documents() {
+    let e = env().await;
+    let seen = |n: &str, s: i64, m: i64| StateChange::Seen {
+        number: ext(n),
+        seen_epoch: s,
+        members_epoch: m,
+    };
+    e.store
+        .commit_state(&[put("2001", "{}"), put("2002", "{}"), put("2003", "{}")])
+        .await
+        .unwrap();
+    let before = xmin(&e.sql).await;
+    // resync 1: 2001 and 2002 re-sent unchanged (2002's list too), over two commits
+    e.store
+        .commit_state(&[seen("2001", 1, 0), seen("2002", 1, 1)])
+        .await
+        .unwrap();
+    e.store.commit_state(&[seen("2002", 1, 1)]).await.unwrap();
+    assert_eq!(xmin(&e.sql).await, before, "no document rewritten");
+    let got: Vec<_> = e
+        .store
+        .load_desired()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.number, d.seen))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2001".to_owned(), Some((1, 0))),
+            ("2002".to_owned(), Some((1, 1))),
+            ("2003".to_owned(), None)
+        ]
+    );
+    // resync 2: the rows of resync 1 are of no use any more
+    e.store
+        .commit_state(&[seen("2003", 2, 0), StateChange::Remove(ext("2001"))])
+        .await
+        .unwrap();
+    let got: Vec<_> = e
+        .store
+        .load_desired()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.number, d.seen))
+        .collect();
+    assert_eq!(
+        got,
+        [("2002".to_owned(), None), ("2003".to_owned(), Some((2, 0)))]
+    );
+    let rows: i64 = e
+        .sql
+        .query_one("SELECT count(*) FROM hexidian.desired_seen", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+/// Row versions of the mirror documents, to tell a rewrite from a read.
+async fn xmin(sql: &tokio_postgres::Client) -> Vec<String> {
+    sql.query(
+        "SELECT xmin::text FROM hexidian.desired ORDER BY number",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<_, String>(0))
+    .collect()
 }

@@ -278,10 +278,16 @@ impl StateStore for PgState {
             let docs = self.store.load_desired().await.map_err(port_error)?;
             Ok(docs
                 .into_iter()
-                .filter_map(|(n, doc)| {
-                    let number: Number = n.parse().ok()?;
-                    match serde_json::from_str::<MirrorEntry>(&doc) {
-                        Ok(e) => Some((number, e)),
+                .filter_map(|d| {
+                    let number: Number = d.number.parse().ok()?;
+                    match serde_json::from_str::<MirrorEntry>(&d.doc) {
+                        Ok(mut e) => {
+                            if let Some((seen, members)) = d.seen {
+                                e.seen_epoch = e.seen_epoch.max(seen);
+                                e.members_epoch = e.members_epoch.max(members);
+                            }
+                            Some((number, e))
+                        }
                         Err(e) => {
                             tracing::error!(extension = %number, error = %e, "unreadable mirror entry ignored");
                             None
@@ -304,8 +310,22 @@ impl StateStore for PgState {
                         })?,
                     },
                     StateOp::Remove(n) => StateChange::Remove(ext(&n)?),
+                    StateOp::Seen {
+                        number,
+                        seen_epoch,
+                        members_epoch,
+                    } => StateChange::Seen {
+                        number: ext(&number)?,
+                        seen_epoch,
+                        members_epoch,
+                    },
                     StateOp::Journal(j) => StateChange::Journal(j),
-                    _ => continue,
+                    op => {
+                        return Err(PortError::new(
+                            PortErrorKind::Fatal,
+                            format!("state change this store cannot keep: {op:?}"),
+                        ));
+                    }
                 });
             }
             self.store.commit_state(&changes).await.map_err(port_error)

@@ -384,7 +384,21 @@ impl Broker {
                 for (n, entry) in &p.mirror {
                     let prev = match entry {
                         Some(e) => {
-                            ops.push(StateOp::Put(n.clone(), e.clone()));
+                            // a resync re-sends most entries as they are: only their epochs
+                            // move, and an entry that did not change at all is not written
+                            match self.mirror.get(n) {
+                                Some(old) if old == e => {}
+                                Some(old)
+                                    if old.extension == e.extension && old.members == e.members =>
+                                {
+                                    ops.push(StateOp::Seen {
+                                        number: n.clone(),
+                                        seen_epoch: e.seen_epoch,
+                                        members_epoch: e.members_epoch,
+                                    });
+                                }
+                                _ => ops.push(StateOp::Put(n.clone(), e.clone())),
+                            }
                             self.mirror.insert(n.clone(), e.clone())
                         }
                         None => {
