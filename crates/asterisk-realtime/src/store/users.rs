@@ -164,57 +164,67 @@ impl Store {
                 routing: &spec.routing,
             });
         }
-        // four set-based statements for the whole run; enum labels come from fixed sets
+        // four set-based statements for the whole run; enum labels come from fixed sets. The
+        // rows are serialised straight from borrowed structs (no JSON tree per row).
         let yes_no = |b: bool| Label::yes_no(b).0;
-        let aors: Vec<serde_json::Value> = work
+        let aors: Vec<AorRow<'_>> = work
             .iter()
-            .map(|w| {
-                serde_json::json!({
-                    "id": w.id, "max_contacts": w.t.max_contacts,
-                    "remove_existing": yes_no(w.t.remove_existing), "qualify_frequency": w.qualify,
-                })
+            .map(|w| AorRow {
+                id: w.id,
+                max_contacts: w.t.max_contacts,
+                remove_existing: yes_no(w.t.remove_existing),
+                qualify_frequency: w.qualify,
             })
             .collect();
-        let auth = |keep: bool| -> String {
-            serde_json::Value::Array(
-                work.iter()
-                    .filter(|w| w.keep == keep)
-                    .map(|w| serde_json::json!({"id": w.id, "auth_type": "userpass", "password": w.password}))
-                    .collect(),
-            )
-            .to_string()
+        let auth = |keep: bool| -> Vec<AuthRow<'_>> {
+            work.iter()
+                .filter(|w| w.keep == keep)
+                .map(|w| AuthRow {
+                    id: w.id,
+                    auth_type: "userpass",
+                    password: &w.password,
+                })
+                .collect()
         };
-        let endpoints: Vec<serde_json::Value> = work
+        let endpoints: Vec<EndpointRow<'_>> = work
             .iter()
             .map(|w| {
                 let t = w.t;
-                serde_json::json!({
-                    "id": w.id, "context": w.context, "allow": t.allow, "transport": t.transport,
-                    "direct_media": yes_no(t.direct_media), "rtp_symmetric": yes_no(t.rtp_symmetric),
-                    "force_rport": yes_no(t.force_rport), "rewrite_contact": yes_no(t.rewrite_contact),
-                    "dtmf_mode": t.dtmf_mode.label(), "callerid": w.callerid,
-                })
+                EndpointRow {
+                    id: w.id,
+                    context: w.context,
+                    allow: &t.allow,
+                    transport: t.transport.as_deref(),
+                    direct_media: yes_no(t.direct_media),
+                    rtp_symmetric: yes_no(t.rtp_symmetric),
+                    force_rport: yes_no(t.force_rport),
+                    rewrite_contact: yes_no(t.rewrite_contact),
+                    dtmf_mode: t.dtmf_mode.label(),
+                    callerid: &w.callerid,
+                }
             })
             .collect();
-        let marks: Vec<serde_json::Value> = work
+        let marks: Vec<MarkRow<'_>> = work
             .iter()
             .map(|w| {
                 let r = w.routing;
-                let (mode, target, delay) = r.forward_columns();
-                serde_json::json!({
-                    "id": w.id, "kind": w.kind, "display_name": w.display,
-                    "forward_mode": mode, "forward_target": target, "forward_delay_s": delay,
-                    "trunk": r.trunk, "call_waiting": r.call_waiting,
-                    "allow_dialout": r.allow_dialout, "display": r.display.label(),
-                })
+                let (forward_mode, forward_target, forward_delay_s) = r.forward_columns();
+                MarkRow {
+                    id: w.id,
+                    kind: w.kind,
+                    display_name: &w.display,
+                    forward_mode,
+                    forward_target,
+                    forward_delay_s,
+                    trunk: r.trunk,
+                    call_waiting: r.call_waiting,
+                    allow_dialout: r.allow_dialout,
+                    display: r.display.label(),
+                }
             })
             .collect();
-        let marks = serde_json::Value::Array(marks).to_string();
-        let (aors, endpoints) = (
-            serde_json::Value::Array(aors).to_string(),
-            serde_json::Value::Array(endpoints).to_string(),
-        );
-        let (auth_set, auth_keep) = (auth(false), auth(true));
+        let (marks, aors, endpoints) = (json(&marks)?, json(&aors)?, json(&endpoints)?);
+        let (auth_set, auth_keep) = (json(&auth(false))?, json(&auth(true))?);
         let (_, set_rows, keep_rows, _, _) = futures_util::future::try_join5(
             tx.execute(&st.ub_aor, &[&aors]),
             tx.query(&st.ub_auth_set, &[&auth_set]),
@@ -455,4 +465,53 @@ impl Store {
         self.refresh_ancestors(tx, st, &[n]).await?;
         Ok(renamed || g > 0 || m > 0 || f > 0)
     }
+}
+
+/// Rows of the set-based upserts, as `jsonb_populate_recordset` reads them (field = column).
+#[derive(serde::Serialize)]
+struct AorRow<'a> {
+    id: &'a str,
+    max_contacts: i32,
+    remove_existing: &'static str,
+    qualify_frequency: i32,
+}
+
+#[derive(serde::Serialize)]
+struct AuthRow<'a> {
+    id: &'a str,
+    auth_type: &'static str,
+    password: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct EndpointRow<'a> {
+    id: &'a str,
+    context: &'a str,
+    allow: &'a str,
+    transport: Option<&'a str>,
+    direct_media: &'static str,
+    rtp_symmetric: &'static str,
+    force_rport: &'static str,
+    rewrite_contact: &'static str,
+    dtmf_mode: &'static str,
+    callerid: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct MarkRow<'a> {
+    id: &'a str,
+    kind: &'static str,
+    display_name: &'a str,
+    forward_mode: &'static str,
+    forward_target: &'a str,
+    forward_delay_s: i32,
+    trunk: bool,
+    call_waiting: bool,
+    allow_dialout: bool,
+    display: &'static str,
+}
+
+/// One JSON array of rows.
+fn json<T: serde::Serialize>(rows: &[T]) -> Result<String> {
+    serde_json::to_string(rows).map_err(|e| Error::Schema(format!("encoding rows: {e}")))
 }
