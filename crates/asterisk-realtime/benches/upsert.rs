@@ -82,9 +82,7 @@ async fn main() {
         );
     }
     // a resync that re-sends all of them unchanged, in GURU3's pages of 500
-    let changes: Vec<Change> = (0..USERS)
-        .map(|n| Change::UpsertUser(spec(n, 2)))
-        .collect();
+    let changes: Vec<Change> = (0..USERS).map(|n| Change::UpsertUser(spec(n, 2))).collect();
     let start = Instant::now();
     let epoch = store.begin_sync().await.unwrap();
     let mut batches = Vec::new();

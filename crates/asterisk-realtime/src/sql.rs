@@ -45,8 +45,6 @@ pub(crate) const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1,
 pub(crate) const LOCK_ID: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
 
 pub(crate) const LOCK_IDS: &str = "SELECT pg_advisory_xact_lock(hashtext(x.id)) FROM unnest($1::text[]) WITH ORDINALITY AS x (id, n) ORDER BY x.n";
-pub(crate) const U_OWNERS: &str =
-    "SELECT id, kind FROM hexidian.sip_user WHERE id = ANY ($1::text[]) FOR UPDATE";
 pub(crate) const U_FOREIGNS: &str = "SELECT x.id, CASE \
        WHEN EXISTS (SELECT 1 FROM ps_endpoints WHERE id = x.id) THEN 'ps_endpoints' \
        WHEN EXISTS (SELECT 1 FROM ps_aors WHERE id = x.id) THEN 'ps_aors' \
@@ -94,72 +92,69 @@ pub(crate) const U_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, displa
 pub(crate) const UB_AOR: &str = "INSERT INTO ps_aors (id, max_contacts, remove_existing, qualify_frequency) \
      SELECT r.id, r.max_contacts, r.remove_existing, r.qualify_frequency \
        FROM jsonb_populate_recordset(NULL::ps_aors, $1::text::jsonb) AS r \
-       LEFT JOIN ps_aors a ON a.id = r.id \
-      WHERE a.id IS NULL OR (a.max_contacts, a.remove_existing, a.qualify_frequency) \
-        IS DISTINCT FROM (r.max_contacts, r.remove_existing, r.qualify_frequency) \
      ON CONFLICT (id) DO UPDATE SET max_contacts = EXCLUDED.max_contacts, \
-       remove_existing = EXCLUDED.remove_existing, qualify_frequency = EXCLUDED.qualify_frequency";
-// both return every id with its stored password; rows that already hold it are only read
-// (`cur` sees them as they were before the statement)
-pub(crate) const UB_AUTH_SET: &str = "WITH r AS (SELECT * FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb)), \
-     cur AS (SELECT a.id, a.auth_type, a.username, a.password FROM ps_auths a JOIN r ON a.id = r.id), \
-     up AS (INSERT INTO ps_auths (id, auth_type, username, password) \
-       SELECT r.id, r.auth_type, r.id, r.password FROM r LEFT JOIN cur c ON c.id = r.id \
-        WHERE c.id IS NULL OR (c.auth_type, c.username, c.password) IS DISTINCT FROM (r.auth_type, r.id, r.password) \
-       ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
-         password = EXCLUDED.password \
-       RETURNING id::text, password::text) \
-     SELECT id, password FROM up \
-     UNION ALL SELECT c.id::text, c.password::text FROM cur c WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.id = c.id::text)";
-pub(crate) const UB_AUTH_KEEP: &str = "WITH r AS (SELECT * FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb)), \
-     cur AS (SELECT a.id, a.auth_type, a.username, a.password FROM ps_auths a JOIN r ON a.id = r.id), \
-     up AS (INSERT INTO ps_auths (id, auth_type, username, password) \
-       SELECT r.id, r.auth_type, r.id, r.password FROM r LEFT JOIN cur c ON c.id = r.id \
-        WHERE c.id IS NULL OR coalesce(c.password, '') = '' \
-           OR (c.auth_type, c.username) IS DISTINCT FROM (r.auth_type, r.id) \
-       ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
-         password = coalesce(nullif(ps_auths.password, ''), EXCLUDED.password) \
-       RETURNING id::text, password::text) \
-     SELECT id, password FROM up \
-     UNION ALL SELECT c.id::text, c.password::text FROM cur c WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.id = c.id::text)";
+       remove_existing = EXCLUDED.remove_existing, qualify_frequency = EXCLUDED.qualify_frequency \
+     WHERE (ps_aors.max_contacts, ps_aors.remove_existing, ps_aors.qualify_frequency) \
+       IS DISTINCT FROM (EXCLUDED.max_contacts, EXCLUDED.remove_existing, EXCLUDED.qualify_frequency)";
+pub(crate) const UB_AUTH_SET: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
+     SELECT r.id, r.auth_type, r.id, r.password FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb) AS r \
+     ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
+       password = EXCLUDED.password \
+     RETURNING id::text, password::text";
+pub(crate) const UB_AUTH_KEEP: &str = "INSERT INTO ps_auths (id, auth_type, username, password) \
+     SELECT r.id, r.auth_type, r.id, r.password FROM jsonb_populate_recordset(NULL::ps_auths, $1::text::jsonb) AS r \
+     ON CONFLICT (id) DO UPDATE SET auth_type = EXCLUDED.auth_type, username = EXCLUDED.username, \
+       password = coalesce(nullif(ps_auths.password, ''), EXCLUDED.password) \
+     RETURNING id::text, password::text";
 pub(crate) const UB_ENDPOINT: &str = "INSERT INTO ps_endpoints (id, aors, auth, context, disallow, allow, transport, \
        direct_media, rtp_symmetric, force_rport, rewrite_contact, dtmf_mode, callerid) \
      SELECT r.id, r.id, r.id, r.context, 'all', r.allow, r.transport, r.direct_media, r.rtp_symmetric, \
             r.force_rport, r.rewrite_contact, r.dtmf_mode, r.callerid \
        FROM jsonb_populate_recordset(NULL::ps_endpoints, $1::text::jsonb) AS r \
-       LEFT JOIN ps_endpoints e ON e.id = r.id \
-      WHERE e.id IS NULL \
-         OR (e.aors, e.auth, e.context, e.disallow, e.allow, e.transport, e.direct_media, e.rtp_symmetric, \
-             e.force_rport, e.rewrite_contact, e.dtmf_mode, e.callerid) \
-            IS DISTINCT FROM (r.id, r.id, r.context, 'all', r.allow, r.transport, r.direct_media, r.rtp_symmetric, \
-             r.force_rport, r.rewrite_contact, r.dtmf_mode, r.callerid) \
      ON CONFLICT (id) DO UPDATE SET aors = EXCLUDED.aors, auth = EXCLUDED.auth, context = EXCLUDED.context, \
        disallow = EXCLUDED.disallow, allow = EXCLUDED.allow, transport = EXCLUDED.transport, \
        direct_media = EXCLUDED.direct_media, rtp_symmetric = EXCLUDED.rtp_symmetric, \
        force_rport = EXCLUDED.force_rport, rewrite_contact = EXCLUDED.rewrite_contact, \
-       dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid";
-// a row is written only when its data changed; during a resync the batch's ids are recorded
-// as seen in one row of `sync_seen` (a data-modifying CTE runs whether or not it is read)
-pub(crate) const UB_MARK: &str = "WITH r AS (SELECT * FROM jsonb_populate_recordset(NULL::hexidian.sip_user, $1::text::jsonb)), \
-     seen AS (INSERT INTO hexidian.sync_seen (epoch, ids) \
-       SELECT s.current_epoch, (SELECT array_agg(r.id) FROM r) FROM hexidian.sync_state s WHERE s.in_progress) \
-     INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch, \
+       dtmf_mode = EXCLUDED.dtmf_mode, callerid = EXCLUDED.callerid \
+     WHERE (ps_endpoints.aors, ps_endpoints.auth, ps_endpoints.context, ps_endpoints.disallow, \
+            ps_endpoints.allow, ps_endpoints.transport, ps_endpoints.direct_media, ps_endpoints.rtp_symmetric, \
+            ps_endpoints.force_rport, ps_endpoints.rewrite_contact, ps_endpoints.dtmf_mode, ps_endpoints.callerid) \
+       IS DISTINCT FROM (EXCLUDED.aors, EXCLUDED.auth, EXCLUDED.context, EXCLUDED.disallow, \
+            EXCLUDED.allow, EXCLUDED.transport, EXCLUDED.direct_media, EXCLUDED.rtp_symmetric, \
+            EXCLUDED.force_rport, EXCLUDED.rewrite_contact, EXCLUDED.dtmf_mode, EXCLUDED.callerid)";
+pub(crate) const UB_MARK: &str = "INSERT INTO hexidian.sip_user (id, kind, display_name, seen_epoch, \
        forward_mode, forward_target, forward_delay_s, trunk, call_waiting, allow_dialout, display) \
      SELECT r.id, r.kind, r.display_name, (SELECT current_epoch FROM hexidian.sync_state), \
             r.forward_mode, r.forward_target, r.forward_delay_s, r.trunk, r.call_waiting, \
             r.allow_dialout, r.display \
-       FROM r LEFT JOIN hexidian.sip_user u ON u.id = r.id \
-      WHERE u.id IS NULL \
-         OR (u.kind, u.display_name, u.forward_mode, u.forward_target, u.forward_delay_s, u.trunk, \
-             u.call_waiting, u.allow_dialout, u.display) \
-            IS DISTINCT FROM (r.kind, r.display_name, r.forward_mode, r.forward_target, r.forward_delay_s, \
-             r.trunk, r.call_waiting, r.allow_dialout, r.display) \
+       FROM jsonb_populate_recordset(NULL::hexidian.sip_user, $1::text::jsonb) AS r \
      ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, display_name = EXCLUDED.display_name, \
        seen_epoch = EXCLUDED.seen_epoch, forward_mode = EXCLUDED.forward_mode, \
        forward_target = EXCLUDED.forward_target, forward_delay_s = EXCLUDED.forward_delay_s, \
        trunk = EXCLUDED.trunk, call_waiting = EXCLUDED.call_waiting, \
        allow_dialout = EXCLUDED.allow_dialout, display = EXCLUDED.display, updated_at = now()";
 
+// during a resync, the ids of a batch are recorded as seen in one row
+pub(crate) const UB_SEEN: &str = "INSERT INTO hexidian.sync_seen (epoch, ids) \
+     SELECT s.current_epoch, $1::text[] FROM hexidian.sync_state s WHERE s.in_progress";
+// what the rows of a batch's ids hold now, every column as text, in the order the set-based
+// path compares them: ownership row (9), endpoint (presence + 12), auth (presence + 3), AOR
+// (presence + 3). One index lookup per id and table (LATERAL … LIMIT: a plain join of a few
+// hundred ids makes the planner hash all 10,000 rows of each table); LIMIT 2 lets a second
+// row of an id (a schema without unique ids) show up as a duplicate
+pub(crate) const UB_ROWS: &str = "SELECT x.id, \
+       u.kind, u.display_name, u.forward_mode, u.forward_target, u.forward_delay_s::text, u.trunk::text, \
+       u.call_waiting::text, u.allow_dialout::text, u.display, \
+       e.id IS NOT NULL, e.aors::text, e.auth::text, e.context::text, e.disallow::text, e.allow::text, \
+       e.transport::text, e.direct_media::text, e.rtp_symmetric::text, e.force_rport::text, \
+       e.rewrite_contact::text, e.dtmf_mode::text, e.callerid::text, \
+       a.id IS NOT NULL, a.auth_type::text, a.username::text, a.password::text, \
+       r.id IS NOT NULL, r.max_contacts::text, r.remove_existing::text, r.qualify_frequency::text \
+     FROM unnest($1::text[]) AS x (id) \
+     LEFT JOIN LATERAL (SELECT * FROM hexidian.sip_user u WHERE u.id = x.id LIMIT 2) u ON true \
+     LEFT JOIN LATERAL (SELECT * FROM ps_endpoints e WHERE e.id = x.id LIMIT 2) e ON true \
+     LEFT JOIN LATERAL (SELECT * FROM ps_auths a WHERE a.id = x.id LIMIT 2) a ON true \
+     LEFT JOIN LATERAL (SELECT * FROM ps_aors r WHERE r.id = x.id LIMIT 2) r ON true";
 pub(crate) const P_PASSWORD: &str = "UPDATE ps_auths AS a SET password = $2 FROM hexidian.sip_user AS u WHERE a.id = $1 AND u.id = a.id";
 pub(crate) const P_CALLERID: &str = "UPDATE ps_endpoints AS e SET callerid = $2 FROM hexidian.sip_user AS u WHERE e.id = $1 AND u.id = e.id";
 pub(crate) const P_DISPLAY: &str =
@@ -367,7 +362,6 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("set_lock_timeout", SET_LOCK_TIMEOUT),
     ("lock_id", LOCK_ID),
     ("lock_ids", LOCK_IDS),
-    ("u_owners", U_OWNERS),
     ("u_foreigns", U_FOREIGNS),
     ("u_owner", U_OWNER),
     ("u_foreign", U_FOREIGN),
@@ -381,6 +375,8 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("ub_auth_keep", UB_AUTH_KEEP),
     ("ub_endpoint", UB_ENDPOINT),
     ("ub_mark", UB_MARK),
+    ("ub_seen", UB_SEEN),
+    ("ub_rows", UB_ROWS),
     ("p_password", P_PASSWORD),
     ("p_callerid", P_CALLERID),
     ("p_display", P_DISPLAY),

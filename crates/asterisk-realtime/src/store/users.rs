@@ -96,12 +96,22 @@ impl Store {
         let mut sorted = ids.clone();
         sorted.sort_unstable();
         tx.query(&st.lock_ids, &[&sorted]).await?;
-        let owners: HashMap<String, Option<Kind>> = tx
-            .query(&st.u_owners, &[&ids])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), Kind::from_db(r.get(1))))
-            .collect();
+        // what the rows hold now (the advisory locks keep other writers of these ids out):
+        // who owns them, and what a write would change; an id with more than one row (a
+        // schema without unique ids) is written as if it had changed
+        let mut owners: HashMap<String, Option<Kind>> = HashMap::new();
+        let mut current: HashMap<String, Option<Current>> = HashMap::new();
+        for r in &tx.query(&st.ub_rows, &[&ids]).await? {
+            let id: String = r.get(0);
+            if let Some(kind) = r.get::<_, Option<&str>>(1) {
+                owners.insert(id.clone(), Kind::from_db(kind));
+            }
+            let row = Current::read(r);
+            current
+                .entry(id)
+                .and_modify(|c| *c = None)
+                .or_insert(Some(row));
+        }
         let unowned: Vec<&str> = ids
             .iter()
             .copied()
@@ -164,80 +174,90 @@ impl Store {
                 routing: &spec.routing,
             });
         }
-        // four set-based statements for the whole run; enum labels come from fixed sets. The
-        // rows are serialised straight from borrowed structs (no JSON tree per row).
+        // a resync re-sends every user: what the rows already hold is compared here and not
+        // written again (the statements below see only the rows that differ); enum labels
+        // come from fixed sets, every column is compared as PostgreSQL renders it as text
         let yes_no = |b: bool| Label::yes_no(b).0;
-        let aors: Vec<AorRow<'_>> = work
-            .iter()
-            .map(|w| AorRow {
+        let mut stored: HashMap<String, String> = HashMap::new();
+        let (mut aors, mut auth_set, mut auth_keep, mut endpoints, mut marks) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for w in &work {
+            let t = w.t;
+            let r = w.routing;
+            let (forward_mode, forward_target, forward_delay_s) = r.forward_columns();
+            let mark = MarkRow {
                 id: w.id,
-                max_contacts: w.t.max_contacts,
-                remove_existing: yes_no(w.t.remove_existing),
+                kind: w.kind,
+                display_name: &w.display,
+                forward_mode,
+                forward_target,
+                forward_delay_s,
+                trunk: r.trunk,
+                call_waiting: r.call_waiting,
+                allow_dialout: r.allow_dialout,
+                display: r.display.label(),
+            };
+            let endpoint = EndpointRow {
+                id: w.id,
+                context: w.context,
+                allow: &t.allow,
+                transport: t.transport.as_deref(),
+                direct_media: yes_no(t.direct_media),
+                rtp_symmetric: yes_no(t.rtp_symmetric),
+                force_rport: yes_no(t.force_rport),
+                rewrite_contact: yes_no(t.rewrite_contact),
+                dtmf_mode: t.dtmf_mode.label(),
+                callerid: &w.callerid,
+            };
+            let aor = AorRow {
+                id: w.id,
+                max_contacts: t.max_contacts,
+                remove_existing: yes_no(t.remove_existing),
                 qualify_frequency: w.qualify,
-            })
-            .collect();
-        let auth = |keep: bool| -> Vec<AuthRow<'_>> {
-            work.iter()
-                .filter(|w| w.keep == keep)
-                .map(|w| AuthRow {
-                    id: w.id,
-                    auth_type: "userpass",
-                    password: &w.password,
-                })
-                .collect()
-        };
-        let endpoints: Vec<EndpointRow<'_>> = work
-            .iter()
-            .map(|w| {
-                let t = w.t;
-                EndpointRow {
-                    id: w.id,
-                    context: w.context,
-                    allow: &t.allow,
-                    transport: t.transport.as_deref(),
-                    direct_media: yes_no(t.direct_media),
-                    rtp_symmetric: yes_no(t.rtp_symmetric),
-                    force_rport: yes_no(t.force_rport),
-                    rewrite_contact: yes_no(t.rewrite_contact),
-                    dtmf_mode: t.dtmf_mode.label(),
-                    callerid: &w.callerid,
+            };
+            let auth = AuthRow {
+                id: w.id,
+                auth_type: "userpass",
+                password: &w.password,
+            };
+            let now = current.get(w.id).and_then(Option::as_ref);
+            if !now.is_some_and(|c| c.mark_is(&mark)) {
+                marks.push(mark);
+            }
+            if !now.is_some_and(|c| c.endpoint_is(&endpoint)) {
+                endpoints.push(endpoint);
+            }
+            if !now.is_some_and(|c| c.aor_is(&aor)) {
+                aors.push(aor);
+            }
+            match now.and_then(|c| c.auth_holds(&auth, w.keep)) {
+                Some(pw) => {
+                    stored.insert(w.id.to_owned(), pw.to_owned());
                 }
-            })
-            .collect();
-        let marks: Vec<MarkRow<'_>> = work
-            .iter()
-            .map(|w| {
-                let r = w.routing;
-                let (forward_mode, forward_target, forward_delay_s) = r.forward_columns();
-                MarkRow {
-                    id: w.id,
-                    kind: w.kind,
-                    display_name: &w.display,
-                    forward_mode,
-                    forward_target,
-                    forward_delay_s,
-                    trunk: r.trunk,
-                    call_waiting: r.call_waiting,
-                    allow_dialout: r.allow_dialout,
-                    display: r.display.label(),
-                }
-            })
-            .collect();
+                None if w.keep => auth_keep.push(auth),
+                None => auth_set.push(auth),
+            }
+        }
+        let seen: Vec<&str> = work.iter().map(|w| w.id).collect();
         let (marks, aors, endpoints) = (json(&marks)?, json(&aors)?, json(&endpoints)?);
-        let (auth_set, auth_keep) = (json(&auth(false))?, json(&auth(true))?);
-        let (_, set_rows, keep_rows, _, _) = futures_util::future::try_join5(
-            tx.execute(&st.ub_aor, &[&aors]),
-            tx.query(&st.ub_auth_set, &[&auth_set]),
-            tx.query(&st.ub_auth_keep, &[&auth_keep]),
-            tx.execute(&st.ub_endpoint, &[&endpoints]),
-            tx.execute(&st.ub_mark, &[&marks]),
+        let (auth_set, auth_keep) = (json(&auth_set)?, json(&auth_keep)?);
+        let ((_, set_rows, keep_rows, _, _), _) = futures_util::future::try_join(
+            futures_util::future::try_join5(
+                rows_of(tx, &st.ub_aor, &aors),
+                rows_of(tx, &st.ub_auth_set, &auth_set),
+                rows_of(tx, &st.ub_auth_keep, &auth_keep),
+                rows_of(tx, &st.ub_endpoint, &endpoints),
+                rows_of(tx, &st.ub_mark, &marks),
+            ),
+            tx.execute(&st.ub_seen, &[&seen]),
         )
         .await?;
-        let stored: HashMap<String, String> = set_rows
-            .iter()
-            .chain(&keep_rows)
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        stored.extend(
+            set_rows
+                .iter()
+                .chain(&keep_rows)
+                .map(|r| (r.get(0), r.get(1))),
+        );
         for w in &work {
             let pw = stored
                 .get(w.id)
@@ -511,7 +531,129 @@ struct MarkRow<'a> {
     display: &'static str,
 }
 
+/// Runs a set-based statement over a JSON array of rows; an empty array is not sent.
+async fn rows_of(
+    tx: &Transaction<'_>,
+    stmt: &tokio_postgres::Statement,
+    rows: &str,
+) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    if rows == "[]" {
+        return Ok(Vec::new());
+    }
+    tx.query(stmt, &[&rows]).await
+}
+
 /// One JSON array of rows.
 fn json<T: serde::Serialize>(rows: &[T]) -> Result<String> {
     serde_json::to_string(rows).map_err(|e| Error::Schema(format!("encoding rows: {e}")))
+}
+
+/// The columns of one id's rows as PostgreSQL renders them as text (`None`: NULL), read by
+/// [`sql::UB_ROWS`].
+struct Current {
+    /// kind, display_name, forward_mode, forward_target, forward_delay_s, trunk, call_waiting,
+    /// allow_dialout, display (all `None` without an ownership row)
+    mark: [Option<String>; 9],
+    /// aors, auth, context, disallow, allow, transport, direct_media, rtp_symmetric,
+    /// force_rport, rewrite_contact, dtmf_mode, callerid (`None` without a row)
+    endpoint: Option<[Option<String>; 12]>,
+    /// auth_type, username, password
+    auth: Option<[Option<String>; 3]>,
+    /// max_contacts, remove_existing, qualify_frequency
+    aor: Option<[Option<String>; 3]>,
+}
+
+impl Current {
+    fn read(r: &tokio_postgres::Row) -> Self {
+        let cols = |from: usize| -> [Option<String>; 12] {
+            std::array::from_fn(|i| r.get::<_, Option<String>>(from + i))
+        };
+        let three = |present: usize| -> Option<[Option<String>; 3]> {
+            r.get::<_, bool>(present)
+                .then(|| std::array::from_fn(|i| r.get::<_, Option<String>>(present + 1 + i)))
+        };
+        Self {
+            mark: std::array::from_fn(|i| r.get::<_, Option<String>>(1 + i)),
+            endpoint: r.get::<_, bool>(10).then(|| cols(11)),
+            auth: three(23),
+            aor: three(27),
+        }
+    }
+
+    fn mark_is(&self, m: &MarkRow<'_>) -> bool {
+        let want = [
+            m.kind.to_owned(),
+            m.display_name.to_owned(),
+            m.forward_mode.to_owned(),
+            m.forward_target.to_owned(),
+            m.forward_delay_s.to_string(),
+            m.trunk.to_string(),
+            m.call_waiting.to_string(),
+            m.allow_dialout.to_string(),
+            m.display.to_owned(),
+        ];
+        same(&self.mark, want.iter().map(|s| Some(s.as_str())))
+    }
+
+    fn endpoint_is(&self, e: &EndpointRow<'_>) -> bool {
+        let Some(now) = &self.endpoint else {
+            return false;
+        };
+        let want = [
+            Some(e.id),
+            Some(e.id),
+            Some(e.context),
+            Some("all"),
+            Some(e.allow),
+            e.transport,
+            Some(e.direct_media),
+            Some(e.rtp_symmetric),
+            Some(e.force_rport),
+            Some(e.rewrite_contact),
+            Some(e.dtmf_mode),
+            Some(e.callerid),
+        ];
+        same(now, want)
+    }
+
+    fn aor_is(&self, a: &AorRow<'_>) -> bool {
+        let Some(now) = &self.aor else {
+            return false;
+        };
+        let (max, qualify) = (a.max_contacts.to_string(), a.qualify_frequency.to_string());
+        same(
+            now,
+            [
+                Some(max.as_str()),
+                Some(a.remove_existing),
+                Some(qualify.as_str()),
+            ],
+        )
+    }
+
+    /// The stored password if the auth row already holds what `a` would write: the same
+    /// password, or with `keep` any non-empty one.
+    fn auth_holds(&self, a: &AuthRow<'_>, keep: bool) -> Option<&str> {
+        let [auth_type, username, password] = self.auth.as_ref()?;
+        let password = password.as_deref()?;
+        let holds = auth_type.as_deref() == Some(a.auth_type)
+            && username.as_deref() == Some(a.id)
+            && if keep {
+                !password.is_empty()
+            } else {
+                password == a.password
+            };
+        holds.then_some(password)
+    }
+}
+
+fn same<'a>(now: &[Option<String>], want: impl IntoIterator<Item = Option<&'a str>>) -> bool {
+    let mut n = 0;
+    for (a, b) in now.iter().zip(want) {
+        if a.as_deref() != b {
+            return false;
+        }
+        n += 1;
+    }
+    n == now.len()
 }

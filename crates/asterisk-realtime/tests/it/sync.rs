@@ -207,7 +207,12 @@ async fn versions(sql: &tokio_postgres::Client, id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_resync_of_unchanged_users_rewrites_no_row_and_sweeps_none_of_them() {
-    let e = env().await;
+    unchanged_resync(Flavor::Modern).await;
+    unchanged_resync(Flavor::Legacy).await;
+}
+
+async fn unchanged_resync(flavor: Flavor) {
+    let e = env_with(flavor, |c| c).await;
     let spec = |n: u32| {
         if n % 2 == 0 {
             sip(&n.to_string(), "same", "Secret123")
