@@ -58,7 +58,6 @@ async fn bench(n: usize) {
     // GURU3 sends no websocket frame for a resync window; a short poll makes this phase
     // measure processing, not the 30 s poll interval
     settings.feed = settings.feed.poll_interval(Duration::from_millis(50)); // override: see above
-    settings.guru3 = settings.guru3.max_messages(1000); // override: bulk pages (example: 500)
     let (dect, sip, groups) = hexidian_demo::seed(&guru3, n).unwrap();
     let run = hexidian::start(settings).await.unwrap();
 

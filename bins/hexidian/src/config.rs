@@ -177,7 +177,7 @@ pub struct Guru3Section {
     pub event_id: Option<u32>,
     /// Extra CA certificates (PEM) besides the webpki roots.
     pub ca_file: Option<PathBuf>,
-    /// `max_messages` per GET (default 500).
+    /// `max_messages` per GET (default 1000).
     pub page_size: Option<u32>,
     /// Poll interval in seconds (default 30).
     pub poll_interval_s: Option<u64>,

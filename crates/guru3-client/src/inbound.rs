@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use crate::message::DecodeError;
 use crate::types::{Extension, Ipei, MessageId, Uak};
 
-/// GURU3 reads at most 2.5 MiB of form data; one POST carries at most this many ids.
-pub const MAX_ACKS_PER_POST: usize = 500;
+/// One POST carries at most this many ids (what guru3.md §3.3 advises; GURU3 reads at most
+/// 2.5 MiB of form data).
+pub const MAX_ACKS_PER_POST: usize = 1000;
 
 /// An inbound message (consumer → GURU3).
 #[derive(Debug, Clone, PartialEq)]

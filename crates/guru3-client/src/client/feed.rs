@@ -299,7 +299,7 @@ impl Feed {
         self.fetch_now = true;
     }
 
-    /// Sends all buffered acks, in POSTs of at most 500 ids. What GURU3 did not confirm stays
+    /// Sends all buffered acks, in POSTs of at most 1000 ids. What GURU3 did not confirm stays
     /// buffered (re-acking is harmless), and the next fetch waits out a growing back-off.
     pub async fn flush_acks(&mut self) -> Result<()> {
         if self.pending_acks.is_empty() {

@@ -54,7 +54,7 @@ impl Config {
             base: base_url.parse()?,
             event_id: api_key.event_id(),
             api_key,
-            max_messages: 500,
+            max_messages: 1000,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: 64 << 20,
@@ -68,8 +68,8 @@ impl Config {
         self
     }
 
-    /// Page size of `GET …/messages` (default 500, at least 1: a 10,000-message resync in 21
-    /// pages, each acked in one POST).
+    /// Page size of `GET …/messages` (default 1000, at least 1: a 10,000-message resync in
+    /// 11 pages, each acked in one POST of at most [`MAX_ACKS_PER_POST`] ids).
     pub fn max_messages(mut self, n: u32) -> Self {
         self.max_messages = n.max(1);
         self

@@ -125,7 +125,7 @@ async fn fetch_ack_round_trip_in_server_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_are_batched_in_posts_of_at_most_500() {
+async fn acks_are_batched_in_posts_of_at_most_1000() {
     let sim = sim().await;
     for i in 0..2500 {
         sim.inject("SYNC_ENDED", serde_json::json!({"n": i}));
@@ -136,7 +136,7 @@ async fn acks_are_batched_in_posts_of_at_most_500() {
     let ids: Vec<MessageId> = page.messages.iter().map(|m| m.id).collect();
     let (_, posts_before) = sim.request_counts();
     c.ack(&ids).await.unwrap();
-    assert_eq!(sim.request_counts().1 - posts_before, 5);
+    assert_eq!(sim.request_counts().1 - posts_before, 3);
     assert!(sim.pending().is_empty());
 }
 
