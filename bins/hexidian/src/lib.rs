@@ -10,6 +10,7 @@ pub mod config;
 mod events;
 mod metrics;
 mod net;
+pub mod ops;
 mod webhook;
 
 use std::future::Future;

@@ -53,11 +53,31 @@ enum Cmd {
         #[arg(long)]
         with_secrets: bool,
     },
+    /// Dead letters: messages given up on (reads the journal in PostgreSQL directly; safe
+    /// while hexidian runs)
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCmd,
+    },
     /// The demo is a binary of its own, so this one links no simulator
     #[command(hide = true, disable_help_flag = true)]
     Demo {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCmd {
+    /// Every dead letter, oldest first: id, type, number, attempts, last try, reason, and
+    /// whether a later message for the same number was applied
+    List {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -93,6 +113,14 @@ async fn main() -> ExitCode {
             out,
             with_secrets,
         } => asterisk_config(&config, &out, with_secrets),
+        Cmd::DeadLetters {
+            command: DeadLetterCmd::List { config, json },
+        } => {
+            hexidian::cli::init_logging(cli.log_format.as_deref());
+            hexidian::ops::dead_letters_list(&config, json)
+                .await
+                .map(|text| print!("{text}"))
+        }
         Cmd::Demo { args } => Err(format!(
             "the demo is its own binary, so that this one links no simulator: \
              cargo run -p hexidian-demo{}{}",

@@ -267,6 +267,31 @@ pub struct Incoming {
     pub command: Result<Command, String>,
 }
 
+impl Incoming {
+    /// The number the message is about: from the decoded command, else (a message that did
+    /// not decode) the `number` or `old_extension` its envelope names, if that is a number.
+    pub fn number(&self) -> Option<Number> {
+        match &self.command {
+            Ok(Command::Upsert(e)) => Some(e.number.clone()),
+            Ok(
+                Command::Delete(n)
+                | Command::Unsubscribe(n)
+                | Command::CallExtension(n)
+                | Command::SetMembers { number: n, .. },
+            ) => Some(n.clone()),
+            Ok(Command::Rename { old, .. }) => Some(old.clone()),
+            Ok(Command::SyncStarted | Command::SyncEnded | Command::Unknown { .. }) => None,
+            Err(_) => {
+                let v: serde_json::Value = serde_json::from_str(&self.raw).ok()?;
+                let data = v.get("data")?;
+                ["number", "old_extension"]
+                    .iter()
+                    .find_map(|k| data.get(*k)?.as_str()?.parse().ok())
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
@@ -413,6 +438,53 @@ pub type SharedDirectory = std::sync::Arc<std::sync::RwLock<Directory>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_names_its_number_even_when_it_did_not_decode() {
+        let msg = |raw: &str, command: Result<Command, String>| Incoming {
+            id: 1,
+            kind: "UPDATE_EXTENSION".into(),
+            raw: raw.into(),
+            command,
+        };
+        let n = |s: &str| s.parse::<Number>().unwrap();
+        assert_eq!(
+            msg("", Ok(Command::Delete(n("2001")))).number(),
+            Some(n("2001"))
+        );
+        assert_eq!(
+            msg(
+                "",
+                Ok(Command::Rename {
+                    old: n("2002"),
+                    new: n("2020")
+                })
+            )
+            .number(),
+            Some(n("2002"))
+        );
+        assert_eq!(msg("", Ok(Command::SyncEnded)).number(), None);
+        let bad = Err("no name".to_owned());
+        assert_eq!(
+            msg(
+                r#"{"id": 1, "data": {"number": "2345", "type": "??"}}"#,
+                bad.clone()
+            )
+            .number(),
+            Some(n("2345"))
+        );
+        assert_eq!(
+            msg(r#"{"data": {"old_extension": "2002"}}"#, bad.clone()).number(),
+            Some(n("2002"))
+        );
+        for raw in [
+            r#"{"data": {"number": "12; DROP"}}"#,
+            "not json",
+            r#"{"data": 5}"#,
+        ] {
+            assert_eq!(msg(raw, bad.clone()).number(), None, "{raw}");
+        }
+    }
 
     fn entry(name: &str, kind: Kind) -> MirrorEntry {
         MirrorEntry {

@@ -387,6 +387,8 @@ pub struct JournalEntry {
     pub id: i64,
     /// Wire type.
     pub kind: String,
+    /// The number it was about ([`Incoming::number`](crate::model::Incoming::number)), if any.
+    pub number: Option<String>,
     /// Outcome.
     pub status: JournalStatus,
     /// Attempts made.
@@ -402,6 +404,7 @@ impl fmt::Debug for JournalEntry {
         f.debug_struct("JournalEntry")
             .field("id", &self.id)
             .field("kind", &self.kind)
+            .field("number", &self.number)
             .field("status", &self.status)
             .field("attempts", &self.attempts)
             .field("reason", &self.reason)

@@ -74,12 +74,14 @@ impl Page {
         })?;
         let mut page = Self {
             returned: items.len(),
+            messages: Vec::with_capacity(items.len()),
             ..Self::default()
         };
+        // each envelope's `data` moves into its message: a page is held once, not twice
         for item in items {
-            match RawMessage::from_value(&item) {
-                Some(m) => page.messages.push(m),
-                None => page.malformed.push(item),
+            match RawMessage::from_value(item) {
+                Ok(m) => page.messages.push(m),
+                Err(item) => page.malformed.push(item),
             }
         }
         Ok(page)
@@ -87,10 +89,19 @@ impl Page {
 }
 
 impl RawMessage {
-    fn from_value(v: &Value) -> Option<Self> {
-        let obj = v.as_object()?;
-        let id = MessageId::new(obj.get("id")?.as_i64()?).ok()?;
-        Some(Self {
+    /// The message of an envelope, or the envelope back if it has no usable id.
+    fn from_value(mut v: Value) -> Result<Self, Value> {
+        let Some(id) = v
+            .get("id")
+            .and_then(Value::as_i64)
+            .and_then(|id| MessageId::new(id).ok())
+        else {
+            return Err(v);
+        };
+        let Some(obj) = v.as_object_mut() else {
+            return Err(v);
+        };
+        Ok(Self {
             id,
             timestamp: obj.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0),
             kind: obj
@@ -100,7 +111,7 @@ impl RawMessage {
                 .chars()
                 .take(64)
                 .collect(),
-            data: obj.get("data").cloned().unwrap_or(Value::Null),
+            data: obj.remove("data").unwrap_or(Value::Null),
         })
     }
 

@@ -51,6 +51,27 @@ pub enum StateChange {
     Journal(JournalEntry),
 }
 
+/// A dead letter as an operator lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// GURU3 message id.
+    pub id: i64,
+    /// Wire type.
+    pub kind: String,
+    /// The number it was about, if known.
+    pub number: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why it was given up.
+    pub reason: Option<String>,
+    /// First recorded (UTC, `2026-12-07T14:03:11Z`).
+    pub first_seen: String,
+    /// Last written (UTC, same form).
+    pub updated_at: String,
+    /// A later message for the same number was applied.
+    pub superseded: bool,
+}
+
 /// A stored document of the broker's desired-state mirror.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
@@ -124,6 +145,7 @@ impl Store {
         let rows: Vec<&JournalEntry> = journal.into_values().collect();
         let ids: Vec<i64> = rows.iter().map(|j| j.id).collect();
         let kinds: Vec<String> = rows.iter().map(|j| no_nul(&j.kind)).collect();
+        let numbers: Vec<Option<&str>> = rows.iter().map(|j| j.number.as_deref()).collect();
         let statuses: Vec<&str> = rows.iter().map(|j| status_text(j.status)).collect();
         let attempts: Vec<i32> = rows
             .iter()
@@ -150,7 +172,9 @@ impl Store {
         if !ids.is_empty() {
             tx.execute(
                 sql::B_JOURNAL,
-                &[&ids, &kinds, &statuses, &attempts, &reasons, &payloads],
+                &[
+                    &ids, &kinds, &statuses, &attempts, &reasons, &payloads, &numbers,
+                ],
             )
             .await?;
         }
@@ -190,6 +214,28 @@ impl Store {
                 attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
                 reason: r.get(4),
                 payload: r.get(5),
+                number: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Every dead letter, oldest first (read only: safe while hexidian runs).
+    pub async fn dead_letter_list(&self) -> Result<Vec<DeadLetter>> {
+        let guard = self.session.lock().await?;
+        Ok(guard
+            .client()
+            .query(sql::B_DEAD_LIST, &[])
+            .await?
+            .iter()
+            .map(|r| DeadLetter {
+                id: r.get(0),
+                kind: r.get(1),
+                number: r.get(2),
+                attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                reason: r.get(4),
+                first_seen: r.get(5),
+                updated_at: r.get(6),
+                superseded: r.get(7),
             })
             .collect())
     }

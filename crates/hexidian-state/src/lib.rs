@@ -29,7 +29,7 @@ mod sql;
 pub use asterisk_realtime::{Error, Result, Session};
 pub use binds::{HandsetBind, OutboxEntry};
 pub use broker_core::ports::{JournalEntry, JournalStatus};
-pub use journal::{Desired, StateChange};
+pub use journal::{DeadLetter, Desired, StateChange};
 
 /// Handle to the state tables. Cheap to clone; shares its session's one-at-a-time queue.
 #[derive(Clone, Debug)]

@@ -63,6 +63,11 @@ $adopt$;
             description: "resync epochs of unchanged mirror entries as one row per commit",
             sql: V5,
         },
+        Migration {
+            version: 6,
+            description: "the number each journal row is about",
+            sql: V6,
+        },
     ],
 };
 
@@ -149,4 +154,10 @@ CREATE TABLE hexidian.desired_seen (
     members_epoch bigint NOT NULL,
     numbers       text[] NOT NULL
 );
+";
+
+/// The number a message was about, also for one that did not decode: an operator lists dead
+/// letters by number and sees which a later message for the same number made moot.
+const V6: &str = r"
+ALTER TABLE hexidian.journal ADD COLUMN number text;
 ";

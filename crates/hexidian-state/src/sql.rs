@@ -16,17 +16,29 @@ pub(crate) const B_PUT: &str = "INSERT INTO hexidian.desired (number, doc) \
      SELECT * FROM unnest($1::text[], $2::text[]) \
      ON CONFLICT (number) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()";
 pub(crate) const B_REMOVE: &str = "DELETE FROM hexidian.desired WHERE number = ANY($1::text[])";
-pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, status, attempts, reason, payload) \
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[]) \
+pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, status, attempts, reason, payload, number) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[]) \
      ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, status = EXCLUDED.status, \
-       attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, payload = EXCLUDED.payload, updated_at = now()";
+       attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, payload = EXCLUDED.payload, \
+       number = EXCLUDED.number, updated_at = now()";
 pub(crate) const B_COUNTS: &str = "SELECT count(*) FILTER (WHERE status = 'done'), \
      count(*) FILTER (WHERE status = 'ignored'), count(*) FILTER (WHERE status = 'dead') FROM hexidian.journal";
 pub(crate) const B_PRUNE: &str = "DELETE FROM hexidian.journal WHERE id IN ( \
      SELECT id FROM hexidian.journal WHERE status <> 'dead' \
        AND updated_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
-pub(crate) const B_DEAD: &str = "SELECT id, kind, status, attempts, reason, payload FROM hexidian.journal \
+pub(crate) const B_DEAD: &str = "SELECT id, kind, status, attempts, reason, payload, number FROM hexidian.journal \
      WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
+// every dead letter, oldest first, and whether a later message for its number was applied
+// (one pass over the journal: no index on number, which every resync would have to fill)
+pub(crate) const B_DEAD_LIST: &str = "WITH dead AS (SELECT id, kind, number, attempts, reason, first_seen, updated_at \
+       FROM hexidian.journal WHERE status = 'dead'), \
+     later AS (SELECT j.number, max(j.id) AS last_done FROM hexidian.journal j \
+       WHERE j.status = 'done' AND j.number IN (SELECT number FROM dead) GROUP BY j.number) \
+     SELECT d.id, d.kind, d.number, d.attempts, d.reason, \
+       to_char(d.first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+       to_char(d.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+       coalesce(l.last_done > d.id, false) \
+     FROM dead d LEFT JOIN later l ON l.number = d.number ORDER BY d.id";
 
 // promised binds and the ASSIGN_HANDSET outbox (ledger version 2)
 // one bind per handset (ledger version 4): the latest call's target wins, the id stays
@@ -59,6 +71,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("b_journal", B_JOURNAL),
     ("b_counts", B_COUNTS),
     ("b_dead", B_DEAD),
+    ("b_dead_list", B_DEAD_LIST),
     ("b_prune", B_PRUNE),
     ("h_bind_add", H_BIND_ADD),
     ("h_outbox_prune", H_OUTBOX_PRUNE),

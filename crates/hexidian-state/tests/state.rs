@@ -49,6 +49,7 @@ fn row(id: i64, status: JournalStatus, payload: &str) -> StateChange {
     StateChange::Journal(JournalEntry {
         id,
         kind: "UPDATE_EXTENSION".into(),
+        number: Some("2001".into()),
         status,
         attempts: 1,
         reason: (status == JournalStatus::Dead).then(|| "bad \0 input".to_owned()),
@@ -106,6 +107,7 @@ async fn documents_and_journal_commit_together_and_later_changes_win() {
     let bad = StateChange::Journal(JournalEntry {
         id: 1,
         kind: "X".into(),
+        number: None,
         status: JournalStatus::Done,
         attempts: u32::MAX,
         reason: None,
@@ -345,7 +347,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|(v, _)| *v)
         .collect();
-    assert_eq!(pending, [4, 5]);
+    assert_eq!(pending, [4, 5, 6]);
     let store = Store::attach(pbx.session().clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     assert_eq!(store.journal_counts().await.unwrap(), (1, 0, 0));
@@ -359,7 +361,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(adopted, [1, 2, 3, 4, 5]);
+    assert_eq!(adopted, [1, 2, 3, 4, 5, 6]);
     assert_eq!(pbx.pending_migrations().await.unwrap(), []);
 }
 
@@ -373,7 +375,7 @@ async fn a_fresh_database_gets_the_state_tables_from_this_ledger_only() {
     tokio::spawn(driver.run());
     // no PBX ledger at all: a state-only user of the database
     let read_only = Store::attach(session.clone(), false).await.unwrap();
-    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 5);
+    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 6);
     let store = Store::attach(session.clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     // a second attach (another process) finds everything applied
@@ -463,4 +465,51 @@ async fn xmin(sql: &tokio_postgres::Client) -> Vec<String> {
     .iter()
     .map(|r| r.get::<_, String>(0))
     .collect()
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_with_their_number_and_whether_a_later_message_made_them_moot() {
+    let e = env().await;
+    let entry = |id: i64, number: Option<&str>, status: JournalStatus| {
+        StateChange::Journal(JournalEntry {
+            id,
+            kind: "UPDATE_EXTENSION".into(),
+            number: number.map(str::to_owned),
+            status,
+            attempts: 3,
+            reason: (status == JournalStatus::Dead).then(|| "EPerm".to_owned()),
+            payload: "{}".into(),
+        })
+    };
+    e.store
+        .commit_state(&[
+            entry(10, Some("2001"), JournalStatus::Dead),
+            entry(11, Some("2002"), JournalStatus::Dead),
+            entry(12, None, JournalStatus::Dead),
+            entry(13, Some("2001"), JournalStatus::Done),
+            // an earlier success does not make a later dead letter moot
+            entry(9, Some("2002"), JournalStatus::Done),
+        ])
+        .await
+        .unwrap();
+    let list = e.store.dead_letter_list().await.unwrap();
+    let got: Vec<_> = list
+        .iter()
+        .map(|d| (d.id, d.number.as_deref(), d.attempts, d.superseded))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (10, Some("2001"), 3, true),
+            (11, Some("2002"), 3, false),
+            (12, None, 3, false)
+        ]
+    );
+    assert_eq!(list[0].reason.as_deref(), Some("EPerm"));
+    assert!(
+        list[0].first_seen.starts_with("20") && list[0].first_seen.ends_with('Z'),
+        "{}",
+        list[0].first_seen
+    );
+    assert!(list[0].updated_at >= list[0].first_seen);
 }

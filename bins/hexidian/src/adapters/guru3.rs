@@ -93,7 +93,8 @@ impl EventFeed for Guru3Feed {
                 // without an id it can never be acked: GURU3 will keep returning it
                 tracing::error!(element = %m.to_string().chars().take(200).collect::<String>(), "guru3 returned an element without a usable id");
             }
-            let messages: Vec<Incoming> = page.messages.iter().map(incoming).collect();
+            // each message's JSON is dropped as soon as it is decoded
+            let messages: Vec<Incoming> = page.messages.into_iter().map(incoming).collect();
             self.note_tokenless(&messages);
             Ok(messages)
         })
@@ -192,7 +193,8 @@ fn redact(v: &mut serde_json::Value) {
     }
 }
 
-fn incoming(raw: &RawMessage) -> Incoming {
+fn incoming(raw: RawMessage) -> Incoming {
+    let command = raw.decode().map_err(|e| e.to_string()).and_then(command);
     // the envelope is what a dead letter keeps: without secrets
     let mut envelope = serde_json::json!({
         "id": raw.id.get(),
@@ -203,9 +205,9 @@ fn incoming(raw: &RawMessage) -> Incoming {
     redact(&mut envelope);
     Incoming {
         id: raw.id.get(),
-        kind: raw.kind.clone(),
+        kind: raw.kind,
         raw: envelope.to_string(),
-        command: raw.decode().map_err(|e| e.to_string()).and_then(command),
+        command,
     }
 }
 
@@ -322,7 +324,7 @@ mod tests {
             {"id": 52002, "timestamp": 1.5, "type": "UPDATE_EXTENSION", "data": {
             "number": "2001", "name": "B", "type": "SIP", "password": "e1vdxzqL"}}]"#;
         let page = guru3_client::Page::from_json(body).unwrap();
-        for m in &page.messages {
+        for m in page.messages {
             let i = incoming(m);
             for secret in ["05704191", "FA05689957F199E95B1FE44621BFD6EE", "e1vdxzqL"] {
                 assert!(!i.raw.contains(secret), "{}", i.raw);

@@ -5,6 +5,7 @@
 
 mod cli;
 mod crash;
+mod ops;
 mod setup;
 mod stream;
 mod support;

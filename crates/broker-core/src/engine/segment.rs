@@ -349,10 +349,12 @@ impl Broker {
                 left.push(msg);
                 break;
             };
+            // a message that did not decode still names its number for logs and readiness
             let number = plans[i]
                 .as_ref()
                 .ok()
-                .and_then(|p| p.mirror.first().map(|(n, _)| n.to_string()));
+                .and_then(|p| p.mirror.first().map(|(n, _)| n.to_string()))
+                .or_else(|| msg.number().map(String::from));
             if let Verdict::Dead(reason, Some(code)) = &v {
                 if self.config.breaker_after > 1 {
                     match self.breaker(&msg, code, reason, attempts, number) {

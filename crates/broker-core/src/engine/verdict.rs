@@ -226,6 +226,7 @@ impl Broker {
         StateOp::Journal(JournalEntry {
             id: msg.id,
             kind: msg.kind.clone(),
+            number: msg.number().map(String::from),
             status,
             attempts,
             reason,

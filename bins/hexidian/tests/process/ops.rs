@@ -1,0 +1,103 @@
+//! Operator commands against the database of a running hexidian: `hexidian dead-letters list`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use guru3_sim::{Extension, Kind};
+use hexidian_e2e::World;
+
+use crate::support::{BIN, Hexidian, OMM_PASSWORD, WEBHOOK_KEY, write_config};
+
+/// `hexidian <args…> --config <config>`: (success, stdout, stderr).
+async fn hexidian(w: &World, args: &[&str], config: &Path) -> (bool, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .env("HEXIDIAN_GURU3_KEY", w.guru3.api_key())
+        .env("HEXIDIAN_WEBHOOK_KEY", WEBHOOK_KEY)
+        .env("HEXIDIAN_TEST_OMM_PASSWORD", OMM_PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_with_their_number_while_hexidian_runs() {
+    let w = World::new().await;
+    let dir = std::env::temp_dir().join(format!("hexidian-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(&w, &dir);
+    // before hexidian ever ran: the tables are missing, and the command says what to do
+    let (ok, _, err) = hexidian(&w, &["dead-letters", "list"], &config).await;
+    assert!(!ok);
+    assert!(err.contains("hexidian migrate"), "{err}");
+    let run = Hexidian::spawn(BIN, &w, &config, None);
+    w.save_drained(Extension::new("2001", "First", Kind::sip()))
+        .await;
+    let (ok, out, err) = hexidian(&w, &["dead-letters", "list"], &config).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "no dead letters\n");
+
+    // two messages GURU3 could not have sent (no name, no type) name their numbers; the
+    // reason of the second carries a terminal escape sequence in its number field
+    w.guru3
+        .inject("UPDATE_EXTENSION", serde_json::json!({"number": "2345"}));
+    w.guru3.inject(
+        "UPDATE_EXTENSION",
+        serde_json::json!({"number": "2346", "name": "\u{1b}[2J"}),
+    );
+    w.drained(Duration::from_secs(30)).await;
+    // a later, valid message for 2345 makes its dead letter moot
+    w.save_drained(Extension::new("2345", "Fixed", Kind::sip()))
+        .await;
+
+    let (ok, out, err) = hexidian(&w, &["dead-letters", "list", "--json"], &config).await;
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let got: Vec<(Option<&str>, bool, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["number"].as_str(),
+                r["superseded"].as_bool().unwrap(),
+                r["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("2345"), true, "UPDATE_EXTENSION"),
+            (Some("2346"), false, "UPDATE_EXTENSION")
+        ],
+        "{out}"
+    );
+    for r in &rows {
+        assert!(r["attempts"].as_u64().unwrap() >= 1, "{r}");
+        assert!(!r["reason"].as_str().unwrap().is_empty(), "{r}");
+        assert!(r["last_try"].as_str().unwrap().ends_with('Z'), "{r}");
+    }
+
+    let (ok, out, err) = hexidian(&w, &["dead-letters", "list"], &config).await;
+    assert!(ok, "{err}");
+    eprintln!("{out}");
+    assert!(out.contains("2 dead letter(s), 1 superseded"), "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "a terminal escape reached the table:\n{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.contains("2346")).count(),
+        1,
+        "{out}"
+    );
+    run.kill9().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
