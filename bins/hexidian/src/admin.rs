@@ -307,7 +307,8 @@ async fn readyz(h: &Health) -> Resp {
             })
         }),
         "dead_letters": dead.iter().map(|d| json!({
-            "id": d.id, "type": d.kind, "attempts": d.attempts, "reason": d.reason,
+            "id": d.id, "type": d.kind, "number": d.number, "attempts": d.attempts,
+            "reason": d.reason,
         })).collect::<Vec<_>>(),
     });
     let status = if ready {

@@ -53,6 +53,19 @@ enum Cmd {
         #[arg(long)]
         with_secrets: bool,
     },
+    /// The running hexidian's readiness: peers, backlog, stall, dead letters, temporary
+    /// handsets (asks its admin API at [admin] listen; exits non-zero when not ready)
+    Status {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// The /readyz JSON as it came
+        #[arg(long)]
+        json: bool,
+        /// Where the admin API listens (default: [admin] listen of the config)
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Dead letters: messages given up on (reads the journal in PostgreSQL directly; safe
     /// while hexidian runs)
     DeadLetters {
@@ -113,6 +126,24 @@ async fn main() -> ExitCode {
             out,
             with_secrets,
         } => asterisk_config(&config, &out, with_secrets),
+        Cmd::Status {
+            config,
+            json,
+            admin,
+        } => {
+            hexidian::cli::init_logging(cli.log_format.as_deref());
+            match hexidian::ops::status(&config, admin, json).await {
+                Ok((text, ready)) => {
+                    print!("{text}");
+                    if ready {
+                        Ok(())
+                    } else {
+                        Err("not ready".into())
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
         Cmd::DeadLetters {
             command: DeadLetterCmd::List { config, json },
         } => {

@@ -1,5 +1,6 @@
-//! Operator commands for a terminal. Each says what it talks to: these read hexidian's tables
-//! in PostgreSQL directly (read only, so they are safe while hexidian runs).
+//! Operator commands for a terminal. Each says what it talks to: `dead-letters list` reads
+//! hexidian's tables in PostgreSQL directly (read only, so it is safe while hexidian runs);
+//! `status` asks the running hexidian's admin API.
 
 use std::path::Path;
 
@@ -104,6 +105,219 @@ fn printable(s: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// `hexidian status`: the running hexidian's `/readyz` (from `[admin] listen`, with the admin
+/// token when one is configured) for a terminal, or (`json`) as it came, and whether it is
+/// ready.
+pub async fn status(
+    path: &Path,
+    admin: Option<std::net::SocketAddr>,
+    json: bool,
+) -> Result<(String, bool), String> {
+    let file = FileConfig::load(path)?;
+    let listen = match admin {
+        Some(a) => a.to_string(),
+        None => file.admin.listen.trim().to_owned(),
+    };
+    if listen.is_empty() {
+        return Err("[admin] listen is empty: this hexidian serves no admin API to ask".into());
+    }
+    let mut addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("[admin] listen {listen:?}: {e}"))?;
+    // a wildcard listener is reached over loopback
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let token = match (&file.admin.token_env, &file.admin.token_file) {
+        (None, None) => None,
+        (env, f) => Some(
+            crate::config::secret("[admin] token", env, f)?
+                .trim()
+                .to_owned(),
+        ),
+    };
+    let (code, body) = admin_get(addr, "/readyz", token.as_deref())
+        .await
+        .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
+    if code == 401 {
+        return Err(format!(
+            "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| format!("hexidian's admin API at {addr} answered {code}: {e}"))?;
+    let ready = v["ready"].as_bool() == Some(true);
+    let text = if json {
+        format!("{v:#}\n")
+    } else {
+        readiness_text(addr, &v)
+    };
+    Ok((text, ready))
+}
+
+fn readiness_text(addr: std::net::SocketAddr, v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let yes = |b: &serde_json::Value| b.as_bool() == Some(true);
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    let s = |x: &serde_json::Value| printable(x.as_str().unwrap_or("-"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "hexidian at {addr}: {}",
+        if yes(&v["ready"]) {
+            "READY"
+        } else {
+            "NOT READY"
+        }
+    );
+    let g = &v["guru3"];
+    let _ = writeln!(
+        out,
+        "  guru3     last fetch {}, websocket {}, {} ack(s) pending",
+        if yes(&g["last_fetch_ok"]) {
+            "ok"
+        } else {
+            "FAILED"
+        },
+        if yes(&g["websocket_connected"]) {
+            "connected"
+        } else {
+            "DOWN"
+        },
+        n(&g["pending_acks"])
+    );
+    let o = &v["omm"];
+    let _ = writeln!(
+        out,
+        "  omm       {} ({} session(s) so far)",
+        if yes(&o["connected"]) {
+            "connected"
+        } else {
+            "DOWN"
+        },
+        n(&o["sessions"])
+    );
+    let p = &v["postgres"];
+    let _ = writeln!(
+        out,
+        "  postgres  {}{}",
+        if yes(&p["connected"]) {
+            "connected"
+        } else {
+            "DOWN"
+        },
+        if yes(&p["in_memory"]) {
+            " (in memory: nothing kept across a restart)"
+        } else {
+            ""
+        }
+    );
+    let b = &v["broker"];
+    if b.is_null() {
+        let _ = writeln!(out, "  broker    not started yet");
+    } else {
+        let _ = writeln!(
+            out,
+            "  broker    {} done, {} ignored, {} dead; backlog {}{}",
+            n(&b["done"]),
+            n(&b["ignored"]),
+            n(&b["dead"]),
+            n(&b["backlog"]),
+            match b["sync_epoch"].as_i64() {
+                Some(e) => format!("; resync {e} in progress"),
+                None => String::new(),
+            }
+        );
+        if !b["stalled"].is_null() {
+            let st = &b["stalled"];
+            let _ = writeln!(
+                out,
+                "            STALLED for {} s at message {}: {}",
+                n(&st["for_s"]),
+                n(&st["message"]),
+                s(&st["reason"])
+            );
+        }
+        if !b["retrying"].is_null() {
+            let _ = writeln!(out, "            retrying {}", s(&b["retrying"]));
+        }
+    }
+    let u = &v["unbound_handsets"];
+    if !u.is_null() {
+        let _ = writeln!(
+            out,
+            "  handsets  {} temporary now, {} bound, {} bind(s) failed, {} ASSIGN_HANDSET ok, {} refused",
+            n(&u["temporary"]),
+            n(&u["bound"]),
+            n(&u["binds_failed"]),
+            n(&u["assigns_ok"]),
+            n(&u["assigns_nak"])
+        );
+    }
+    let dead = v["dead_letters"].as_array().cloned().unwrap_or_default();
+    if dead.is_empty() {
+        let _ = writeln!(out, "  no dead letters");
+    } else {
+        let _ = writeln!(
+            out,
+            "  newest dead letters (all: hexidian dead-letters list):"
+        );
+        for d in &dead {
+            let _ = writeln!(
+                out,
+                "    {:<10} {:<18} {:<12} {}",
+                n(&d["id"]),
+                s(&d["type"]),
+                s(&d["number"]),
+                s(&d["reason"])
+            );
+        }
+    }
+    out
+}
+
+/// `GET path` of the admin API over plain HTTP/1.1 (it listens on loopback, or behind the
+/// token): (status, body), within 5 s.
+async fn admin_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+        let conn = tokio::spawn(conn);
+        let mut req = hyper::Request::get(path).header(hyper::header::HOST, addr.to_string());
+        if let Some(t) = token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let code = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), 4 << 20)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        conn.abort();
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), work)
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
 }
 
 #[cfg(test)]

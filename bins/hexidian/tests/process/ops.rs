@@ -1,4 +1,5 @@
-//! Operator commands against the database of a running hexidian: `hexidian dead-letters list`.
+//! Operator commands beside a running hexidian: `hexidian dead-letters list` (its database)
+//! and `hexidian status` (its admin API).
 
 use std::path::Path;
 use std::time::Duration;
@@ -85,6 +86,23 @@ async fn dead_letters_are_listed_with_their_number_while_hexidian_runs() {
         assert!(r["last_try"].as_str().unwrap().ends_with('Z'), "{r}");
     }
 
+    // the running process's readiness, from its admin API
+    let admin = run.admin().await.to_string();
+    let (ok, out, err) = hexidian(&w, &["status", "--admin", &admin], &config).await;
+    assert!(ok, "{out}{err}");
+    eprintln!("{out}");
+    assert!(out.contains(": READY"), "{out}");
+    assert!(out.contains("2 dead"), "{out}");
+    assert!(out.contains("2346"), "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "a terminal escape reached the status:\n{out}"
+    );
+    let (ok, out, err) = hexidian(&w, &["status", "--json", "--admin", &admin], &config).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dead_letters"][0]["number"], "2346", "{out}");
+
     let (ok, out, err) = hexidian(&w, &["dead-letters", "list"], &config).await;
     assert!(ok, "{err}");
     eprintln!("{out}");
@@ -98,6 +116,10 @@ async fn dead_letters_are_listed_with_their_number_while_hexidian_runs() {
         1,
         "{out}"
     );
+    // without hexidian the status says so
     run.kill9().await;
+    let (ok, _, err) = hexidian(&w, &["status", "--admin", &admin], &config).await;
+    assert!(!ok);
+    assert!(err.contains("is hexidian running?"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
