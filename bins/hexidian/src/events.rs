@@ -221,14 +221,19 @@ pub(crate) async fn publish(h: Health, hub: Arc<Hub>, mut stop: watch::Receiver<
             *hub.pg_up.lock().unwrap_or_else(|e| e.into_inner()) = pg_up;
             pg_checked = Some(tokio::time::Instant::now());
         }
-        // the messages finished since the last tick, copied out under the lock
+        // the messages finished since the last tick, copied out under the lock (only while
+        // someone watches: a resync finishes a thousand per round)
+        let watched = hub.tx.receiver_count() > 0;
         let fresh = h.with_broker(|b| {
-            let new: Vec<Value> = b
-                .recent
-                .iter()
-                .filter(|r| r.seq > last_msg)
-                .map(message)
-                .collect();
+            let new: Vec<Value> = if watched {
+                b.recent
+                    .iter()
+                    .filter(|r| r.seq > last_msg)
+                    .map(message)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             (new, b.finished, b.dead)
         });
         if let Some((new, finished, dead)) = fresh {

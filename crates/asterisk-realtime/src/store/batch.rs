@@ -1,6 +1,7 @@
 //! One transaction per batch: runs of upserts and member lists go set-based, everything else
 //! one change at a time under its own savepoint.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio_postgres::{Client, Statement, Transaction};
@@ -124,19 +125,16 @@ impl Store {
             // other rows) and are applied right after it
             let mut users: Vec<(usize, &UserSpec)> = Vec::new();
             let mut groups: Vec<(usize, &Extension)> = Vec::new();
-            let taken = |users: &[(usize, &UserSpec)],
-                         groups: &[(usize, &Extension)],
-                         e: &Extension| {
-                users.iter().any(|(_, s)| &s.extension == e) || groups.iter().any(|(_, g)| *g == e)
-            };
+            // ids of the run so far (a run of a thousand must not compare each with each)
+            let mut taken: HashSet<&str> = HashSet::new();
             let mut j = i;
             loop {
                 match changes.get(j) {
-                    Some(Change::UpsertUser(spec)) if !taken(&users, &groups, &spec.extension) => {
+                    Some(Change::UpsertUser(spec)) if taken.insert(spec.extension.as_str()) => {
                         users.push((j, spec));
                     }
                     Some(Change::UpsertGroup { extension, .. })
-                        if !users.is_empty() && !taken(&users, &groups, extension) =>
+                        if !users.is_empty() && taken.insert(extension.as_str()) =>
                     {
                         groups.push((j, extension));
                     }
@@ -188,13 +186,14 @@ impl Store {
             }
             // so do runs of member lists (a resync's third pass is all of them)
             let mut lists: Vec<(&Extension, &String, &Vec<Member>)> = Vec::new();
+            let mut listed: HashSet<&str> = HashSet::new();
             while let Some(Change::SetMembers {
                 extension,
                 name,
                 members,
             }) = changes.get(i + lists.len())
             {
-                if lists.iter().any(|l| l.0 == extension) {
+                if !listed.insert(extension.as_str()) {
                     break;
                 }
                 lists.push((extension, name, members));

@@ -99,18 +99,18 @@ impl Store {
         // what the rows hold now (the advisory locks keep other writers of these ids out):
         // who owns them, and what a write would change; an id with more than one row (a
         // schema without unique ids) is written as if it had changed
-        let mut owners: HashMap<String, Option<Kind>> = HashMap::new();
-        let mut current: HashMap<String, Option<Current>> = HashMap::new();
-        for r in &tx.query(&st.ub_rows, &[&ids]).await? {
-            let id: String = r.get(0);
+        let rows = tx.query(&st.ub_rows, &[&ids]).await?;
+        let mut owners: HashMap<&str, Option<Kind>> = HashMap::new();
+        let mut current: HashMap<&str, Option<Current<'_>>> = HashMap::new();
+        for r in &rows {
+            let id: &str = r.get(0);
             if let Some(kind) = r.get::<_, Option<&str>>(1) {
-                owners.insert(id.clone(), Kind::from_db(kind));
+                owners.insert(id, Kind::from_db(kind));
             }
-            let row = Current::read(r);
             current
                 .entry(id)
                 .and_modify(|c| *c = None)
-                .or_insert(Some(row));
+                .or_insert(Some(Current(r)));
         }
         let unowned: Vec<&str> = ids
             .iter()
@@ -549,95 +549,91 @@ fn json<T: serde::Serialize>(rows: &[T]) -> Result<String> {
 }
 
 /// The columns of one id's rows as PostgreSQL renders them as text (`None`: NULL), read by
-/// [`sql::UB_ROWS`].
-struct Current {
-    /// kind, display_name, forward_mode, forward_target, forward_delay_s, trunk, call_waiting,
-    /// allow_dialout, display (all `None` without an ownership row)
-    mark: [Option<String>; 9],
-    /// aors, auth, context, disallow, allow, transport, direct_media, rtp_symmetric,
-    /// force_rport, rewrite_contact, dtmf_mode, callerid (`None` without a row)
-    endpoint: Option<[Option<String>; 12]>,
-    /// auth_type, username, password
-    auth: Option<[Option<String>; 3]>,
-    /// max_contacts, remove_existing, qualify_frequency
-    aor: Option<[Option<String>; 3]>,
-}
+/// [`sql::UB_ROWS`] and compared where they lie in the row: ownership row 1–9, endpoint
+/// (presence 10, columns 11–22), auth (23, 24–26), AOR (27, 28–30).
+struct Current<'r>(&'r tokio_postgres::Row);
 
-impl Current {
-    fn read(r: &tokio_postgres::Row) -> Self {
-        let cols = |from: usize| -> [Option<String>; 12] {
-            std::array::from_fn(|i| r.get::<_, Option<String>>(from + i))
-        };
-        let three = |present: usize| -> Option<[Option<String>; 3]> {
-            r.get::<_, bool>(present)
-                .then(|| std::array::from_fn(|i| r.get::<_, Option<String>>(present + 1 + i)))
-        };
-        Self {
-            mark: std::array::from_fn(|i| r.get::<_, Option<String>>(1 + i)),
-            endpoint: r.get::<_, bool>(10).then(|| cols(11)),
-            auth: three(23),
-            aor: three(27),
-        }
+impl Current<'_> {
+    fn col(&self, i: usize) -> Option<&str> {
+        self.0.get(i)
+    }
+
+    /// Columns `from..from + want.len()` equal `want`.
+    fn is<'a>(&self, from: usize, want: impl IntoIterator<Item = Option<&'a str>>) -> bool {
+        want.into_iter()
+            .enumerate()
+            .all(|(i, w)| self.col(from + i) == w)
+    }
+
+    fn present(&self, i: usize) -> bool {
+        self.0.get(i)
     }
 
     fn mark_is(&self, m: &MarkRow<'_>) -> bool {
-        let want = [
-            m.kind.to_owned(),
-            m.display_name.to_owned(),
-            m.forward_mode.to_owned(),
-            m.forward_target.to_owned(),
+        let (delay, trunk, waiting, dialout) = (
             m.forward_delay_s.to_string(),
             m.trunk.to_string(),
             m.call_waiting.to_string(),
             m.allow_dialout.to_string(),
-            m.display.to_owned(),
-        ];
-        same(&self.mark, want.iter().map(|s| Some(s.as_str())))
+        );
+        self.is(
+            1,
+            [
+                Some(m.kind),
+                Some(m.display_name),
+                Some(m.forward_mode),
+                Some(m.forward_target),
+                Some(delay.as_str()),
+                Some(trunk.as_str()),
+                Some(waiting.as_str()),
+                Some(dialout.as_str()),
+                Some(m.display),
+            ],
+        )
     }
 
     fn endpoint_is(&self, e: &EndpointRow<'_>) -> bool {
-        let Some(now) = &self.endpoint else {
-            return false;
-        };
-        let want = [
-            Some(e.id),
-            Some(e.id),
-            Some(e.context),
-            Some("all"),
-            Some(e.allow),
-            e.transport,
-            Some(e.direct_media),
-            Some(e.rtp_symmetric),
-            Some(e.force_rport),
-            Some(e.rewrite_contact),
-            Some(e.dtmf_mode),
-            Some(e.callerid),
-        ];
-        same(now, want)
+        self.present(10)
+            && self.is(
+                11,
+                [
+                    Some(e.id),
+                    Some(e.id),
+                    Some(e.context),
+                    Some("all"),
+                    Some(e.allow),
+                    e.transport,
+                    Some(e.direct_media),
+                    Some(e.rtp_symmetric),
+                    Some(e.force_rport),
+                    Some(e.rewrite_contact),
+                    Some(e.dtmf_mode),
+                    Some(e.callerid),
+                ],
+            )
     }
 
     fn aor_is(&self, a: &AorRow<'_>) -> bool {
-        let Some(now) = &self.aor else {
-            return false;
-        };
         let (max, qualify) = (a.max_contacts.to_string(), a.qualify_frequency.to_string());
-        same(
-            now,
-            [
-                Some(max.as_str()),
-                Some(a.remove_existing),
-                Some(qualify.as_str()),
-            ],
-        )
+        self.present(27)
+            && self.is(
+                28,
+                [
+                    Some(max.as_str()),
+                    Some(a.remove_existing),
+                    Some(qualify.as_str()),
+                ],
+            )
     }
 
     /// The stored password if the auth row already holds what `a` would write: the same
     /// password, or with `keep` any non-empty one.
     fn auth_holds(&self, a: &AuthRow<'_>, keep: bool) -> Option<&str> {
-        let [auth_type, username, password] = self.auth.as_ref()?;
-        let password = password.as_deref()?;
-        let holds = auth_type.as_deref() == Some(a.auth_type)
-            && username.as_deref() == Some(a.id)
+        if !self.present(23) {
+            return None;
+        }
+        let password = self.col(26)?;
+        let holds = self.is(24, [Some(a.auth_type), Some(a.id)])
             && if keep {
                 !password.is_empty()
             } else {
@@ -645,15 +641,4 @@ impl Current {
             };
         holds.then_some(password)
     }
-}
-
-fn same<'a>(now: &[Option<String>], want: impl IntoIterator<Item = Option<&'a str>>) -> bool {
-    let mut n = 0;
-    for (a, b) in now.iter().zip(want) {
-        if a.as_deref() != b {
-            return false;
-        }
-        n += 1;
-    }
-    n == now.len()
 }
