@@ -80,6 +80,8 @@ struct Shared {
     changed: watch::Sender<u64>,
     drop_ws: watch::Sender<u64>,
     ws_clients: AtomicUsize,
+    /// TCP connections accepted so far
+    connections: AtomicUsize,
 }
 
 impl Shared {
@@ -143,6 +145,7 @@ fn serve(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            accept_shared.connections.fetch_add(1, Ordering::SeqCst);
             let shared = Arc::clone(&accept_shared);
             let tls = tls.clone();
             let shutdown = shutdown_rx.clone();
@@ -217,6 +220,7 @@ impl Guru3Sim {
             changed: watch::channel(0).0,
             drop_ws: watch::channel(0).0,
             ws_clients: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
         });
         let tls = shared.config.tls.then(|| {
             tokio_rustls::TlsAcceptor::from(hexidian_testkit::server_config(
@@ -530,6 +534,11 @@ impl Guru3Sim {
     pub fn request_counts(&self) -> (u64, u64) {
         let st = self.shared.state();
         (st.gets, st.posts)
+    }
+
+    /// TCP connections accepted so far (websockets included).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Open websockets.

@@ -1,4 +1,8 @@
-//! One HTTP/1.1 request per connection, over TCP or TLS, bounded in time and size.
+//! HTTP/1.1 requests over TCP or TLS, bounded in time and size. One connection is kept open
+//! between the fetches and ack POSTs of the feed (a handshake per request cost a millisecond
+//! or two of every edit); a request that finds it closed by the server is sent again once on a
+//! new one. Inbound messages (`ASSIGN_HANDSET`) always go on a connection of their own: a
+//! POST that may have reached GURU3 is never sent twice.
 
 use std::fmt;
 use std::str::FromStr;
@@ -98,9 +102,24 @@ impl FromStr for BaseUrl {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+type Conn = hyper::client::conn::http1::Connection<TokioIo<Box<dyn Io>>, Full<Bytes>>;
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
 pub(crate) struct Http {
     pub(crate) config: Config,
     connector: Option<TlsConnector>,
+    /// The idle kept-alive connection, if any (its driver is polled during each request).
+    idle: std::sync::Mutex<Option<(Sender, Conn)>>,
+}
+
+/// Whether a request may use, and return, the kept-alive connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// An idempotent request (a fetch, an ack): sent again on a new connection if the kept
+    /// one turns out closed.
+    Yes,
+    /// A connection of its own, closed after the answer.
+    No,
 }
 
 impl fmt::Debug for Http {
@@ -124,7 +143,11 @@ impl Http {
             ServerName::try_from(config.base.host.clone())
                 .map_err(|_| Error::Config(format!("invalid tls host {:?}", config.base.host)))?;
         }
-        Ok(Self { config, connector })
+        Ok(Self {
+            config,
+            connector,
+            idle: std::sync::Mutex::new(None),
+        })
     }
 
     async fn stream(&self) -> Result<Box<dyn Io>> {
@@ -154,7 +177,8 @@ impl Http {
     }
 
     pub(crate) async fn get(&self, request: &'static str, path: &str) -> Result<Bytes> {
-        self.send(request, Method::GET, path, None).await
+        self.send(request, Method::GET, path, None, Reuse::Yes)
+            .await
     }
 
     pub(crate) async fn post(
@@ -162,8 +186,10 @@ impl Http {
         request: &'static str,
         path: &str,
         body: String,
+        reuse: Reuse,
     ) -> Result<Bytes> {
-        self.send(request, Method::POST, path, Some(body)).await
+        self.send(request, Method::POST, path, Some(body), reuse)
+            .await
     }
 
     async fn send(
@@ -172,29 +198,56 @@ impl Http {
         method: Method,
         path: &str,
         body: Option<String>,
+        reuse: Reuse,
     ) -> Result<Bytes> {
-        let fut = self.send_inner(request, method, path, body);
+        let fut = async {
+            let kept = match reuse {
+                Reuse::Yes => self.idle.lock().unwrap_or_else(|e| e.into_inner()).take(),
+                Reuse::No => None,
+            };
+            if let Some(conn) = kept {
+                match self
+                    .exchange(conn, request, method.clone(), path, body.clone(), reuse)
+                    .await
+                {
+                    // the server closed the idle connection (or it broke): an idempotent
+                    // request goes again on a new one, once; an answer is never retried
+                    Err(e @ (Error::Http(_) | Error::Io(_))) => {
+                        tracing::debug!(error = %e, "kept guru3 connection failed; reconnecting");
+                    }
+                    r => return r,
+                }
+            }
+            let io = self.stream().await?;
+            let conn = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(Error::Http)?;
+            self.exchange(conn, request, method, path, body, reuse)
+                .await
+        };
         tokio::time::timeout(self.config.request_timeout, fut)
             .await
             .map_err(|_| Error::Timeout { request })?
     }
 
-    async fn send_inner(
+    /// One request on `conn`; with [`Reuse::Yes`] the connection is kept for the next one
+    /// when the exchange completed and neither side asked to close it.
+    async fn exchange(
         &self,
+        (mut sender, conn): (Sender, Conn),
         request: &'static str,
         method: Method,
         path: &str,
         body: Option<String>,
+        reuse: Reuse,
     ) -> Result<Bytes> {
-        let io = self.stream().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(Error::Http)?;
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(HOST, self.config.base.host_for_header())
-            .header("connection", "close");
+            .header(HOST, self.config.base.host_for_header());
+        if reuse == Reuse::No {
+            req = req.header("connection", "close");
+        }
         req = req.header("ApiKey", self.api_key_header()?);
         let body = match body {
             Some(b) => {
@@ -208,8 +261,13 @@ impl Http {
             .map_err(|e| Error::Config(format!("building request: {e}")))?;
         let limit = self.config.max_response_bytes;
         let exchange = async {
+            sender.ready().await.map_err(Error::Http)?;
             let resp = sender.send_request(req).await.map_err(Error::Http)?;
             let status = resp.status().as_u16();
+            let closing = resp
+                .headers()
+                .get(hyper::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
             let body = Limited::new(resp.into_body(), limit)
                 .collect()
                 .await
@@ -218,20 +276,29 @@ impl Http {
                     Err(_) => Error::TooLarge { limit },
                 })?
                 .to_bytes();
-            Ok::<_, Error>((status, body))
+            Ok::<_, Error>((status, body, closing))
         };
-        tokio::pin!(exchange);
-        tokio::pin!(conn);
+        // the connection's driver is polled alongside the exchange, never in a task of its own
+        let mut conn = conn;
         let mut conn_done = false;
-        let (status, body) = loop {
-            tokio::select! {
-                r = &mut exchange => break r?,
-                r = &mut conn, if !conn_done => {
-                    conn_done = true;
-                    r.map_err(Error::Http)?;
+        let (status, body, closing) = {
+            tokio::pin!(exchange);
+            loop {
+                tokio::select! {
+                    r = &mut exchange => break r?,
+                    r = &mut conn, if !conn_done => {
+                        conn_done = true;
+                        r.map_err(Error::Http)?;
+                    }
                 }
             }
         };
+        if reuse == Reuse::Yes && !conn_done && !closing && !sender.is_closed() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.is_none() {
+                *idle = Some((sender, conn));
+            }
+        }
         if status != 200 {
             return Err(Error::Rejected {
                 request,

@@ -150,7 +150,7 @@ impl Client {
         for chunk in ids.chunks(MAX_ACKS_PER_POST) {
             let body = inbound::encode_post_body(chunk, &[]);
             self.inner
-                .post("POST acks", &self.messages_path(), body)
+                .post("POST acks", &self.messages_path(), body, http::Reuse::Yes)
                 .await?;
         }
         Ok(())
@@ -164,7 +164,7 @@ impl Client {
         let body = inbound::encode_post_body(&[], messages);
         let resp = self
             .inner
-            .post("POST inbound", &self.messages_path(), body)
+            .post("POST inbound", &self.messages_path(), body, http::Reuse::No)
             .await?;
         Ok(inbound::decode_post_response(&resp)?)
     }

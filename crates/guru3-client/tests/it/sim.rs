@@ -717,3 +717,50 @@ async fn a_cancelled_next_page_does_not_lose_its_fetch() {
     let page = next_page(&mut feed).await;
     assert_eq!(page.messages.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_and_acks_share_one_connection_and_survive_its_loss() {
+    let sim = sim().await;
+    let c = client(&sim);
+    for i in 0..3 {
+        sim.inject("SYNC_ENDED", serde_json::json!({"n": i}));
+    }
+    let before = sim.connections();
+    for _ in 0..3 {
+        let page = c.fetch_messages().await.unwrap();
+        let ids: Vec<MessageId> = page.messages.iter().map(|m| m.id).collect();
+        c.ack(&ids).await.unwrap();
+    }
+    assert!(sim.pending().is_empty());
+    assert_eq!(
+        sim.connections() - before,
+        1,
+        "three fetches and three acks on one kept connection"
+    );
+    // GURU3 restarts: the kept connection is gone, the next fetch opens a new one at once
+    sim.set_listening(false).await;
+    let e = c.fetch_messages().await.unwrap_err();
+    assert!(e.is_refused(), "{e:?}");
+    sim.set_listening(true).await;
+    sim.inject("SYNC_ENDED", serde_json::json!({"n": 9}));
+    let page = c.fetch_messages().await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    // inbound messages never ride on the kept connection: each gets its own
+    let before = sim.connections();
+    sim.save(Extension::new("2020", "Kiosk", Kind::dect()))
+        .unwrap();
+    for id in [1u32, 2] {
+        let r = c
+            .submit(&[Inbound::AssignHandset {
+                id,
+                timestamp: 1766746020.0,
+                ipei: "01842 0093371 6".parse().unwrap(),
+                uak: "351b50aa981aab5cf7fe6151b2719394".parse().unwrap(),
+                extension: "2020".parse().unwrap(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 1);
+    }
+    assert_eq!(sim.connections() - before, 2);
+}
