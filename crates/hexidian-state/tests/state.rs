@@ -412,14 +412,7 @@ async fn seen_epochs_are_recorded_beside_unchanged_documents() {
         .unwrap();
     e.store.commit_state(&[seen("2002", 1, 1)]).await.unwrap();
     assert_eq!(xmin(&e.sql).await, before, "no document rewritten");
-    let got: Vec<_> = e
-        .store
-        .load_desired()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| (d.number, d.seen))
-        .collect();
+    let got = seen_marks(&e.store).await;
     assert_eq!(
         got,
         [
@@ -433,14 +426,7 @@ async fn seen_epochs_are_recorded_beside_unchanged_documents() {
         .commit_state(&[seen("2003", 2, 0), StateChange::Remove(ext("2001"))])
         .await
         .unwrap();
-    let got: Vec<_> = e
-        .store
-        .load_desired()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| (d.number, d.seen))
-        .collect();
+    let got = seen_marks(&e.store).await;
     assert_eq!(
         got,
         [("2002".to_owned(), None), ("2003".to_owned(), Some((2, 0)))]
@@ -512,4 +498,15 @@ async fn dead_letters_are_listed_with_their_number_and_whether_a_later_message_m
         list[0].first_seen
     );
     assert!(list[0].updated_at >= list[0].first_seen);
+}
+
+/// `(number, recorded epochs)` of every stored mirror document.
+async fn seen_marks(store: &Store) -> Vec<(String, Option<(i64, i64)>)> {
+    store
+        .load_desired()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.number, d.seen))
+        .collect()
 }

@@ -7,21 +7,11 @@ use std::time::Duration;
 use guru3_sim::{Extension, Kind};
 use hexidian_e2e::World;
 
-use crate::support::{BIN, Hexidian, OMM_PASSWORD, WEBHOOK_KEY, write_config};
+use crate::support::{BIN, Hexidian, write_config};
 
 /// `hexidian <args…> --config <config>`: (success, stdout, stderr).
 async fn hexidian(w: &World, args: &[&str], config: &Path) -> (bool, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .env("HEXIDIAN_GURU3_KEY", w.guru3.api_key())
-        .env("HEXIDIAN_WEBHOOK_KEY", WEBHOOK_KEY)
-        .env("HEXIDIAN_TEST_OMM_PASSWORD", OMM_PASSWORD)
-        .output()
-        .await
-        .unwrap();
+    let out = crate::support::command(w, args, config, "warn").await;
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -9,22 +9,12 @@ use std::time::{Duration, Instant};
 use guru3_sim::{Extension, Kind};
 use hexidian_e2e::{World, http_get};
 
-use crate::support::{BIN, Hexidian, OMM_PASSWORD, WEBHOOK_KEY, write_config};
+use crate::support::{BIN, Hexidian, write_config};
 
 /// `hexidian <command> --config <config>` with the secrets in the environment, human log
 /// lines: (success, stderr).
 async fn hexidian(w: &World, command: &str, config: &Path) -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hexidian"))
-        .args(["--log-format", "human", command, "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env("HEXIDIAN_GURU3_KEY", w.guru3.api_key())
-        .env("HEXIDIAN_WEBHOOK_KEY", WEBHOOK_KEY)
-        .env("HEXIDIAN_TEST_OMM_PASSWORD", OMM_PASSWORD)
-        .output()
-        .await
-        .unwrap();
+    let out = crate::support::command(w, &[command], config, "info").await;
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
