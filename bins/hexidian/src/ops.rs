@@ -223,7 +223,7 @@ fn readiness_text(addr: std::net::SocketAddr, v: &serde_json::Value) -> String {
     } else {
         let _ = writeln!(
             out,
-            "  broker    {} done, {} ignored, {} dead; backlog {}{}",
+            "  broker    since start {} done, {} ignored, {} dead; backlog {}{}",
             n(&b["done"]),
             n(&b["ignored"]),
             n(&b["dead"]),
