@@ -132,18 +132,19 @@ async fn the_omm_is_asked_once_per_new_user_and_never_for_an_unchanged_resync() 
 
 /// Row versions (`xmin`) of every user's PJSIP and ownership rows and of the mirror documents.
 async fn row_versions(w: &World) -> Vec<String> {
-    let mut out = Vec::new();
-    for (table, key) in [
-        ("ps_endpoints", "id"),
-        ("ps_aors", "id"),
-        ("ps_auths", "id"),
-        ("hexidian.sip_user", "id"),
-        ("hexidian.desired", "number"),
-    ] {
-        let q = format!("SELECT {key}::text || ' ' || xmin::text FROM {table} ORDER BY {key}");
-        for r in w.sql.query(&q, &[]).await.unwrap() {
-            out.push(format!("{table} {}", r.get::<_, String>(0)));
-        }
-    }
+    const VERSIONS: &str = "SELECT 'ps_endpoints ' || id || ' ' || xmin::text FROM ps_endpoints \
+        UNION ALL SELECT 'ps_aors ' || id || ' ' || xmin::text FROM ps_aors \
+        UNION ALL SELECT 'ps_auths ' || id || ' ' || xmin::text FROM ps_auths \
+        UNION ALL SELECT 'sip_user ' || id || ' ' || xmin::text FROM hexidian.sip_user \
+        UNION ALL SELECT 'desired ' || number || ' ' || xmin::text FROM hexidian.desired";
+    let mut out: Vec<String> = w
+        .sql
+        .query(VERSIONS, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    out.sort();
     out
 }

@@ -195,13 +195,18 @@ async fn a_sweep_leaves_the_resync_open_until_it_is_finished() {
 
 /// Row versions (`xmin`) of every row an id has, to tell a rewrite from a read.
 async fn versions(sql: &tokio_postgres::Client, id: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for table in ["ps_endpoints", "ps_aors", "ps_auths", "hexidian.sip_user"] {
-        let q = format!("SELECT xmin::text FROM {table} WHERE id = $1");
-        for r in sql.query(&q, &[&id]).await.unwrap() {
-            out.push(format!("{table} {}", r.get::<_, String>(0)));
-        }
-    }
+    const VERSIONS: &str = "SELECT 'ps_endpoints ' || xmin::text FROM ps_endpoints WHERE id = $1 \
+        UNION ALL SELECT 'ps_aors ' || xmin::text FROM ps_aors WHERE id = $1 \
+        UNION ALL SELECT 'ps_auths ' || xmin::text FROM ps_auths WHERE id = $1 \
+        UNION ALL SELECT 'sip_user ' || xmin::text FROM hexidian.sip_user WHERE id = $1";
+    let mut out: Vec<String> = sql
+        .query(VERSIONS, &[&id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    out.sort();
     out
 }
 
