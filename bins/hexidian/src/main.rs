@@ -94,7 +94,9 @@ enum DeadLetterCmd {
     },
 }
 
-#[tokio::main]
+// One worker thread (see ARCHITECTURE.md, "One runtime worker"): the broker is one loop of
+// round trips, and a second worker only spreads its heap over a second malloc arena.
+#[tokio::main(worker_threads = 1)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let shutdown = hexidian::cli::shutdown_signal();
