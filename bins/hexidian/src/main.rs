@@ -72,6 +72,20 @@ enum Cmd {
         #[command(subcommand)]
         command: DeadLetterCmd,
     },
+    /// What hexidian would do with GURU3 messages: the PBX, OMM and mirror changes its
+    /// planner makes for them against the stored mirror (reads PostgreSQL directly, writes
+    /// nothing, asks neither GURU3 nor the OMM)
+    Explain {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// A JSON file with one GURU3 message envelope or an array of them; `-` reads
+        /// standard input
+        file: PathBuf,
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// The demo is a binary of its own, so this one links no simulator
     #[command(hide = true, disable_help_flag = true)]
     Demo {
@@ -151,6 +165,17 @@ async fn main() -> ExitCode {
         } => {
             hexidian::cli::init_logging(cli.log_format.as_deref());
             hexidian::ops::dead_letters_list(&config, json)
+                .await
+                .map(|text| print!("{text}"))
+        }
+        Cmd::Explain { config, file, json } => {
+            hexidian::cli::init_logging(cli.log_format.as_deref());
+            let source = if file.as_os_str() == "-" {
+                hexidian::ops::Source::Stdin
+            } else {
+                hexidian::ops::Source::File(file)
+            };
+            hexidian::ops::explain(&config, source, json)
                 .await
                 .map(|text| print!("{text}"))
         }

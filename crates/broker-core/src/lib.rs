@@ -15,6 +15,7 @@
 
 pub mod crash;
 mod engine;
+pub mod explain;
 #[cfg(feature = "fakes")]
 pub mod fakes;
 pub mod model;

@@ -193,6 +193,30 @@ fn redact(v: &mut serde_json::Value) {
     }
 }
 
+/// Messages as GURU3 sends them (one envelope, or an array of them as a GET page brings),
+/// decoded exactly as fetched ones are.
+pub(crate) fn decode_messages(body: &[u8]) -> Result<Vec<Incoming>, String> {
+    let one = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let page = if one {
+        let mut array = Vec::with_capacity(body.len() + 2);
+        array.push(b'[');
+        array.extend_from_slice(body);
+        array.push(b']');
+        guru3_client::Page::from_json(&array)
+    } else {
+        guru3_client::Page::from_json(body)
+    }
+    .map_err(|e| format!("not a GURU3 message or an array of them: {e}"))?;
+    if !page.malformed.is_empty() {
+        return Err(format!(
+            "{} of {} element(s) are not message envelopes (an `id`, a `type` and `data`)",
+            page.malformed.len(),
+            page.returned
+        ));
+    }
+    Ok(page.messages.into_iter().map(incoming).collect())
+}
+
 fn incoming(raw: RawMessage) -> Incoming {
     let command = raw.decode().map_err(|e| e.to_string()).and_then(command);
     // the envelope is what a dead letter keeps: without secrets

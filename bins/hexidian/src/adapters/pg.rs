@@ -272,29 +272,33 @@ impl PgState {
     }
 }
 
+/// The mirror entries of the stored documents, each with the greatest epochs recorded for it.
+pub(crate) fn mirror_entries(docs: Vec<hexidian_state::Desired>) -> Vec<(Number, MirrorEntry)> {
+    docs.into_iter()
+        .filter_map(|d| {
+            let number: Number = d.number.parse().ok()?;
+            match serde_json::from_str::<MirrorEntry>(&d.doc) {
+                Ok(mut e) => {
+                    if let Some((seen, members)) = d.seen {
+                        e.seen_epoch = e.seen_epoch.max(seen);
+                        e.members_epoch = e.members_epoch.max(members);
+                    }
+                    Some((number, e))
+                }
+                Err(e) => {
+                    tracing::error!(extension = %number, error = %e, "unreadable mirror entry ignored");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 impl StateStore for PgState {
     fn load(&self) -> BoxFuture<'_, PortResult<Vec<(Number, MirrorEntry)>>> {
         timed(async move {
             let docs = self.store.load_desired().await.map_err(port_error)?;
-            Ok(docs
-                .into_iter()
-                .filter_map(|d| {
-                    let number: Number = d.number.parse().ok()?;
-                    match serde_json::from_str::<MirrorEntry>(&d.doc) {
-                        Ok(mut e) => {
-                            if let Some((seen, members)) = d.seen {
-                                e.seen_epoch = e.seen_epoch.max(seen);
-                                e.members_epoch = e.members_epoch.max(members);
-                            }
-                            Some((number, e))
-                        }
-                        Err(e) => {
-                            tracing::error!(extension = %number, error = %e, "unreadable mirror entry ignored");
-                            None
-                        }
-                    }
-                })
-                .collect())
+            Ok(mirror_entries(docs))
         })
     }
 

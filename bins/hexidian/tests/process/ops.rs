@@ -106,6 +106,59 @@ async fn dead_letters_are_listed_with_their_number_while_hexidian_runs() {
         1,
         "{out}"
     );
+    // what a rename of 2345 would do, planned against the running hexidian's stored state,
+    // from a file and from standard input; nothing is written
+    let before = w.column("SELECT id FROM ps_endpoints").await;
+    let rename = dir.join("rename.json");
+    std::fs::write(
+        &rename,
+        r#"{"id": 990001, "timestamp": 1.5, "type": "RENAME_EXTENSION",
+            "data": {"old_extension": "2345", "new_extension": "2400"}}"#,
+    )
+    .unwrap();
+    let file = rename.to_str().unwrap();
+    let (ok, out, err) = hexidian(&w, &["explain", file], &config).await;
+    assert!(ok, "{err}");
+    eprintln!("{out}");
+    assert!(out.contains("990001 RENAME_EXTENSION 2345: apply"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("pbx") && l.contains("rename") && l.contains("to 2400")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.contains("mirror")
+            && l.contains("store")
+            && l.contains("2400")
+            && l.contains("\"Fixed\"")),
+        "the stored mirror was planned against:\n{out}"
+    );
+    let (ok, out, err) = hexidian(&w, &["explain", "--json", file], &config).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"][0]["decision"], "apply", "{out}");
+    assert!(v["mirror_extensions"].as_u64().unwrap() >= 2, "{out}");
+    let stdin = crate::support::command_with_input(
+        &w,
+        &["explain", "-"],
+        &config,
+        br#"[{"id": 990002, "timestamp": 1.5, "type": "DELETE_EXTENSION", "data": {"number": "2001"}}]"#,
+    )
+    .await;
+    let out = String::from_utf8_lossy(&stdin.stdout);
+    assert!(
+        stdin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stdin.stderr)
+    );
+    assert!(out.contains("990002 DELETE_EXTENSION 2001: apply"), "{out}");
+    assert!(out.contains("delete-extension"), "{out}");
+    let (ok, _, err) = hexidian(&w, &["explain", "/nonexistent/message.json"], &config).await;
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/message.json"), "{err}");
+    assert_eq!(w.column("SELECT id FROM ps_endpoints").await, before);
+    w.assert_converged().await;
+
     // without hexidian the status says so
     run.kill9().await;
     let (ok, _, err) = hexidian(&w, &["status", "--admin", &admin], &config).await;

@@ -8,14 +8,14 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_hexidian");
 
 /// `hexidian <args…> --config <config>` as an operator runs it beside the peers of `w`: the
 /// secrets in the environment, `RUST_LOG` as given, human log lines without colour.
-pub(crate) async fn command(
+fn operator(
     w: &hexidian_e2e::World,
     args: &[&str],
     config: &std::path::Path,
     log: &str,
-) -> std::process::Output {
-    tokio::process::Command::new(BIN)
-        .args(["--log-format", "human"])
+) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(BIN);
+    c.args(["--log-format", "human"])
         .args(args)
         .arg("--config")
         .arg(config)
@@ -23,8 +23,36 @@ pub(crate) async fn command(
         .env("NO_COLOR", "1")
         .env("HEXIDIAN_GURU3_KEY", w.guru3.api_key())
         .env("HEXIDIAN_WEBHOOK_KEY", WEBHOOK_KEY)
-        .env("HEXIDIAN_TEST_OMM_PASSWORD", OMM_PASSWORD)
-        .output()
-        .await
-        .unwrap()
+        .env("HEXIDIAN_TEST_OMM_PASSWORD", OMM_PASSWORD);
+    c
+}
+
+/// Runs an [`operator`] command to its end.
+pub(crate) async fn command(
+    w: &hexidian_e2e::World,
+    args: &[&str],
+    config: &std::path::Path,
+    log: &str,
+) -> std::process::Output {
+    operator(w, args, config, log).output().await.unwrap()
+}
+
+/// Runs an [`operator`] command with `input` on its standard input (log level `warn`).
+pub(crate) async fn command_with_input(
+    w: &hexidian_e2e::World,
+    args: &[&str],
+    config: &std::path::Path,
+    input: &[u8],
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = operator(w, args, config, "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
 }

@@ -6,32 +6,38 @@ use std::path::Path;
 
 use crate::config::FileConfig;
 
+mod explain;
+pub use explain::{Source, explain};
+
 /// Connects to the database of the config file without migrating anything and runs `f` on
-/// hexidian's state tables.
-async fn with_state<T>(
+/// hexidian's PBX tables and its state tables.
+async fn with_stores<T>(
     path: &Path,
-    f: impl AsyncFnOnce(&hexidian_state::Store) -> Result<T, asterisk_realtime::Error>,
+    f: impl AsyncFnOnce(
+        &asterisk_realtime::Store,
+        &hexidian_state::Store,
+    ) -> Result<T, asterisk_realtime::Error>,
 ) -> Result<T, String> {
     let file = FileConfig::load(path)?;
     let url = file.postgres_url()?;
     let cfg = asterisk_realtime::Config::new(&url)
         .map_err(|e| format!("postgres url: {e}"))?
         .apply_migrations(false);
-    let (session, driver) = asterisk_realtime::Session::connect(&cfg)
+    let (pbx, driver) = asterisk_realtime::Store::connect(cfg)
         .await
         .map_err(|e| format!("postgres: {e}"))?;
     let task = tokio::spawn(driver.run());
     let out = async {
-        let state = hexidian_state::Store::attach(session, false).await?;
-        let pending = state.pending_migrations().await?;
-        if !pending.is_empty() {
+        let state = hexidian_state::Store::attach(pbx.session().clone(), false).await?;
+        let pending =
+            pbx.pending_migrations().await?.len() + state.pending_migrations().await?.len();
+        if pending > 0 {
             return Ok(Err(format!(
-                "hexidian's state tables in this database lack {} migration(s) of this build: \
-                 run `hexidian migrate` (or let `hexidian run` apply them)",
-                pending.len()
+                "hexidian's tables in this database lack {pending} migration(s) of this build: \
+                 run `hexidian migrate` (or let `hexidian run` apply them)"
             )));
         }
-        f(&state).await.map(Ok)
+        f(&pbx, &state).await.map(Ok)
     }
     .await
     .map_err(|e| format!("postgres: {e}"))
@@ -43,7 +49,7 @@ async fn with_state<T>(
 /// `hexidian dead-letters list`: every dead letter of the journal, oldest first, as a table or
 /// (`json`) one JSON array.
 pub async fn dead_letters_list(path: &Path, json: bool) -> Result<String, String> {
-    let list = with_state(path, async |s| s.dead_letter_list().await).await?;
+    let list = with_stores(path, async |_, s| s.dead_letter_list().await).await?;
     if json {
         let rows: Vec<serde_json::Value> = list
             .iter()
