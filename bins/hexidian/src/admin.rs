@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process is alive), `GET /readyz` (each peer's state, backlog and
-//! dead letters, 503 while a peer is down) and `GET /metrics` (OpenMetrics) over HTTP/1.1.
+//! dead letters, 503 while a peer is down) and `GET /metrics` (OpenMetrics) over HTTP/1.1;
+//! `POST /dead-letters/replay` (see [`crate::replay`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,12 @@ pub(crate) async fn serve(listener: TcpListener, health: Health, stop: watch::Re
     crate::net::serve_http(listener, "admin", limits, stop, move |_peer, req| {
         let health = health.clone();
         let stop = streams.clone();
-        async move { route(&health, &req, stop).await }
+        async move {
+            if req.method() == hyper::Method::POST && req.uri().path() == "/dead-letters/replay" {
+                return replay(&health, req).await;
+            }
+            route(&health, &req, stop).await
+        }
     })
     .await;
     publisher.abort();
@@ -90,6 +96,115 @@ fn authorised(health: &Health, req: &Request<hyper::body::Incoming>) -> bool {
         .is_some_and(|p| unbound_handsets::webhook::keys_match(p, token.expose().as_bytes()))
 }
 
+fn unauthorised() -> Resp {
+    let mut r = reply(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        "token required\n".into(),
+    );
+    r.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// `POST /dead-letters/replay` with `{"ids": [...]}` or `{"all": true}` and optionally
+/// `"wait_s"` (default 60): replays dead letters through the running broker and answers each
+/// one's outcome. A JSON content type is required, which a browser cannot send to another
+/// origin without asking first: a page elsewhere cannot make an operator's browser replay.
+async fn replay(health: &Health, req: Request<hyper::body::Incoming>) -> Resp {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        #[serde(default)]
+        ids: Vec<i64>,
+        #[serde(default)]
+        all: bool,
+        wait_s: Option<u64>,
+    }
+    if !authorised(health, &req) {
+        return unauthorised();
+    }
+    let json_body = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json_body {
+        return reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "text/plain",
+            "Content-Type: application/json required\n".into(),
+        );
+    }
+    let req_conn = req.extensions().get::<crate::net::Connection>().cloned();
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "at most 64 KiB\n".into(),
+            );
+        }
+    };
+    let bad = |e: String| reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n"));
+    let ask: Ask = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return bad(format!(
+                "expected {{\"ids\": [...]}} or {{\"all\": true}}: {e}"
+            ));
+        }
+    };
+    let which = match (ask.all, ask.ids.is_empty()) {
+        (true, true) => crate::replay::Which::All,
+        (false, false) => crate::replay::Which::Ids(ask.ids),
+        _ => return bad("give either ids or all".into()),
+    };
+    let state = health
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(state) = state else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "hexidian's state store is not connected yet\n".into(),
+        );
+    };
+    let wait = Duration::from_secs(ask.wait_s.unwrap_or(60)).min(crate::replay::MAX_WAIT);
+    // the answer may take up to `wait`, longer than an ordinary request's connection lives
+    if let Some(conn) = req_conn {
+        conn.stream();
+    }
+    match crate::replay::run(&health.replay, &*state, which, wait).await {
+        Ok(results) => {
+            let rows: Vec<serde_json::Value> = results
+                .iter()
+                .map(|o| {
+                    json!({"id": o.id, "number": o.number, "outcome": o.outcome, "reason": o.reason})
+                })
+                .collect();
+            reply(
+                StatusCode::OK,
+                "application/json",
+                json!({ "results": rows }).to_string(),
+            )
+        }
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{e}\n"),
+        ),
+    }
+}
+
 async fn route(
     health: &Health,
     req: &Request<hyper::body::Incoming>,
@@ -106,16 +221,7 @@ async fn route(
     // page itself, which holds no data: it asks for the token and sends it with its requests
     let open = matches!(req.uri().path(), "/healthz" | "/" | "/page.js");
     if !open && !authorised(health, req) {
-        let mut r = reply(
-            StatusCode::UNAUTHORIZED,
-            "text/plain",
-            "token required\n".into(),
-        );
-        r.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
+        return unauthorised();
     }
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),

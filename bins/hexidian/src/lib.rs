@@ -11,6 +11,7 @@ mod events;
 mod metrics;
 mod net;
 pub mod ops;
+mod replay;
 mod webhook;
 
 use std::future::Future;
@@ -143,6 +144,8 @@ pub(crate) struct Health {
     pub(crate) hub: Arc<events::Hub>,
     /// The broker's directory of extensions (for the page's search), once it runs.
     pub(crate) directory: Arc<Mutex<Option<broker_core::model::SharedDirectory>>>,
+    /// The broker's feed: GURU3's, plus the dead letters an operator replays.
+    pub(crate) replay: Arc<replay::ReplayFeed>,
 }
 
 impl Health {
@@ -277,6 +280,9 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         admin_token: settings.admin_token.clone(),
         hub: events::Hub::new(settings.admin_stream_clients),
         directory: Arc::default(),
+        replay: Arc::new(replay::ReplayFeed::new(
+            Arc::clone(&feed) as Arc<dyn EventFeed>
+        )),
     };
     let admin = match settings.admin {
         Some(addr) => Some(
@@ -597,7 +603,7 @@ async fn supervise(
     *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&stores.side_state));
     // phase 3: the broker, retried until its state loads
     let assigns = Arc::clone(&feed) as Arc<dyn unbound_handsets::ports::AssignSink>;
-    let feed = feed as Arc<dyn EventFeed>;
+    let feed = Arc::clone(&health.replay) as Arc<dyn EventFeed>;
     let ports = BrokerPorts {
         feed: Arc::clone(&feed),
         dect: Arc::new(OmmDect::new(Arc::clone(&omm)).token_field(settings.omm_token_field)),

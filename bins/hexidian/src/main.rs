@@ -81,7 +81,11 @@ enum Cmd {
         config: PathBuf,
         /// A JSON file with one GURU3 message envelope or an array of them; `-` reads
         /// standard input
-        file: PathBuf,
+        #[arg(required_unless_present = "journal", conflicts_with = "journal")]
+        file: Option<PathBuf>,
+        /// Instead of a file: the dead letter with this message id (see `dead-letters list`)
+        #[arg(long)]
+        journal: Option<i64>,
         /// One JSON object instead of text
         #[arg(long)]
         json: bool,
@@ -102,6 +106,30 @@ enum DeadLetterCmd {
         /// TOML config file
         #[arg(long)]
         config: PathBuf,
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs dead letters through the running hexidian's broker again (asks its admin API;
+    /// the stored message with its secrets put back, same planner and journal): each ends
+    /// done, dead again, or still retried; one made moot by a later message is skipped.
+    /// Exits non-zero unless every one ended done or skipped
+    Replay {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// Message ids (see `dead-letters list`)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Every dead letter (oldest first, at most 1,000 per run)
+        #[arg(long)]
+        all: bool,
+        /// How long to wait for the outcome, in seconds (at most 600)
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
+        wait: u64,
+        /// Where the admin API listens (default: [admin] listen of the config)
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
         /// One JSON array instead of a table
         #[arg(long)]
         json: bool,
@@ -168,16 +196,50 @@ async fn main() -> ExitCode {
                 .await
                 .map(|text| print!("{text}"))
         }
-        Cmd::Explain { config, file, json } => {
+        Cmd::DeadLetters {
+            command:
+                DeadLetterCmd::Replay {
+                    config,
+                    ids,
+                    all,
+                    wait,
+                    admin,
+                    json,
+                },
+        } => {
             hexidian::cli::init_logging(cli.log_format.as_deref());
-            let source = if file.as_os_str() == "-" {
-                hexidian::ops::Source::Stdin
-            } else {
-                hexidian::ops::Source::File(file)
+            let wait = std::time::Duration::from_secs(wait);
+            match hexidian::ops::dead_letters_replay(&config, admin, &ids, all, wait, json).await {
+                Ok((text, fine)) => {
+                    print!("{text}");
+                    if fine {
+                        Ok(())
+                    } else {
+                        Err("not every dead letter was applied".into())
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Cmd::Explain {
+            config,
+            file,
+            journal,
+            json,
+        } => {
+            hexidian::cli::init_logging(cli.log_format.as_deref());
+            let source = match (file, journal) {
+                (_, Some(id)) => Ok(hexidian::ops::Source::Journal(id)),
+                (Some(f), None) if f.as_os_str() == "-" => Ok(hexidian::ops::Source::Stdin),
+                (Some(f), None) => Ok(hexidian::ops::Source::File(f)),
+                (None, None) => Err("give a message file (`-`: standard input) or --journal ID"),
             };
-            hexidian::ops::explain(&config, source, json)
-                .await
-                .map(|text| print!("{text}"))
+            match source {
+                Ok(source) => hexidian::ops::explain(&config, source, json)
+                    .await
+                    .map(|text| print!("{text}")),
+                Err(e) => Err(e.to_owned()),
+            }
         }
         Cmd::Demo { args } => Err(format!(
             "the demo is its own binary, so that this one links no simulator: \

@@ -815,6 +815,21 @@ impl StateStore for MemoryState {
             .cloned()
             .collect()))
     }
+
+    fn dead_letter(&self, id: i64) -> BoxFuture<'_, PortResult<Option<(JournalEntry, bool)>>> {
+        let s = lock(&self.inner);
+        let found = s
+            .journal
+            .get(&id)
+            .filter(|j| j.status == JournalStatus::Dead)
+            .map(|j| {
+                let later = s.journal.range(id + 1..).any(|(_, l)| {
+                    l.status == JournalStatus::Done && l.number.is_some() && l.number == j.number
+                });
+                (j.clone(), later)
+            });
+        ready(Ok(found))
+    }
 }
 
 // ---------------------------------------------------------------- clock

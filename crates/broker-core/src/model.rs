@@ -263,6 +263,9 @@ pub struct Incoming {
     /// The envelope as received, with passwords, tokens and UAKs redacted by the feed (kept in
     /// the journal for dead letters only; never printed by `Debug`).
     pub raw: String,
+    /// What the feed redacted from `raw` (a JSON object of JSON pointer → value), kept apart
+    /// so that a dead letter can be replayed; `None` when nothing was redacted. Never shown.
+    pub secrets: Option<Secret>,
     /// Decoded command, or the decode error.
     pub command: Result<Command, String>,
 }
@@ -445,6 +448,7 @@ mod tests {
             id: 1,
             kind: "UPDATE_EXTENSION".into(),
             raw: raw.into(),
+            secrets: None,
             command,
         };
         let n = |s: &str| s.parse::<Number>().unwrap();

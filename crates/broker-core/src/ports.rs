@@ -395,8 +395,11 @@ pub struct JournalEntry {
     pub attempts: u32,
     /// Why it was ignored or given up.
     pub reason: Option<String>,
-    /// The full envelope (may contain secrets: never logged).
+    /// The envelope of a dead letter without its secrets (empty for other outcomes).
     pub payload: String,
+    /// A dead letter's secrets ([`Incoming::secrets`](crate::model::Incoming::secrets)), for
+    /// a replay; `None` for other outcomes. Never shown.
+    pub secrets: Option<Secret>,
 }
 
 impl fmt::Debug for JournalEntry {
@@ -409,6 +412,7 @@ impl fmt::Debug for JournalEntry {
             .field("attempts", &self.attempts)
             .field("reason", &self.reason)
             .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .field("secrets", &self.secrets.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -457,6 +461,9 @@ pub trait StateStore: Send + Sync + 'static {
     fn stats(&self) -> BoxFuture<'_, PortResult<JournalStats>>;
     /// The newest dead letters.
     fn dead_letters(&self, limit: u32) -> BoxFuture<'_, PortResult<Vec<JournalEntry>>>;
+    /// The dead letter with this message id, with its secrets, and whether a later message
+    /// for its number was applied (a replay would undo that).
+    fn dead_letter(&self, id: i64) -> BoxFuture<'_, PortResult<Option<(JournalEntry, bool)>>>;
 }
 
 /// Time, so back-off and deadlines are testable.

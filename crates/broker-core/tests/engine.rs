@@ -82,6 +82,7 @@ fn msg(id: i64, cmd: Command) -> Incoming {
             .unwrap()
             .to_owned(),
         raw: format!("{{\"id\": {id}}}"),
+        secrets: None,
         command: Ok(cmd),
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use asterisk_realtime::{Extension, Result};
+use broker_core::model::Secret;
 use broker_core::ports::{JournalEntry, JournalStatus};
 
 use crate::{Store, no_nul, sql};
@@ -156,6 +157,10 @@ impl Store {
             .map(|j| j.reason.as_deref().map(no_nul))
             .collect();
         let payloads: Vec<String> = rows.iter().map(|j| no_nul(&j.payload)).collect();
+        let secrets: Vec<Option<&str>> = rows
+            .iter()
+            .map(|j| j.secrets.as_ref().map(|s| s.expose()))
+            .collect();
         let mut guard = self.session.lock().await?;
         let tx = guard.client_mut().transaction().await?;
         if !gone.is_empty() {
@@ -173,7 +178,7 @@ impl Store {
             tx.execute(
                 sql::B_JOURNAL,
                 &[
-                    &ids, &kinds, &statuses, &attempts, &reasons, &payloads, &numbers,
+                    &ids, &kinds, &statuses, &attempts, &reasons, &payloads, &numbers, &secrets,
                 ],
             )
             .await?;
@@ -207,16 +212,23 @@ impl Store {
             .query(sql::B_DEAD, &[&limit])
             .await?
             .iter()
-            .map(|r| JournalEntry {
-                id: r.get(0),
-                kind: r.get(1),
-                status: status_from_db(r.get(2)),
-                attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
-                reason: r.get(4),
-                payload: r.get(5),
-                number: r.get(6),
-            })
+            .map(journal_entry)
             .collect())
+    }
+
+    /// The dead letter with this message id (its payload and, apart, its secrets), and
+    /// whether a later message for its number was applied.
+    pub async fn dead_letter(&self, id: i64) -> Result<Option<(JournalEntry, bool)>> {
+        let guard = self.session.lock().await?;
+        Ok(guard
+            .client()
+            .query_opt(sql::B_DEAD_ONE, &[&id])
+            .await?
+            .map(|r| {
+                let mut j = journal_entry(&r);
+                j.secrets = r.get::<_, Option<String>>(7).map(Secret::new);
+                (j, r.get(8))
+            }))
     }
 
     /// Every dead letter, oldest first (read only: safe while hexidian runs).
@@ -238,5 +250,19 @@ impl Store {
                 superseded: r.get(7),
             })
             .collect())
+    }
+}
+
+/// A journal row read by `B_DEAD`/`B_DEAD_ONE` (their columns in that order).
+fn journal_entry(r: &tokio_postgres::Row) -> JournalEntry {
+    JournalEntry {
+        id: r.get(0),
+        kind: r.get(1),
+        status: status_from_db(r.get(2)),
+        attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+        reason: r.get(4),
+        payload: r.get(5),
+        number: r.get(6),
+        secrets: None,
     }
 }

@@ -68,6 +68,11 @@ $adopt$;
             description: "the number each journal row is about",
             sql: V6,
         },
+        Migration {
+            version: 7,
+            description: "a dead letter's secrets, apart from its payload, for a replay",
+            sql: V7,
+        },
     ],
 };
 
@@ -160,4 +165,13 @@ CREATE TABLE hexidian.desired_seen (
 /// letters by number and sees which a later message for the same number made moot.
 const V6: &str = r"
 ALTER TABLE hexidian.journal ADD COLUMN number text;
+";
+
+/// A dead letter's payload is shown to operators, so the feed redacts passwords, tokens and
+/// UAKs from it; a replay needs them back, and GURU3 has no way to ask for one extension. They
+/// are kept in a column of their own that only a replay reads (the mirror in this database
+/// holds the same secrets of every applied extension), and cleared when the row is no
+/// longer a dead letter.
+const V7: &str = r"
+ALTER TABLE hexidian.journal ADD COLUMN secrets text;
 ";

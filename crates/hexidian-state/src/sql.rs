@@ -16,11 +16,11 @@ pub(crate) const B_PUT: &str = "INSERT INTO hexidian.desired (number, doc) \
      SELECT * FROM unnest($1::text[], $2::text[]) \
      ON CONFLICT (number) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()";
 pub(crate) const B_REMOVE: &str = "DELETE FROM hexidian.desired WHERE number = ANY($1::text[])";
-pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, status, attempts, reason, payload, number) \
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[]) \
+pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, status, attempts, reason, payload, number, secrets) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[], $8::text[]) \
      ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, status = EXCLUDED.status, \
        attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, payload = EXCLUDED.payload, \
-       number = EXCLUDED.number, updated_at = now()";
+       number = EXCLUDED.number, secrets = EXCLUDED.secrets, updated_at = now()";
 pub(crate) const B_COUNTS: &str = "SELECT count(*) FILTER (WHERE status = 'done'), \
      count(*) FILTER (WHERE status = 'ignored'), count(*) FILTER (WHERE status = 'dead') FROM hexidian.journal";
 pub(crate) const B_PRUNE: &str = "DELETE FROM hexidian.journal WHERE id IN ( \
@@ -28,6 +28,10 @@ pub(crate) const B_PRUNE: &str = "DELETE FROM hexidian.journal WHERE id IN ( \
        AND updated_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
 pub(crate) const B_DEAD: &str = "SELECT id, kind, status, attempts, reason, payload, number FROM hexidian.journal \
      WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
+// a dead letter with its secrets, and whether a later message for its number was applied
+pub(crate) const B_DEAD_ONE: &str = "SELECT d.id, d.kind, d.status, d.attempts, d.reason, d.payload, d.number, d.secrets, \
+       EXISTS (SELECT 1 FROM hexidian.journal l WHERE l.number = d.number AND l.status = 'done' AND l.id > d.id) \
+     FROM hexidian.journal d WHERE d.status = 'dead' AND d.id = $1";
 // every dead letter, oldest first, and whether a later message for its number was applied
 // (one pass over the journal: no index on number, which every resync would have to fill)
 pub(crate) const B_DEAD_LIST: &str = "WITH dead AS (SELECT id, kind, number, attempts, reason, first_seen, updated_at \
@@ -71,6 +75,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     ("b_journal", B_JOURNAL),
     ("b_counts", B_COUNTS),
     ("b_dead", B_DEAD),
+    ("b_dead_one", B_DEAD_ONE),
     ("b_dead_list", B_DEAD_LIST),
     ("b_prune", B_PRUNE),
     ("h_bind_add", H_BIND_ADD),

@@ -54,6 +54,7 @@ fn row(id: i64, status: JournalStatus, payload: &str) -> StateChange {
         attempts: 1,
         reason: (status == JournalStatus::Dead).then(|| "bad \0 input".to_owned()),
         payload: payload.into(),
+        secrets: None,
     })
 }
 
@@ -112,6 +113,7 @@ async fn documents_and_journal_commit_together_and_later_changes_win() {
         attempts: u32::MAX,
         reason: None,
         payload: String::new(),
+        secrets: None,
     });
     let r = e
         .store
@@ -347,7 +349,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|(v, _)| *v)
         .collect();
-    assert_eq!(pending, [4, 5, 6]);
+    assert_eq!(pending, [4, 5, 6, 7]);
     let store = Store::attach(pbx.session().clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     assert_eq!(store.journal_counts().await.unwrap(), (1, 0, 0));
@@ -361,7 +363,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(adopted, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(adopted, [1, 2, 3, 4, 5, 6, 7]);
     assert_eq!(pbx.pending_migrations().await.unwrap(), []);
 }
 
@@ -375,7 +377,7 @@ async fn a_fresh_database_gets_the_state_tables_from_this_ledger_only() {
     tokio::spawn(driver.run());
     // no PBX ledger at all: a state-only user of the database
     let read_only = Store::attach(session.clone(), false).await.unwrap();
-    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 6);
+    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 7);
     let store = Store::attach(session.clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     // a second attach (another process) finds everything applied
@@ -465,6 +467,7 @@ async fn dead_letters_are_listed_with_their_number_and_whether_a_later_message_m
             attempts: 3,
             reason: (status == JournalStatus::Dead).then(|| "EPerm".to_owned()),
             payload: "{}".into(),
+            secrets: None,
         })
     };
     e.store
@@ -498,6 +501,61 @@ async fn dead_letters_are_listed_with_their_number_and_whether_a_later_message_m
         list[0].first_seen
     );
     assert!(list[0].updated_at >= list[0].first_seen);
+}
+
+#[tokio::test]
+async fn a_dead_letter_keeps_its_secrets_apart_until_it_is_applied() {
+    let e = env().await;
+    let entry = |id: i64, status: JournalStatus, secrets: Option<&str>| {
+        StateChange::Journal(JournalEntry {
+            id,
+            kind: "UPDATE_EXTENSION".into(),
+            number: Some("2001".into()),
+            status,
+            attempts: 1,
+            reason: None,
+            payload: r#"{"data": {"password": "<redacted>"}}"#.into(),
+            secrets: secrets.map(broker_core::model::Secret::new),
+        })
+    };
+    let secret = r#"{"/data/password": "e1vdxzqL"}"#;
+    e.store
+        .commit_state(&[entry(20, JournalStatus::Dead, Some(secret))])
+        .await
+        .unwrap();
+    let (j, superseded) = e.store.dead_letter(20).await.unwrap().unwrap();
+    assert_eq!(j.secrets.as_ref().map(|s| s.expose()), Some(secret));
+    assert!(!superseded);
+    assert!(!format!("{j:?}").contains("e1vdxzqL"));
+    // the listing and /readyz's rows never carry them
+    let newest = e.store.dead_letters(10).await.unwrap();
+    assert!(newest.iter().all(|j| j.secrets.is_none()));
+    // a replay that succeeds leaves no secret behind
+    e.store
+        .commit_state(&[entry(20, JournalStatus::Done, None)])
+        .await
+        .unwrap();
+    assert!(e.store.dead_letter(20).await.unwrap().is_none());
+    let left: i64 = e
+        .sql
+        .query_one(
+            "SELECT count(*) FROM hexidian.journal WHERE secrets IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    // a dead letter behind a later applied message for its number is superseded
+    e.store
+        .commit_state(&[
+            entry(30, JournalStatus::Dead, Some(secret)),
+            entry(31, JournalStatus::Done, None),
+        ])
+        .await
+        .unwrap();
+    assert!(e.store.dead_letter(30).await.unwrap().unwrap().1);
+    assert!(e.store.dead_letter(31).await.unwrap().is_none());
 }
 
 /// `(number, recorded epochs)` of every stored mirror document.

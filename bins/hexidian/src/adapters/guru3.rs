@@ -173,24 +173,54 @@ impl AssignSink for Guru3Feed {
 /// Keys whose values are secrets in GURU3's messages (SIP password, DECT/GSM token, UAK).
 const SECRET_KEYS: [&str; 3] = ["password", "token", "uak"];
 
-/// Replaces every secret value in a message body, at any depth, by `"<redacted>"`.
-fn redact(v: &mut serde_json::Value) {
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
+/// Replaces every secret value in a message body, at any depth, by `"<redacted>"`, and
+/// returns what it replaced as a JSON object of JSON pointer (RFC 6901) → value.
+fn redact(v: &mut serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let mut taken = serde_json::Map::new();
+    let mut stack = vec![(String::new(), v)];
+    while let Some((path, v)) = stack.pop() {
+        let step = |k: &str| format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m.iter_mut() {
                     if SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()) && !v.is_null() {
-                        *v = serde_json::Value::String("<redacted>".into());
+                        let secret = std::mem::replace(v, "<redacted>".into());
+                        taken.insert(step(k), secret);
                     } else {
-                        stack.push(v);
+                        stack.push((step(k), v));
                     }
                 }
             }
-            serde_json::Value::Array(a) => stack.extend(a.iter_mut()),
+            serde_json::Value::Array(a) => {
+                stack.extend(
+                    a.iter_mut()
+                        .enumerate()
+                        .map(|(i, v)| (step(&i.to_string()), v)),
+                );
+            }
             _ => {}
         }
     }
+    taken
+}
+
+/// A stored dead letter as GURU3 sent it: its redacted envelope with the secrets
+/// [`redact`] took out put back.
+pub(crate) fn restore(envelope: &str, secrets: Option<&Secret>) -> Result<Secret, String> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(envelope).map_err(|e| format!("stored envelope: {e}"))?;
+    if let Some(secrets) = secrets {
+        let taken: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(secrets.expose())
+                .map_err(|_| "its stored secrets are not a JSON object".to_owned())?;
+        for (pointer, value) in taken {
+            let slot = v
+                .pointer_mut(&pointer)
+                .ok_or_else(|| format!("its stored envelope has no {pointer}"))?;
+            *slot = value;
+        }
+    }
+    Ok(Secret::new(v.to_string()))
 }
 
 /// Messages as GURU3 sends them (one envelope, or an array of them as a GET page brings),
@@ -226,11 +256,13 @@ fn incoming(raw: RawMessage) -> Incoming {
         "type": raw.kind,
         "data": raw.data,
     });
-    redact(&mut envelope);
+    let taken = redact(&mut envelope);
     Incoming {
         id: raw.id.get(),
         kind: raw.kind,
         raw: envelope.to_string(),
+        secrets: (!taken.is_empty())
+            .then(|| Secret::new(serde_json::Value::Object(taken).to_string())),
         command,
     }
 }
@@ -356,6 +388,36 @@ mod tests {
             }
             assert!(i.raw.contains("<redacted>") && i.raw.contains("number"));
             assert!(i.command.is_ok(), "decoding still sees the secrets");
+            // what a replay decodes: the message as GURU3 sent it
+            let back = restore(&i.raw, i.secrets.as_ref()).unwrap();
+            let again = decode_messages(back.expose().as_bytes()).unwrap();
+            assert_eq!(again.len(), 1);
+            assert_eq!(
+                format!("{:?}", again[0].command.as_ref().unwrap()),
+                format!("{:?}", i.command.as_ref().unwrap())
+            );
+            assert_eq!(again[0].raw, i.raw);
         }
+    }
+
+    #[test]
+    fn secrets_under_hostile_keys_and_in_arrays_are_put_back_where_they_were() {
+        let mut v = serde_json::json!({"id": 1, "type": "X", "data": {
+            "a/b~c": {"Token": "t1"}, "list": [{"uak": "u1"}, {"password": null}]}});
+        let original = v.clone();
+        let taken = redact(&mut v);
+        assert_eq!(taken.len(), 2, "{taken:?}");
+        assert!(!v.to_string().contains("t1") && !v.to_string().contains("u1"));
+        let secrets = Secret::new(serde_json::Value::Object(taken).to_string());
+        let back = restore(&v.to_string(), Some(&secrets)).unwrap();
+        let back: serde_json::Value = serde_json::from_str(back.expose()).unwrap();
+        assert_eq!(back, original);
+        // secrets that do not fit the envelope are refused, not guessed
+        let wrong = Secret::new(r#"{"/data/nowhere/password": "x"}"#);
+        assert!(
+            restore(&v.to_string(), Some(&wrong))
+                .unwrap_err()
+                .contains("/data/nowhere")
+        );
     }
 }

@@ -8,4 +8,7 @@ mod pg;
 pub use guru3::Guru3Feed;
 pub use omm::{OWNER_TAG, OmmDect, OmmHandsets, OmmLink, OmmStats, TEMP_TAG, omm_link};
 pub use pg::{PgSip, PgState};
-pub(crate) use {guru3::decode_messages, pg::mirror_entries};
+pub(crate) use {
+    guru3::{decode_messages, restore},
+    pg::mirror_entries,
+};

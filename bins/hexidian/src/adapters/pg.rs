@@ -355,6 +355,10 @@ impl StateStore for PgState {
                 .map_err(port_error)
         })
     }
+
+    fn dead_letter(&self, id: i64) -> BoxFuture<'_, PortResult<Option<(JournalEntry, bool)>>> {
+        timed(async move { self.store.dead_letter(id).await.map_err(port_error) })
+    }
 }
 
 impl HandsetState for PgState {

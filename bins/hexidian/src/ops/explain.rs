@@ -19,11 +19,14 @@ pub enum Source {
     File(PathBuf),
     /// The same, on standard input.
     Stdin,
+    /// A dead letter of the journal, by message id (with its secrets put back).
+    Journal(i64),
 }
 
 fn read_input(source: &Source) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     let (what, read) = match source {
+        Source::Journal(_) => return Ok(body),
         Source::File(p) => (
             p.display().to_string(),
             std::fs::File::open(p).and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut body)),
@@ -47,13 +50,29 @@ fn read_input(source: &Source) -> Result<Vec<u8>, String> {
 /// object.
 pub async fn explain(path: &Path, source: Source, json: bool) -> Result<String, String> {
     let body = read_input(&source)?;
-    let msgs = crate::adapters::decode_messages(&body)?;
-    let (mirror, sync) = with_stores(path, async |pbx, state| {
+    let (mirror, sync, dead) = with_stores(path, async |pbx, state| {
+        let dead = match source {
+            Source::Journal(id) => Some(state.dead_letter(id).await?.map(|(j, _)| j)),
+            _ => None,
+        };
         let sync = pbx.sync_state().await?;
         let docs = state.load_desired().await?;
-        Ok((crate::adapters::mirror_entries(docs), sync))
+        Ok((crate::adapters::mirror_entries(docs), sync, dead))
     })
     .await?;
+    let msgs = match (&source, dead) {
+        (Source::Journal(id), Some(None)) => {
+            return Err(format!(
+                "no dead letter with id {id} (only dead letters keep their message)"
+            ));
+        }
+        (_, Some(Some(j))) => {
+            let m = crate::adapters::restore(&j.payload, j.secrets.as_ref())
+                .map_err(|e| format!("dead letter {}: {e}", j.id))?;
+            crate::adapters::decode_messages(m.expose().as_bytes())?
+        }
+        _ => crate::adapters::decode_messages(&body)?,
+    };
     let size = mirror.len();
     let plans = broker_core::explain::explain(&msgs, mirror, sync);
     let epoch = sync.1.then_some(sync.0);

@@ -1,6 +1,7 @@
-//! Operator commands for a terminal. Each says what it talks to: `dead-letters list` reads
-//! hexidian's tables in PostgreSQL directly (read only, so it is safe while hexidian runs);
-//! `status` asks the running hexidian's admin API.
+//! Operator commands for a terminal. Each says what it talks to: `dead-letters list` and
+//! `explain` read hexidian's tables in PostgreSQL directly (read only, so they are safe while
+//! hexidian runs); `status` and `dead-letters replay` ask the running hexidian's admin API (a
+//! replay goes through its broker, so nothing races it).
 
 use std::path::Path;
 
@@ -121,6 +122,112 @@ pub async fn status(
     admin: Option<std::net::SocketAddr>,
     json: bool,
 ) -> Result<(String, bool), String> {
+    let (addr, token) = admin_endpoint(path, admin)?;
+    let (code, body) = admin_request(addr, "/readyz", token.as_deref(), None)
+        .await
+        .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
+    if code == 401 {
+        return Err(format!(
+            "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| format!("hexidian's admin API at {addr} answered {code}: {e}"))?;
+    let ready = v["ready"].as_bool() == Some(true);
+    let text = if json {
+        format!("{v:#}\n")
+    } else {
+        readiness_text(addr, &v)
+    };
+    Ok((text, ready))
+}
+
+/// `hexidian dead-letters replay`: asks the running hexidian (its admin API) to run the dead
+/// letters `ids` (or `all` of them) through its broker again, waits up to `wait` for their
+/// outcome, and reports each one as a table or (`json`) one JSON array. `Ok(false)` when
+/// some did not end applied (skipped ones, made moot by a later message, do not count).
+pub async fn dead_letters_replay(
+    path: &Path,
+    admin: Option<std::net::SocketAddr>,
+    ids: &[i64],
+    all: bool,
+    wait: std::time::Duration,
+    json: bool,
+) -> Result<(String, bool), String> {
+    let (addr, token) = admin_endpoint(path, admin)?;
+    let ask = if all {
+        serde_json::json!({"all": true, "wait_s": wait.as_secs()})
+    } else {
+        serde_json::json!({"ids": ids, "wait_s": wait.as_secs()})
+    };
+    // the answer comes once the broker is done with them, or after `wait`
+    let limit = wait + std::time::Duration::from_secs(30);
+    let (code, body) = admin_request(
+        addr,
+        "/dead-letters/replay",
+        token.as_deref(),
+        Some((ask.to_string(), limit)),
+    )
+    .await
+    .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
+    match code {
+        200 => {}
+        401 => {
+            return Err(format!(
+                "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "hexidian refused the replay ({code}): {}",
+                printable(body.trim())
+            ));
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| format!("hexidian's admin API at {addr} answered: {e}"))?;
+    let rows = v["results"].as_array().cloned().unwrap_or_default();
+    let fine = rows
+        .iter()
+        .all(|r| matches!(r["outcome"].as_str(), Some("done" | "skipped")));
+    if json {
+        return Ok((format!("{}\n", serde_json::Value::Array(rows)), fine));
+    }
+    if rows.is_empty() {
+        return Ok(("no dead letters to replay\n".into(), true));
+    }
+    let s = |v: &serde_json::Value| v.as_str().map_or_else(|| "-".to_owned(), printable);
+    let mut out = format!(
+        "{:<10} {:<12} {:<13} {}\n",
+        "ID", "NUMBER", "OUTCOME", "REASON"
+    );
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &rows {
+        let outcome = s(&r["outcome"]);
+        *counts.entry(outcome.clone()).or_default() += 1;
+        out.push_str(&format!(
+            "{:<10} {:<12} {:<13} {}\n",
+            r["id"].as_i64().unwrap_or_default(),
+            s(&r["number"]),
+            outcome,
+            s(&r["reason"])
+        ));
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    out.push_str(&format!(
+        "{} dead letter(s): {}\n",
+        rows.len(),
+        summary.join(", ")
+    ));
+    Ok((out, fine))
+}
+
+/// Where the running hexidian's admin API listens (`admin`, else `[admin] listen` of the
+/// config; a wildcard address is reached over loopback), and its token if one is configured.
+fn admin_endpoint(
+    path: &Path,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<(std::net::SocketAddr, Option<String>), String> {
     let file = FileConfig::load(path)?;
     let listen = match admin {
         Some(a) => a.to_string(),
@@ -147,23 +254,7 @@ pub async fn status(
                 .to_owned(),
         ),
     };
-    let (code, body) = admin_get(addr, "/readyz", token.as_deref())
-        .await
-        .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
-    if code == 401 {
-        return Err(format!(
-            "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| format!("hexidian's admin API at {addr} answered {code}: {e}"))?;
-    let ready = v["ready"].as_bool() == Some(true);
-    let text = if json {
-        format!("{v:#}\n")
-    } else {
-        readiness_text(addr, &v)
-    };
-    Ok((text, ready))
+    Ok((addr, token))
 }
 
 fn readiness_text(addr: std::net::SocketAddr, v: &serde_json::Value) -> String {
@@ -287,13 +378,18 @@ fn readiness_text(addr: std::net::SocketAddr, v: &serde_json::Value) -> String {
     out
 }
 
-/// `GET path` of the admin API over plain HTTP/1.1 (it listens on loopback, or behind the
-/// token): (status, body), within 5 s.
-async fn admin_get(
+/// A request to the admin API over plain HTTP/1.1 (it listens on loopback, or behind the
+/// token): `GET path`, or with `post` = `(JSON body, how long the answer may take)` a `POST`;
+/// (status, body). A `GET` is answered within 5 s.
+async fn admin_request(
     addr: std::net::SocketAddr,
     path: &str,
     token: Option<&str>,
+    post: Option<(String, std::time::Duration)>,
 ) -> Result<(u16, String), String> {
+    let limit = post
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(5), |(_, t)| *t);
     use http_body_util::BodyExt;
     let work = async {
         let tcp = tokio::net::TcpStream::connect(addr)
@@ -304,12 +400,19 @@ async fn admin_get(
                 .await
                 .map_err(|e| e.to_string())?;
         let conn = tokio::spawn(conn);
-        let mut req = hyper::Request::get(path).header(hyper::header::HOST, addr.to_string());
+        let mut req = match &post {
+            None => hyper::Request::get(path),
+            Some(_) => {
+                hyper::Request::post(path).header(hyper::header::CONTENT_TYPE, "application/json")
+            }
+        }
+        .header(hyper::header::HOST, addr.to_string());
         if let Some(t) = token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        let body = post.map(|(b, _)| bytes::Bytes::from(b)).unwrap_or_default();
         let req = req
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(http_body_util::Full::new(body))
             .map_err(|e| e.to_string())?;
         let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
         let code = resp.status().as_u16();
@@ -321,9 +424,9 @@ async fn admin_get(
         conn.abort();
         Ok((code, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(std::time::Duration::from_secs(5), work)
+    tokio::time::timeout(limit, work)
         .await
-        .map_err(|_| "no answer within 5 s".to_owned())?
+        .map_err(|_| format!("no answer within {} s", limit.as_secs()))?
 }
 
 #[cfg(test)]

@@ -166,3 +166,118 @@ async fn dead_letters_are_listed_with_their_number_while_hexidian_runs() {
     assert!(err.contains("is hexidian running?"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A SIP extension whose number a foreign PBX row holds is refused (hexidian only writes what
+/// it owns) and given up as a dead letter. `hexidian dead-letters replay` runs it through the
+/// running broker: while the row is there it ends dead again; once an operator removed the
+/// row it applies, with the password GURU3 sent (kept apart from the redacted payload), ends
+/// done once, and GURU3 hears no second ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_replayed_after_its_fault_is_gone_ends_done_once() {
+    let w = World::new().await;
+    let dir = std::env::temp_dir().join(format!("hexidian-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(&w, &dir);
+    let run = Hexidian::spawn(BIN, &w, &config, None);
+    w.save_drained(Extension::new("2001", "First", Kind::sip()))
+        .await;
+    w.sql
+        .batch_execute("INSERT INTO ps_endpoints (id) VALUES ('2500')")
+        .await
+        .unwrap();
+    let ids = w
+        .guru3
+        .save(Extension::new("2500", "Taken", Kind::sip()))
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    let id = *ids.last().unwrap();
+    let (ok, out, err) = hexidian(&w, &["dead-letters", "list", "--json"], &config).await;
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["id"], id, "{out}");
+    assert_eq!(rows[0]["number"], "2500", "{out}");
+    let admin = run.admin().await.to_string();
+    let id_arg = id.to_string();
+    let replay = async |args: &[&str]| {
+        let mut all = vec!["dead-letters", "replay", "--admin", admin.as_str()];
+        all.extend_from_slice(args);
+        hexidian(&w, &all, &config).await
+    };
+
+    // what a replay would do, from the journal: the message with its password put back
+    let (ok, out, err) = hexidian(&w, &["explain", "--journal", &id_arg], &config).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("{id} UPDATE_EXTENSION 2500: apply")),
+        "{out}"
+    );
+    assert!(
+        out.contains("SIP user \"Taken\" with GURU3's password"),
+        "{out}"
+    );
+    let password = match w.guru3.extension("2500").unwrap().kind {
+        Kind::Sip { password, .. } => password,
+        other => panic!("{other:?}"),
+    };
+    assert!(!out.contains(&password), "a secret in explain's output");
+    let (ok, _, err) = hexidian(&w, &["explain", "--journal", "1"], &config).await;
+    assert!(!ok);
+    assert!(err.contains("no dead letter with id 1"), "{err}");
+
+    // the fault is still there: dead again, said so, exit status non-zero
+    let (ok, out, err) = replay(&["--json", &id_arg]).await;
+    assert!(!ok, "{out}{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["outcome"], "dead", "{out}");
+    assert!(!rows[0]["reason"].as_str().unwrap().is_empty(), "{out}");
+
+    // an operator removes the foreign row: the replay applies it
+    w.sql
+        .batch_execute("DELETE FROM ps_endpoints WHERE id = '2500'")
+        .await
+        .unwrap();
+    let (ok, out, err) = replay(&[&id_arg]).await;
+    eprintln!("{out}");
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("done") && out.contains("2500"), "{out}");
+    assert!(out.contains("1 dead letter(s): 1 done"), "{out}");
+    w.assert_converged().await;
+    let (ok, out, err) = hexidian(&w, &["dead-letters", "list"], &config).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "no dead letters\n");
+    let status: String = w
+        .sql
+        .query_one("SELECT status FROM hexidian.journal WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "done");
+    let secrets: i64 = w
+        .sql
+        .query_one(
+            "SELECT count(*) FROM hexidian.journal WHERE secrets IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(secrets, 0, "an applied message keeps no secret");
+    assert_eq!(
+        w.guru3.acked().iter().filter(|a| **a == id).count(),
+        1,
+        "GURU3 acked it when it was given up, and only then"
+    );
+
+    // once done there is nothing left to replay; asking again changes nothing
+    let (ok, out, _) = replay(&["--json", &id_arg]).await;
+    assert!(!ok);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["outcome"], "unknown", "{out}");
+    let (ok, out, err) = replay(&["--all"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "no dead letters to replay\n");
+    w.assert_converged().await;
+    run.kill9().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -217,11 +217,12 @@ impl Broker {
             Verdict::Dead(r, _) => (JournalStatus::Dead, Some(r.clone())),
             Verdict::Retry(e) | Verdict::Stalled(e) => (JournalStatus::Dead, Some(e.report())),
         };
-        // only a dead letter keeps its payload (already redacted by the feed), for an operator
-        let payload = if status == JournalStatus::Dead {
-            msg.raw.clone()
+        // only a dead letter keeps its payload (already redacted by the feed) and, apart, its
+        // secrets, for an operator's replay
+        let (payload, secrets) = if status == JournalStatus::Dead {
+            (msg.raw.clone(), msg.secrets.clone())
         } else {
-            String::new()
+            (String::new(), None)
         };
         StateOp::Journal(JournalEntry {
             id: msg.id,
@@ -231,6 +232,7 @@ impl Broker {
             attempts,
             reason,
             payload,
+            secrets,
         })
     }
 
