@@ -387,32 +387,9 @@ impl FileConfig {
         Ok(())
     }
 
-    /// Resolves secrets and TLS material into [`Settings`].
-    pub fn settings(&self) -> Result<Settings, String> {
-        self.check_transports()?;
-        let key = secret(
-            "guru3 api key",
-            &self.guru3.api_key_env,
-            &self.guru3.api_key_file,
-        )?;
-        let key: guru3_client::ApiKey = key.parse().map_err(|e| format!("guru3 api key: {e}"))?;
-        let mut guru3 =
-            guru3_client::Config::new(&self.guru3.url, key).map_err(|e| e.to_string())?;
-        if let Some(id) = self.guru3.event_id {
-            guru3 = guru3.event_id(guru3_client::EventId::new(id).map_err(|e| e.to_string())?);
-        }
-        if let Some(n) = self.guru3.page_size {
-            guru3 = guru3.max_messages(n);
-        }
-        if let Some(path) = &self.guru3.ca_file {
-            let (roots, added) = guru3_client::client::tls::webpki_roots_and(pem(path)?);
-            if added == 0 {
-                return Err(format!("{}: no usable CA certificate", path.display()));
-            }
-            guru3 = guru3.tls(guru3_client::client::tls::with_roots(roots));
-        }
-        let (feed, broker) = self.tuning();
-
+    /// The OMM client's configuration: address, account (the password from its secret
+    /// source) and how its certificate is checked.
+    pub fn omm_config(&self) -> Result<omm_axi::Config, String> {
         let password = secret(
             "omm password",
             &self.omm.password_env,
@@ -445,6 +422,36 @@ impl FileConfig {
         } else {
             return Err("[omm]: set `fingerprints` or `ca_file` (or `plain = true`)".into());
         }
+        Ok(omm)
+    }
+
+    /// Resolves secrets and TLS material into [`Settings`].
+    pub fn settings(&self) -> Result<Settings, String> {
+        self.check_transports()?;
+        let key = secret(
+            "guru3 api key",
+            &self.guru3.api_key_env,
+            &self.guru3.api_key_file,
+        )?;
+        let key: guru3_client::ApiKey = key.parse().map_err(|e| format!("guru3 api key: {e}"))?;
+        let mut guru3 =
+            guru3_client::Config::new(&self.guru3.url, key).map_err(|e| e.to_string())?;
+        if let Some(id) = self.guru3.event_id {
+            guru3 = guru3.event_id(guru3_client::EventId::new(id).map_err(|e| e.to_string())?);
+        }
+        if let Some(n) = self.guru3.page_size {
+            guru3 = guru3.max_messages(n);
+        }
+        if let Some(path) = &self.guru3.ca_file {
+            let (roots, added) = guru3_client::client::tls::webpki_roots_and(pem(path)?);
+            if added == 0 {
+                return Err(format!("{}: no usable CA certificate", path.display()));
+            }
+            guru3 = guru3.tls(guru3_client::client::tls::with_roots(roots));
+        }
+        let (feed, broker) = self.tuning();
+
+        let omm = self.omm_config()?;
 
         let url = self.postgres_url()?;
         let pg = asterisk_realtime::Config::new(&url).map_err(|e| format!("postgres url: {e}"))?;

@@ -90,11 +90,51 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the OMM holds, each user marked owned (hexidian's, of an extension), temporary
+    /// (hexidian's, of a handset without one) or foreign (never touched); opens its own OM
+    /// AXI session with the config's account and writes nothing
+    Omm {
+        #[command(subcommand)]
+        command: OmmCmd,
+    },
     /// The demo is a binary of its own, so this one links no simulator
     #[command(hide = true, disable_help_flag = true)]
     Demo {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OmmCmd {
+    /// Every user: number, name, uid, owner, bound handset
+    Users {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every handset: ppn, IPEI, subscription, the number and owner of its user
+    Devices {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// One handset by IPEI (`DDDDD DDDDDDD C`), with its user
+    Handset {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// The handset's IPEI
+        ipei: String,
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -240,6 +280,19 @@ async fn main() -> ExitCode {
                     .map(|text| print!("{text}")),
                 Err(e) => Err(e.to_owned()),
             }
+        }
+        Cmd::Omm { command } => {
+            hexidian::cli::init_logging(cli.log_format.as_deref());
+            let (config, what, json) = match command {
+                OmmCmd::Users { config, json } => (config, hexidian::ops::OmmList::Users, json),
+                OmmCmd::Devices { config, json } => (config, hexidian::ops::OmmList::Devices, json),
+                OmmCmd::Handset { config, ipei, json } => {
+                    (config, hexidian::ops::OmmList::Handset(ipei), json)
+                }
+            };
+            hexidian::ops::omm(&config, what, json)
+                .await
+                .map(|text| print!("{text}"))
         }
         Cmd::Demo { args } => Err(format!(
             "the demo is its own binary, so that this one links no simulator: \

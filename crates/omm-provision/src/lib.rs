@@ -43,4 +43,38 @@ impl Tags {
             temp: temp.into(),
         }
     }
+
+    /// Whose an OMM user is, by its `hierarchy1` and `hierarchy2`.
+    pub fn owner_of(&self, hierarchy1: Option<&str>, hierarchy2: Option<&str>) -> Owner {
+        match (
+            hierarchy1 == Some(self.owner.as_str()),
+            hierarchy2 == Some(self.temp.as_str()),
+        ) {
+            (true, true) => Owner::Temporary,
+            (true, false) => Owner::Owned,
+            (false, _) => Owner::Foreign,
+        }
+    }
+}
+
+/// Whose an OMM user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Created by this broker for an extension: it keeps it in line with the extension.
+    Owned,
+    /// This broker's temporary user of a handset without one of its own.
+    Temporary,
+    /// Someone else's: never changed or deleted.
+    Foreign,
+}
+
+impl Owner {
+    /// Label for lists.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owned => "owned",
+            Self::Temporary => "temporary",
+            Self::Foreign => "foreign",
+        }
+    }
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use crate::config::FileConfig;
 
 mod explain;
+mod omm;
 pub use explain::{Source, explain};
+pub use omm::{OmmList, omm};
 
 /// Connects to the database of the config file without migrating anything and runs `f` on
 /// hexidian's PBX tables and its state tables.

@@ -281,3 +281,103 @@ async fn a_dead_letter_replayed_after_its_fault_is_gone_ends_done_once() {
     run.kill9().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `hexidian omm users|devices|handset`: hexidian's users of extensions are owned, the one
+/// it gave a new handset is temporary, a user someone else created is foreign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_omm_listing_marks_owned_temporary_and_foreign_users() {
+    let w = World::new().await;
+    let dir = std::env::temp_dir().join(format!("hexidian-omm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(&w, &dir);
+    let foreign_ipei = "03587 0412396 2";
+    let ppn = w.omm.seed_device(foreign_ipei);
+    let uid = w
+        .omm
+        .seed_user(&[("num", "3000"), ("name", "Reception \u{1b}[2J")]);
+    w.omm.seed_relation(ppn, uid);
+    let run = Hexidian::spawn(BIN, &w, &config, None);
+    w.save_drained(Extension::new("2001", "Kiosk", Kind::dect()))
+        .await;
+    // a new handset gets a temporary user once the workflow opened the subscription
+    let t0 = std::time::Instant::now();
+    while !matches!(w.omm.view().mode, omm_axi_sim::Mode::Wildcard { .. }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "subscription never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_ipei = "01842 0093371 6";
+    w.omm.handset_subscribe(new_ipei, "0000").unwrap();
+    let users = loop {
+        let (ok, out, err) = hexidian(&w, &["omm", "users", "--json"], &config).await;
+        assert!(ok, "{err}");
+        let users: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        if users.iter().any(|u| u["owner"] == "temporary") {
+            break users;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no temporary user: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let owner = |num: &str| {
+        users
+            .iter()
+            .find(|u| u["number"] == num)
+            .map(|u| u["owner"].as_str().unwrap())
+    };
+    assert_eq!(owner("2001"), Some("owned"));
+    assert_eq!(owner("3000"), Some("foreign"));
+    let temp = users.iter().find(|u| u["owner"] == "temporary").unwrap();
+    assert_eq!(temp["ipei"], new_ipei, "{temp}");
+    assert!(
+        temp["number"].as_str().unwrap().starts_with("0100"),
+        "{temp}"
+    );
+
+    let (ok, out, err) = hexidian(&w, &["omm", "users"], &config).await;
+    assert!(ok, "{err}");
+    eprintln!("{out}");
+    assert!(
+        out.contains("3 user(s): 1 foreign, 1 owned, 1 temporary"),
+        "{out}"
+    );
+    assert!(
+        !out.contains('\u{1b}'),
+        "a terminal escape reached the table:\n{out}"
+    );
+    let (ok, out, err) = hexidian(&w, &["omm", "devices"], &config).await;
+    assert!(ok, "{err}");
+    eprintln!("{out}");
+    assert!(
+        out.contains(foreign_ipei) && out.contains(new_ipei),
+        "{out}"
+    );
+    assert!(out.contains("2 device(s): 1 foreign, 1 temporary"), "{out}");
+    let (ok, out, err) = hexidian(&w, &["omm", "handset", foreign_ipei], &config).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("user: 3000") && out.contains("foreign: hexidian never changes it"),
+        "{out}"
+    );
+    let (ok, out, err) = hexidian(&w, &["omm", "handset", "--json", new_ipei], &config).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["user"]["owner"], "temporary", "{out}");
+    let (ok, _, err) = hexidian(&w, &["omm", "handset", "12345 1234567 1"], &config).await;
+    assert!(!ok);
+    assert!(err.contains("no handset") || err.contains("IPEI"), "{err}");
+    // nothing was changed by looking
+    assert_eq!(
+        w.omm
+            .view()
+            .user_by_num("3000")
+            .map(|(_, u)| u.get("name").cloned()),
+        Some(Some("Reception \u{1b}[2J".to_owned()))
+    );
+    run.kill9().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
