@@ -97,6 +97,18 @@ enum Cmd {
         #[command(subcommand)]
         command: OmmCmd,
     },
+    /// Compares the mirror (GURU3's extensions as hexidian applied them) with the PBX rows
+    /// and the OMM and lists every drift: missing, extra, different (with the field), and
+    /// foreign OMM users hexidian never touches (reads PostgreSQL, opens its own OM AXI
+    /// session, writes nothing). Exits non-zero when hexidian's own objects drifted
+    Reconcile {
+        /// TOML config file
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON object instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// The demo is a binary of its own, so this one links no simulator
     #[command(hide = true, disable_help_flag = true)]
     Demo {
@@ -279,6 +291,20 @@ async fn main() -> ExitCode {
                     .await
                     .map(|text| print!("{text}")),
                 Err(e) => Err(e.to_owned()),
+            }
+        }
+        Cmd::Reconcile { config, json } => {
+            hexidian::cli::init_logging(cli.log_format.as_deref());
+            match hexidian::ops::reconcile(&config, json).await {
+                Ok((text, clean)) => {
+                    print!("{text}");
+                    if clean {
+                        Ok(())
+                    } else {
+                        Err("hexidian's own objects drifted from GURU3's extensions".into())
+                    }
+                }
+                Err(e) => Err(e),
             }
         }
         Cmd::Omm { command } => {

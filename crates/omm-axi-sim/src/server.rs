@@ -318,6 +318,57 @@ impl Sim {
         });
     }
 
+    /// Changes attributes of a user as an administrator would in the OMM's web interface:
+    /// the change is announced to the sessions subscribed to `PPUserCnf`. Returns whether
+    /// the user exists.
+    pub fn admin_set_user(&self, uid: u32, attrs: &[(&str, &str)]) -> bool {
+        self.mutate(|st| {
+            let Some(mut u) = st.users.get_mut(&uid) else {
+                return false;
+            };
+            for (k, v) in attrs {
+                u.insert((*k).to_owned(), (*v).to_owned());
+            }
+            let attrs = u.clone();
+            drop(u);
+            st.emit(&[Change::User {
+                uid,
+                attrs,
+                deleted: false,
+            }]);
+            true
+        })
+    }
+
+    /// Deletes a user as an administrator would in the OMM's web interface (its handset
+    /// loses the relation), announced to the subscribed sessions. Returns whether it existed.
+    pub fn admin_delete_user(&self, uid: u32) -> bool {
+        self.mutate(|st| {
+            let Some(user) = st.users.remove(&uid) else {
+                return false;
+            };
+            let mut changes = vec![Change::User {
+                uid,
+                attrs: user.clone(),
+                deleted: true,
+            }];
+            let ppn = user.get("ppn").and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppn) = ppn.filter(|p| *p != 0)
+                && let Some(mut d) = st.devices.get_mut(&ppn)
+            {
+                d.insert("uid".into(), "0".into());
+                d.insert("relType".into(), "Unbound".into());
+                changes.push(Change::Device {
+                    ppn,
+                    attrs: d.clone(),
+                    deleted: false,
+                });
+            }
+            st.emit(&changes);
+            true
+        })
+    }
+
     /// A handset tries to subscribe with `ac` (spec §8.3 rule 11). Returns its ppn.
     pub fn handset_subscribe(&self, ipei: &str, ac: &str) -> Result<u32, Refused> {
         let ipei = canonical_ipei(ipei).ok_or(Refused("invalid ipei"))?;

@@ -9,8 +9,10 @@ use crate::config::FileConfig;
 
 mod explain;
 mod omm;
+mod reconcile;
 pub use explain::{Source, explain};
 pub use omm::{OmmList, omm};
+pub use reconcile::reconcile;
 
 /// Connects to the database of the config file without migrating anything and runs `f` on
 /// hexidian's PBX tables and its state tables.

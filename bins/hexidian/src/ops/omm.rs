@@ -28,12 +28,13 @@ pub enum OmmList {
 const DEPTH: usize = 8;
 
 /// Users by uid and devices by ppn, as the OMM holds them now.
-struct Snapshot {
-    users: BTreeMap<u32, PpUser>,
-    devices: BTreeMap<u32, PpDevice>,
+pub(super) struct Snapshot {
+    pub(super) users: BTreeMap<u32, PpUser>,
+    pub(super) devices: BTreeMap<u32, PpDevice>,
 }
 
-async fn read(path: &Path) -> Result<Snapshot, String> {
+/// Reads every user and device of the OMM of the config file (its own session, paged).
+pub(super) async fn read(path: &Path) -> Result<Snapshot, String> {
     let file = FileConfig::load(path)?;
     file.check_transports()?;
     let cfg = file.omm_config()?;
@@ -62,7 +63,7 @@ async fn read(path: &Path) -> Result<Snapshot, String> {
     Ok(Snapshot { users, devices })
 }
 
-fn owner(u: &PpUser) -> Owner {
+pub(super) fn owner(u: &PpUser) -> Owner {
     Tags::new(OWNER_TAG, TEMP_TAG).owner_of(u.hierarchy1.as_deref(), u.hierarchy2.as_deref())
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use guru3_sim::{Extension, Kind};
+use guru3_sim::{Extension, Kind, Member};
 use hexidian_e2e::World;
 
 use crate::support::{BIN, Hexidian, write_config};
@@ -378,6 +378,99 @@ async fn the_omm_listing_marks_owned_temporary_and_foreign_users() {
             .map(|(_, u)| u.get("name").cloned()),
         Some(Some("Reception \u{1b}[2J".to_owned()))
     );
+    run.kill9().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `hexidian reconcile` finds no drift in an event hexidian applied, and every drift made
+/// behind its back: an OMM user deleted and one renamed in the OMM's web interface, a foreign
+/// OMM user added, a PBX endpoint deleted and a SIP password changed in psql. It changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_lists_drift_made_behind_hexidians_back_and_touches_nothing() {
+    let w = World::new().await;
+    let dir = std::env::temp_dir().join(format!("hexidian-reconcile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(&w, &dir);
+    let run = Hexidian::spawn(BIN, &w, &config, None);
+    for (n, name, kind) in [
+        ("2001", "Lena Brandt", Kind::sip()),
+        ("2002", "Kiosk Nord", Kind::dect()),
+        ("2003", "Kiosk Süd", Kind::dect()),
+        ("2004", "Desk", Kind::sip()),
+        ("1100", "Infodesk", Kind::group("INF")),
+    ] {
+        w.guru3.save(Extension::new(n, name, kind)).unwrap();
+    }
+    w.guru3
+        .set_members("1100", vec![Member::new("2001", 0), Member::new("2002", 5)])
+        .unwrap();
+    w.drained(Duration::from_secs(30)).await;
+    let (ok, out, err) = hexidian(&w, &["reconcile"], &config).await;
+    eprintln!("{out}");
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("no drift"), "{out}");
+
+    // behind hexidian's back
+    let view = w.omm.view();
+    let (kiosk, _) = view.user_by_num("2002").unwrap();
+    let (sued, _) = view.user_by_num("2003").unwrap();
+    assert!(w.omm.admin_delete_user(kiosk));
+    assert!(w.omm.admin_set_user(sued, &[("name", "Renamed by hand")]));
+    w.omm.seed_user(&[("num", "3000"), ("name", "Reception")]);
+    w.sql
+        .batch_execute(
+            "DELETE FROM ps_endpoints WHERE id = '2001'; \
+             UPDATE ps_auths SET password = 'changed1' WHERE id = '2004'",
+        )
+        .await
+        .unwrap();
+    let before = w.column("SELECT id FROM ps_auths").await;
+    let (ok, out, _) = hexidian(&w, &["reconcile"], &config).await;
+    eprintln!("{out}");
+    assert!(!ok, "drift of hexidian's own objects exits non-zero");
+    assert!(
+        !out.contains("changed1"),
+        "a password in the output:\n{out}"
+    );
+    let (_, out, _) = hexidian(&w, &["reconcile", "--json"], &config).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let got: Vec<(String, String, String, Option<String>, bool)> = v["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["target"].as_str().unwrap().to_owned(),
+                d["number"].as_str().unwrap().to_owned(),
+                d["drift"].as_str().unwrap().to_owned(),
+                d["field"].as_str().map(str::to_owned),
+                d["owned"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let s = |x: &str| x.to_owned();
+    assert_eq!(
+        got,
+        [
+            (s("omm"), s("2002"), s("missing"), None, true),
+            (s("omm"), s("2003"), s("different"), Some(s("name")), true),
+            (s("omm"), s("3000"), s("foreign"), None, false),
+            (s("pbx"), s("2001"), s("different"), Some(s("rows")), true),
+            (
+                s("pbx"),
+                s("2004"),
+                s("different"),
+                Some(s("password")),
+                true
+            ),
+        ],
+        "{out}"
+    );
+    assert_eq!(v["owned_drift"], 4, "{out}");
+    // looking changed nothing
+    assert_eq!(w.column("SELECT id FROM ps_auths").await, before);
+    assert!(w.omm.view().user_by_num("2002").is_none());
     run.kill9().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
