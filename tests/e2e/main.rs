@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 #![allow(clippy::print_stderr)] // the crash-point seed is printed so a failure can be reproduced
 
+mod drift;
 mod faults;
 mod metrics;
 mod page;

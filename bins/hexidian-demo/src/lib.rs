@@ -326,6 +326,11 @@ pub fn sim_settings(
         admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         admin_token: None,
         admin_stream_clients: hexidian::config::FileConfig::example().admin.stream_clients,
+        reconcile_every: hexidian::config::FileConfig::example()
+            .reconcile
+            .interval_s
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
         omm_token_field: false,
         unbound: Some(hexidian::UnboundSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

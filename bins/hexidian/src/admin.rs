@@ -416,6 +416,7 @@ async fn readyz(h: &Health) -> Resp {
             "id": d.id, "type": d.kind, "number": d.number, "attempts": d.attempts,
             "reason": d.reason,
         })).collect::<Vec<_>>(),
+        "drift": h.drift_report().map(|r| r.json()),
     });
     let status = if ready {
         StatusCode::OK

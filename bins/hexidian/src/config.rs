@@ -36,6 +36,20 @@ pub struct FileConfig {
     /// `[pbx]`: how hexidian's PJSIP rows look.
     #[serde(default)]
     pub pbx: PbxSection,
+    /// `[reconcile]`: the periodic drift check.
+    #[serde(default)]
+    pub reconcile: ReconcileSection,
+}
+
+/// `[reconcile]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSection {
+    /// Seconds between two comparisons of the mirror with the PBX rows and the OMM (absent
+    /// or 0: off). Each reads the PBX's users and groups and the mirror from PostgreSQL and
+    /// the OMM from hexidian's own map (no OMM request); drift is logged and shown on
+    /// `/readyz`, the status stream and `/metrics`, never repaired by it.
+    pub interval_s: Option<u64>,
 }
 
 /// `[pbx]`
@@ -491,6 +505,11 @@ impl FileConfig {
             admin,
             admin_token,
             admin_stream_clients: self.admin.stream_clients,
+            reconcile_every: self
+                .reconcile
+                .interval_s
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
             omm_token_field: self.omm.token_in_hierarchy2,
             unbound: match &self.unbound {
                 Some(u) => Some(u.settings()?),

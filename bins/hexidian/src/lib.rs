@@ -7,6 +7,7 @@ mod admin;
 pub mod asterisk_kit;
 pub mod cli;
 pub mod config;
+mod drift;
 mod events;
 mod metrics;
 mod net;
@@ -90,6 +91,9 @@ pub struct Settings {
     /// Write each DECT extension's token into its OMM user's `hierarchy2` (default off: any
     /// read-only OMM account could read the tokens and claim extensions with them).
     pub omm_token_field: bool,
+    /// How often the broker compares the mirror with the PBX rows and the OMM and reports
+    /// drift (`[reconcile] interval_s`); `None`: never.
+    pub reconcile_every: Option<Duration>,
 }
 
 /// Failures that stop [`start`] or [`run`].
@@ -146,6 +150,8 @@ pub(crate) struct Health {
     pub(crate) directory: Arc<Mutex<Option<broker_core::model::SharedDirectory>>>,
     /// The broker's feed: GURU3's, plus the dead letters an operator replays.
     pub(crate) replay: Arc<replay::ReplayFeed>,
+    /// The last periodic drift check, if it runs.
+    pub(crate) drift: Arc<Mutex<Option<drift::Report>>>,
 }
 
 impl Health {
@@ -163,6 +169,16 @@ impl Health {
         let slot = self.broker.lock().unwrap_or_else(|e| e.into_inner());
         slot.as_ref()
             .map(|s| f(&s.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// Records the outcome of a periodic drift check.
+    pub(crate) fn set_drift(&self, report: drift::Report) {
+        *self.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    /// The last periodic drift check, if one ran.
+    pub(crate) fn drift_report(&self) -> Option<drift::Report> {
+        self.drift.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The unbound-handset workflow's counters, once it runs.
@@ -283,6 +299,7 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         replay: Arc::new(replay::ReplayFeed::new(
             Arc::clone(&feed) as Arc<dyn EventFeed>
         )),
+        drift: Arc::default(),
     };
     let admin = match settings.admin {
         Some(addr) => Some(
@@ -635,6 +652,12 @@ async fn supervise(
             clock: Arc::new(SystemClock),
         };
         start_unbound(u, listener, ports, &broker, &mut helpers, &health);
+    }
+    if let Some(every) = settings.reconcile_every {
+        helpers.tasks.spawn(named(
+            "drift check",
+            drift::watch(health.clone(), every, helpers.services.clone()),
+        ));
     }
     // run: the broker stops on the caller's signal, or when a helper task ended unexpectedly
     let (abort_tx, abort) = watch::channel(false);

@@ -31,6 +31,7 @@ struct Snapshot {
     stream_dropped: u64,
     broker: Option<BrokerStatus>,
     unbound: Option<unbound_handsets::Status>,
+    drift: Option<crate::drift::Report>,
 }
 
 impl Snapshot {
@@ -48,6 +49,7 @@ impl Snapshot {
             stream_dropped: h.hub.dropped(),
             broker: h.broker_status(),
             unbound: h.unbound_status(),
+            drift: h.drift_report(),
         }
     }
 }
@@ -316,6 +318,21 @@ impl Collector for Snapshot {
                 "hexidian_resync_in_progress",
                 "1 between SYNC_STARTED and the end of its sweep",
                 i64::from(b.sync_epoch.is_some()),
+            )?;
+        }
+        if let Some(d) = self.drift.as_ref().filter(|d| d.skipped.is_none()) {
+            gauge(
+                &mut e,
+                "hexidian_drift",
+                "hexidian's own PBX rows and OMM users that differ from GURU3's extensions at \
+                 the last periodic check",
+                i64::try_from(d.owned).unwrap_or(i64::MAX),
+            )?;
+            gauge(
+                &mut e,
+                "hexidian_foreign_omm_users",
+                "OMM users that are not hexidian's at the last periodic check",
+                i64::try_from(d.foreign).unwrap_or(i64::MAX),
             )?;
         }
         if let Some(u) = &self.unbound {

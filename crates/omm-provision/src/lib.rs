@@ -57,6 +57,21 @@ impl Tags {
     }
 }
 
+/// An OMM user as provisioning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserView {
+    /// The OMM's id.
+    pub uid: u32,
+    /// `num` (empty if it has none).
+    pub number: String,
+    /// Display name.
+    pub name: String,
+    /// Whose it is.
+    pub owner: Owner,
+    /// The IPEI of its bound handset.
+    pub ipei: Option<omm_axi::Ipei>,
+}
+
 /// Whose an OMM user is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {

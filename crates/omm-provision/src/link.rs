@@ -159,6 +159,26 @@ impl Link {
         self.map().counts()
     }
 
+    /// Every OMM user as this session's map holds it, with its owner and bound handset;
+    /// `None` until the map is complete. Costs no request.
+    pub fn users(&self) -> Option<Vec<crate::UserView>> {
+        let map = self.map();
+        let users = map.users()?;
+        Some(
+            users
+                .map(|u| crate::UserView {
+                    uid: u.uid,
+                    number: u.num.to_string(),
+                    name: u.name.to_string(),
+                    owner: self.tags.owner_of(Some(&u.hierarchy1), Some(&u.hierarchy2)),
+                    ipei: (u.ppn != 0)
+                        .then(|| map.device_row(u.ppn).and_then(|d| d.ipei))
+                        .flatten(),
+                })
+                .collect(),
+        )
+    }
+
     pub(crate) fn map(&self) -> MutexGuard<'_, Map> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }

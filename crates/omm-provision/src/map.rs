@@ -276,6 +276,11 @@ impl Map {
         self.known(found.cloned())
     }
 
+    /// A device by ppn, without cloning (a complete map's answer).
+    pub(crate) fn device_row(&self, ppn: u32) -> Option<&DevRow> {
+        self.devices.get(&ppn)
+    }
+
     /// Every user (a complete map only).
     pub(crate) fn users(&self) -> Option<impl Iterator<Item = &UserRow>> {
         self.complete.then(|| self.users.values())

@@ -100,7 +100,7 @@ pub async fn dead_letters_list(path: &Path, json: bool) -> Result<String, String
 
 /// Text from GURU3 or a peer for a terminal: control characters (escape sequences, line
 /// breaks) shown escaped, long texts cut.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     let mut out: String = s
         .chars()
         .take(300)

@@ -33,6 +33,25 @@ pub(super) struct Snapshot {
     pub(super) devices: BTreeMap<u32, PpDevice>,
 }
 
+impl Snapshot {
+    /// Every user with its owner and bound handset, as the broker's map would hold it.
+    pub(super) fn views(&self) -> Vec<omm_provision::UserView> {
+        self.users
+            .values()
+            .map(|u| omm_provision::UserView {
+                uid: u.uid.map_or(0, |x| x.get()),
+                number: u.num.clone().unwrap_or_default(),
+                name: u.name.clone().unwrap_or_default(),
+                owner: owner(u),
+                ipei: u
+                    .ppn
+                    .and_then(|p| self.devices.get(&p.get()))
+                    .and_then(|d| d.ipei),
+            })
+            .collect()
+    }
+}
+
 /// Reads every user and device of the OMM of the config file (its own session, paged).
 pub(super) async fn read(path: &Path) -> Result<Snapshot, String> {
     let file = FileConfig::load(path)?;
