@@ -45,8 +45,12 @@ pub(crate) async fn serve(listener: TcpListener, health: Health, stop: watch::Re
         let health = health.clone();
         let stop = streams.clone();
         async move {
-            if req.method() == hyper::Method::POST && req.uri().path() == "/dead-letters/replay" {
-                return replay(&health, req).await;
+            if req.method() == hyper::Method::POST {
+                match req.uri().path() {
+                    "/dead-letters/replay" => return replay(&health, req).await,
+                    "/reconcile/apply" => return reconcile_apply(&health, req).await,
+                    _ => {}
+                }
             }
             route(&health, &req, stop).await
         }
@@ -123,44 +127,11 @@ async fn replay(health: &Health, req: Request<hyper::body::Incoming>) -> Resp {
         all: bool,
         wait_s: Option<u64>,
     }
-    if !authorised(health, &req) {
-        return unauthorised();
-    }
-    let json_body = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if !json_body {
-        return reply(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "text/plain",
-            "Content-Type: application/json required\n".into(),
-        );
-    }
-    let req_conn = req.extensions().get::<crate::net::Connection>().cloned();
-    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "text/plain",
-                "at most 64 KiB\n".into(),
-            );
-        }
+    let (ask, req_conn): (Ask, _) = match post_json(health, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let bad = |e: String| reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n"));
-    let ask: Ask = match serde_json::from_slice(&body) {
-        Ok(a) => a,
-        Err(e) => {
-            return bad(format!(
-                "expected {{\"ids\": [...]}} or {{\"all\": true}}: {e}"
-            ));
-        }
-    };
     let which = match (ask.all, ask.ids.is_empty()) {
         (true, true) => crate::replay::Which::All,
         (false, false) => crate::replay::Which::Ids(ask.ids),
@@ -202,6 +173,88 @@ async fn replay(health: &Health, req: Request<hyper::body::Incoming>) -> Resp {
             "text/plain",
             format!("{e}\n"),
         ),
+    }
+}
+
+/// `POST /reconcile/apply` with `{}` or `{"wait_s": N}`: repairs the drift of hexidian's
+/// own objects through the running broker and answers the drift before and after.
+async fn reconcile_apply(health: &Health, req: Request<hyper::body::Incoming>) -> Resp {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        wait_s: Option<u64>,
+    }
+    let (ask, conn): (Ask, _) = match post_json(health, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let wait = Duration::from_secs(ask.wait_s.unwrap_or(60)).min(crate::replay::MAX_WAIT);
+    if let Some(c) = conn {
+        c.stream();
+    }
+    match crate::drift::apply(health, wait).await {
+        Ok(a) => reply(
+            StatusCode::OK,
+            "application/json",
+            json!({
+                "before": crate::drift::json_rows(&a.before),
+                "repaired": a.repaired,
+                "pending": a.pending,
+                "after": crate::drift::json_rows(&a.after),
+            })
+            .to_string(),
+        ),
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{e}\n"),
+        ),
+    }
+}
+
+/// A POST of the admin API: authorised, JSON (a content type a browser cannot send to
+/// another origin without asking first), at most 64 KiB, decoded as `T`; and the connection,
+/// to mark a long answer. `Err`: the answer to send instead.
+async fn post_json<T: serde::de::DeserializeOwned>(
+    health: &Health,
+    req: Request<hyper::body::Incoming>,
+) -> Result<(T, Option<crate::net::Connection>), Resp> {
+    if !authorised(health, &req) {
+        return Err(unauthorised());
+    }
+    let json_body = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json_body {
+        return Err(reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "text/plain",
+            "Content-Type: application/json required\n".into(),
+        ));
+    }
+    let conn = req.extensions().get::<crate::net::Connection>().cloned();
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "at most 64 KiB\n".into(),
+            ));
+        }
+    };
+    match serde_json::from_slice(&body) {
+        Ok(v) => Ok((v, conn)),
+        Err(e) => Err(reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("unexpected request body: {e}\n"),
+        )),
     }
 }
 

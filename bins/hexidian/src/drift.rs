@@ -364,7 +364,7 @@ fn now_utc() -> String {
 
 /// One comparison from what the running process holds: the mirror from the state store,
 /// the PBX's rows, the OMM from the link's map (no OMM request). `Err`: why it could not run.
-async fn check_once(h: &crate::Health) -> Result<Vec<Drift>, String> {
+pub(crate) async fn check_once(h: &crate::Health) -> Result<Vec<Drift>, String> {
     if let Some(b) = h.broker_status() {
         if b.stalled.is_some() || b.backlog > 0 {
             return Err("the broker is busy with messages".into());
@@ -457,4 +457,71 @@ pub(crate) async fn watch(
         report.items = found.into_iter().take(KEEP).collect();
         h.set_drift(report);
     }
+}
+
+/// What `POST /reconcile/apply` did.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Applied {
+    pub(crate) before: Vec<Drift>,
+    /// The numbers repaired through the broker.
+    pub(crate) repaired: Vec<String>,
+    /// Repairs the broker had not finished within the wait (it keeps retrying them).
+    pub(crate) pending: Vec<String>,
+    pub(crate) after: Vec<Drift>,
+}
+
+/// Repairs hexidian's own drift through the running broker: one `Command::Repair` per
+/// number with drift of hexidian's own objects, queued like a replay (journalled under
+/// negative ids, never acked to GURU3), then compares again.
+pub(crate) async fn apply(h: &crate::Health, wait: std::time::Duration) -> Result<Applied, String> {
+    let before = check_once(h).await?;
+    let mut numbers: Vec<String> = before
+        .iter()
+        .filter(|d| d.owned)
+        .map(|d| d.number.clone())
+        .collect();
+    numbers.sort();
+    numbers.dedup();
+    let mut out = Applied {
+        before,
+        ..Applied::default()
+    };
+    if numbers.is_empty() {
+        out.after = out.before.clone();
+        return Ok(out);
+    }
+    // ids GURU3 never uses: negative, unique per run
+    let base = -std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| i64::try_from(d.as_millis()).unwrap_or(1))
+        .saturating_mul(1000);
+    let mut ids = HashMap::new();
+    let mut batch = Vec::new();
+    for (i, n) in numbers.iter().enumerate() {
+        let Ok(number) = n.parse::<Number>() else {
+            continue;
+        };
+        let id = base - i as i64;
+        ids.insert(id, n.clone());
+        batch.push(broker_core::model::Incoming {
+            id,
+            kind: "RECONCILE".into(),
+            raw: String::new(),
+            secrets: None,
+            command: Ok(broker_core::model::Command::Repair(number)),
+        });
+    }
+    out.repaired = ids.values().cloned().collect();
+    out.repaired.sort();
+    let pending = h.replay.replay(batch, wait).await?;
+    out.pending = pending
+        .iter()
+        .filter_map(|id| ids.get(id).cloned())
+        .collect();
+    out.pending.sort();
+    out.after = match check_once(h).await {
+        Ok(after) => after,
+        Err(why) => return Err(format!("repairs queued; the check after them: {why}")),
+    };
+    Ok(out)
 }

@@ -105,6 +105,16 @@ enum Cmd {
         /// TOML config file
         #[arg(long)]
         config: PathBuf,
+        /// Repair the drift of hexidian's own objects through the running hexidian's broker
+        /// (asks its admin API; compares again afterwards). Foreign objects stay untouched
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: how long to wait for the repairs, in seconds (at most 600)
+        #[arg(long, default_value_t = 60, requires = "apply", value_parser = clap::value_parser!(u64).range(1..=600))]
+        wait: u64,
+        /// With --apply: where the admin API listens (default: [admin] listen of the config)
+        #[arg(long, requires = "apply")]
+        admin: Option<std::net::SocketAddr>,
         /// One JSON object instead of a table
         #[arg(long)]
         json: bool,
@@ -293,9 +303,21 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e.to_owned()),
             }
         }
-        Cmd::Reconcile { config, json } => {
+        Cmd::Reconcile {
+            config,
+            apply,
+            wait,
+            admin,
+            json,
+        } => {
             hexidian::cli::init_logging(cli.log_format.as_deref());
-            match hexidian::ops::reconcile(&config, json).await {
+            let done = if apply {
+                let wait = std::time::Duration::from_secs(wait);
+                hexidian::ops::reconcile_apply(&config, admin, wait, json).await
+            } else {
+                hexidian::ops::reconcile(&config, json).await
+            };
+            match done {
                 Ok((text, clean)) => {
                     print!("{text}");
                     if clean {

@@ -241,6 +241,11 @@ pub enum Command {
     Unsubscribe(Number),
     /// `CALL_EXTENSION` (not supported by this broker: recorded and acked).
     CallExtension(Number),
+    /// Not from GURU3: an operator's repair of drift (`hexidian reconcile --apply`). Brings
+    /// what hexidian owns of this number in the PBX and the OMM in line with the mirror:
+    /// re-checks and rewrites what differs, and removes hexidian's objects the mirror does
+    /// not have. Foreign objects stay untouched.
+    Repair(Number),
     /// `SYNC_STARTED`.
     SyncStarted,
     /// `SYNC_ENDED`.
@@ -280,6 +285,7 @@ impl Incoming {
                 Command::Delete(n)
                 | Command::Unsubscribe(n)
                 | Command::CallExtension(n)
+                | Command::Repair(n)
                 | Command::SetMembers { number: n, .. },
             ) => Some(n.clone()),
             Ok(Command::Rename { old, .. }) => Some(old.clone()),

@@ -291,7 +291,8 @@ fn is_group(e: Option<&Extension>) -> bool {
 pub(crate) fn plan(cmd: &Command, mirror: &mut impl MirrorMut, epoch: Option<i64>) -> Plan {
     let mut p = Plan::default();
     match cmd {
-        Command::Upsert(ext) => upsert(&mut p, mirror, ext, epoch),
+        Command::Upsert(ext) => upsert(&mut p, mirror, ext, epoch, false),
+        Command::Repair(number) => repair(&mut p, mirror, number),
         Command::Delete(number) => {
             let prev = mirror.get(number).and_then(|e| e.extension.clone());
             p.sip.push(SipChange::DeleteExtension(number.clone()));
@@ -405,7 +406,49 @@ pub(crate) fn plan(cmd: &Command, mirror: &mut impl MirrorMut, epoch: Option<i64
     p
 }
 
-fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Option<i64>) {
+/// `Command::Repair`: the mirror's entry upserted as a resync would (every target re-checked),
+/// plus the removal of what hexidian may own under the number in a role the entry does not
+/// give it; a number the mirror lacks loses every object hexidian owns under it.
+fn repair(p: &mut Plan, mirror: &mut impl MirrorMut, number: &Number) {
+    let Some(entry) = mirror.get(number).cloned() else {
+        p.sip.push(SipChange::DeleteExtension(number.clone()));
+        p.dect.push(DectOp::Delete(number.clone()));
+        return;
+    };
+    let ext = entry.extension.as_ref();
+    if !is_user(ext) {
+        p.sip.push(SipChange::DeleteUser(number.clone()));
+    }
+    if !is_dect(ext) {
+        p.dect.push(DectOp::Delete(number.clone()));
+    }
+    if let Some(x) = ext {
+        if !is_group(ext) {
+            p.sip.push(SipChange::NotGroup {
+                number: number.clone(),
+                name: x.name.clone(),
+            });
+        }
+        upsert(p, mirror, x, None, true);
+    }
+    if !entry.members.is_empty() || is_group(ext) {
+        p.sip.push(SipChange::SetMembers {
+            number: number.clone(),
+            name: ext.map(|x| x.name.clone()).unwrap_or_default(),
+            members: entry.members.clone(),
+        });
+    }
+}
+
+/// `recheck`: upsert the OMM user and bind its handset even if the mirror says nothing
+/// changed (a resync's or a repair's check of what the OMM holds).
+fn upsert(
+    p: &mut Plan,
+    mirror: &mut impl MirrorMut,
+    ext: &Extension,
+    epoch: Option<i64>,
+    recheck: bool,
+) {
     let number = &ext.number;
     let entry = mirror.get(number).cloned().unwrap_or_default();
     let prev = entry.extension.clone();
@@ -449,9 +492,9 @@ fn upsert(p: &mut Plan, mirror: &mut impl MirrorMut, ext: &Extension, epoch: Opt
                 routing: ext.routing.clone(),
                 forward: ext.forward.clone(),
             });
-            // inside a resync the OMM is always upserted: it may have been changed or
-            // emptied behind hexidian's back, and the adapter's upsert is idempotent
-            let resync = epoch.is_some();
+            // inside a resync (or a repair) the OMM is always upserted: it may have been
+            // changed or emptied behind hexidian's back, and the adapter's upsert is idempotent
+            let resync = epoch.is_some() || recheck;
             if !unchanged || resync {
                 p.dect.push(DectOp::Upsert {
                     number: number.clone(),
@@ -556,6 +599,39 @@ mod tests {
             forward: None,
             routing: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_repair_rechecks_the_mirrors_entry_and_removes_what_it_lacks() {
+        let mut m = Mirror::new();
+        m.insert(
+            n("2001"),
+            MirrorEntry {
+                extension: Some(sip("2001")),
+                ..MirrorEntry::default()
+            },
+        );
+        let p = plan(&Command::Repair(n("2001")), &mut m, None);
+        let kinds: Vec<&str> = p
+            .sip
+            .iter()
+            .map(|c| match c {
+                SipChange::NotGroup { .. } => "not-group",
+                SipChange::UpsertUser { .. } => "upsert-user",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["not-group", "upsert-user"]);
+        // a SIP number has no OMM user of hexidian's: one there is removed (only if owned)
+        assert_eq!(p.dect, [DectOp::Delete(n("2001"))]);
+        // the entry itself does not change: nothing to store
+        assert_eq!(p.mirror.len(), 1);
+        assert_eq!(p.mirror[0].1.as_ref(), m.get(&n("2001")));
+        // a number the mirror lacks loses what hexidian owns under it
+        let p = plan(&Command::Repair(n("2999")), &mut m, None);
+        assert_eq!(p.sip, [SipChange::DeleteExtension(n("2999"))]);
+        assert_eq!(p.dect, [DectOp::Delete(n("2999"))]);
+        assert!(p.mirror.is_empty());
     }
 
     #[test]

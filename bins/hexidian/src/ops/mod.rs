@@ -12,7 +12,7 @@ mod omm;
 mod reconcile;
 pub use explain::{Source, explain};
 pub use omm::{OmmList, omm};
-pub use reconcile::reconcile;
+pub use reconcile::{reconcile, reconcile_apply};
 
 /// Connects to the database of the config file without migrating anything and runs `f` on
 /// hexidian's PBX tables and its state tables.

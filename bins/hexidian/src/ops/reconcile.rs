@@ -40,29 +40,107 @@ pub async fn reconcile(path: &Path, json: bool) -> Result<(String, bool), String
         routes.len(),
         omm.len()
     );
-    if found.is_empty() {
-        out.push_str("no drift\n");
-        return Ok((out, true));
+    out.push_str(&table(&json_rows(&found)));
+    Ok((out, clean))
+}
+
+/// Drift rows (as [`json_rows`] makes them, or as the admin API sends them) for a terminal.
+fn table(rows: &[serde_json::Value]) -> String {
+    if rows.is_empty() {
+        return "no drift\n".into();
     }
-    out.push_str(&format!(
+    let s = |v: &serde_json::Value| v.as_str().map_or_else(|| "-".to_owned(), printable);
+    let mut out = format!(
         "{:<6} {:<12} {:<10} {:<9} {:<9} {}\n",
         "TARGET", "NUMBER", "DRIFT", "FIELD", "OWNER", "DETAIL"
-    ));
-    for d in &found {
+    );
+    let mut owned = 0;
+    for d in rows {
+        let mine = d["owned"].as_bool() == Some(true);
+        owned += usize::from(mine);
         out.push_str(&format!(
             "{:<6} {:<12} {:<10} {:<9} {:<9} {}\n",
-            d.target,
-            printable(&d.number),
-            d.kind,
-            d.field.unwrap_or("-"),
-            if d.owned { "hexidian" } else { "foreign" },
-            d.detail
+            s(&d["target"]),
+            s(&d["number"]),
+            s(&d["drift"]),
+            s(&d["field"]),
+            if mine { "hexidian" } else { "foreign" },
+            s(&d["detail"])
         ));
     }
     out.push_str(&format!(
         "{} drift(s): {owned} of hexidian's own, {} foreign\n",
-        found.len(),
-        found.len() - owned
+        rows.len(),
+        rows.len() - owned
     ));
+    out
+}
+
+/// `hexidian reconcile --apply`: asks the running hexidian (its admin API) to repair the drift
+/// of its own objects through its broker; the drift before and after as text or (`json`) one
+/// JSON object, and whether none of hexidian's own is left.
+pub async fn reconcile_apply(
+    path: &Path,
+    admin: Option<std::net::SocketAddr>,
+    wait: std::time::Duration,
+    json: bool,
+) -> Result<(String, bool), String> {
+    let (addr, token) = super::admin_endpoint(path, admin)?;
+    let ask = serde_json::json!({ "wait_s": wait.as_secs() });
+    let limit = wait + std::time::Duration::from_secs(30);
+    let (code, body) = super::admin_request(
+        addr,
+        "/reconcile/apply",
+        token.as_deref(),
+        Some((ask.to_string(), limit)),
+    )
+    .await
+    .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
+    match code {
+        200 => {}
+        401 => {
+            return Err(format!(
+                "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "hexidian did not reconcile ({code}): {}",
+                printable(body.trim())
+            ));
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| format!("hexidian's admin API at {addr} answered: {e}"))?;
+    let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let clean = rows("after")
+        .iter()
+        .all(|d| d["owned"].as_bool() != Some(true));
+    if json {
+        return Ok((format!("{v}\n"), clean));
+    }
+    let list = |k: &str| -> Vec<String> {
+        rows(k)
+            .iter()
+            .filter_map(|n| n.as_str().map(printable))
+            .collect()
+    };
+    let (repaired, pending) = (list("repaired"), list("pending"));
+    let mut out = format!("before:\n{}", table(&rows("before")));
+    if repaired.is_empty() {
+        out.push_str("nothing of hexidian's own to repair\n");
+        return Ok((out, clean));
+    }
+    out.push_str(&format!(
+        "repaired through the broker: {}\n",
+        repaired.join(", ")
+    ));
+    if !pending.is_empty() {
+        out.push_str(&format!(
+            "still retried by hexidian: {} (see its log and /readyz)\n",
+            pending.join(", ")
+        ));
+    }
+    out.push_str(&format!("after:\n{}", table(&rows("after"))));
     Ok((out, clean))
 }

@@ -385,9 +385,10 @@ async fn the_omm_listing_marks_owned_temporary_and_foreign_users() {
 /// `hexidian reconcile` finds no drift in an event hexidian applied, and every drift made
 /// behind its back: an OMM user deleted and one renamed in the OMM's web interface, a foreign
 /// OMM user added, a PBX endpoint deleted and a SIP password changed in psql. It changes
-/// nothing.
+/// nothing; `--apply` repairs hexidian's own objects through the running broker and leaves
+/// the foreign user alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconcile_lists_drift_made_behind_hexidians_back_and_touches_nothing() {
+async fn reconcile_lists_drift_made_behind_hexidians_back_and_apply_repairs_only_its_own() {
     let w = World::new().await;
     let dir = std::env::temp_dir().join(format!("hexidian-reconcile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -471,6 +472,43 @@ async fn reconcile_lists_drift_made_behind_hexidians_back_and_touches_nothing() 
     // looking changed nothing
     assert_eq!(w.column("SELECT id FROM ps_auths").await, before);
     assert!(w.omm.view().user_by_num("2002").is_none());
+
+    // --apply: the running broker repairs hexidian's own, the foreign user stays
+    let admin = run.admin().await.to_string();
+    let (ok, out, err) = hexidian(&w, &["reconcile", "--apply", "--admin", &admin], &config).await;
+    eprintln!("{out}");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("repaired through the broker: 2001, 2002, 2003, 2004"),
+        "{out}"
+    );
+    let (ok, out, err) = hexidian(&w, &["reconcile"], &config).await;
+    eprintln!("{out}");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("1 drift(s): 0 of hexidian's own, 1 foreign"),
+        "{out}"
+    );
+    assert_eq!(
+        w.omm
+            .view()
+            .user_by_num("3000")
+            .map(|(_, u)| u["name"].clone()),
+        Some("Reception".to_owned())
+    );
+    w.assert_converged().await;
+    // repairs are the broker's own work, journalled apart: GURU3 hears no ack for them
+    assert!(w.guru3.acked().iter().all(|id| *id > 0));
+    let repairs: i64 = w
+        .sql
+        .query_one(
+            "SELECT count(*) FROM hexidian.journal WHERE id < 0 AND kind = 'RECONCILE' AND status = 'done'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(repairs, 4);
     run.kill9().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
