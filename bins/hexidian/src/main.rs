@@ -81,11 +81,15 @@ enum Cmd {
         config: PathBuf,
         /// A JSON file with one GURU3 message envelope or an array of them; `-` reads
         /// standard input
-        #[arg(required_unless_present = "journal", conflicts_with = "journal")]
+        #[arg(required_unless_present_any = ["journal", "resync"], conflicts_with_all = ["journal", "resync"])]
         file: Option<PathBuf>,
         /// Instead of a file: the dead letter with this message id (see `dead-letters list`)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resync")]
         journal: Option<i64>,
+        /// Instead of a file: a full resync now (reads the PBX rows and the OMM, its own
+        /// session, as `reconcile` does; plans the repair of every number that differs)
+        #[arg(long)]
+        resync: bool,
         /// One JSON object instead of text
         #[arg(long)]
         json: bool,
@@ -287,10 +291,12 @@ async fn main() -> ExitCode {
             config,
             file,
             journal,
+            resync,
             json,
         } => {
             hexidian::cli::init_logging(cli.log_format.as_deref());
             let source = match (file, journal) {
+                _ if resync => Ok(hexidian::ops::Source::Resync),
                 (_, Some(id)) => Ok(hexidian::ops::Source::Journal(id)),
                 (Some(f), None) if f.as_os_str() == "-" => Ok(hexidian::ops::Source::Stdin),
                 (Some(f), None) => Ok(hexidian::ops::Source::File(f)),

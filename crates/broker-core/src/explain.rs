@@ -326,7 +326,7 @@ fn pbx_step(c: &SipChange) -> Step {
             Target::Pbx,
             "drop-group",
             number,
-            format!("{name:?} is no longer a group"),
+            format!("{name:?} is no group: its group route goes, if there is one"),
         ),
         SipChange::DeleteExtension(n) => step(
             Target::Pbx,

@@ -1,6 +1,8 @@
 //! `hexidian explain`: what the broker would do with GURU3 messages, planned by the broker's
 //! own planner ([`broker_core::explain`]) against the mirror stored in PostgreSQL. It reads
-//! the database and writes nothing; it asks neither GURU3 nor the OMM.
+//! the database and writes nothing; it asks neither GURU3 nor the OMM. `--resync` plans a
+//! full resync now: it reads the PBX rows and the OMM (its own session) as `reconcile` does,
+//! and plans the repair of each number that differs, as a resync's re-check would make it.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,12 +23,14 @@ pub enum Source {
     Stdin,
     /// A dead letter of the journal, by message id (with its secrets put back).
     Journal(i64),
+    /// A full resync now: GURU3 re-sends what the mirror holds.
+    Resync,
 }
 
 fn read_input(source: &Source) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     let (what, read) = match source {
-        Source::Journal(_) => return Ok(body),
+        Source::Journal(_) | Source::Resync => return Ok(body),
         Source::File(p) => (
             p.display().to_string(),
             std::fs::File::open(p).and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut body)),
@@ -49,6 +53,9 @@ fn read_input(source: &Source) -> Result<Vec<u8>, String> {
 /// `hexidian explain`: the plan of every message of `source`, as text or (`json`) one JSON
 /// object.
 pub async fn explain(path: &Path, source: Source, json: bool) -> Result<String, String> {
+    if let Source::Resync = source {
+        return resync(path, json).await;
+    }
     let body = read_input(&source)?;
     let (mirror, sync, dead) = with_stores(path, async |pbx, state| {
         let dead = match source {
@@ -81,6 +88,103 @@ pub async fn explain(path: &Path, source: Source, json: bool) -> Result<String, 
     } else {
         to_text(&plans, size, epoch)
     })
+}
+
+/// `explain --resync`: the drift ([`crate::drift::compare`]) and, per number with drift of
+/// hexidian's own, the planner's repair (a resync's re-check of that number, or the sweep of
+/// what the mirror lacks).
+async fn resync(path: &Path, json: bool) -> Result<String, String> {
+    let (mirror, sync, users, routes) = with_stores(path, async |pbx, state| {
+        let docs = state.load_desired().await?;
+        Ok((
+            crate::adapters::mirror_entries(docs),
+            pbx.sync_state().await?,
+            pbx.list_managed().await?,
+            pbx.routes(None).await?,
+        ))
+    })
+    .await?;
+    let omm = super::omm::read(path).await?.views();
+    let (plans, found) = resync_plan(mirror, &users, &routes, &omm, sync);
+    Ok(if json {
+        let mut v = to_json(&plans, 0, sync.1.then_some(sync.0));
+        v["drift"] = serde_json::Value::Array(crate::drift::json_rows(&found));
+        format!("{v}\n")
+    } else {
+        resync_text(&plans, &found)
+    })
+}
+
+/// The repair plan of every number whose own objects drifted, and the drift.
+fn resync_plan(
+    mirror: Vec<(broker_core::model::Number, broker_core::model::MirrorEntry)>,
+    users: &[asterisk_realtime::ManagedUser],
+    routes: &[asterisk_realtime::Route],
+    omm: &[omm_provision::UserView],
+    sync: (i64, bool),
+) -> (Vec<Explanation>, Vec<crate::drift::Drift>) {
+    let found = crate::drift::compare(&mirror, users, routes, omm);
+    let mut numbers: Vec<&str> = found
+        .iter()
+        .filter(|d| d.owned)
+        .map(|d| d.number.as_str())
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let msgs: Vec<broker_core::model::Incoming> = numbers
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .map(|n| broker_core::model::Incoming {
+            id: 0,
+            kind: "RESYNC".into(),
+            raw: String::new(),
+            secrets: None,
+            command: Ok(broker_core::model::Command::Repair(n)),
+        })
+        .collect();
+    let plans = broker_core::explain::explain(&msgs, mirror, sync);
+    (plans, found)
+}
+
+fn resync_text(plans: &[Explanation], found: &[crate::drift::Drift]) -> String {
+    let mut out = format!(
+        "a full resync now, if GURU3 still holds what the mirror holds: {} number(s) would \
+         change; every other one is re-checked and nothing written. Nothing was written.\n",
+        plans.len()
+    );
+    for d in found.iter().filter(|d| !d.owned) {
+        out.push_str(&format!(
+            "left alone: {} {} {}\n",
+            d.target,
+            printable(&d.number),
+            printable(&d.detail)
+        ));
+    }
+    for p in plans {
+        let number = p.number.as_deref().unwrap_or("-");
+        out.push_str(&format!("\n{number}:\n"));
+        for d in found.iter().filter(|d| d.owned && d.number == number) {
+            out.push_str(&format!(
+                "  drift  {:<6} {:<10} {:<9} {}\n",
+                d.target,
+                d.kind,
+                d.field.unwrap_or("-"),
+                printable(&d.detail)
+            ));
+        }
+        for s in &p.steps {
+            let line = format!(
+                "  {:<6} {:<16} {:<10} {}",
+                s.target.as_str(),
+                s.action,
+                s.number,
+                printable(&s.detail)
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn decision(d: &Decision) -> (&'static str, Option<&str>) {
@@ -240,6 +344,69 @@ mod tests {
             out.push_str(&text(name, mirror(EVENT), (3, true)));
         }
         insta::assert_snapshot!(out);
+    }
+
+    fn pbx_user(
+        n: &str,
+        kind: asterisk_realtime::Kind,
+        name: &str,
+        pw: &str,
+    ) -> asterisk_realtime::ManagedUser {
+        asterisk_realtime::ManagedUser {
+            extension: n.into(),
+            kind: Some(kind),
+            display_name: asterisk_realtime::sanitize_display_name(name),
+            seen_epoch: 3,
+            has_endpoint: true,
+            has_aor: true,
+            has_auth: true,
+            context: Some("hexidian-users".into()),
+            callerid: None,
+            links_ok: true,
+            password: pw.parse().ok(),
+        }
+    }
+
+    fn omm_user(
+        uid: u32,
+        n: &str,
+        name: &str,
+        owner: omm_provision::Owner,
+        ipei: Option<&str>,
+    ) -> omm_provision::UserView {
+        omm_provision::UserView {
+            uid,
+            number: n.into(),
+            name: name.into(),
+            owner,
+            ipei: ipei.map(|i| i.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_resync_plan_repairs_what_drifted_and_sweeps_what_the_mirror_lacks() {
+        use asterisk_realtime::Kind as K;
+        use omm_provision::Owner::{Foreign, Owned};
+        // the PBX: 2001's password changed in psql, 2500 left over; the group's route is there
+        let users = [
+            pbx_user("2001", K::Sip, "Lena Brandt", "changed1"),
+            pbx_user("2002", K::Dect, "Kiosk Nord", "generated1"),
+            pbx_user("2500", K::Sip, "Gone", "whatever1"),
+        ];
+        let routes = [asterisk_realtime::Route {
+            id: "1100".into(),
+            name: "Infodesk".into(),
+            short_name: "INF".into(),
+            dialstring: String::new(),
+        }];
+        // the OMM: 2002's handset lost, 2600 left over, someone else's 3000
+        let omm = [
+            omm_user(1, "2002", "Kiosk Nord", Owned, None),
+            omm_user(2, "2600", "Old", Owned, None),
+            omm_user(3, "3000", "Reception", Foreign, Some("03587 0412396 2")),
+        ];
+        let (plans, found) = resync_plan(mirror(EVENT), &users, &routes, &omm, (3, false));
+        insta::assert_snapshot!(resync_text(&plans, &found));
     }
 
     #[test]

@@ -473,6 +473,19 @@ async fn reconcile_lists_drift_made_behind_hexidians_back_and_apply_repairs_only
     assert_eq!(w.column("SELECT id FROM ps_auths").await, before);
     assert!(w.omm.view().user_by_num("2002").is_none());
 
+    // what a resync now would do about it, touching nothing
+    let (ok, out, err) = hexidian(&w, &["explain", "--resync"], &config).await;
+    eprintln!("{out}");
+    assert!(ok, "{err}");
+    assert!(out.contains("4 number(s) would change"), "{out}");
+    assert!(out.contains("left alone: omm 3000"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("omm") && l.contains("upsert-user") && l.contains("2002")),
+        "{out}"
+    );
+    assert!(w.omm.view().user_by_num("2002").is_none());
+
     // --apply: the running broker repairs hexidian's own, the foreign user stays
     let admin = run.admin().await.to_string();
     let (ok, out, err) = hexidian(&w, &["reconcile", "--apply", "--admin", &admin], &config).await;
