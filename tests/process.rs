@@ -100,6 +100,28 @@ pub struct Hexidian {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// `bin <args…> --config <config>` as an operator runs it beside the peers of `w`: the secrets
+/// in the environment, `RUST_LOG` as given, human log lines without colour.
+pub fn operator(
+    bin: &str,
+    w: &World,
+    args: &[&str],
+    config: &Path,
+    log: &str,
+) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(bin);
+    c.args(["--log-format", "human"])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", log)
+        .env("NO_COLOR", "1")
+        .env("HEXIDIAN_GURU3_KEY", w.guru3.api_key())
+        .env("HEXIDIAN_WEBHOOK_KEY", WEBHOOK_KEY)
+        .env("HEXIDIAN_TEST_OMM_PASSWORD", OMM_PASSWORD);
+    c
+}
+
 impl Hexidian {
     /// Starts the binary `bin`; `crash_at` arms a crash point (`NAME:N`).
     pub fn spawn(bin: &str, w: &World, config: &Path, crash_at: Option<&str>) -> Self {

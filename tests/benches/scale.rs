@@ -331,6 +331,23 @@ async fn bench(a: Args, bin: PathBuf) {
             .unwrap();
         slow_statements(&w.db.server().log()[log_from..]);
     }
+    // what an operator's `hexidian reconcile` costs at this size (its own OMM session)
+    let t0 = Instant::now();
+    let out = hexidian_e2e::process::operator(&bin, &w, &["reconcile", "--json"], &config, "warn")
+        .output()
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    println!(
+        "reconcile: {:.2} s for {} extensions, {} PBX users, {} OMM users; drift of hexidian's own {}, foreign {}",
+        took.as_secs_f64(),
+        v["extensions"],
+        v["pbx_users"],
+        v["omm_users"],
+        v["owned_drift"],
+        v["foreign"]
+    );
     if a.quick {
         h.kill9().await;
         return;

@@ -190,7 +190,7 @@ enum DeadLetterCmd {
         /// Every dead letter (oldest first, at most 1,000 per run)
         #[arg(long)]
         all: bool,
-        /// How long to wait for the outcome, in seconds (at most 600)
+        /// How long to wait for the outcome of each batch of 50, in seconds (at most 600)
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
         wait: u64,
         /// Where the admin API listens (default: [admin] listen of the config)

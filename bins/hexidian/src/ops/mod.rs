@@ -9,6 +9,7 @@ use crate::config::FileConfig;
 
 mod explain;
 mod omm;
+mod progress;
 mod reconcile;
 pub use explain::{Source, explain};
 pub use omm::{OmmList, omm};
@@ -146,6 +147,9 @@ pub async fn status(
     Ok((text, ready))
 }
 
+/// Dead letters per replay request of `dead-letters replay`.
+const REPLAY_BATCH: usize = 50;
+
 /// `hexidian dead-letters replay`: asks the running hexidian (its admin API) to run the dead
 /// letters `ids` (or `all` of them) through its broker again, waits up to `wait` for their
 /// outcome, and reports each one as a table or (`json`) one JSON array. `Ok(false)` when
@@ -159,38 +163,51 @@ pub async fn dead_letters_replay(
     json: bool,
 ) -> Result<(String, bool), String> {
     let (addr, token) = admin_endpoint(path, admin)?;
-    let ask = if all {
-        serde_json::json!({"all": true, "wait_s": wait.as_secs()})
+    let ids: Vec<i64> = if all {
+        // every dead letter, oldest first, from the journal (read only)
+        with_stores(path, async |_, s| s.dead_letter_list().await)
+            .await?
+            .iter()
+            .map(|d| d.id)
+            .collect()
     } else {
-        serde_json::json!({"ids": ids, "wait_s": wait.as_secs()})
+        ids.to_vec()
     };
-    // the answer comes once the broker is done with them, or after `wait`
-    let limit = wait + std::time::Duration::from_secs(30);
-    let (code, body) = admin_request(
-        addr,
-        "/dead-letters/replay",
-        token.as_deref(),
-        Some((ask.to_string(), limit)),
-    )
-    .await
-    .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
-    match code {
-        200 => {}
-        401 => {
-            return Err(format!(
-                "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
-            ));
+    // in batches, so that a long replay shows its progress
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut progress = progress::Progress::new("replaying", Some(ids.len() as u64));
+    for chunk in ids.chunks(REPLAY_BATCH) {
+        let ask = serde_json::json!({"ids": chunk, "wait_s": wait.as_secs()});
+        // the answer comes once the broker is done with them, or after `wait`
+        let limit = wait + std::time::Duration::from_secs(30);
+        let (code, body) = admin_request(
+            addr,
+            "/dead-letters/replay",
+            token.as_deref(),
+            Some((ask.to_string(), limit)),
+        )
+        .await
+        .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
+        match code {
+            200 => {}
+            401 => {
+                return Err(format!(
+                    "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "hexidian refused the replay ({code}): {}",
+                    printable(body.trim())
+                ));
+            }
         }
-        _ => {
-            return Err(format!(
-                "hexidian refused the replay ({code}): {}",
-                printable(body.trim())
-            ));
-        }
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| format!("hexidian's admin API at {addr} answered: {e}"))?;
+        rows.extend(v["results"].as_array().cloned().unwrap_or_default());
+        progress.add(chunk.len() as u64);
     }
-    let v: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| format!("hexidian's admin API at {addr} answered: {e}"))?;
-    let rows = v["results"].as_array().cloned().unwrap_or_default();
+    progress.finish();
     let fine = rows
         .iter()
         .all(|r| matches!(r["outcome"].as_str(), Some("done" | "skipped")));

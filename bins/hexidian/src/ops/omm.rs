@@ -64,16 +64,23 @@ pub(super) async fn read(path: &Path) -> Result<Snapshot, String> {
     let mut users = BTreeMap::new();
     let mut devices = BTreeMap::new();
     let r = async {
+        let mut progress = super::progress::Progress::new("reading the OMM's users", None);
         client
             .scan_users(DEPTH, |page| {
+                progress.add(page.len() as u64);
                 users.extend(page.into_iter().filter_map(|u| Some((u.uid?.get(), u))));
             })
             .await?;
+        progress.finish();
+        let mut progress = super::progress::Progress::new("reading the OMM's devices", None);
         client
             .scan_devices(DEPTH, |page| {
+                progress.add(page.len() as u64);
                 devices.extend(page.into_iter().filter_map(|d| Some((d.ppn?.get(), d))));
             })
-            .await
+            .await?;
+        progress.finish();
+        Ok::<_, omm_axi::Error>(())
     }
     .await;
     drop(client);
