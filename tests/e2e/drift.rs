@@ -62,6 +62,10 @@ async fn drift_behind_hexidians_back_is_reported_and_a_resync_repairs_it() {
     );
     let (_, metrics) = http_get(admin, "/metrics").await;
     assert!(metrics.contains("hexidian_drift 1"), "{metrics}");
+    // the status stream carries it too
+    let mut stream = crate::stream::Stream::open(admin).await;
+    let (_, snap) = stream.next(Duration::from_secs(10)).await;
+    assert_eq!(snap["status"]["drift"]["owned"], 1, "{snap}");
     assert_eq!(
         w.omm.view().user_by_num("2002").unwrap().1["name"],
         "By hand",

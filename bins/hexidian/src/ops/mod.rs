@@ -377,6 +377,25 @@ fn readiness_text(addr: std::net::SocketAddr, v: &serde_json::Value) -> String {
             n(&u["assigns_nak"])
         );
     }
+    let d = &v["drift"];
+    if !d.is_null() {
+        if d["skipped"].is_null() {
+            let _ = writeln!(
+                out,
+                "  drift     {} of hexidian's own, {} foreign OMM user(s) at {} (all: hexidian reconcile)",
+                n(&d["owned"]),
+                n(&d["foreign"]),
+                s(&d["checked_at"])
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  drift     not checked at {}: {}",
+                s(&d["checked_at"]),
+                s(&d["skipped"])
+            );
+        }
+    }
     let dead = v["dead_letters"].as_array().cloned().unwrap_or_default();
     if dead.is_empty() {
         let _ = writeln!(out, "  no dead letters");
