@@ -173,18 +173,22 @@ fn resync_text(plans: &[Explanation], found: &[crate::drift::Drift]) -> String {
             ));
         }
         for s in &p.steps {
-            let line = format!(
-                "  {:<6} {:<16} {:<10} {}",
-                s.target.as_str(),
-                s.action,
-                s.number,
-                printable(&s.detail)
-            );
-            out.push_str(line.trim_end());
-            out.push('\n');
+            out.push_str(&step_line(s));
         }
     }
     out
+}
+
+/// One step as an indented line of a plan.
+fn step_line(s: &broker_core::explain::Step) -> String {
+    let line = format!(
+        "  {:<6} {:<16} {:<10} {}",
+        s.target.as_str(),
+        s.action,
+        s.number,
+        printable(&s.detail)
+    );
+    format!("{}\n", line.trim_end())
 }
 
 fn decision(d: &Decision) -> (&'static str, Option<&str>) {
@@ -247,15 +251,7 @@ fn to_text(plans: &[Explanation], mirror: usize, epoch: Option<i64>) -> String {
         }
         out.push('\n');
         for s in &p.steps {
-            let line = format!(
-                "  {:<6} {:<16} {:<10} {}",
-                s.target.as_str(),
-                s.action,
-                s.number,
-                printable(&s.detail)
-            );
-            out.push_str(line.trim_end());
-            out.push('\n');
+            out.push_str(&step_line(s));
         }
     }
     out

@@ -178,32 +178,7 @@ pub async fn dead_letters_replay(
     let mut progress = progress::Progress::new("replaying", Some(ids.len() as u64));
     for chunk in ids.chunks(REPLAY_BATCH) {
         let ask = serde_json::json!({"ids": chunk, "wait_s": wait.as_secs()});
-        // the answer comes once the broker is done with them, or after `wait`
-        let limit = wait + std::time::Duration::from_secs(30);
-        let (code, body) = admin_request(
-            addr,
-            "/dead-letters/replay",
-            token.as_deref(),
-            Some((ask.to_string(), limit)),
-        )
-        .await
-        .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
-        match code {
-            200 => {}
-            401 => {
-                return Err(format!(
-                    "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "hexidian refused the replay ({code}): {}",
-                    printable(body.trim())
-                ));
-            }
-        }
-        let v: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|e| format!("hexidian's admin API at {addr} answered: {e}"))?;
+        let v = admin_post(addr, token.as_deref(), "/dead-letters/replay", &ask, wait).await?;
         rows.extend(v["results"].as_array().cloned().unwrap_or_default());
         progress.add(chunk.len() as u64);
     }
@@ -241,6 +216,32 @@ pub async fn dead_letters_replay(
         summary.join(", ")
     ));
     Ok((out, fine))
+}
+
+/// `POST path` of the admin API with the JSON `ask`, for work that may take up to `wait`
+/// (the answer comes when the broker is done, or after `wait`): the JSON it answers.
+async fn admin_post(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    path: &str,
+    ask: &serde_json::Value,
+    wait: std::time::Duration,
+) -> Result<serde_json::Value, String> {
+    let limit = wait + std::time::Duration::from_secs(30);
+    let (code, body) = admin_request(addr, path, token, Some((ask.to_string(), limit)))
+        .await
+        .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
+    match code {
+        200 => serde_json::from_str(&body)
+            .map_err(|e| format!("hexidian's admin API at {addr} answered: {e}")),
+        401 => Err(format!(
+            "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
+        )),
+        _ => Err(format!(
+            "hexidian refused {path} ({code}): {}",
+            printable(body.trim())
+        )),
+    }
 }
 
 /// Where the running hexidian's admin API listens (`admin`, else `[admin] listen` of the

@@ -87,31 +87,7 @@ pub async fn reconcile_apply(
 ) -> Result<(String, bool), String> {
     let (addr, token) = super::admin_endpoint(path, admin)?;
     let ask = serde_json::json!({ "wait_s": wait.as_secs() });
-    let limit = wait + std::time::Duration::from_secs(30);
-    let (code, body) = super::admin_request(
-        addr,
-        "/reconcile/apply",
-        token.as_deref(),
-        Some((ask.to_string(), limit)),
-    )
-    .await
-    .map_err(|e| format!("hexidian's admin API at {addr}: {e} (is hexidian running?)"))?;
-    match code {
-        200 => {}
-        401 => {
-            return Err(format!(
-                "hexidian's admin API at {addr} wants a token: set [admin] token_env or token_file"
-            ));
-        }
-        _ => {
-            return Err(format!(
-                "hexidian did not reconcile ({code}): {}",
-                printable(body.trim())
-            ));
-        }
-    }
-    let v: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| format!("hexidian's admin API at {addr} answered: {e}"))?;
+    let v = super::admin_post(addr, token.as_deref(), "/reconcile/apply", &ask, wait).await?;
     let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
     let clean = rows("after")
         .iter()
