@@ -269,6 +269,23 @@ async fn a_dead_letter_replayed_after_its_fault_is_gone_ends_done_once() {
         "GURU3 acked it when it was given up, and only then"
     );
 
+    // the admin API takes only what a replay can be: JSON (no cross-site form post), known
+    // fields, a sane size
+    let addr: std::net::SocketAddr = admin.parse().unwrap();
+    let post = async |headers: &[(&str, &str)], body: &str| {
+        hexidian_e2e::http(addr, "POST", "/dead-letters/replay", headers, body).await
+    };
+    let json = [("Content-Type", "application/json")];
+    let ids = format!("{{\"ids\": [{id}]}}");
+    assert_eq!(post(&[("Content-Type", "text/plain")], &ids).await.0, 415);
+    assert_eq!(post(&[], &ids).await.0, 415);
+    assert_eq!(post(&json, "{\"ids\": \"1; DROP\"}").await.0, 400);
+    assert_eq!(post(&json, "{\"ids\": [1], \"all\": true}").await.0, 400);
+    assert_eq!(post(&json, "{\"nonsense\": 1}").await.0, 400);
+    assert_eq!(post(&json, &"x".repeat(70_000)).await.0, 413);
+    let (code, _) = hexidian_e2e::http(addr, "PUT", "/dead-letters/replay", &json, &ids).await;
+    assert_eq!(code, 405);
+
     // once done there is nothing left to replay; asking again changes nothing
     let (ok, out, _) = replay(&["--json", &id_arg]).await;
     assert!(!ok);
