@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use guru3_sim::{Extension, Guru3Sim, Handset, Kind, Member};
+use guru3_sim::{Guru3Sim, Kind};
 
 use hexidian::{Settings, StoreSettings};
 
@@ -33,87 +33,8 @@ pub struct DemoArgs {
     pub memory: bool,
 }
 
-/// An IPEI with a valid ETSI check digit.
-pub fn ipei(n: u32) -> String {
-    let digits = format!("{:05}{:07}", 3000 + n / 1_000_000, n % 1_000_000);
-    let sum: u32 = digits
-        .bytes()
-        .zip(1u32..)
-        .map(|(d, i)| u32::from(d - b'0') * i)
-        .sum();
-    let check = match sum % 11 {
-        10 => '*',
-        c => char::from(b'0' + c as u8),
-    };
-    format!("{} {} {check}", &digits[..5], &digits[5..])
-}
-
-fn uak(n: u32) -> String {
-    format!("{n:08X}{:024X}", u128::from(n) * 0x9E37_79B9)
-}
-
-/// Fills the GURU3 simulator: `n` extensions in the given mix. Returns (dect, sip, groups).
-pub fn seed(sim: &Guru3Sim, n: usize) -> Result<(usize, usize, usize), String> {
-    let (mut dect, mut sip, mut groups) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..n {
-        let number = format!("{}", 10000 + i);
-        let kind = match i % 20 {
-            0 => Kind::group("G"),
-            1..=5 => Kind::sip(),
-            _ => Kind::dect(),
-        };
-        let mut e = Extension::new(&number, &format!("Demo {i} – Tomás 📞"), kind);
-        match e.kind {
-            Kind::Group { .. } => groups.push(number.clone()),
-            Kind::Sip { .. } => sip.push(number.clone()),
-            _ => {
-                if i % 3 == 0 {
-                    e.handset = Some(Handset {
-                        ipei: ipei(i as u32),
-                        uak: uak(i as u32),
-                    });
-                }
-                dect.push(number.clone());
-            }
-        }
-        sim.save(e)?;
-    }
-    for (j, g) in groups.iter().enumerate() {
-        let members: Vec<Member> = dect
-            .iter()
-            .chain(&sip)
-            .skip(j * 3)
-            .take(3)
-            .enumerate()
-            .map(|(k, m)| Member::new(m, 5 * k as u32))
-            .collect();
-        sim.set_members(g, members)?;
-    }
-    for (number, kind) in [
-        (
-            "19000",
-            Kind::Gsm {
-                token: String::new(),
-            },
-        ),
-        (
-            "19001",
-            Kind::App {
-                target: "echo".into(),
-            },
-        ),
-        (
-            "19002",
-            Kind::Announcement {
-                audio: String::new(),
-            },
-        ),
-        ("19003", Kind::Special),
-    ] {
-        sim.save(Extension::new(number, "Service", kind))?;
-    }
-    Ok((dect.len(), sip.len(), groups.len()))
-}
+pub use guru3_sim::seed_event as seed;
+pub use hexidian_testkit::ids::ipei;
 
 /// Waits until GURU3's queue is empty (every message acked); prints progress when it changes
 /// (and says so once when nothing moves for a while).

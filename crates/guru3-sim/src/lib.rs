@@ -11,10 +11,13 @@
 //! Faults: failing and slow responses, lost acks, the frame-before-commit race, websocket
 //! drops and refusals, replays.
 
+pub mod cli;
 mod json;
+mod seed;
 mod server;
 mod state;
 
 pub use json::J;
+pub use seed::seed_event;
 pub use server::{Config, Guru3Sim};
 pub use state::{Extension, Forward, Handset, InboundRecord, Kind, Member};

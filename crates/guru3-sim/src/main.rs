@@ -1,36 +1,30 @@
-//! `guru3-sim`: a GURU3 simulator for manual runs. Prints its URL and key, seeds a few
-//! extensions, and serves until Ctrl-C.
-#![allow(clippy::print_stdout)] // a command-line tool: its output is the point
+//! `guru3-sim`: a GURU3 simulator for manual runs (`--help`).
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: its output is the point
 
-use guru3_sim::{Config, Extension, Guru3Sim, Kind, Member};
+use clap::Parser;
+use guru3_sim::Guru3Sim;
+use guru3_sim::cli::{Args, describe, describe_text, seed};
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
-    let sim = Guru3Sim::start(Config::default()).await?;
-    let seed = [
-        Extension::new("2001", "Lena Brandt", Kind::sip()),
-        Extension::new("2002", "Kiosk Nord", Kind::dect()),
-        Extension::new("1100", "Infodesk", Kind::group("INF")),
-    ];
-    for e in seed {
-        sim.save(e).map_err(std::io::Error::other)?;
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let sim = match Guru3Sim::start(args.config()).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("guru3-sim: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = seed(&sim, &args) {
+        eprintln!("guru3-sim: seeding: {e}");
+        return std::process::ExitCode::FAILURE;
     }
-    sim.set_members(
-        "1100",
-        vec![Member::new("2001", 0), Member::new("2002", 10)],
-    )
-    .map_err(std::io::Error::other)?;
-    println!("guru3-sim listening");
-    println!("  url:      {}", sim.url());
-    println!("  event id: {}", sim.event_id());
-    println!("  api key:  {}", sim.api_key());
-    println!(
-        "  ca:       {}",
-        hexidian_testkit::fixtures_dir()
-            .join("tls/ca.pem")
-            .display()
-    );
-    println!("  queue:    {} messages pending", sim.pending().len());
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    let v = describe(&sim, !args.plain);
+    if args.print_json {
+        println!("{v}");
+    } else {
+        print!("{}", describe_text(&v));
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    std::process::ExitCode::SUCCESS
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// Message ids start above this.
     pub first_id: i64,
+    /// Where it listens (default `127.0.0.1:0`).
+    pub listen: SocketAddr,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(30),
             first_id: 52000,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -207,7 +210,9 @@ fn empty(status: u16) -> Resp {
 impl Guru3Sim {
     /// Binds `127.0.0.1:0` and serves until dropped.
     pub async fn start(config: Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("listening on {}: {e}", config.listen))
+        })?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {

@@ -8,6 +8,7 @@
 //! inject faults with [`Sim::faults`], inspect with [`Sim::view`] and await conditions with
 //! [`Sim::wait_for`]. The clock is virtual: [`Sim::advance`] moves it.
 
+pub mod cli;
 mod crypto;
 mod handle;
 mod server;

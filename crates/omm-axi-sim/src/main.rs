@@ -1,18 +1,27 @@
-//! Runs the OMM simulator until Ctrl-C, for manual tests and demos.
+//! `omm-axi-sim`: an OMM simulator for manual runs (`--help`).
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: its output is the point
 
-use omm_axi_sim::{Sim, SimConfig};
+use clap::Parser;
+use omm_axi_sim::Sim;
+use omm_axi_sim::cli::{Args, describe, describe_text, seed};
 
 #[tokio::main]
-#[allow(clippy::print_stdout)] // a command-line tool reports where it listens
-async fn main() {
-    let sim = Sim::start_with(SimConfig::default()).await;
-    let ppn = sim.seed_device("03074 0220259 3");
-    println!(
-        "omm-axi-sim: TLS on {} (test CA, fingerprint {}), plain TCP on {}",
-        sim.addr(),
-        hexidian_testkit::fingerprint_hex("server"),
-        sim.plain_addr()
-    );
-    println!("account omm/omm; seeded device ppn {ppn}; Ctrl-C stops");
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let sim = match Sim::try_start_with(args.config()).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("omm-axi-sim: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    seed(&sim, &args);
+    let v = describe(&sim);
+    if args.print_json {
+        println!("{v}");
+    } else {
+        print!("{}", describe_text(&v));
+    }
     let _ = tokio::signal::ctrl_c().await;
+    std::process::ExitCode::SUCCESS
 }

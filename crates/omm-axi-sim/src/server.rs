@@ -38,6 +38,10 @@ pub struct SimConfig {
     pub identity: Identity,
     /// Extra accounts besides `omm`/`omm`.
     pub accounts: Vec<(String, String)>,
+    /// Where the TLS listener binds (default `127.0.0.1:0`).
+    pub listen: Option<SocketAddr>,
+    /// Where the plain-TCP listener binds (default `127.0.0.1:0`).
+    pub plain_listen: Option<SocketAddr>,
 }
 
 /// A running simulated OMM. Listens on `127.0.0.1:0` with TLS and plain TCP; stops on drop.
@@ -117,8 +121,21 @@ impl Sim {
         Self::start_with(SimConfig::default()).await
     }
 
-    /// Starts with `config`.
+    /// Starts with `config`; panics if a listener cannot bind (tests bind port 0).
     pub async fn start_with(config: SimConfig) -> Self {
+        match Self::try_start_with(config).await {
+            Ok(sim) => sim,
+            Err(e) => panic!("omm-axi-sim: {e}"),
+        }
+    }
+
+    /// Starts with `config`, or says which listener could not bind.
+    pub async fn try_start_with(config: SimConfig) -> std::io::Result<Self> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (tls_at, plain_at) = (
+            config.listen.unwrap_or(loopback),
+            config.plain_listen.unwrap_or(loopback),
+        );
         let mut state = State::new(RsaKey::builtin(config.key_size), config.knobs);
         state.accounts.extend(config.accounts);
         let identity = match config.identity {
@@ -131,28 +148,25 @@ impl Sim {
             next_session: AtomicU64::new(1),
             tls: hexidian_testkit::server_config(identity),
         });
-        let tls_listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let plain_listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let tls_addr = tls_listener
-            .local_addr()
-            .expect("bound listener has an address");
-        let plain_addr = plain_listener
-            .local_addr()
-            .expect("bound listener has an address");
+        let bind = async |at: SocketAddr, what: &str| {
+            TcpListener::bind(at)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{what} listener on {at}: {e}")))
+        };
+        let tls_listener = bind(tls_at, "TLS").await?;
+        let plain_listener = bind(plain_at, "plain TCP").await?;
+        let tls_addr = tls_listener.local_addr()?;
+        let plain_addr = plain_listener.local_addr()?;
         let tasks = vec![
             tokio::spawn(accept_loop(tls_listener, shared.clone(), true)),
             tokio::spawn(accept_loop(plain_listener, shared.clone(), false)),
         ];
-        Self {
+        Ok(Self {
             shared,
             tls_addr,
             plain_addr,
             tasks: Mutex::new(tasks),
-        }
+        })
     }
 
     /// An OMM that is off: both listeners closed (connections are refused, not reset) and
@@ -300,6 +314,45 @@ impl Sim {
             st.devices.insert(ppn, rec);
             ppn
         })
+    }
+
+    /// Adds a subscribed handset without a user directly (no events), as one that subscribed
+    /// before: `uak` is its 32-hex-digit key. Returns its ppn. `ipei` must be valid.
+    pub fn seed_subscribed(&self, ipei: &str, uak: &str) -> u32 {
+        let ppn = self.seed_device(ipei);
+        self.mutate(|st| {
+            if let Some(mut d) = st.devices.get_mut(&ppn) {
+                d.insert("s".into(), "Yes".into());
+                d.insert("uak".into(), uak.to_owned());
+            }
+        });
+        ppn
+    }
+
+    /// The handsets of a generated event of `n` extensions: every handset GURU3's generated
+    /// event names (`guru3_sim::seed_event` with the same `n`: the same IPEIs and UAKs), and
+    /// one in fifty more that GURU3 does not know (they get temporary numbers). All are
+    /// subscribed and have no user yet. Returns (known, unknown).
+    pub fn seed_event(&self, n: usize) -> (usize, usize) {
+        let known: Vec<u32> = (0..n)
+            .filter(|i| hexidian_testkit::ids::seeded_handset(*i))
+            .map(|i| i as u32)
+            .collect();
+        for i in &known {
+            self.seed_subscribed(
+                &hexidian_testkit::ids::ipei(*i),
+                &hexidian_testkit::ids::uak(*i),
+            );
+        }
+        let unknown = n.div_ceil(50);
+        for k in 0..unknown {
+            let i = 900_000 + k as u32;
+            self.seed_subscribed(
+                &hexidian_testkit::ids::ipei(i),
+                &hexidian_testkit::ids::uak(i),
+            );
+        }
+        (known.len(), unknown)
     }
 
     /// Attaches a device to a user directly (no events), as an OMM admin would with a

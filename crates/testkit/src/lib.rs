@@ -87,3 +87,34 @@ pub fn init_tracing() {
 mod tidy;
 
 pub mod pg;
+
+/// Identifiers of a generated event that both simulators agree on: the `n`-th handset's
+/// IPEI and UAK, so that the handsets GURU3's extensions name are the ones the OMM holds.
+pub mod ids {
+    /// An IPEI (`DDDDD DDDDDDD C`) with a valid ETSI check digit, distinct for every `n`
+    /// below 1,048,576,000.
+    pub fn ipei(n: u32) -> String {
+        let digits = format!("{:05}{:07}", 3000 + n / 1_000_000, n % 1_000_000);
+        let sum: u32 = digits
+            .bytes()
+            .zip(1u32..)
+            .map(|(d, i)| u32::from(d - b'0') * i)
+            .sum();
+        let check = match sum % 11 {
+            10 => '*',
+            c => char::from(b'0' + c as u8),
+        };
+        format!("{} {} {check}", &digits[..5], &digits[5..])
+    }
+
+    /// Whether the `i`-th extension of a generated event (`guru3_sim::seed_event`) is a DECT
+    /// extension with a handset: the ones `omm_axi_sim::Sim::seed_event` subscribes.
+    pub fn seeded_handset(i: usize) -> bool {
+        matches!(i % 20, 6..=19) && i % 3 == 0
+    }
+
+    /// The `n`-th handset's UAK: 32 hex digits.
+    pub fn uak(n: u32) -> String {
+        format!("{n:08X}{:024X}", u128::from(n) * 0x9E37_79B9)
+    }
+}
