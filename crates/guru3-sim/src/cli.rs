@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
-use crate::{Config, Extension, Guru3Sim, Kind, Member};
+use crate::{Config, Guru3Sim};
 
 /// A GURU3 simulator for manual runs: the consumer REST API and the status websocket
 /// (guru3.md), serving until Ctrl-C.
@@ -45,22 +45,10 @@ impl Args {
 
 /// Populates `sim` as `args` asks.
 pub fn seed(sim: &Guru3Sim, args: &Args) -> Result<(), String> {
-    if let Some(n) = args.seed {
-        crate::seed_event(sim, n)?;
-        return Ok(());
+    match args.seed {
+        Some(n) => crate::seed_event(sim, n).map(|_| ()),
+        None => crate::seed_example(sim),
     }
-    for e in [
-        Extension::new("2001", "Lena Brandt", Kind::sip()),
-        Extension::new("2002", "Kiosk Nord", Kind::dect()),
-        Extension::new("1100", "Infodesk", Kind::group("INF")),
-    ] {
-        sim.save(e)?;
-    }
-    sim.set_members(
-        "1100",
-        vec![Member::new("2001", 0), Member::new("2002", 10)],
-    )?;
-    Ok(())
 }
 
 /// Everything a client needs: URL, event id, API key, CA file, and what the queue holds.

@@ -18,6 +18,6 @@ mod server;
 mod state;
 
 pub use json::J;
-pub use seed::seed_event;
+pub use seed::{seed_event, seed_example};
 pub use server::{Config, Guru3Sim};
 pub use state::{Extension, Forward, Handset, InboundRecord, Kind, Member};

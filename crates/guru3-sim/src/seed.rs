@@ -4,6 +4,22 @@ use hexidian_testkit::ids;
 
 use crate::{Extension, Guru3Sim, Handset, Kind, Member};
 
+/// The small example event: SIP 2001, DECT 2002 and group 1100 with both as members.
+pub fn seed_example(sim: &Guru3Sim) -> Result<(), String> {
+    for e in [
+        Extension::new("2001", "Lena Brandt", Kind::sip()),
+        Extension::new("2002", "Kiosk Nord", Kind::dect()),
+        Extension::new("1100", "Infodesk", Kind::group("INF")),
+    ] {
+        sim.save(e)?;
+    }
+    sim.set_members(
+        "1100",
+        vec![Member::new("2001", 0), Member::new("2002", 10)],
+    )?;
+    Ok(())
+}
+
 /// Fills the simulator with a generated event: `n` extensions (a twentieth call groups of
 /// three members each, a quarter SIP, the rest DECT, every third DECT extension with a
 /// handset: IPEI and UAK from [`hexidian_testkit::ids`], the ones `omm-axi-sim --seed`

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use guru3_client::client::{Client, Config, FeedConfig, feed, tls};
 use guru3_client::{ApiKey, Message};
-use guru3_sim::{Extension, Guru3Sim, Kind, Member};
+use guru3_sim::Guru3Sim;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -30,17 +30,7 @@ async fn run() -> Result<(), String> {
         let sim = Guru3Sim::start(guru3_sim::Config::default())
             .await
             .map_err(|e| e.to_string())?;
-        for e in [
-            Extension::new("2001", "Lena Brandt", Kind::sip()),
-            Extension::new("2002", "Kiosk Nord", Kind::dect()),
-            Extension::new("1100", "Infodesk", Kind::group("INF")),
-        ] {
-            sim.save(e)?;
-        }
-        sim.set_members(
-            "1100",
-            vec![Member::new("2001", 0), Member::new("2002", 10)],
-        )?;
+        guru3_sim::seed_example(&sim)?;
         let key: ApiKey = sim.api_key().parse().map_err(|e| format!("{e}"))?;
         let config = Config::new(&sim.url(), key)
             .map_err(|e| e.to_string())?
