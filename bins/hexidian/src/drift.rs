@@ -340,9 +340,13 @@ impl Report {
 }
 
 fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
+    utc(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_secs()))
+}
+
+/// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // civil date from days since 1970-01-01 (Howard Hinnant's algorithm)
     let z = days as i64 + 719_468;
@@ -524,4 +528,15 @@ pub(crate) async fn apply(h: &crate::Health, wait: std::time::Duration) -> Resul
         Err(why) => return Err(format!("repairs queued; the check after them: {why}")),
     };
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        // a leap day and the turn of a century that is a leap year
+        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_796_645_045), "2026-12-07T12:04:05Z");
+    }
 }
