@@ -10,8 +10,12 @@
 //!
 //! Faults: failing and slow responses, lost acks, the frame-before-commit race, websocket
 //! drops and refusals, replays.
+//!
+//! The `guru3-sim` command serves it with a control API ([`control`]) that `guru3-sim ctl`
+//! drives.
 
 pub mod cli;
+pub mod control;
 mod json;
 mod seed;
 mod server;

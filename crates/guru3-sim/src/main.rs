@@ -1,30 +1,36 @@
-//! `guru3-sim`: a GURU3 simulator for manual runs (`--help`).
+//! `guru3-sim`: a GURU3 simulator for manual runs, and `guru3-sim ctl` to drive it (`--help`).
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: its output is the point
 
 use clap::Parser;
-use guru3_sim::Guru3Sim;
-use guru3_sim::cli::{Args, describe, describe_text, seed};
+use guru3_sim::cli::{Args, Command, describe_text, run_ctl, start};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let sim = match Guru3Sim::start(args.config()).await {
-        Ok(sim) => sim,
+    if let Some(Command::Ctl(ctl)) = &args.command {
+        return run_ctl(ctl);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
         Err(e) => {
-            eprintln!("guru3-sim: {e}");
+            eprintln!("guru3-sim: starting a runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Err(e) = seed(&sim, &args) {
-        eprintln!("guru3-sim: seeding: {e}");
-        return std::process::ExitCode::FAILURE;
-    }
-    let v = describe(&sim, !args.plain);
-    if args.print_json {
-        println!("{v}");
-    } else {
-        print!("{}", describe_text(&v));
-    }
-    let _ = tokio::signal::ctrl_c().await;
-    std::process::ExitCode::SUCCESS
+    rt.block_on(async {
+        let running = match start(&args).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("guru3-sim: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let v = &running.description;
+        if args.print_json {
+            println!("{v}");
+        } else {
+            print!("{}", describe_text(v));
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::ExitCode::SUCCESS
+    })
 }

@@ -86,6 +86,7 @@ pub fn init_tracing() {
 #[cfg(test)]
 mod tidy;
 
+pub mod control;
 pub mod pg;
 
 /// Identifiers of a generated event that both simulators agree on: the `n`-th handset's

@@ -4,6 +4,7 @@
 mod fixtures;
 mod props;
 mod sim;
+mod sim_control;
 
 use std::path::PathBuf;
 
