@@ -530,6 +530,9 @@ impl FaultArgs {
         if self.drop_websockets {
             m.insert("drop_websockets".into(), json!(true));
         }
+        if self.clear && !m.is_empty() {
+            m.insert("clear".into(), json!(true));
+        }
         Value::Object(m)
     }
 }
@@ -558,16 +561,6 @@ pub fn run_ctl(args: &CtlArgs) -> std::process::ExitCode {
         .and_then(|addr| args.action.request().map(|r| (addr, r)));
     match prepared {
         Ok((addr, (method, path, body))) => {
-            // `--clear` with other faults: clear first, then set them
-            if let Ctl::Fault(f) = &args.action
-                && f.clear
-                && method == "PUT"
-            {
-                let code = control::run_ctl(addr, "DELETE", "/faults", None, Some("/faults"));
-                if code != std::process::ExitCode::SUCCESS {
-                    return code;
-                }
-            }
             control::run_ctl(addr, method, &path, body.as_ref(), args.get.as_deref())
         }
         Err(e) => {

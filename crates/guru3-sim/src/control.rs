@@ -75,7 +75,7 @@ pub const ENDPOINTS: &[(&str, &str, &str)] = &[
     (
         "PUT",
         "/faults",
-        "{\"fail_ratio\", \"seed\", \"fail_next\", \"fail_next_posts\", \"status\", \"delay_ms\", \"lose_acks\", \"commit_delay_ms\", \"refuse_websockets\", \"drop_websockets\"}",
+        "{\"clear\", \"fail_ratio\", \"seed\", \"fail_next\", \"fail_next_posts\", \"status\", \"delay_ms\", \"lose_acks\", \"commit_delay_ms\", \"refuse_websockets\", \"drop_websockets\"}",
     ),
     ("DELETE", "/faults", "clear every fault"),
     (
@@ -218,11 +218,7 @@ async fn route(sim: &Arc<Guru3Sim>, info: &Value, req: &Request) -> Result<Reply
         )),
         ("PUT", ["faults"]) => faults(sim, body)?,
         ("DELETE", ["faults"]) => {
-            sim.clear_faults();
-            sim.set_delay(Duration::ZERO);
-            sim.lose_next_acks(0);
-            sim.set_commit_delay(None);
-            sim.refuse_websockets(false);
+            clear_faults(sim);
             Reply::ok(json!({"faults": "cleared"}))
         }
         ("POST", ["down"]) => {
@@ -241,6 +237,14 @@ async fn route(sim: &Arc<Guru3Sim>, info: &Value, req: &Request) -> Result<Reply
 fn object(body: &Value) -> Result<&Map<String, Value>, Reply> {
     body.as_object()
         .ok_or_else(|| Reply::error(400, "the body must be a JSON object"))
+}
+
+fn clear_faults(sim: &Guru3Sim) {
+    sim.clear_faults();
+    sim.set_delay(Duration::ZERO);
+    sim.lose_next_acks(0);
+    sim.set_commit_delay(None);
+    sim.refuse_websockets(false);
 }
 
 fn faults(sim: &Guru3Sim, body: &Value) -> Result<Reply, Reply> {
@@ -264,6 +268,7 @@ fn faults(sim: &Guru3Sim, body: &Value) -> Result<Reply, Reply> {
         }
     };
     const KNOWN: &[&str] = &[
+        "clear",
         "fail_ratio",
         "seed",
         "fail_next",
@@ -287,6 +292,9 @@ fn faults(sim: &Guru3Sim, body: &Value) -> Result<Reply, Reply> {
         .filter(|s| (400..600).contains(s))
         .ok_or_else(|| Reply::error(400, "\"status\" must be an HTTP error status (400–599)"))?;
     let count = |v: u64| usize::try_from(v.min(1_000_000)).unwrap_or(1_000_000);
+    if flag("clear")? == Some(true) {
+        clear_faults(sim);
+    }
     if let Some(p) = num("fail_ratio")? {
         if p > 100 {
             return Err(Reply::error(400, "\"fail_ratio\" is a percentage (0–100)"));

@@ -7,8 +7,12 @@
 //! certificate) or [`Sim::plain_addr`], drive handsets with [`Sim::handset_subscribe`],
 //! inject faults with [`Sim::faults`], inspect with [`Sim::view`] and await conditions with
 //! [`Sim::wait_for`]. The clock is virtual: [`Sim::advance`] moves it.
+//!
+//! The `omm-axi-sim` command serves it with a control API ([`control`]) that
+//! `omm-axi-sim ctl` drives.
 
 pub mod cli;
+pub mod control;
 mod crypto;
 mod handle;
 mod server;

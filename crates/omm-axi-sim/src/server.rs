@@ -424,12 +424,35 @@ impl Sim {
 
     /// A handset tries to subscribe with `ac` (spec §8.3 rule 11). Returns its ppn.
     pub fn handset_subscribe(&self, ipei: &str, ac: &str) -> Result<u32, Refused> {
+        self.handset_subscribe_with_uak(ipei, ac, None)
+    }
+
+    /// [`Sim::handset_subscribe`], the subscription ending with `uak` (32 hex digits: a
+    /// handset whose key GURU3 knows) instead of a fresh random key.
+    pub fn handset_subscribe_with_uak(
+        &self,
+        ipei: &str,
+        ac: &str,
+        uak: Option<&str>,
+    ) -> Result<u32, Refused> {
         let ipei = canonical_ipei(ipei).ok_or(Refused("invalid ipei"))?;
+        let given = match uak {
+            Some(u) if u.len() == 32 && u.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(u.to_ascii_uppercase())
+            }
+            Some(_) => return Err(Refused("the uak is not 32 hex digits")),
+            None => None,
+        };
         self.mutate(|st| {
             let now = st.now;
-            let mut uak = [0u8; 16];
-            getrandom::fill(&mut uak).map_err(|_| Refused("random"))?;
-            let uak: String = uak.iter().map(|b| format!("{b:02X}")).collect();
+            let uak = match given {
+                Some(u) => u,
+                None => {
+                    let mut uak = [0u8; 16];
+                    getrandom::fill(&mut uak).map_err(|_| Refused("random"))?;
+                    uak.iter().map(|b| format!("{b:02X}")).collect()
+                }
+            };
             let (wild, configured) = match st.mode {
                 Mode::Off => (false, false),
                 Mode::Configured { .. } => (false, true),
@@ -513,6 +536,26 @@ impl Sim {
             st.emit(&changes);
             Ok(ppn)
         })
+    }
+
+    /// The subscription settings as an administrator sets them in the OMM's web interface:
+    /// the system's authentication code and whether a handset with that code and an
+    /// unknown IPEI gets a device (in `Configured` mode). `None` leaves a setting alone.
+    pub fn set_subscription_settings(&self, ac: Option<&str>, auto_create: Option<bool>) {
+        self.mutate(|st| {
+            if let Some(ac) = ac {
+                ac.clone_into(&mut st.ac);
+            }
+            if let Some(on) = auto_create {
+                st.dev_auto_create = on;
+            }
+        });
+    }
+
+    /// The system's authentication code and whether unknown devices are created.
+    pub fn subscription_settings(&self) -> (String, bool) {
+        let g = self.lock();
+        (g.0.ac.clone(), g.0.dev_auto_create)
     }
 
     /// Sets handset state attributes (for `GetPPState`) and announces them as `EventPPState`.

@@ -8,3 +8,4 @@ mod fixtures;
 mod props;
 mod scripted;
 mod sim;
+mod sim_control;
