@@ -28,22 +28,13 @@ impl std::fmt::Debug for World {
 }
 
 /// hexidian's database role in the example config (`[postgres] url`).
-pub const HEXIDIAN_ROLE: &str = "hexidian";
+pub const HEXIDIAN_ROLE: &str = hexidian_demo::HEXIDIAN_ROLE;
 /// Asterisk's reader role in the example config (`[pbx] asterisk_db_user`).
 pub const ASTERISK_ROLE: &str = "asterisk";
 
 /// The roles file `hexidian asterisk-config` writes for the example config.
 pub fn roles_sql() -> String {
-    let kit = hexidian::asterisk_kit::generate(
-        &hexidian::config::FileConfig::example(),
-        "examples/hexidian.toml",
-        false,
-    )
-    .unwrap();
-    kit.into_iter()
-        .find(|f| f.name == "hexidian-roles.sql")
-        .unwrap()
-        .text
+    hexidian_demo::roles_sql().unwrap()
 }
 
 impl World {

@@ -31,6 +31,64 @@ pub struct DemoArgs {
     /// Use the in-memory PBX store even when PostgreSQL binaries are installed
     #[arg(long)]
     pub memory: bool,
+    /// Start only a throwaway PostgreSQL set up as for a real event (Asterisk's schema, then
+    /// the roles file `hexidian asterisk-config` writes), print hexidian's connection string
+    /// and keep it until Ctrl-C: the database for `hexidian run` against the simulators
+    #[arg(long, conflicts_with_all = ["memory", "extensions"])]
+    pub database_only: bool,
+    /// With --database-only: also write the connection string as HEXIDIAN_DEMO_PG_URL to this
+    /// file, for `. FILE`
+    #[arg(long, value_name = "FILE", requires = "database_only")]
+    pub env_file: Option<std::path::PathBuf>,
+}
+
+/// hexidian's database role in the example config (`[postgres] url`).
+pub const HEXIDIAN_ROLE: &str = "hexidian";
+
+/// The roles file `hexidian asterisk-config` writes for the example config.
+pub fn roles_sql() -> Result<String, String> {
+    let kit = hexidian::asterisk_kit::generate(
+        &hexidian::config::FileConfig::example(),
+        "examples/hexidian.toml",
+        false,
+    )?;
+    kit.into_iter()
+        .find(|f| f.name == "hexidian-roles.sql")
+        .map(|f| f.text)
+        .ok_or_else(|| "the Asterisk kit has no hexidian-roles.sql".into())
+}
+
+/// A throwaway database set up as `examples/asterisk/README.md` says: Asterisk's schema,
+/// then the shipped roles file as a superuser. hexidian connects as [`HEXIDIAN_ROLE`].
+pub async fn event_database() -> Result<hexidian_testkit::pg::TestDb, String> {
+    hexidian_testkit::pg::server_binaries()?;
+    let db = hexidian_testkit::pg::TestDb::new().await;
+    let ddl = hexidian_testkit::fixtures_dir().join("sql/asterisk-modern.sql");
+    let ddl = std::fs::read_to_string(&ddl).map_err(|e| format!("{}: {e}", ddl.display()))?;
+    db.connect()
+        .await
+        .batch_execute(&ddl)
+        .await
+        .map_err(|e| format!("loading the Asterisk schema: {e}"))?;
+    db.run_as_superuser_alone(&roles_sql()?)
+        .await
+        .map_err(|e| format!("the roles file: {e}"))?;
+    Ok(db)
+}
+
+async fn database_only(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let db = event_database().await?;
+    let url = db.url_as(HEXIDIAN_ROLE);
+    if let Some(path) = &args.env_file {
+        hexidian_testkit::control::write_env_file(path, &[("HEXIDIAN_DEMO_PG_URL", url.clone())])
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    say!("throwaway PostgreSQL with Asterisk's schema and hexidian's roles; for [postgres] url:");
+    say!("  {url}");
+    say!("Ctrl-C stops it (and deletes it)");
+    shutdown.await;
+    drop(db);
+    Ok(())
 }
 
 pub use guru3_sim::seed_event as seed;
@@ -64,6 +122,9 @@ pub async fn drained(sim: &Guru3Sim, what: &str) -> Duration {
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    if args.database_only {
+        return database_only(&args, shutdown).await;
+    }
     let t0 = Instant::now();
     let guru3 = Guru3Sim::start(guru3_sim::Config::default())
         .await

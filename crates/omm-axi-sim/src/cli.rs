@@ -202,6 +202,11 @@ pub enum Ctl {
         /// Its uid
         uid: u32,
     },
+    /// The user with a number
+    Number {
+        /// Its `num`
+        num: String,
+    },
     /// Change a user's attributes as the OMM's administrator would (announced as an event)
     SetUser {
         /// Its uid
@@ -385,6 +390,7 @@ impl Ctl {
             Self::Info => ("GET", "/".into(), None),
             Self::Users => ("GET", "/users".into(), None),
             Self::User { uid } => ("GET", format!("/users/{uid}"), None),
+            Self::Number { num } => ("GET", format!("/numbers/{num}"), None),
             Self::SetUser { uid, attrs } => {
                 ("PUT", format!("/users/{uid}"), Some(attrs_json(attrs)?))
             }

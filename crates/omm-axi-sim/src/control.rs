@@ -20,6 +20,7 @@ pub const ENDPOINTS: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/users", "every user (secret attributes masked)"),
     ("GET", "/users/{uid}", "one user"),
+    ("GET", "/numbers/{num}", "the user with that number"),
     (
         "PUT",
         "/users/{uid}",
@@ -166,6 +167,10 @@ async fn route(sim: &Arc<Sim>, info: &Value, req: &Request) -> Result<Reply, Rep
                 None => Reply::error(404, format!("no user {uid}")),
             }
         }
+        ("GET", ["numbers", num]) => match sim.view().user_by_num(num) {
+            Some((_, a)) => Reply::ok(record(a)),
+            None => Reply::error(404, format!("no user with number {num}")),
+        },
         ("PUT", ["users", uid]) => {
             let uid = id(uid, "uid")?;
             let attrs = attrs_of(body)?;
@@ -401,4 +406,18 @@ fn faults_json(f: &Faults) -> Value {
         "delay_ms": f.delay.iter().map(|(k, d)| (k.clone(), json!(d.as_millis() as u64))).collect::<Map<_, _>>(),
         "refuse": f.inject.iter().map(|(k, (code, times))| (k.clone(), json!({"error": code, "times": times}))).collect::<Map<_, _>>(),
     })
+}
+
+#[cfg(test)]
+mod readme {
+    #[test]
+    fn the_readme_lists_every_endpoint() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        for (method, path, what) in super::ENDPOINTS {
+            let row = format!("| `{method}` | `{path}` | {} |", what.replace('|', "\\|"));
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
 }

@@ -9,7 +9,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// `fixtures/` at the workspace root.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 fn tls_file(name: &str) -> PathBuf {

@@ -6,6 +6,7 @@
 mod cli;
 mod crash;
 mod ops;
+mod scenario;
 mod setup;
 mod stream;
 mod support;

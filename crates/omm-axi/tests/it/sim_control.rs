@@ -186,6 +186,9 @@ async fn handsets_subscribe_and_the_administrator_acts() {
         .clone();
     assert_eq!(shown["num"], "2001");
     assert_eq!(shown["pin"], "(set)", "secrets never shown: {shown}");
+    assert_eq!(ok(&r, "GET", "/numbers/2001", None).await, shown);
+    let (st, _) = ctl(&r, "GET", "/numbers/2999", None).await;
+    assert_eq!(st, 404);
     ok(
         &r,
         "PUT",
