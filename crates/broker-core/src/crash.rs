@@ -7,12 +7,19 @@
 //! A test arms one point for a child process with `HEXIDIAN_CRASH_AT=NAME:N`: the `N`th time
 //! the process reaches `NAME` it aborts (no destructors, no flushing, no goodbye to peers).
 
+/// A batch is fetched from GURU3; nothing of it is planned or applied yet.
+pub const BATCH_FETCHED: &str = "batch-fetched";
 /// The PBX transaction of a segment has committed; the OMM has not been touched yet.
 pub const PBX_COMMITTED: &str = "batch-pbx-committed";
+/// One more OMM operation of a segment has returned (`:N` for the `N`th); the others may be
+/// in flight.
+pub const OMM_WRITTEN: &str = "batch-omm-written";
 /// Every OMM operation of a segment has returned; nothing of it is journaled yet.
 pub const OMM_APPLIED: &str = "batch-omm-applied";
 /// Mirror and journal of a segment are committed; its messages are not acked yet.
 pub const STATE_COMMITTED: &str = "batch-state-committed";
+/// The acks of committed messages are about to be sent; GURU3 has not seen them.
+pub const ACKS_SENDING: &str = "batch-acks-sending";
 /// GURU3 confirmed the acks of a batch; the next batch is not fetched yet.
 pub const ACKS_SENT: &str = "batch-acks-sent";
 /// A resync's PBX sweep has committed; no OMM user is deleted yet.
@@ -23,6 +30,10 @@ pub const SWEEP_OMM_DELETE: &str = "sweep-omm-delete";
 pub const SWEEP_STATE: &str = "sweep-state";
 /// The resync is closed in the PBX; the SYNC_ENDED is neither journaled nor acked yet.
 pub const SWEEP_FINISHED: &str = "sweep-finished";
+/// An unbound handset's temporary PBX user is written; its OMM user is not made yet.
+pub const TEMP_PBX: &str = "temp-pbx";
+/// An unbound handset has its temporary user in the PBX and the OMM.
+pub const TEMP_GIVEN: &str = "temp-given";
 /// A token call's bind is recorded durably and answered `OK`; nothing has moved yet.
 pub const BIND_RECORDED: &str = "bind-recorded";
 /// The OMM moved the handset of a bind; the temporary PBX user is not deleted yet.
@@ -33,15 +44,20 @@ pub const BIND_FINISHED: &str = "bind-finished";
 pub const ASSIGN_SENT: &str = "assign-sent";
 
 /// Every crash point, in the order a batch, a sweep and a bind reach them.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 17] = [
+    BATCH_FETCHED,
     PBX_COMMITTED,
+    OMM_WRITTEN,
     OMM_APPLIED,
     STATE_COMMITTED,
+    ACKS_SENDING,
     ACKS_SENT,
     SWEEP_PBX,
     SWEEP_OMM_DELETE,
     SWEEP_STATE,
     SWEEP_FINISHED,
+    TEMP_PBX,
+    TEMP_GIVEN,
     BIND_RECORDED,
     BIND_MOVED,
     BIND_FINISHED,
@@ -121,6 +137,10 @@ mod tests {
         assert_eq!(parse("batch-acks-sent"), Ok((ACKS_SENT, 1)));
         assert_eq!(parse("bind-moved:7"), Ok((BIND_MOVED, 7)));
         assert!(parse("batch-acks-sent:0").unwrap_err().contains("positive"));
-        assert!(parse("nowhere:2").unwrap_err().contains("known: batch-pbx"));
+        assert!(
+            parse("nowhere:2")
+                .unwrap_err()
+                .contains("known: batch-fetched")
+        );
     }
 }

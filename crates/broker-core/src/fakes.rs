@@ -710,6 +710,19 @@ impl SipProvisioning for MemorySip {
         let s = lock(&self.inner);
         ready(Ok(s.users.contains_key(&number)))
     }
+
+    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<Number>>> {
+        let s = lock(&self.inner);
+        if s.faults.down {
+            return ready(Err(PortError::unavailable("temporary users: peer is down")));
+        }
+        ready(Ok(s
+            .users
+            .iter()
+            .filter(|(_, u)| u.kind == SipUserKind::Temp)
+            .map(|(n, _)| n.clone())
+            .collect()))
+    }
 }
 
 // ---------------------------------------------------------------- state

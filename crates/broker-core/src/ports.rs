@@ -356,6 +356,8 @@ pub trait SipProvisioning: Send + Sync + 'static {
     fn sync_state(&self) -> BoxFuture<'_, PortResult<(i64, bool)>>;
     /// Whether any PBX row (owned or not) uses this id.
     fn exists(&self, number: Number) -> BoxFuture<'_, PortResult<bool>>;
+    /// The numbers of every temporary user (those of unbound handsets).
+    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<Number>>>;
 }
 
 /// Outcome of a message in the journal.

@@ -787,30 +787,32 @@ fn on_frame(
         return drop_after;
     };
     let seq = node.get("seq").map(str::to_owned);
-    st.received.push(Received {
-        session: id,
-        name: node.name.clone(),
-        seq: seq.clone(),
-        attrs: node
-            .attrs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    if k == "password" {
-                        "<masked>".into()
-                    } else {
-                        v.clone()
-                    },
-                )
-            })
-            .collect(),
-        children: node
-            .children
-            .iter()
-            .map(|c| (c.name.clone(), c.attrs.clone()))
-            .collect(),
-    });
+    if st.knobs.log_requests {
+        st.received.push(Received {
+            session: id,
+            name: node.name.clone(),
+            seq: seq.clone(),
+            attrs: node
+                .attrs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if k == "password" {
+                            "<masked>".into()
+                        } else {
+                            v.clone()
+                        },
+                    )
+                })
+                .collect(),
+            children: node
+                .children
+                .iter()
+                .map(|c| (c.name.clone(), c.attrs.clone()))
+                .collect(),
+        });
+    }
     let now = st.now;
     let open = match st.sessions.get_mut(&id) {
         Some(s) => {

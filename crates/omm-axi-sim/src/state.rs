@@ -122,6 +122,9 @@ pub struct Knobs {
     pub idle_timeout: Duration,
     /// `Limits/@records`.
     pub records: usize,
+    /// Record every request in [`View::received`](crate::View::received) (off for long
+    /// runs: the record grows with every request).
+    pub log_requests: bool,
 }
 
 impl Default for Knobs {
@@ -134,6 +137,7 @@ impl Default for Knobs {
             push_mode_on_subscribe: false,
             idle_timeout: Duration::from_secs(300),
             records: 20,
+            log_requests: true,
         }
     }
 }

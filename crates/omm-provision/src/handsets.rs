@@ -123,7 +123,15 @@ impl Link {
         let mut held = self.keys.hold([number]).await;
         held.add(ppn).await;
         let c = self.client().await?;
-        if self.user_by_number(&c, number).await?.is_some() {
+        if let Some(u) = self.user_by_number(&c, number).await? {
+            // hexidian's own temporary user of an earlier attempt that did not get as far as
+            // the attach (the link broke): it is this handset's now
+            if self.owns(&u) && self.is_temp(&u) && (u.ppn == 0 || u.ppn == ppn) {
+                if u.ppn == ppn {
+                    return Ok(());
+                }
+                return self.attach(&c, ppn, u.uid).await;
+            }
             return Err(Error::Taken(number.to_owned()));
         }
         let mut u = PpUser::default();

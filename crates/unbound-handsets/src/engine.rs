@@ -183,6 +183,9 @@ struct Local {
     reserved_ext: HashSet<Number>,
     /// temporary users without a usable handset, since when
     unused: HashMap<Number, Instant>,
+    /// ppn → the temporary number last tried for it and not made: tried again (the same
+    /// number) until made, so a failing OMM or PBX never leaves one user per attempt
+    trying: HashMap<u32, Number>,
     /// the cap was hit and said so (said again once it was free in between)
     at_cap: bool,
     status: Status,
@@ -265,6 +268,7 @@ impl Unbound {
                     reserved_ppn: HashSet::new(),
                     reserved_ext: HashSet::new(),
                     unused: HashMap::new(),
+                    trying: HashMap::new(),
                     at_cap: false,
                     status: Status::default(),
                     failed_step: None,
@@ -645,6 +649,7 @@ impl Unbound {
             Ok(t) => t,
             Err(e) => return self.failed("listing temporary users", &e),
         };
+        self.remove_pbx_orphans(&temps).await;
         let now = self.inner.ports.clock.now();
         let expiry = self.inner.config.temp_expiry;
         let mut expired = Vec::new();
@@ -687,6 +692,39 @@ impl Unbound {
         }
     }
 
+    /// Deletes temporary PBX users that have no temporary OMM user (`omm`, just listed) and
+    /// are not being made: what a crash between the two writes, or a failed clean-up, left.
+    /// Nobody can use such a row: only the OMM user would hand its password to a handset.
+    async fn remove_pbx_orphans(&self, omm: &[crate::ports::TempUser]) {
+        let pbx = match self.inner.ports.sip.temp_users().await {
+            Ok(p) => p,
+            Err(e) => return self.failed("listing temporary PBX users", &e),
+        };
+        let orphans: Vec<Number> = {
+            let l = self.local();
+            pbx.into_iter()
+                .filter(|n| !omm.iter().any(|(o, _)| o == n))
+                .filter(|n| !l.trying.values().any(|t| t == n))
+                .filter(|n| !l.due.values().any(|(b, _)| &b.temp == n))
+                .collect()
+        };
+        for n in orphans {
+            let r = self
+                .inner
+                .ports
+                .sip
+                .apply(vec![SipChange::DeleteUser(n.clone())])
+                .await
+                .and_then(|r| r.into_iter().next().unwrap_or(Ok(SipOutcome::Done(false))));
+            match r {
+                Ok(_) => {
+                    tracing::info!(number = %n, "temporary PBX user without its OMM user deleted")
+                }
+                Err(e) => return self.failed("deleting a temporary PBX user", &e),
+            }
+        }
+    }
+
     /// A device appeared or changed: give it a temporary user if it is unbound.
     pub async fn ensure(&self, ppn: u32) {
         if self.local().reserved_ppn.contains(&ppn) {
@@ -699,12 +737,15 @@ impl Unbound {
             Err(e) => return self.failed("looking up a handset", &e),
         };
         if let Some(u) = &dev.user {
+            let mut l = self.local();
+            l.trying.remove(&ppn);
             if dev.temp {
-                self.local().temps.insert(u.clone(), ppn);
+                l.temps.insert(u.clone(), ppn);
             }
             return;
         }
         if !dev.subscribed || self.inner.config.blocklist.blocks(&dev.ipei) {
+            self.local().trying.remove(&ppn);
             return;
         }
         // a handset GURU3 knows goes straight back to its extension
@@ -746,6 +787,17 @@ impl Unbound {
             }
             l.at_cap = false;
         }
+        // the number a failed attempt left first: made again, not one more
+        let retry = self.local().trying.get(&ppn).cloned();
+        if let Some(n) = retry {
+            match self.give_temp(ppn, &n).await {
+                Ok(()) => return self.made_temp(ppn, &dev.ipei, n),
+                Err(e) if e.kind() == PortErrorKind::Conflict => {
+                    self.local().trying.remove(&ppn);
+                }
+                Err(e) => return self.failed("giving a temporary number", &e),
+            }
+        }
         for _ in 0..8 {
             let n = self.inner.config.temp.generate();
             let taken = self.local().temps.contains_key(&n)
@@ -763,19 +815,25 @@ impl Unbound {
                 Ok(true) => continue,
                 Err(e) => return self.failed("checking a temporary number", &e),
             }
+            self.local().trying.insert(ppn, n.clone());
             match self.give_temp(ppn, &n).await {
-                Ok(()) => {
-                    tracing::info!(ppn, ipei = %dev.ipei, number = %n, "unbound handset got a temporary number");
-                    let mut l = self.local();
-                    l.status.temps_created += 1;
-                    l.status.note("temporary", ppn, &n, None);
-                    l.temps.insert(n, ppn);
-                    return;
+                Ok(()) => return self.made_temp(ppn, &dev.ipei, n),
+                Err(e) if e.kind() == PortErrorKind::Conflict => {
+                    self.local().trying.remove(&ppn);
+                    continue;
                 }
-                Err(e) if e.kind() == PortErrorKind::Conflict => continue,
                 Err(e) => return self.failed("giving a temporary number", &e),
             }
         }
+    }
+
+    fn made_temp(&self, ppn: u32, ipei: &str, n: Number) {
+        tracing::info!(ppn, ipei = %ipei, number = %n, "unbound handset got a temporary number");
+        let mut l = self.local();
+        l.trying.remove(&ppn);
+        l.status.temps_created += 1;
+        l.status.note("temporary", ppn, &n, None);
+        l.temps.insert(n, ppn);
     }
 
     async fn give_temp(&self, ppn: u32, n: &Number) -> PortResult<()> {
@@ -796,6 +854,7 @@ impl Unbound {
             Some(Err(e)) => return Err(e),
             _ => return Err(PortError::transient("no outcome for the temporary user")),
         };
+        broker_core::crash::point(broker_core::crash::TEMP_PBX);
         if let Err(e) = self
             .inner
             .ports
@@ -807,6 +866,7 @@ impl Unbound {
             let _ = sip.apply(vec![SipChange::DeleteUser(n.clone())]).await;
             return Err(e);
         }
+        broker_core::crash::point(broker_core::crash::TEMP_GIVEN);
         Ok(())
     }
 

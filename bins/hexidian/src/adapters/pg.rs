@@ -257,6 +257,17 @@ impl SipProvisioning for PgSip {
             Ok(self.store.user(&e).await.map_err(port_error)?.is_some())
         })
     }
+
+    fn temp_users(&self) -> BoxFuture<'_, PortResult<Vec<Number>>> {
+        timed(async move {
+            let users = self.store.list_managed().await.map_err(port_error)?;
+            Ok(users
+                .into_iter()
+                .filter(|u| u.kind == Some(Kind::Temp))
+                .filter_map(|u| u.extension.as_str().parse().ok())
+                .collect())
+        })
+    }
 }
 
 /// The broker's mirror and journal in schema `hexidian`, next to the PBX rows.

@@ -495,6 +495,7 @@ impl Broker {
                 wait_ms = self.ports.clock.now().duration_since(t_fetch).as_millis() as u64,
                 "batch fetched"
             );
+            crate::crash::point(crate::crash::BATCH_FETCHED);
             let t_batch = self.ports.clock.now();
             let n = batch.len();
             let report = self.process(batch).await;
@@ -519,6 +520,9 @@ impl Broker {
 
     /// Acknowledges messages whose outcome is committed.
     async fn send_acks(&self, ids: Vec<i64>) {
+        if !ids.is_empty() {
+            crate::crash::point(crate::crash::ACKS_SENDING);
+        }
         let t_ack = self.ports.clock.now();
         match self.ports.feed.ack(ids).await {
             Ok(()) => crate::crash::point(crate::crash::ACKS_SENT),

@@ -307,8 +307,9 @@ impl Broker {
                             ));
                             continue;
                         }
-                        if let Err(e) = run_dect(&*dect, op, pw).await {
-                            failed.push((i, e));
+                        match run_dect(&*dect, op, pw).await {
+                            Ok(()) => crate::crash::point(crate::crash::OMM_WRITTEN),
+                            Err(e) => failed.push((i, e)),
                         }
                     }
                     failed
@@ -333,6 +334,7 @@ impl Broker {
             mut verdicts,
             ..
         } = seg;
+        let ids: Vec<i64> = msgs.iter().map(|m| m.id).collect();
         let attempts_before = self.attempts.clone();
         let streak_before = self.streak.clone();
         let tripped_before = self.tripped.clone();
@@ -449,11 +451,17 @@ impl Broker {
             }
         }
         self.publish_unconfirmed();
-        // the directory shows what the mirror holds: planned state of messages that died,
-        // wait or were not reached is rolled back (a dead DECT create leaves no token)
+        // the directory shows what the mirror holds once a message is settled: the planned
+        // state of one that died is rolled back (a dead DECT create leaves no token). One that
+        // waits or was not reached keeps its planned state until it is retried: the OMM may
+        // hold part of it already (a known handset's device created, its attach cut off),
+        // and that device must not be taken for a new handset in the meantime.
+        let retried: std::collections::HashSet<i64> = left.iter().map(|m| m.id).collect();
         let touched: Vec<Number> = plans
             .iter()
-            .flatten()
+            .zip(&ids)
+            .filter(|(_, id)| !retried.contains(id))
+            .filter_map(|(p, _)| p.as_ref().ok())
             .flat_map(|p| p.mirror.iter().map(|(n, _)| n.clone()))
             .collect();
         self.publish(&touched);
