@@ -120,7 +120,13 @@ step "4. a person creates the DECT extension 4711 in GURU3"
 show guru3 create 4711 --type DECT --name "Ada Lovelace" --location "Hall 2"
 token=$(guru3 --get /token show 4711)
 echo "its token: $token"
-until_true 30 "GURU3's queue to drain" test "$(guru3 --get /pending queue)" = 0
+# (a function: its condition is asked again each time, not once)
+drained() { [ "$(guru3 --get /pending queue)" = 0 ]; }
+if ! until_true 30 "GURU3's queue to drain" drained; then
+  guru3 queue >&2 || true
+  "$bin/hexidian" status --config "$work/hexidian.toml" >&2 || true
+  exit 1
+fi
 uid=$(omm --get /uid number 4711)
 echo "hexidian created OMM user $uid for it (\`omm-axi-sim ctl number 4711\` shows all of it):"
 for field in name num hierarchy1 relType; do

@@ -290,3 +290,27 @@ impl Hexidian {
         }
     }
 }
+
+/// The release binary (`cargo build --release -p hexidian`), built now: what the benchmarks
+/// measure when no `--hexidian` is given.
+pub fn release_binary() -> PathBuf {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "hexidian",
+            "--bin",
+            "hexidian",
+        ])
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the release binary failed");
+    #[allow(clippy::disallowed_methods)] // where cargo put it
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    target.join("release/hexidian")
+}

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use guru3_sim::{Extension, Kind};
 use hexidian_e2e::World;
-use hexidian_e2e::process::{Hexidian, write_config, write_config_from};
+use hexidian_e2e::process::{Hexidian, release_binary, write_config, write_config_from};
 
 struct Args {
     extensions: usize,
@@ -57,29 +57,6 @@ fn args() -> Args {
         }
     }
     out
-}
-
-/// The release binary, built now.
-fn release_binary() -> PathBuf {
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "hexidian",
-            "--bin",
-            "hexidian",
-        ])
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the release binary failed");
-    #[allow(clippy::disallowed_methods)] // where cargo put it
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
-    target.join("release/hexidian")
 }
 
 /// OMM requests since `from`, by name (keep-alive pings left out).

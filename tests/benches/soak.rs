@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use guru3_sim::{Extension, Kind, Member};
-use hexidian_e2e::process::{Hexidian, WEBHOOK_KEY, write_config};
+use hexidian_e2e::process::{Hexidian, WEBHOOK_KEY, release_binary, write_config};
 use hexidian_e2e::{Rng, World};
 
 struct Args {
@@ -51,29 +51,6 @@ fn args() -> Args {
         }
     }
     out
-}
-
-/// The release binary, built now.
-fn release_binary() -> PathBuf {
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "hexidian",
-            "--bin",
-            "hexidian",
-        ])
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the release binary failed");
-    #[allow(clippy::disallowed_methods)] // where cargo put it
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
-    target.join("release/hexidian")
 }
 
 fn token_of(w: &World, number: &str) -> Option<String> {

@@ -84,19 +84,14 @@ pub async fn start(args: &Args) -> Result<Running, String> {
             .map_err(|e| e.to_string())?,
     );
     seed(&sim, args);
-    let mut description = describe(&sim);
-    // `GET /` tells the control address too, known once it listens
-    let info = Arc::new(std::sync::OnceLock::new());
-    let (handler_sim, handler_info) = (Arc::clone(&sim), Arc::clone(&info));
-    let control = control::serve(args.control, move |req| {
-        let sim = Arc::clone(&handler_sim);
-        let info = handler_info.get().cloned().unwrap_or(Value::Null);
-        async move { crate::control::handle(&sim, &info, req).await }
-    })
+    let (control, description) = control::serve_described(
+        args.control,
+        Arc::clone(&sim),
+        describe(&sim),
+        |sim, info, req| async move { crate::control::handle(&sim, &info, req).await },
+    )
     .await
     .map_err(|e| e.to_string())?;
-    description["control"] = json!(control.addr().to_string());
-    let _ = info.set(description.clone());
     if let Some(path) = &args.env_file {
         let s = |k: &str| description[k].as_str().unwrap_or_default().to_owned();
         control::write_env_file(
@@ -453,18 +448,13 @@ impl Ctl {
 
 /// Runs `omm-axi-sim ctl …`: one request, its reply on standard output.
 pub fn run_ctl(args: &CtlArgs) -> std::process::ExitCode {
-    use std::io::Write as _;
-    let prepared = control::address(args.control, CONTROL_ENV)
-        .and_then(|addr| args.action.request().map(|r| (addr, r)));
-    match prepared {
-        Ok((addr, (method, path, body))) => {
-            control::run_ctl(addr, method, &path, body.as_ref(), args.get.as_deref())
-        }
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "omm-axi-sim ctl: {e}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    control::ctl_main(
+        "omm-axi-sim",
+        args.control,
+        CONTROL_ENV,
+        args.action.request(),
+        args.get.as_deref(),
+    )
 }
 
 #[cfg(test)]

@@ -149,6 +149,33 @@ where
     Ok(Server { addr, task })
 }
 
+/// [`serve`] for a simulator's command: `handler` gets `shared` and `description` (what the
+/// simulator says about itself, to which the control address is added) with each request.
+/// Returns the server and the completed description.
+pub async fn serve_described<S, H, F>(
+    listen: SocketAddr,
+    shared: Arc<S>,
+    mut description: Value,
+    handler: H,
+) -> std::io::Result<(Server, Value)>
+where
+    S: Send + Sync + 'static,
+    H: Fn(Arc<S>, Value, Request) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    // the description names the control address, known once it listens
+    let info = Arc::new(std::sync::OnceLock::new());
+    let handler_info = Arc::clone(&info);
+    let server = serve(listen, move |req| {
+        let info = handler_info.get().cloned().unwrap_or(Value::Null);
+        handler(Arc::clone(&shared), info, req)
+    })
+    .await?;
+    description["control"] = json!(server.addr().to_string());
+    let _ = info.set(description.clone());
+    Ok((server, description))
+}
+
 async fn answer<H, F>(handler: &H, req: hyper::Request<Incoming>) -> Response<Full<Bytes>>
 where
     H: Fn(Request) -> F,
@@ -326,6 +353,40 @@ pub fn run_ctl(
         }
         Err(e) => fail(&e),
     }
+}
+
+/// A `ctl` command's whole run: the address from `--control` or `env`, the request the
+/// command line made (or why it could not), the reply printed. Exit code 2 for a command line
+/// that makes no request.
+pub fn ctl_main(
+    program: &str,
+    given: Option<SocketAddr>,
+    env: &str,
+    request: Result<(&str, String, Option<Value>), String>,
+    pointer: Option<&str>,
+) -> std::process::ExitCode {
+    use std::io::Write as _;
+    match address(given, env).and_then(|addr| request.map(|r| (addr, r))) {
+        Ok((addr, (method, path, body))) => run_ctl(addr, method, &path, body.as_ref(), pointer),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{program} ctl: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// The rows of `endpoints` (method, path, what) that the workspace's README.md lacks in its
+/// table form `` | `METHOD` | `PATH` | WHAT | ``.
+pub fn missing_from_readme(endpoints: &[(&str, &str, &str)]) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(crate::fixtures_dir().join("../README.md")).unwrap_or_default();
+    endpoints
+        .iter()
+        .map(|(method, path, what)| {
+            format!("| `{method}` | `{path}` | {} |", what.replace('|', "\\|"))
+        })
+        .filter(|row| !readme.contains(row.as_str()))
+        .collect()
 }
 
 fn fail(msg: &str) -> std::process::ExitCode {
