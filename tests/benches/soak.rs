@@ -78,6 +78,51 @@ struct Away {
     number: String,
     ipei: String,
     since: Instant,
+    /// its token call was answered OK: the bind and its ASSIGN_HANDSET are on their way
+    called: bool,
+}
+
+/// Whether GURU3 links the handset to its extension again (the bind is complete).
+fn back(w: &World, a: &Away) -> bool {
+    w.guru3
+        .extension(&a.number)
+        .and_then(|e| e.handset)
+        .is_some_and(|h| h.ipei == a.ipei)
+}
+
+/// One round of the handsets that are away: those GURU3 links again go back to `home`; the
+/// oldest one with a temporary number that has not called yet dials its extension's token.
+/// The token calls made and answered OK.
+async fn round_trip(
+    w: &World,
+    hook: std::net::SocketAddr,
+    away: &mut Vec<Away>,
+    home: &mut Vec<(String, String)>,
+    min_age: Duration,
+) -> (u64, u64) {
+    let (mut calls, mut ok) = (0, 0);
+    let mut i = 0;
+    while i < away.len() {
+        if away[i].called && back(w, &away[i]) {
+            let a = away.remove(i);
+            home.push((a.number, a.ipei));
+        } else {
+            i += 1;
+        }
+    }
+    let now = Instant::now();
+    if let Some(a) = away
+        .iter_mut()
+        .find(|a| !a.called && now.duration_since(a.since) > min_age)
+        && let (Some(temp), Some(token)) = (temp_number_of(w, &a.ipei), token_of(w, &a.number))
+    {
+        calls += 1;
+        if token_call(hook, &temp, &token).await == "OK" {
+            ok += 1;
+            a.called = true;
+        }
+    }
+    (calls, ok)
 }
 
 /// The changes a GURU3 event sees, one at a time, on a pool of extensions of its own (so the
@@ -228,7 +273,7 @@ async fn main() -> std::process::ExitCode {
     let mut next_ws = t0 + Duration::from_secs(60);
     let mut next_lost_ack = t0 + Duration::from_secs(30);
     let mut next_cycle = t0 + Duration::from_secs(2);
-    let mut away: VecDeque<Away> = VecDeque::new();
+    let mut away: Vec<Away> = Vec::new();
     let (mut binds, mut unsubscribed, mut calls) = (0u64, 0u64, 0u64);
     let mut samples: Vec<(u64, f64)> = Vec::new();
     let mut baseline: Option<f64> = None;
@@ -254,26 +299,26 @@ async fn main() -> std::process::ExitCode {
                 let (number, ipei) = with_handset.swap_remove(i);
                 if w.guru3.unsubscribe(&number).is_ok() {
                     unsubscribed += 1;
-                    away.push_back(Away {
+                    away.push(Away {
                         number,
                         ipei,
                         since: now,
+                        called: false,
                     });
                 }
             }
-            // … and one that left earlier dials its extension's token from its temporary number
-            if let Some(a) = away.front()
-                && now.duration_since(a.since) > Duration::from_secs(5)
-                && let (Some(temp), Some(token)) =
-                    (temp_number_of(&w, &a.ipei), token_of(&w, &a.number))
-            {
-                calls += 1;
-                if token_call(hook, &temp, &token).await == "OK" {
-                    binds += 1;
-                    let a = away.pop_front().unwrap();
-                    with_handset.push((a.number, a.ipei));
-                }
-            }
+            // … and one that left earlier dials its extension's token from its temporary
+            // number; it is home again once GURU3 links it (ASSIGN_HANDSET)
+            let (c, ok) = round_trip(
+                &w,
+                hook,
+                &mut away,
+                &mut with_handset,
+                Duration::from_secs(5),
+            )
+            .await;
+            calls += c;
+            binds += ok;
         }
         if now >= next_minute {
             next_minute += Duration::from_secs(60);
@@ -298,24 +343,24 @@ async fn main() -> std::process::ExitCode {
     w.guru3.clear_faults();
     w.omm.faults(|f| f.drop_after = None);
     let t_end = Instant::now();
-    let mut last_answer = String::new();
-    while let Some(a) = away.front() {
-        let temp = temp_number_of(&w, &a.ipei);
+    while !away.is_empty() {
         assert!(
             t_end.elapsed() < Duration::from_secs(300),
-            "handset {} of {} not bound back: temporary number {temp:?}, last answer {last_answer:?}; hexidian's log:\n{}",
-            a.ipei,
-            a.number,
+            "handsets not bound back: {:?}; hexidian's log:\n{}",
+            away.iter()
+                .map(|a| format!(
+                    "{} of {} (called {}, temporary {:?})",
+                    a.ipei,
+                    a.number,
+                    a.called,
+                    temp_number_of(&w, &a.ipei)
+                ))
+                .collect::<Vec<_>>(),
             h.log()
         );
-        if let (Some(temp), Some(token)) = (temp, token_of(&w, &a.number)) {
-            last_answer = token_call(hook, &temp, &token).await;
-            if last_answer == "OK" {
-                binds += 1;
-                away.pop_front();
-                continue;
-            }
-        }
+        let (c, ok) = round_trip(&w, hook, &mut away, &mut with_handset, Duration::ZERO).await;
+        calls += c;
+        binds += ok;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("end: every handset bound back");
@@ -347,7 +392,7 @@ async fn main() -> std::process::ExitCode {
     let final_rss = h.rss_kb() as f64 / 1024.0;
     let lost = pending as i64 + dead + told_nak as i64;
     println!(
-        "end: {} changes, {unsubscribed} handsets unsubscribed and {binds} bound back; lost {lost} (never acked {pending}, dead letters {dead}, ASSIGN_HANDSET refused {told_nak}); RSS {final_rss:.1} MiB",
+        "end: {} changes, {unsubscribed} handsets unsubscribed and {binds} bound back ({calls} token calls); lost {lost} (never acked {pending}, dead letters {dead}, ASSIGN_HANDSET refused {told_nak}); RSS {final_rss:.1} MiB",
         d.sent
     );
     let curve: Vec<String> = samples.iter().map(|(m, r)| format!("{m}:{r:.1}")).collect();
