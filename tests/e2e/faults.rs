@@ -147,6 +147,7 @@ async fn every_fault_at_once_converges_and_binds_the_handset() {
     w.drained(Duration::from_secs(600)).await;
     // the bind is made, GURU3 told once, the UPDATE_EXTENSION it caused applied
     let t1 = Instant::now();
+    let mut last_call = Instant::now();
     loop {
         let told: Vec<_> = w
             .guru3
@@ -164,6 +165,22 @@ async fn every_fault_at_once_converges_and_binds_the_handset() {
             t1.elapsed() < Duration::from_secs(120),
             "bind not completed: told {told:?}, handset held by {holder:?}"
         );
+        // a bind promised while 2001's OMM user was still waiting under the faults may be
+        // given up ("the handset keeps its temporary number and may dial again"): the
+        // person dials again
+        if let Some(temp) = holder.filter(|n| n.starts_with("0100"))
+            && last_call.elapsed() > Duration::from_secs(5)
+        {
+            last_call = Instant::now();
+            let _ = crate::unbound::post(
+                hook,
+                "/token-call",
+                "hook-key",
+                "application/json",
+                &crate::unbound::call(&temp, &token),
+            )
+            .await;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     w.drained(Duration::from_secs(120)).await;
