@@ -333,6 +333,7 @@ pub struct Directory {
     by_ipei: std::collections::HashMap<String, Number>,
     dect: std::collections::HashMap<Number, (String, Option<String>)>,
     roster: std::collections::BTreeMap<Number, Listed>,
+    planned: std::collections::HashSet<Number>,
 }
 
 /// An extension as the status page lists it: what an operator may see, no secret.
@@ -376,6 +377,13 @@ impl Directory {
             .collect()
     }
 
+    /// Whether the entry of `number` is a plan not yet settled: a message changing it is
+    /// being applied or waits for a target (the OMM user of a new DECT extension may not
+    /// exist yet).
+    pub fn is_planned(&self, number: &Number) -> bool {
+        self.planned.contains(number)
+    }
+
     /// Extensions listed.
     pub fn len(&self) -> usize {
         self.roster.len()
@@ -386,8 +394,15 @@ impl Directory {
         self.roster.is_empty()
     }
 
-    /// Updates the entry of `number` (`None`: gone).
+    /// Shows the planned entry of `number` (`None`: gone) until [`set`](Self::set) settles it.
+    pub fn plan(&mut self, number: &Number, entry: Option<&MirrorEntry>) {
+        self.set(number, entry);
+        self.planned.insert(number.clone());
+    }
+
+    /// Updates the entry of `number` (`None`: gone) as applied.
     pub fn set(&mut self, number: &Number, entry: Option<&MirrorEntry>) {
+        self.planned.remove(number);
         match entry.and_then(|e| e.extension.as_ref()) {
             Some(x) => {
                 let (kind, handset) = match &x.kind {
@@ -553,5 +568,11 @@ mod tests {
         d.set(&n("2001"), None);
         assert_eq!(numbers(&d, ""), ["2101"]);
         assert_eq!(d.len(), 1);
+        assert!(!d.is_planned(&n("2101")));
+        d.plan(&n("2101"), None);
+        assert!(d.is_planned(&n("2101")));
+        assert!(d.is_empty(), "a planned delete shows at once");
+        d.set(&n("2101"), None);
+        assert!(!d.is_planned(&n("2101")), "settled");
     }
 }

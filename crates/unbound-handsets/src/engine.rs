@@ -893,8 +893,9 @@ impl Unbound {
                     self.recovered("carrying out a bind");
                     tracing::info!(ppn = b.ppn, extension = %b.extension, "handset bound by token call");
                 }
-                Err(e) if e.is_transient() => {
-                    // a peer is away or busy, or refuses hexidian's set-up: again later,
+                Err(e) if e.is_transient() || self.still_planned(&b.extension) => {
+                    // a peer is away or busy, or refuses hexidian's set-up, or the extension's
+                    // OMM user is still to be created by a message that waits: again later,
                     // 1 s, 2 s, 4 s … at most a minute apart
                     self.failed("carrying out a bind", &e);
                     let mut l = self.local();
@@ -932,6 +933,16 @@ impl Unbound {
                 }
             }
         }
+    }
+
+    /// Whether a message changing `extension` is still being applied (a bind to it fails
+    /// until then, and must wait rather than end).
+    fn still_planned(&self, extension: &Number) -> bool {
+        self.inner
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_planned(extension)
     }
 
     /// Moves the handset, deletes the temporary PBX user, queues ASSIGN_HANDSET. Each step is

@@ -51,25 +51,41 @@ impl World {
     /// A DECT extension as GURU3 has it (and its OMM user, as the broker creates it).
     fn dect(&self, number: &str, token: &str, handset: Option<&str>) {
         let n: Number = number.parse().unwrap();
-        let entry = MirrorEntry {
-            extension: Some(Extension {
-                number: n.clone(),
-                name: "Kiosk".into(),
-                kind: Kind::Dect {
-                    token: Secret::new(token),
-                    encryption: false,
-                    handset: handset.map(|i| Handset {
-                        ipei: i.into(),
-                        uak: Secret::new("AA"),
-                    }),
-                },
-                forward: None,
-                routing: Default::default(),
-            }),
-            ..MirrorEntry::default()
-        };
-        self.directory.write().unwrap().set(&n, Some(&entry));
+        self.directory
+            .write()
+            .unwrap()
+            .set(&n, Some(&dect_entry(&n, token, handset)));
         self.handsets.add_user(number);
+    }
+
+    /// A DECT extension whose creating message is being applied: the broker has planned it,
+    /// its OMM user is not there yet.
+    fn dect_planned(&self, number: &str, token: &str) {
+        let n: Number = number.parse().unwrap();
+        self.directory
+            .write()
+            .unwrap()
+            .plan(&n, Some(&dect_entry(&n, token, None)));
+    }
+}
+
+fn dect_entry(n: &Number, token: &str, handset: Option<&str>) -> MirrorEntry {
+    MirrorEntry {
+        extension: Some(Extension {
+            number: n.clone(),
+            name: "Kiosk".into(),
+            kind: Kind::Dect {
+                token: Secret::new(token),
+                encryption: false,
+                handset: handset.map(|i| Handset {
+                    ipei: i.into(),
+                    uak: Secret::new("AA"),
+                }),
+            },
+            forward: None,
+            routing: Default::default(),
+        }),
+        ..MirrorEntry::default()
     }
 }
 
@@ -472,6 +488,43 @@ async fn a_bind_that_can_never_be_carried_out_ends_and_frees_the_handset() {
         (Some("2002".into()), false)
     );
     assert_eq!(u.status().bound, 1);
+}
+
+#[tokio::test]
+async fn a_bind_to_an_extension_whose_omm_user_is_still_to_come_waits_for_it() {
+    use unbound_handsets::ports::HandsetState;
+    let w = World::new();
+    // GURU3's create of 2001 is planned; the OMM is away, so its user does not exist yet
+    w.dect_planned("2001", "0042");
+    let u = w.unbound(|c| c.bind_delay = Duration::ZERO);
+    let ppn = w.handsets.subscribe("01842 0093371 6");
+    u.ensure(ppn).await;
+    let temp = w.handsets.device(ppn).unwrap().0.unwrap();
+    let key = Some(b"k".as_slice());
+    assert_eq!(
+        u.token_call(key, call(&temp, "0042"), false).await,
+        Reply::Ok
+    );
+    for _ in 0..3 {
+        u.carry_out_due_binds().await;
+        w.clock.sleep(Duration::from_secs(60)).await;
+    }
+    assert_eq!(
+        w.state.pending_binds().await.unwrap().len(),
+        1,
+        "still promised"
+    );
+    assert_eq!(u.status().binds_failed, 0);
+    assert!(w.handsets.device(ppn).unwrap().1, "temporary until then");
+    // the message is applied: the user exists and the directory settles
+    w.dect("2001", "0042", None);
+    u.carry_out_due_binds().await;
+    assert_eq!(
+        w.handsets.device(ppn).unwrap(),
+        (Some("2001".into()), false)
+    );
+    assert_eq!((u.status().bound, u.status().binds_failed), (1, 0));
+    assert!(w.state.pending_binds().await.unwrap().is_empty());
 }
 
 /// Log lines written while the guard lives (this thread only).

@@ -176,7 +176,7 @@ impl Broker {
             let mut d = self.directory.write().unwrap_or_else(|e| e.into_inner());
             for p in plans.iter().flatten() {
                 for (n, e) in &p.mirror {
-                    d.set(n, e.as_ref());
+                    d.plan(n, e.as_ref());
                 }
             }
         }
