@@ -231,6 +231,28 @@ pub struct OmmSection {
     /// accounts would see them).
     #[serde(default)]
     pub token_in_hierarchy2: bool,
+    /// TLS library: `rustls` (default) or `openssl` (builds with the `openssl` feature, as the
+    /// .deb is), for firmwares that offer only static-RSA key exchange or TLS below 1.2.
+    #[serde(default)]
+    pub tls_backend: TlsBackend,
+    /// `openssl` only: the lowest protocol version offered (`TLSv1` … `TLSv1.3`, default
+    /// `TLSv1.2`).
+    pub min_protocol: Option<String>,
+    /// `openssl` only: the TLS ≤ 1.2 cipher list in OpenSSL's syntax (default
+    /// `DEFAULT:@SECLEVEL=0`: static RSA and an OMM's small built-in key accepted; the
+    /// certificate is checked by pin or CA all the same).
+    pub ciphers: Option<String>,
+}
+
+/// `[omm] tls_backend`
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsBackend {
+    /// rustls: TLS 1.2 (forward-secret suites) and 1.3.
+    #[default]
+    Rustls,
+    /// The system's OpenSSL.
+    Openssl,
 }
 
 /// `[postgres]`
@@ -413,19 +435,19 @@ impl FileConfig {
         if let Some(p) = self.omm.port {
             omm = omm.port(p);
         }
+        if self.omm.tls_backend == TlsBackend::Rustls
+            && (self.omm.min_protocol.is_some() || self.omm.ciphers.is_some())
+        {
+            return Err(
+                "[omm]: min_protocol and ciphers apply to tls_backend = \"openssl\" only".into(),
+            );
+        }
         if self.omm.plain {
             omm = omm.plain();
+        } else if self.omm.tls_backend == TlsBackend::Openssl {
+            omm = self.omm_openssl(omm)?;
         } else if !self.omm.fingerprints.is_empty() {
-            let pins = self
-                .omm
-                .fingerprints
-                .iter()
-                .map(|f| {
-                    f.parse::<omm_axi::Fingerprint>()
-                        .map_err(|e| format!("omm fingerprint {f:?}: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            omm = omm.tls(omm_axi::client::tls::pinned(&pins));
+            omm = omm.tls(omm_axi::client::tls::pinned(&self.pins()?));
         } else if let Some(path) = &self.omm.ca_file {
             let mut roots = rustls::RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(pem(path)?);
@@ -437,6 +459,48 @@ impl FileConfig {
             return Err("[omm]: set `fingerprints` or `ca_file` (or `plain = true`)".into());
         }
         Ok(omm)
+    }
+
+    fn pins(&self) -> Result<Vec<omm_axi::Fingerprint>, String> {
+        self.omm
+            .fingerprints
+            .iter()
+            .map(|f| {
+                f.parse::<omm_axi::Fingerprint>()
+                    .map_err(|e| format!("omm fingerprint {f:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// `[omm] tls_backend = "openssl"`: the same certificate checks through OpenSSL.
+    #[cfg(feature = "openssl")]
+    fn omm_openssl(&self, omm: omm_axi::Config) -> Result<omm_axi::Config, String> {
+        use omm_axi::client::openssl_tls::OpensslTls;
+        let mut tls = if !self.omm.fingerprints.is_empty() {
+            OpensslTls::pinned(&self.pins()?)
+        } else if let Some(path) = &self.omm.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            OpensslTls::with_ca_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?
+        } else {
+            return Err("[omm]: set `fingerprints` or `ca_file` (or `plain = true`)".into());
+        };
+        if let Some(v) = &self.omm.min_protocol {
+            tls = tls.min_protocol(v.parse().map_err(|e| format!("[omm] min_protocol: {e}"))?);
+        }
+        if let Some(c) = &self.omm.ciphers {
+            tls = tls.ciphers(c.clone());
+        }
+        tls.check().map_err(|e| format!("[omm] ciphers: {e}"))?;
+        Ok(omm.openssl(tls))
+    }
+
+    #[cfg(not(feature = "openssl"))]
+    fn omm_openssl(&self, _omm: omm_axi::Config) -> Result<omm_axi::Config, String> {
+        Err(
+            "[omm] tls_backend = \"openssl\": this hexidian was built without the OpenSSL \
+             backend (build with `--features openssl`; the .deb has it)"
+                .into(),
+        )
     }
 
     /// Resolves secrets and TLS material into [`Settings`].
@@ -616,6 +680,9 @@ pub(crate) fn secret(
             Ok(v)
         }
         (None, Some(path)) => {
+            #[allow(clippy::disallowed_methods)] // systemd's documented hand-over
+            let creds = std::env::var_os("CREDENTIALS_DIRECTORY");
+            let path = &credential_path(what, path, creds)?;
             let v = std::fs::read_to_string(path)
                 .map_err(|e| format!("{what}: {}: {e}", path.display()))?;
             Ok(v.trim_end_matches(['\n', '\r']).to_owned())
@@ -626,11 +693,39 @@ pub(crate) fn secret(
     }
 }
 
-/// `hexidian check-config`: parses the file, resolves secrets and connects to each peer once.
-/// Prints one line per check; fails if any failed.
-pub async fn check(path: &Path) -> Result<(), String> {
+/// A secret file's path; one starting with `$CREDENTIALS_DIRECTORY/` is in the folder where
+/// systemd's `LoadCredential=` put the service's credentials (readable by the service alone).
+fn credential_path(
+    what: &str,
+    path: &Path,
+    credentials: Option<std::ffi::OsString>,
+) -> Result<PathBuf, String> {
+    const VAR: &str = "$CREDENTIALS_DIRECTORY";
+    let Ok(rest) = path.strip_prefix(VAR) else {
+        return Ok(path.to_owned());
+    };
+    let dir = credentials.ok_or_else(|| {
+        format!(
+            "{what}: {} names {VAR}, which is not set (systemd's LoadCredential= sets it; \
+             to run by hand, export CREDENTIALS_DIRECTORY=/etc/hexidian/credentials)",
+            path.display()
+        )
+    })?;
+    Ok(Path::new(&dir).join(rest))
+}
+
+/// `hexidian check-config`: parses the file, resolves secrets and connects to each peer once
+/// (`offline`: no peer is contacted). Prints one line per check; fails if any failed.
+pub async fn check(path: &Path, offline: bool) -> Result<(), String> {
     let file = FileConfig::load(path)?;
     let settings = file.settings()?;
+    if offline {
+        tracing::info!(
+            "{}: ok (settings, secrets and certificates read; offline: no peer contacted)",
+            path.display()
+        );
+        return Ok(());
+    }
     let mut failed = Vec::new();
     let mut line = |what: &str, r: Result<String, String>| match r {
         Ok(ok) => tracing::info!("{what}: ok ({ok})"),
@@ -894,12 +989,85 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_file_may_live_in_systemds_credentials_directory() {
+        let p = |s: &str| PathBuf::from(s);
+        let creds = Some(std::ffi::OsString::from(
+            "/run/credentials/hexidian.service",
+        ));
+        assert_eq!(
+            credential_path(
+                "[omm]",
+                &p("$CREDENTIALS_DIRECTORY/omm-password"),
+                creds.clone()
+            ),
+            Ok(p("/run/credentials/hexidian.service/omm-password"))
+        );
+        assert_eq!(
+            credential_path("[omm]", &p("/etc/hexidian/omm-password"), creds.clone()),
+            Ok(p("/etc/hexidian/omm-password"))
+        );
+        // only the whole first component is the variable
+        assert_eq!(
+            credential_path("[omm]", &p("$CREDENTIALS_DIRECTORYX/pw"), creds),
+            Ok(p("$CREDENTIALS_DIRECTORYX/pw"))
+        );
+        let e =
+            credential_path("[omm]", &p("$CREDENTIALS_DIRECTORY/omm-password"), None).unwrap_err();
+        assert!(
+            e.contains("[omm]") && e.contains("LoadCredential") && e.contains("not set"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_omm_tls_backend_is_chosen_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("hexidian-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("omm-password");
+        std::fs::write(&pw, "omm\n").unwrap();
+        let load = |extra: &str| {
+            let text = std::fs::read_to_string(example())
+                .unwrap()
+                .replace("[omm]\n", &format!("[omm]\n{extra}\n"));
+            let mut f: FileConfig = toml::from_str(&text).unwrap();
+            f.omm.password_file = Some(pw.clone());
+            f.omm_config()
+        };
+        assert!(load("").is_ok(), "rustls by default");
+        let e = load("ciphers = \"AES256-GCM-SHA384\"").unwrap_err();
+        assert!(e.contains("openssl"), "{e}");
+        let e = toml::from_str::<FileConfig>(
+            &std::fs::read_to_string(example())
+                .unwrap()
+                .replace("[omm]\n", "[omm]\ntls_backend = \"gnutls\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rustls") && e.contains("openssl"), "{e}");
+        let openssl = load("tls_backend = \"openssl\"\nmin_protocol = \"TLSv1\"");
+        #[cfg(feature = "openssl")]
+        {
+            openssl.unwrap();
+            let e = load("tls_backend = \"openssl\"\nmin_protocol = \"SSLv3\"").unwrap_err();
+            assert!(e.contains("min_protocol"), "{e}");
+            let e = load("tls_backend = \"openssl\"\nciphers = \"NOPE\"").unwrap_err();
+            assert!(e.contains("NOPE"), "{e}");
+        }
+        #[cfg(not(feature = "openssl"))]
+        {
+            let e = openssl.unwrap_err();
+            assert!(e.contains("--features openssl"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn secrets_in_the_file_are_refused_with_a_hint() {
         let dir = std::env::temp_dir().join(format!("hexidian-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("bad.toml");
         let text = std::fs::read_to_string(example()).unwrap().replace(
-            "password_file = \"/etc/hexidian/omm-password\"",
+            "password_file = \"$CREDENTIALS_DIRECTORY/omm-password\"",
             "password = \"hunter2\"",
         );
         std::fs::write(&p, text).unwrap();

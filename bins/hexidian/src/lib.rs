@@ -365,6 +365,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     task.await.map_err(|e| Error::Broker(e.to_string()))?
 }
 
+/// `hexidian --version`: the package version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HEXIDIAN_COMMIT"),
+    ")"
+);
+
 /// Applied and ignored journal rows are kept this long (dead letters stay until an operator
 /// removes them).
 pub const JOURNAL_KEEP: Duration = Duration::from_secs(7 * 86_400);

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "hexidian",
-    version,
+    version = hexidian::VERSION,
     about = "Provisioning broker: GURU3 → Mitel OMM and Asterisk"
 )]
 struct Cli {
@@ -34,6 +34,10 @@ enum Cmd {
         /// TOML config file
         #[arg(long)]
         config: PathBuf,
+        /// Read the file, its secrets and certificates, but contact no peer (e.g. right
+        /// after installing, before the peers are reachable)
+        #[arg(long)]
+        offline: bool,
     },
     /// Apply pending migrations of hexidian's schema in PostgreSQL
     Migrate {
@@ -223,9 +227,9 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig { config, offline } => {
             hexidian::cli::init_logging(cli.log_format.as_deref());
-            hexidian::config::check(&config).await
+            hexidian::config::check(&config, offline).await
         }
         Cmd::Migrate { config } => {
             hexidian::cli::init_logging(cli.log_format.as_deref());
@@ -408,6 +412,12 @@ fn report(e: &dyn std::error::Error) -> String {
 }
 
 fn fail(msg: &str) -> ExitCode {
-    eprintln!("hexidian: {msg}");
+    // the journal files this line as an error
+    let priority = if hexidian::cli::stderr_is_journal() {
+        "<3>"
+    } else {
+        ""
+    };
+    eprintln!("{priority}hexidian: {msg}");
     ExitCode::FAILURE
 }

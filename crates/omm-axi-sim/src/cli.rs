@@ -35,7 +35,9 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub control: SocketAddr,
     /// Also write what a client needs as shell variables (OMM_AXI_SIM_HOST, _PORT,
-    /// _PLAIN_PORT, _USER, _PASSWORD, _FINGERPRINT, _CA, _CONTROL) to this file, for `. FILE`
+    /// _PLAIN_PORT, _USER, _PASSWORD, _FINGERPRINT, _CA, _CONTROL; built with the `openssl`
+    /// feature also _STATIC_RSA_PORT and _STATIC_RSA_FINGERPRINT of the listener like an older
+    /// firmware) to this file, for `. FILE`
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
     /// Print what a client needs as one JSON object instead of text
@@ -94,23 +96,33 @@ pub async fn start(args: &Args) -> Result<Running, String> {
     .map_err(|e| e.to_string())?;
     if let Some(path) = &args.env_file {
         let s = |k: &str| description[k].as_str().unwrap_or_default().to_owned();
-        control::write_env_file(
-            path,
-            &[
-                ("OMM_AXI_SIM_HOST", sim.addr().ip().to_string()),
-                ("OMM_AXI_SIM_PORT", sim.addr().port().to_string()),
-                (
-                    "OMM_AXI_SIM_PLAIN_PORT",
-                    sim.plain_addr().port().to_string(),
-                ),
-                ("OMM_AXI_SIM_USER", s("user")),
-                ("OMM_AXI_SIM_PASSWORD", s("password")),
-                ("OMM_AXI_SIM_FINGERPRINT", s("fingerprint")),
-                ("OMM_AXI_SIM_CA", s("ca_file")),
-                (CONTROL_ENV, s("control")),
-            ],
-        )
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        #[allow(unused_mut)]
+        let mut vars = vec![
+            ("OMM_AXI_SIM_HOST", sim.addr().ip().to_string()),
+            ("OMM_AXI_SIM_PORT", sim.addr().port().to_string()),
+            (
+                "OMM_AXI_SIM_PLAIN_PORT",
+                sim.plain_addr().port().to_string(),
+            ),
+            ("OMM_AXI_SIM_USER", s("user")),
+            ("OMM_AXI_SIM_PASSWORD", s("password")),
+            ("OMM_AXI_SIM_FINGERPRINT", s("fingerprint")),
+            ("OMM_AXI_SIM_CA", s("ca_file")),
+            (CONTROL_ENV, s("control")),
+        ];
+        #[cfg(feature = "openssl")]
+        vars.extend([
+            (
+                "OMM_AXI_SIM_STATIC_RSA_PORT",
+                sim.static_rsa_addr().port().to_string(),
+            ),
+            (
+                "OMM_AXI_SIM_STATIC_RSA_FINGERPRINT",
+                hexidian_testkit::fingerprint_hex("omm-selfsigned"),
+            ),
+        ]);
+        control::write_env_file(path, &vars)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     Ok(Running {
         sim,
@@ -137,7 +149,8 @@ pub fn seed(sim: &Sim, args: &Args) -> (usize, usize) {
 /// fingerprint (for pinning), and what it holds.
 pub fn describe(sim: &Sim) -> Value {
     let view = sim.view();
-    json!({
+    #[allow(unused_mut)]
+    let mut d = json!({
         "tls": sim.addr().to_string(),
         "plain": sim.plain_addr().to_string(),
         "user": "omm",
@@ -146,7 +159,13 @@ pub fn describe(sim: &Sim) -> Value {
         "fingerprint": hexidian_testkit::fingerprint_hex("server"),
         "users": view.users.len(),
         "devices": view.devices.len(),
-    })
+    });
+    #[cfg(feature = "openssl")]
+    {
+        d["static_rsa"] = json!(sim.static_rsa_addr().to_string());
+        d["static_rsa_fingerprint"] = json!(hexidian_testkit::fingerprint_hex("omm-selfsigned"));
+    }
+    d
 }
 
 /// [`describe`] for a person.

@@ -50,7 +50,22 @@ pub struct Sim {
     shared: Arc<Shared>,
     tls_addr: SocketAddr,
     plain_addr: SocketAddr,
+    #[cfg(feature = "openssl")]
+    static_rsa_addr: SocketAddr,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listener {
+    /// TLS 1.2/1.3 through rustls, with the configured [`Identity`].
+    Tls,
+    /// No TLS.
+    Plain,
+    /// Like an older OMM firmware: TLS 1.2 with `TLS_RSA_WITH_AES_256_GCM_SHA384` only (static
+    /// RSA key exchange, which rustls does not implement), the self-signed RSA certificate.
+    #[cfg(feature = "openssl")]
+    StaticRsa,
 }
 
 #[derive(Debug)]
@@ -59,6 +74,19 @@ struct Shared {
     changed: Notify,
     next_session: AtomicU64,
     tls: Arc<rustls::ServerConfig>,
+    #[cfg(feature = "openssl")]
+    static_rsa: StaticRsa,
+}
+
+/// The static-RSA listener's OpenSSL acceptor.
+#[cfg(feature = "openssl")]
+struct StaticRsa(openssl::ssl::SslAcceptor);
+
+#[cfg(feature = "openssl")]
+impl std::fmt::Debug for StaticRsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticRsa(AES256-GCM-SHA384, TLS 1.2)")
+    }
 }
 
 /// Wrapper so `Shared` can derive `Debug` without printing the whole state.
@@ -147,6 +175,8 @@ impl Sim {
             changed: Notify::new(),
             next_session: AtomicU64::new(1),
             tls: hexidian_testkit::server_config(identity),
+            #[cfg(feature = "openssl")]
+            static_rsa: StaticRsa(static_rsa_acceptor()?),
         });
         let bind = async |at: SocketAddr, what: &str| {
             TcpListener::bind(at)
@@ -157,14 +187,28 @@ impl Sim {
         let plain_listener = bind(plain_at, "plain TCP").await?;
         let tls_addr = tls_listener.local_addr()?;
         let plain_addr = plain_listener.local_addr()?;
-        let tasks = vec![
-            tokio::spawn(accept_loop(tls_listener, shared.clone(), true)),
-            tokio::spawn(accept_loop(plain_listener, shared.clone(), false)),
+        #[allow(unused_mut)]
+        let mut tasks = vec![
+            tokio::spawn(accept_loop(tls_listener, shared.clone(), Listener::Tls)),
+            tokio::spawn(accept_loop(plain_listener, shared.clone(), Listener::Plain)),
         ];
+        #[cfg(feature = "openssl")]
+        let static_rsa_addr = {
+            let l = bind(loopback, "static-RSA TLS").await?;
+            let addr = l.local_addr()?;
+            tasks.push(tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                Listener::StaticRsa,
+            )));
+            addr
+        };
         Ok(Self {
             shared,
             tls_addr,
             plain_addr,
+            #[cfg(feature = "openssl")]
+            static_rsa_addr,
             tasks: Mutex::new(tasks),
         })
     }
@@ -189,7 +233,14 @@ impl Sim {
             return;
         }
         let mut fresh = Vec::new();
-        for (addr, tls) in [(self.tls_addr, true), (self.plain_addr, false)] {
+        #[allow(unused_mut)]
+        let mut listeners = vec![
+            (self.tls_addr, Listener::Tls),
+            (self.plain_addr, Listener::Plain),
+        ];
+        #[cfg(feature = "openssl")]
+        listeners.push((self.static_rsa_addr, Listener::StaticRsa));
+        for (addr, tls) in listeners {
             let listener = TcpListener::bind(addr)
                 .await
                 .unwrap_or_else(|e| panic!("rebinding {addr}: {e}"));
@@ -210,6 +261,14 @@ impl Sim {
     /// Address of the plain-TCP listener.
     pub fn plain_addr(&self) -> SocketAddr {
         self.plain_addr
+    }
+
+    /// Address of the listener that behaves like an older firmware: TLS 1.2 with
+    /// `TLS_RSA_WITH_AES_256_GCM_SHA384` only, presenting the self-signed RSA certificate
+    /// (`fixtures/tls/omm-selfsigned.pem`). Feature `openssl`.
+    #[cfg(feature = "openssl")]
+    pub fn static_rsa_addr(&self) -> SocketAddr {
+        self.static_rsa_addr
     }
 
     fn lock(&self) -> MutexGuard<'_, StateBox> {
@@ -644,7 +703,7 @@ impl Drop for Sim {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: bool) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, kind: Listener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -652,7 +711,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: bool) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
-            if tls {
+            if kind != Listener::Plain {
                 let refuse = shared
                     .state
                     .lock()
@@ -661,18 +720,61 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: bool) {
                 if refuse {
                     return;
                 }
-                match tokio_rustls::TlsAcceptor::from(shared.tls.clone())
+            }
+            match kind {
+                Listener::Plain => serve::<TcpStream>(stream, shared).await,
+                Listener::Tls => match tokio_rustls::TlsAcceptor::from(shared.tls.clone())
                     .accept(stream)
                     .await
                 {
                     Ok(s) => serve(s, shared).await,
                     Err(e) => tracing::debug!(error = %e, "sim: tls handshake failed"),
+                },
+                #[cfg(feature = "openssl")]
+                Listener::StaticRsa => {
+                    match accept_static_rsa(&shared.static_rsa.0, stream).await {
+                        Ok(s) => serve(s, shared).await,
+                        Err(e) => tracing::debug!(error = %e, "sim: static-RSA handshake failed"),
+                    }
                 }
-            } else {
-                serve::<TcpStream>(stream, shared).await;
             }
         });
     }
+}
+
+/// The older firmware's TLS: 1.2 only, one static-RSA suite, the self-signed RSA certificate.
+#[cfg(feature = "openssl")]
+fn static_rsa_acceptor() -> std::io::Result<openssl::ssl::SslAcceptor> {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVersion};
+    let io = |e: openssl::error::ErrorStack| std::io::Error::other(format!("static-RSA TLS: {e}"));
+    let dir = hexidian_testkit::fixtures_dir().join("tls");
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(io)?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(io)?;
+    b.set_max_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(io)?;
+    // TLS_RSA_WITH_AES_256_GCM_SHA384 in OpenSSL's name
+    b.set_cipher_list("AES256-GCM-SHA384").map_err(io)?;
+    b.set_certificate_chain_file(dir.join("omm-selfsigned.pem"))
+        .map_err(io)?;
+    b.set_private_key_file(dir.join("omm-selfsigned.key"), SslFiletype::PEM)
+        .map_err(io)?;
+    b.check_private_key().map_err(io)?;
+    Ok(b.build())
+}
+
+#[cfg(feature = "openssl")]
+async fn accept_static_rsa(
+    acceptor: &openssl::ssl::SslAcceptor,
+    stream: TcpStream,
+) -> std::io::Result<tokio_openssl::SslStream<TcpStream>> {
+    let ssl = openssl::ssl::Ssl::new(acceptor.context()).map_err(std::io::Error::other)?;
+    let mut s = tokio_openssl::SslStream::new(ssl, stream).map_err(std::io::Error::other)?;
+    std::pin::Pin::new(&mut s)
+        .accept()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(s)
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(stream: S, shared: Arc<Shared>) {

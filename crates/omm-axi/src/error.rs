@@ -16,6 +16,21 @@ pub enum Error {
     #[cfg(feature = "client")]
     #[error("tls error")]
     Tls(#[source] rustls::Error),
+    /// The OMM refused every TLS version and cipher suite rustls offers: older firmwares offer
+    /// only static-RSA key exchange or TLS below 1.2 (spec §1.2).
+    #[cfg(feature = "client")]
+    #[error(
+        "the OMM refused every TLS version and cipher suite of the rustls backend: older OMM \
+         firmwares offer only static-RSA key exchange (TLS_RSA_WITH_AES_256_GCM_SHA384 and \
+         the like) or TLS below 1.2, which rustls does not implement; connect through the \
+         OpenSSL backend (cargo feature `openssl`; in hexidian's config \
+         `[omm] tls_backend = \"openssl\"`, see `min_protocol` and `ciphers`)"
+    )]
+    TlsLegacyPeer(#[source] rustls::Error),
+    /// TLS handshake or record error of the OpenSSL backend.
+    #[cfg(feature = "openssl")]
+    #[error("tls error (OpenSSL): {0}")]
+    OpensslTls(String),
     /// The OMM sent something invalid or unexpected.
     #[error("protocol error")]
     Protocol(#[from] ProtocolError),
@@ -67,7 +82,9 @@ impl Error {
         match self {
             Self::Io(_) | Self::Timeout { .. } | Self::Closed => true,
             #[cfg(feature = "client")]
-            Self::Tls(_) => true,
+            Self::Tls(_) | Self::TlsLegacyPeer(_) => true,
+            #[cfg(feature = "openssl")]
+            Self::OpensslTls(_) => true,
             Self::Rejected(e) => e.code.is_transient(),
             _ => false,
         }

@@ -22,6 +22,8 @@ pub struct Config {
     pub(crate) protocol_version: Option<u32>,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) plain: bool,
+    #[cfg(feature = "openssl")]
+    pub(crate) openssl: Option<Arc<super::openssl_tls::OpensslTls>>,
     pub(crate) server_name: Option<String>,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
@@ -68,6 +70,8 @@ impl Config {
             protocol_version: None,
             tls: None,
             plain: false,
+            #[cfg(feature = "openssl")]
+            openssl: None,
             server_name: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
@@ -95,6 +99,20 @@ impl Config {
     pub fn tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(tls);
         self.plain = false;
+        #[cfg(feature = "openssl")]
+        {
+            self.openssl = None;
+        }
+        self
+    }
+
+    /// TLS through the OpenSSL backend (feature `openssl`), for firmwares that offer only
+    /// static-RSA key exchange or TLS below 1.2; see [`openssl_tls`](super::openssl_tls).
+    #[cfg(feature = "openssl")]
+    pub fn openssl(mut self, tls: super::openssl_tls::OpensslTls) -> Self {
+        self.openssl = Some(Arc::new(tls));
+        self.tls = None;
+        self.plain = false;
         self
     }
 
@@ -102,7 +120,20 @@ impl Config {
     pub fn plain(mut self) -> Self {
         self.plain = true;
         self.tls = None;
+        #[cfg(feature = "openssl")]
+        {
+            self.openssl = None;
+        }
         self
+    }
+
+    /// Whether a TLS backend or plain TCP was chosen.
+    pub(crate) fn transport_chosen(&self) -> bool {
+        #[cfg(feature = "openssl")]
+        if self.openssl.is_some() {
+            return true;
+        }
+        self.tls.is_some() || self.plain
     }
 
     /// Name for SNI and certificate verification with [`with_roots`](super::tls::with_roots)

@@ -3,6 +3,8 @@
 
 mod config;
 mod connection;
+#[cfg(feature = "openssl")]
+pub mod openssl_tls;
 pub mod tls;
 
 use std::time::Duration;
@@ -41,7 +43,7 @@ pub struct Client {
 /// Connects over TCP (and TLS unless [`Config::plain`]), logs in and returns the handle, the
 /// connection future to spawn, and the event receiver.
 pub async fn connect(config: &Config) -> Result<(Client, Connection, Events)> {
-    if config.tls.is_none() && !config.plain {
+    if !config.transport_chosen() {
         return Err(Error::Config(
             "choose TLS (Config::tls with client::tls::pinned or with_roots) or Config::plain",
         ));
@@ -49,6 +51,12 @@ pub async fn connect(config: &Config) -> Result<(Client, Connection, Events)> {
     let work = async {
         let tcp = TcpStream::connect((config.host.as_str(), config.effective_port())).await?;
         tcp.set_nodelay(true)?;
+        #[cfg(feature = "openssl")]
+        if let Some(o) = &config.openssl {
+            let name = config.server_name.as_deref().unwrap_or(&config.host);
+            let stream = o.connect(name, tcp).await?;
+            return connection::login(stream, config).await;
+        }
         match &config.tls {
             Some(tls) => {
                 let name = config
@@ -96,7 +104,15 @@ fn tls_error(e: std::io::Error) -> Error {
             .into_inner()
             .map(|inner| inner.downcast::<rustls::Error>())
         {
-            Some(Ok(tls)) => Error::Tls(*tls),
+            Some(Ok(tls)) => match *tls {
+                // what a static-RSA-only or TLS < 1.2 peer answers a rustls ClientHello with
+                rustls::Error::AlertReceived(
+                    rustls::AlertDescription::HandshakeFailure
+                    | rustls::AlertDescription::ProtocolVersion
+                    | rustls::AlertDescription::InsufficientSecurity,
+                ) => Error::TlsLegacyPeer(*tls),
+                other => Error::Tls(other),
+            },
             _ => Error::Closed,
         }
     } else {

@@ -9,3 +9,5 @@ mod props;
 mod scripted;
 mod sim;
 mod sim_control;
+#[cfg(feature = "openssl")]
+mod static_rsa;
