@@ -10,6 +10,8 @@ mod metrics;
 mod page;
 mod requests;
 mod scenario;
+#[cfg(feature = "static-rsa-sim")]
+mod static_rsa;
 mod stream;
 mod unbound;
 

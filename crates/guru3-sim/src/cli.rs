@@ -30,6 +30,10 @@ pub struct Args {
     /// The event id (its mgr key is generated at start)
     #[arg(long, default_value_t = 7)]
     pub event_id: u32,
+    /// Read the event's mgr key (`<event id>$<letters and digits>`) from this file instead of
+    /// generating one (a demo whose client reads the same file, e.g. a compose secret)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     /// Populate a generated event of N extensions: DECT (every third with a handset, the ones
     /// `omm-axi-sim --seed N` subscribes), SIP, call groups with members and one of each
     /// other type. Without it: three example extensions
@@ -59,13 +63,23 @@ pub enum Command {
 
 impl Args {
     /// The simulator's configuration.
-    pub fn config(&self) -> Config {
-        Config {
+    pub fn config(&self) -> Result<Config, String> {
+        let key = match &self.key_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(Config {
             event_id: self.event_id,
             tls: !self.plain,
             listen: self.listen,
+            key,
             ..Config::default()
-        }
+        })
     }
 }
 
@@ -84,7 +98,7 @@ pub struct Running {
 /// env file if asked.
 pub async fn start(args: &Args) -> Result<Running, String> {
     let sim = Arc::new(
-        Guru3Sim::start(args.config())
+        Guru3Sim::start(args.config()?)
             .await
             .map_err(|e| e.to_string())?,
     );
@@ -663,7 +677,7 @@ mod tests {
     #[tokio::test]
     async fn a_seeded_simulator_describes_itself_for_a_client() {
         let args = Args::try_parse_from(["guru3-sim", "--seed", "40", "--print-json"]).unwrap();
-        let sim = Guru3Sim::start(args.config()).await.unwrap();
+        let sim = Guru3Sim::start(args.config().unwrap()).await.unwrap();
         seed(&sim, &args).unwrap();
         let v = describe(&sim, !args.plain);
         // 40 generated extensions and four of the types hexidian only records
@@ -692,11 +706,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_mgr_key_can_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("guru3-sim-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("guru3-key");
+        let path = file.to_str().unwrap();
+        std::fs::write(&file, "7$composeDemo42\n").unwrap();
+        let args = Args::try_parse_from(["guru3-sim", "--key-file", path]).unwrap();
+        let sim = Guru3Sim::start(args.config().unwrap()).await.unwrap();
+        assert_eq!(sim.api_key(), "7$composeDemo42");
+        // another event's key, or one with other characters, is refused
+        for bad in ["8$composeDemo42", "7$with space", "7$"] {
+            std::fs::write(&file, bad).unwrap();
+            let e = Guru3Sim::start(args.config().unwrap()).await.unwrap_err();
+            assert!(
+                e.to_string().contains("7$<letters and digits>"),
+                "{bad}: {e}"
+            );
+        }
+        let missing =
+            Args::try_parse_from(["guru3-sim", "--key-file", "/nonexistent/key"]).unwrap();
+        assert!(missing.config().unwrap_err().contains("/nonexistent/key"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_taken_address_is_a_clear_error() {
         let first = Guru3Sim::start(Config::default()).await.unwrap();
         let args =
             Args::try_parse_from(["guru3-sim", "--listen", &first.addr().to_string()]).unwrap();
-        let e = Guru3Sim::start(args.config()).await.unwrap_err();
+        let e = Guru3Sim::start(args.config().unwrap()).await.unwrap_err();
         assert!(e.to_string().contains(&first.addr().to_string()), "{e}");
     }
 }

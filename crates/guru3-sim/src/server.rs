@@ -43,6 +43,8 @@ pub struct Config {
     pub first_id: i64,
     /// Where it listens (default `127.0.0.1:0`).
     pub listen: SocketAddr,
+    /// The event's mgr key (`<event id>$<letters and digits>`); generated when `None`.
+    pub key: Option<String>,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(30),
             first_id: 52000,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            key: None,
         }
     }
 }
@@ -210,6 +213,26 @@ fn empty(status: u16) -> Resp {
 impl Guru3Sim {
     /// Binds `127.0.0.1:0` and serves until dropped.
     pub async fn start(config: Config) -> std::io::Result<Self> {
+        let key = match &config.key {
+            Some(k) => {
+                let valid = k.split_once('$').is_some_and(|(id, secret)| {
+                    id == config.event_id.to_string()
+                        && !secret.is_empty()
+                        && secret.bytes().all(|b| b.is_ascii_alphanumeric())
+                });
+                if !valid {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "the mgr key must read {}$<letters and digits>",
+                            config.event_id
+                        ),
+                    ));
+                }
+                k.clone()
+            }
+            None => format!("{}${}", config.event_id, random_alnum(64)),
+        };
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("listening on {}: {e}", config.listen))
         })?;
@@ -218,7 +241,7 @@ impl Guru3Sim {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(config.first_id)),
             faults: Mutex::new(Faults::default()),
-            key: format!("{}${}", config.event_id, random_alnum(64)),
+            key,
             other_key: format!("{}${}", config.event_id + 1, random_alnum(64)),
             config,
             frames: broadcast::channel(1024).0,

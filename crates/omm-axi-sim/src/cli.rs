@@ -174,8 +174,15 @@ pub fn describe_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    let legacy = match &v["static_rsa"] {
+        Value::String(addr) => format!(
+            "  static RSA:  {addr} (TLS 1.2, TLS_RSA_WITH_AES_256_GCM_SHA384 only; fingerprint {})\n",
+            s("static_rsa_fingerprint")
+        ),
+        _ => String::new(),
+    };
     format!(
-        "omm-axi-sim listening\n  tls:         {}\n  plain tcp:   {}\n  account:     {}/{}\n  ca:          {}\n  fingerprint: {}\n  holds:       {} users, {} devices\n  control:     {} (export {CONTROL_ENV}={}; omm-axi-sim ctl --help)\nCtrl-C stops\n",
+        "omm-axi-sim listening\n  tls:         {}\n  plain tcp:   {}\n{legacy}  account:     {}/{}\n  ca:          {}\n  fingerprint: {}\n  holds:       {} users, {} devices\n  control:     {} (export {CONTROL_ENV}={}; omm-axi-sim ctl --help)\nCtrl-C stops\n",
         s("tls"),
         s("plain"),
         s("user"),

@@ -1,13 +1,10 @@
 //! The listener like an older OMM firmware (feature `openssl`): it offers TLS 1.2 with
-//! `TLS_RSA_WITH_AES_256_GCM_SHA384` only, and hexidian's client in its default build (rustls)
-//! fails on it with an error that names the cipher problem and the way out.
+//! `TLS_RSA_WITH_AES_256_GCM_SHA384` only. (hexidian's default build on it: tests/e2e/static_rsa.rs.)
 #![cfg(feature = "openssl")]
 #![allow(clippy::unwrap_used)]
 
 use std::pin::Pin;
 
-use omm_axi::Error;
-use omm_axi::client::{Config, connect, tls};
 use omm_axi_sim::Sim;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use tokio::net::TcpStream;
@@ -46,35 +43,4 @@ async fn the_listener_offers_only_static_rsa_with_aes256_gcm_over_tls12() {
             .await
             .is_err()
     );
-}
-
-#[tokio::test]
-async fn the_default_rustls_client_names_the_cipher_problem_and_the_way_out() {
-    let sim = Sim::start().await;
-    let fp = hexidian_testkit::fingerprint_hex("omm-selfsigned")
-        .parse()
-        .unwrap();
-    let cfg = Config::new("127.0.0.1", "omm", "omm")
-        .port(sim.static_rsa_addr().port())
-        .tls(tls::pinned(&[fp]));
-    let err = connect(&cfg).await.unwrap_err();
-    assert!(matches!(err, Error::TlsLegacyPeer(_)), "{err:?}");
-    let text = err.to_string();
-    for want in [
-        "static-RSA",
-        "TLS_RSA_WITH_AES_256_GCM_SHA384",
-        "`openssl`",
-        "tls_backend",
-    ] {
-        assert!(text.contains(want), "{want:?} missing from: {text}");
-    }
-    // the same client on the simulator's modern listener works
-    let cfg = Config::new("127.0.0.1", "omm", "omm")
-        .port(sim.addr().port())
-        .tls(tls::pinned(&[hexidian_testkit::fingerprint_hex("server")
-            .parse()
-            .unwrap()]));
-    let (c, conn, _events) = connect(&cfg).await.unwrap();
-    tokio::spawn(conn);
-    c.ping().await.unwrap();
 }

@@ -7,8 +7,13 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// `fixtures/` at the workspace root.
+/// `fixtures/` at the workspace root, or where `HEXIDIAN_FIXTURES` says (a simulator installed
+/// without the source tree, as in the container image).
 pub fn fixtures_dir() -> PathBuf {
+    #[allow(clippy::disallowed_methods)] // testkit reads the environment
+    if let Some(dir) = std::env::var_os("HEXIDIAN_FIXTURES") {
+        return PathBuf::from(dir);
+    }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
     std::fs::canonicalize(&dir).unwrap_or(dir)
 }
