@@ -221,6 +221,17 @@ impl Hexidian {
         f.iter().sum::<u64>() as f64 / 100.0
     }
 
+    /// `kill -s <signal>` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().unwrap();
+        let ok = std::process::Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -s {signal} {pid}");
+    }
+
     /// The lines the process wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")

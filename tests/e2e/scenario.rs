@@ -364,7 +364,7 @@ async fn hexidian_migrate_prepares_both_ledgers_once_and_the_broker_runs_on_them
     };
     hexidian::config::migrate(&path).await.unwrap();
     let first = counts().await;
-    assert_eq!(first, (4, 7), "PBX ledger 1 and 5-7, state ledger 1-7");
+    assert_eq!(first, (4, 8), "PBX ledger 1 and 5-7, state ledger 1-8");
     hexidian::config::migrate(&path).await.unwrap();
     assert_eq!(counts().await, first, "a second migrate runs nothing");
     std::fs::remove_dir_all(&dir).unwrap();

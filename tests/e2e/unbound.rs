@@ -461,6 +461,15 @@ async fn rate_limits_slow_clients_and_the_subscription_mode_are_handled() {
     let run = hexidian::start(s).await.unwrap();
     let hook = run.webhook_addr().unwrap();
     let json = "application/json";
+    // until its handset workflow runs, the webhook answers every call RETRY (503)
+    let t0 = Instant::now();
+    while run.unbound_status().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no handset workflow"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // two calls a minute per caller, then RETRY (429); another caller is not affected
     let answers: Vec<(u16, String)> = {
         let mut v = Vec::new();

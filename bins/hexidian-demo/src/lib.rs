@@ -314,6 +314,7 @@ pub fn sim_settings(
             .filter(|s| *s > 0)
             .map(Duration::from_secs),
         omm_token_field: false,
+        ha: hexidian::HaSettings::default(),
         unbound: Some(hexidian::UnboundSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             deadline: Duration::from_secs(3),

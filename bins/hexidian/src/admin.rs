@@ -442,9 +442,17 @@ async fn readyz(h: &Health) -> Resp {
     };
     let broker = h.broker_status();
     let stalled = broker.as_ref().and_then(|b| b.stalled.clone());
-    let ready = feed.last_fetch_ok && omm_up && pg_up && broker.is_some() && stalled.is_none();
+    let role = h.ha.role();
+    // a standby is healthy but not ready: it does no work, and its webhook answers RETRY
+    let ready = role.works()
+        && feed.last_fetch_ok
+        && omm_up
+        && pg_up
+        && broker.is_some()
+        && stalled.is_none();
     let body = json!({
         "ready": ready,
+        "ha": h.ha.json(),
         "guru3": {
             "last_fetch_ok": feed.last_fetch_ok,
             "websocket_connected": feed.push_connected,

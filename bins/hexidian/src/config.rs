@@ -39,6 +39,21 @@ pub struct FileConfig {
     /// `[reconcile]`: the periodic drift check.
     #[serde(default)]
     pub reconcile: ReconcileSection,
+    /// `[ha]`: active and standby instances on one database.
+    #[serde(default)]
+    pub ha: HaSection,
+}
+
+/// `[ha]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSection {
+    /// This instance's name among those on the database (default `<host>-<pid>-1`).
+    pub instance: Option<String>,
+    /// Seconds an active that stopped renewing its lease keeps leadership before a standby
+    /// ends its connections and takes over (default 3). An active whose process or
+    /// connection is gone is replaced within a poll (a sixth of this), without waiting.
+    pub lease_s: Option<u64>,
 }
 
 /// `[reconcile]`
@@ -575,6 +590,7 @@ impl FileConfig {
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs),
             omm_token_field: self.omm.token_in_hierarchy2,
+            ha: self.ha_settings()?,
             unbound: match &self.unbound {
                 Some(u) => Some(u.settings()?),
                 None => None,
@@ -584,6 +600,25 @@ impl FileConfig {
 }
 
 impl FileConfig {
+    /// `[ha]` resolved.
+    pub fn ha_settings(&self) -> Result<crate::HaSettings, String> {
+        let mut ha = crate::HaSettings::default();
+        if let Some(name) = &self.ha.instance {
+            if !hexidian_state::leader::valid_instance_name(name) {
+                return Err(format!(
+                    "[ha] instance {name:?}: 1 to 40 letters, digits, '.', '_' or '-'"
+                ));
+            }
+            ha.instance = name.clone();
+        }
+        match self.ha.lease_s {
+            Some(0) => return Err("[ha] lease_s: at least 1".into()),
+            Some(s) => ha.lease = Duration::from_secs(s),
+            None => {}
+        }
+        Ok(ha)
+    }
+
     /// The PostgreSQL connection string (resolved from the environment or a file if so set).
     pub fn postgres_url(&self) -> Result<String, String> {
         match (

@@ -118,6 +118,7 @@ fn status(h: &Health, pg_up: Option<bool>) -> Value {
         },
         "omm": {"connected": h.omm.is_up(), "sessions": h.omm.connects()},
         "postgres": {"connected": pg_up},
+        "ha": h.ha.json(),
         "broker": broker,
         "drift": h.drift_report().map(|r| r.json()),
         "unbound": unbound.map(|s| json!({

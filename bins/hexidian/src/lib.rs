@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 mod drift;
 mod events;
+pub mod ha;
 mod metrics;
 mod net;
 pub mod ops;
@@ -27,6 +28,7 @@ use tokio::task::JoinSet;
 use unbound_handsets::ports::HandsetState;
 
 use crate::adapters::{Guru3Feed, OmmDect, OmmHandsets, OmmLink, OmmStats, PgSip, PgState};
+pub use crate::ha::HaSettings;
 
 /// The unbound-handset workflow and its token-call webhook.
 #[derive(Debug, Clone)]
@@ -94,6 +96,8 @@ pub struct Settings {
     /// How often the broker compares the mirror with the PBX rows and the OMM and reports
     /// drift (`[reconcile] interval_s`); `None`: never.
     pub reconcile_every: Option<Duration>,
+    /// Active and standby on one database (`[ha]`).
+    pub ha: HaSettings,
 }
 
 /// Failures that stop [`start`] or [`run`].
@@ -152,6 +156,8 @@ pub(crate) struct Health {
     pub(crate) replay: Arc<replay::ReplayFeed>,
     /// The last periodic drift check, if it runs.
     pub(crate) drift: Arc<Mutex<Option<drift::Report>>>,
+    /// Active or standby.
+    pub(crate) ha: Arc<ha::Ha>,
 }
 
 impl Health {
@@ -283,6 +289,19 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
     let (feed, watcher) = guru3_client::client::feed(client, settings.feed.clone());
     let feed = Arc::new(Guru3Feed::new(feed));
     let omm = adapters::omm_link();
+    let shared_db = matches!(settings.store, StoreSettings::Postgres(_));
+    if shared_db && !hexidian_state::leader::valid_instance_name(&settings.ha.instance) {
+        return Err(Error::Config(format!(
+            "[ha] instance {:?}: 1 to 40 letters, digits, '.', '_' or '-'",
+            settings.ha.instance
+        )));
+    }
+    let ha = ha::Ha::new(&settings.ha.instance, !shared_db);
+    if shared_db {
+        // OMM writes and GURU3 acks only while this instance's epoch is the current one
+        omm.set_write_gate(Some(Arc::new(ha::OmmGate(Arc::clone(&ha)))));
+        feed.set_gate(Arc::clone(&ha));
+    }
     let (stop, stop_rx) = watch::channel(false);
     let health = Health {
         feed: Arc::clone(&feed),
@@ -300,6 +319,7 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
             Arc::clone(&feed) as Arc<dyn EventFeed>
         )),
         drift: Arc::default(),
+        ha,
     };
     let admin = match settings.admin {
         Some(addr) => Some(
@@ -457,6 +477,8 @@ struct Stores {
     side_sip: Arc<dyn SipProvisioning>,
     side_state: Arc<dyn StateStore>,
     handset_state: Arc<dyn HandsetState>,
+    /// PostgreSQL: both sessions (fenced while active) and the state tables to prune.
+    pg: Option<(Vec<asterisk_realtime::Session>, hexidian_state::Store)>,
 }
 
 impl Stores {
@@ -467,6 +489,14 @@ impl Stores {
             side_sip: Arc::clone(&p.sip),
             side_state: Arc::clone(&p.state),
             handset_state: Arc::clone(&p.handsets),
+            pg: None,
+        }
+    }
+
+    /// Every later write of both sessions checks `fence` first.
+    fn fence(&self, fence: asterisk_realtime::Fence) {
+        for session in self.pg.iter().flat_map(|(s, _)| s) {
+            session.set_fence(Some(fence));
         }
     }
 }
@@ -527,11 +557,9 @@ impl Postgres {
         helpers
             .links
             .spawn(named("postgres side connection", self.side_driver));
-        helpers.tasks.spawn(named(
-            "journal pruning",
-            prune_journal(self.side_state.clone(), helpers.services.clone()),
-        ));
         *health.pg.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.side.clone());
+        let sessions = vec![self.main.session().clone(), self.side.session().clone()];
+        let prune = self.side_state.clone();
         let side_state = Arc::new(PgState::new(self.side_state));
         Stores {
             sip: Arc::new(PgSip::new(self.main)),
@@ -539,34 +567,122 @@ impl Postgres {
             side_sip: Arc::new(PgSip::new(self.side)),
             side_state: Arc::clone(&side_state) as Arc<dyn StateStore>,
             handset_state: side_state as Arc<dyn HandsetState>,
+            pg: Some((sessions, prune)),
         }
     }
 }
 
-/// Starts the unbound-handset workflow and its webhook listener.
+/// Starts the unbound-handset workflow (the webhook, which runs in every role, answers
+/// through it from now on).
 fn start_unbound(
     u: &UnboundSettings,
-    listener: tokio::net::TcpListener,
     ports: unbound_handsets::WorkflowPorts,
     broker: &Broker,
-    helpers: &mut Helpers,
+    active: &mut JoinSet<&'static str>,
+    services: watch::Receiver<bool>,
     health: &Health,
 ) {
     let unbound = unbound_handsets::Unbound::new(ports, u.config.clone(), broker.directory());
     *health.unbound.lock().unwrap_or_else(|e| e.into_inner()) = Some(unbound.clone());
-    let limits = webhook::Limits {
-        deadline: u.deadline,
+    active.spawn(named("unbound-handset workflow", async move {
+        unbound.run(stopped_when(services)).await;
+    }));
+}
+
+/// How a term as the active instance ended.
+enum Term {
+    /// Shutdown (asked for, or a task ended): the broker's result and the task that ended.
+    Stopped(Result<(), broker_core::ports::PortError>, Option<String>),
+    /// Another instance took over, or this one's lock connection failed.
+    Lost(hexidian_state::leader::Lost),
+}
+
+/// Renews the lease until leadership is lost. A failed lock connection alone is not a loss:
+/// the lock is taken again (after a lease when a standby is around: it takes over meanwhile)
+/// and the term goes on if the epoch did not move (a database restart, a dropped connection);
+/// the OMM and GURU3 gate stays shut until then.
+async fn keep_leadership(
+    leadership: Option<(
+        &mut hexidian_state::leader::Candidate,
+        Arc<hexidian_state::leader::Lease>,
+    )>,
+    lease: Duration,
+    health: &Health,
+) -> hexidian_state::leader::Lost {
+    use hexidian_state::leader::Lost;
+    let Some((candidate, mut current)) = leadership else {
+        return std::future::pending().await;
     };
-    helpers.tasks.spawn(named(
-        "token-call webhook",
-        webhook::serve(listener, unbound.clone(), limits, helpers.services.clone()),
-    ));
-    let stop = helpers.services.clone();
-    helpers
-        .tasks
-        .spawn(named("unbound-handset workflow", async move {
-            unbound.run(stopped_when(stop)).await;
-        }));
+    let poll = (lease / 6).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        let e = match current.hold().await {
+            Lost::Superseded => return Lost::Superseded,
+            Lost::Connection(e) => e,
+        };
+        tracing::warn!(error = %e, "the lock connection failed; taking the lock again");
+        let epoch = current.epoch();
+        loop {
+            // with a standby around, it gets the first chance (it polls several times within
+            // a lease): a cut-off active must not win the lock back from one ready to take over
+            match candidate.others().await {
+                Ok(0) => {}
+                Ok(_) => tokio::time::sleep(lease).await,
+                Err(_) => {
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+            }
+            match candidate.resume(epoch).await {
+                Ok(Some(l)) => {
+                    current = Arc::new(l);
+                    health.ha.resumed(Arc::clone(&current));
+                    break;
+                }
+                Ok(None) => return Lost::Connection(e),
+                // the database is away: nobody can take over meanwhile
+                Err(_) => tokio::time::sleep(poll).await,
+            }
+        }
+    }
+}
+
+/// Standby until `candidate` becomes active (the role shown as it goes); `None` on shutdown.
+async fn until_active(
+    candidate: &mut hexidian_state::leader::Candidate,
+    lease: Duration,
+    stop: &mut watch::Receiver<bool>,
+    health: &Health,
+) -> Option<hexidian_state::leader::Lease> {
+    use hexidian_state::leader::Attempt;
+    let poll = (lease / 6).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut failing = false;
+    loop {
+        match candidate.attempt().await {
+            Ok(Attempt::Active(l)) => return Some(*l),
+            Ok(Attempt::Standby(h)) => {
+                if health.ha.role()
+                    != (ha::Role::Standby {
+                        active: h.name.clone(),
+                        epoch: h.epoch,
+                    })
+                {
+                    tracing::info!(active = %h.name, epoch = h.epoch, "standby: another instance is active");
+                }
+                health.ha.standby(h.name, h.epoch);
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "standby: cannot ask the database who is active; trying again");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = stopped_when(stop.clone()) => return None,
+        }
+    }
 }
 
 async fn supervise(
@@ -586,7 +702,8 @@ async fn supervise(
         links: JoinSet::new(),
         services,
     };
-    // phase 1: the links and the admin listener (readiness tells while the rest starts)
+    // phase 1: the links, the admin listener and the webhook (readiness tells while the rest
+    // starts; a token call is answered RETRY until this instance's handset workflow runs)
     helpers
         .links
         .spawn(named("guru3 websocket watcher", watcher.run()));
@@ -606,14 +723,31 @@ async fn supervise(
             admin::serve(listener, health.clone(), helpers.services.clone()),
         ));
     }
+    if let (Some(u), Some(listener)) = (&settings.unbound, hook) {
+        let limits = webhook::Limits {
+            deadline: u.deadline,
+        };
+        helpers.tasks.spawn(named(
+            "token-call webhook",
+            webhook::serve(
+                listener,
+                Arc::clone(&health.unbound),
+                limits,
+                helpers.services.clone(),
+            ),
+        ));
+    }
     // phase 2: the stores, retried until PostgreSQL answers
+    let mut candidate = None;
     let stores = match &settings.store {
         StoreSettings::Postgres(cfg) => {
+            let app = hexidian_state::leader::application_name(&settings.ha.instance);
+            let cfg = (**cfg).clone().application_name(&app);
             let pg = retry_until(
                 &mut stop,
                 exp_backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
                 "postgres not reachable",
-                || connect_postgres(cfg),
+                || connect_postgres(&cfg),
                 |e: &asterisk_realtime::Error| e.is_transient().then(|| e.to_string()),
             )
             .await
@@ -621,48 +755,143 @@ async fn supervise(
             let Some(pg) = pg else {
                 return Ok(());
             };
+            candidate = Some(
+                hexidian_state::leader::Candidate::new(
+                    &cfg,
+                    &settings.ha.instance,
+                    settings.ha.lease,
+                )
+                .map_err(|e| Error::Config(e.to_string()))?,
+            );
             pg.wire(&mut helpers, &health)
         }
         StoreSettings::Ports(p) => Stores::from_ports(p),
     };
     *health.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&stores.side_state));
-    // phase 3: the broker, retried until its state loads
-    let assigns = Arc::clone(&feed) as Arc<dyn unbound_handsets::ports::AssignSink>;
-    let feed = Arc::clone(&health.replay) as Arc<dyn EventFeed>;
+    // the roles: standby until this instance holds leadership, active until it loses it
+    let (result, failed) = loop {
+        let lease = match candidate.as_mut() {
+            Some(c) => match until_active(c, settings.ha.lease, &mut stop, &health).await {
+                Some(l) => Some(Arc::new(l)),
+                None => break (Ok(()), None),
+            },
+            None => None,
+        };
+        if let Some(l) = &lease {
+            stores.fence(l.fence());
+            health.ha.activate(Arc::clone(l));
+        }
+        let term = serve_term(
+            &settings,
+            &feed,
+            &omm,
+            &stores,
+            &health,
+            &mut helpers,
+            &mut stop,
+            candidate.as_mut().zip(lease),
+        )
+        .await;
+        match term {
+            Some(Term::Stopped(r, failed)) => break (r, failed),
+            None => break (Ok(()), None),
+            Some(Term::Lost(why)) => {
+                // the gate closes first: no OMM write, no ack from here on
+                health.ha.step_down();
+                *health.unbound.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *health.broker.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *health.directory.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                tracing::error!(reason = %why, "leadership lost: this instance stops working and becomes a standby");
+            }
+        }
+    };
+    // shutdown: listeners and the handset workflow, then the links
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let _ = services_tx.send(true);
+    drain(&mut helpers.tasks, deadline).await;
+    let _ = links_tx.send(true);
+    drain_until(&mut helpers.links, deadline, "omm link").await;
+    if let Some(what) = failed {
+        tracing::error!(task = %what, "a background task ended unexpectedly; hexidian stops");
+        return Err(Error::Broker(format!("{what} ended unexpectedly")));
+    }
+    result.map_err(|e| Error::Broker(e.report()))
+}
+
+/// One term as the active instance (the only one without a database to share): the broker,
+/// the handset workflow and the periodic jobs, until shutdown or until `lease` is lost
+/// (dropped then, mid-batch: the fence refuses whatever write of it comes late). `None` when
+/// shutdown came before the broker could start.
+#[allow(clippy::too_many_arguments)]
+async fn serve_term(
+    settings: &Settings,
+    feed: &Arc<Guru3Feed>,
+    omm: &Arc<OmmLink>,
+    stores: &Stores,
+    health: &Health,
+    helpers: &mut Helpers,
+    stop: &mut watch::Receiver<bool>,
+    leadership: Option<(
+        &mut hexidian_state::leader::Candidate,
+        Arc<hexidian_state::leader::Lease>,
+    )>,
+) -> Option<Term> {
+    let lost = keep_leadership(leadership, settings.ha.lease, health);
+    tokio::pin!(lost);
+    let mut active: JoinSet<&'static str> = JoinSet::new();
+    // the broker, retried until its state loads
+    let assigns = Arc::clone(feed) as Arc<dyn unbound_handsets::ports::AssignSink>;
     let ports = BrokerPorts {
-        feed: Arc::clone(&feed),
-        dect: Arc::new(OmmDect::new(Arc::clone(&omm)).token_field(settings.omm_token_field)),
+        feed: Arc::clone(&health.replay) as Arc<dyn EventFeed>,
+        dect: Arc::new(OmmDect::new(Arc::clone(omm)).token_field(settings.omm_token_field)),
         sip: Arc::clone(&stores.sip),
         state: Arc::clone(&stores.state),
         clock: Arc::new(SystemClock),
     };
-    let broker = retry_until(
-        &mut stop,
+    let start = retry_until(
+        stop,
         exp_backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(1)),
         "loading broker state failed",
         || Broker::start(ports.clone(), settings.broker.clone()),
         |e: &broker_core::ports::PortError| e.is_transient().then(|| e.report()),
-    )
-    .await
-    .map_err(|e| Error::Broker(e.report()))?;
-    let Some(broker) = broker else {
-        return Ok(());
+    );
+    let broker = tokio::select! {
+        r = start => r,
+        why = &mut lost => return Some(Term::Lost(why)),
+    };
+    let broker = match broker {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => return Some(Term::Stopped(Err(e), None)),
     };
     *health.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker.status());
     *health.directory.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker.directory());
-    // phase 4: the handset workflow
-    if let (Some(u), Some(listener)) = (&settings.unbound, hook) {
+    // the handset workflow and the periodic jobs
+    if let Some(u) = &settings.unbound {
         let ports = unbound_handsets::WorkflowPorts {
-            handsets: Arc::new(OmmHandsets::new(Arc::clone(&omm))),
+            handsets: Arc::new(OmmHandsets::new(Arc::clone(omm))),
             sip: Arc::clone(&stores.side_sip),
             state: Arc::clone(&stores.handset_state),
             guru3: assigns,
             clock: Arc::new(SystemClock),
         };
-        start_unbound(u, listener, ports, &broker, &mut helpers, &health);
+        start_unbound(
+            u,
+            ports,
+            &broker,
+            &mut active,
+            helpers.services.clone(),
+            health,
+        );
+    }
+    if let Some((_, prune)) = &stores.pg {
+        active.spawn(named(
+            "journal pruning",
+            prune_journal(prune.clone(), helpers.services.clone()),
+        ));
     }
     if let Some(every) = settings.reconcile_every {
-        helpers.tasks.spawn(named(
+        active.spawn(named(
             "drift check",
             drift::watch(health.clone(), every, helpers.services.clone()),
         ));
@@ -678,44 +907,45 @@ async fn supervise(
             }
         }
     };
-    let (result, failed) = watch_tasks(
+    let run = watch_tasks(
         broker.run(shutdown),
-        &mut helpers.tasks,
-        &mut helpers.links,
+        [&mut active, &mut helpers.tasks, &mut helpers.links],
         &abort_tx,
-    )
-    .await;
-    // shutdown: listeners and the handset workflow, then the links
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    let _ = services_tx.send(true);
-    drain(&mut helpers.tasks, deadline).await;
-    let _ = links_tx.send(true);
-    drain_until(&mut helpers.links, deadline, "omm link").await;
-    if let Some(what) = failed {
-        tracing::error!(task = %what, "a background task ended unexpectedly; hexidian stops");
-        return Err(Error::Broker(format!("{what} ended unexpectedly")));
+    );
+    let term = tokio::select! {
+        (result, failed) = run => Term::Stopped(result, failed),
+        why = &mut lost => Term::Lost(why),
+    };
+    if matches!(term, Term::Stopped(..)) {
+        // the workflow and the jobs finish with the other services
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        drain(&mut active, deadline).await;
     }
-    result.map_err(|e| Error::Broker(e.report()))
+    Some(term)
 }
 
 /// Runs the broker to its end while watching the helper tasks: the first one that ends (it
 /// should run until shutdown) is named, and the broker is told to stop after its batch.
-async fn watch_tasks<T>(
+async fn watch_tasks<T, const N: usize>(
     run: impl Future<Output = T>,
-    tasks: &mut JoinSet<&'static str>,
-    link_tasks: &mut JoinSet<&'static str>,
+    mut sets: [&mut JoinSet<&'static str>; N],
     abort: &watch::Sender<bool>,
 ) -> (T, Option<String>) {
     tokio::pin!(run);
     let mut failed: Option<String> = None;
     loop {
+        // the first task of any set to end (an empty set waits for ever)
+        let any_ended = futures_util::future::select_all(sets.iter_mut().map(|s| {
+            Box::pin(async move {
+                match s.join_next().await {
+                    Some(done) => done,
+                    None => std::future::pending().await,
+                }
+            })
+        }));
         tokio::select! {
             r = &mut run => return (r, failed),
-            Some(done) = tasks.join_next(), if failed.is_none() => {
-                failed = Some(ended(done));
-                let _ = abort.send(true);
-            }
-            Some(done) = link_tasks.join_next(), if failed.is_none() => {
+            (done, _, _) = any_ended, if failed.is_none() => {
                 failed = Some(ended(done));
                 let _ = abort.send(true);
             }
@@ -798,7 +1028,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }));
         let (r, failed) =
-            watch_tasks(until_aborted(abort), &mut tasks, &mut links, &abort_tx).await;
+            watch_tasks(until_aborted(abort), [&mut tasks, &mut links], &abort_tx).await;
         assert_eq!(r, "broker finished its batch");
         assert_eq!(failed.as_deref(), Some("admin listener"));
     }
@@ -817,7 +1047,7 @@ mod tests {
         });
         tasks.spawn(named("admin listener", std::future::pending()));
         let (_, failed) =
-            watch_tasks(until_aborted(abort), &mut tasks, &mut links, &abort_tx).await;
+            watch_tasks(until_aborted(abort), [&mut tasks, &mut links], &abort_tx).await;
         assert_eq!(failed.as_deref(), Some("a background task (panicked)"));
     }
 }

@@ -32,6 +32,8 @@ struct Snapshot {
     broker: Option<BrokerStatus>,
     unbound: Option<unbound_handsets::Status>,
     drift: Option<crate::drift::Report>,
+    role: crate::ha::Role,
+    takeovers: u64,
 }
 
 impl Snapshot {
@@ -50,6 +52,8 @@ impl Snapshot {
             broker: h.broker_status(),
             unbound: h.unbound_status(),
             drift: h.drift_report(),
+            role: h.ha.role(),
+            takeovers: h.ha.takeovers(),
         }
     }
 }
@@ -124,6 +128,30 @@ impl Collector for Snapshot {
             "hexidian_build",
             "the running build",
             vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+        )?;
+        let roles = ["single", "starting", "standby", "active"];
+        let labels: Vec<[(&str, &str); 1]> = roles.iter().map(|r| [("role", *r)]).collect();
+        let probe = ConstGauge::new(0i64);
+        let mut m = e.encode_descriptor(
+            "hexidian_role",
+            "1 for this instance's role: active (does the work), standby, starting, or single (no database shared)",
+            None,
+            probe.metric_type(),
+        )?;
+        for (r, l) in roles.iter().zip(&labels) {
+            ConstGauge::new(i64::from(self.role.name() == *r)).encode(m.encode_family(l)?)?;
+        }
+        gauge(
+            &mut e,
+            "hexidian_epoch",
+            "the leadership epoch this instance holds (active) or sees (standby); 0 before",
+            self.role.epoch().unwrap_or(0),
+        )?;
+        counter(
+            &mut e,
+            "hexidian_takeovers",
+            "times this instance became the active one",
+            self.takeovers,
         )?;
         gauge(
             &mut e,

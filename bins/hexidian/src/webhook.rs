@@ -82,15 +82,25 @@ async fn handle(
     reply(r)
 }
 
+/// Serves token calls through the handset workflow in `slot`; while there is none (a
+/// standby, or the workflow not started yet) every call is answered `RETRY`, which the
+/// dialplan treats as "try again".
 pub(crate) async fn serve(
     listener: TcpListener,
-    unbound: Unbound,
+    slot: std::sync::Arc<std::sync::Mutex<Option<Unbound>>>,
     limits: Limits,
     stop: watch::Receiver<bool>,
 ) {
     let serve = crate::net::ServeLimits::DEFAULT;
     crate::net::serve_http(listener, "webhook", serve, stop, move |peer, req| {
-        handle(unbound.clone(), limits.clone(), peer, req)
+        let unbound = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let limits = limits.clone();
+        async move {
+            match unbound {
+                Some(u) => handle(u, limits, peer, req).await,
+                None => reply(Reply::Retry),
+            }
+        }
     })
     .await;
 }

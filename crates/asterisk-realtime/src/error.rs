@@ -56,6 +56,16 @@ pub enum Error {
     /// A call did not finish in time.
     #[error("timed out")]
     Timeout,
+    /// The write was refused: another instance became active since this one's epoch.
+    #[error(
+        "fenced: this instance's epoch {held} is no longer the current one ({current}); another hexidian is active"
+    )]
+    Fenced {
+        /// The epoch this process holds.
+        held: i64,
+        /// The current one.
+        current: i64,
+    },
 }
 
 impl From<tokio_postgres::Error> for Error {
@@ -188,7 +198,8 @@ impl Error {
     /// deadlock, lock or statement timeout, too many connections).
     pub fn is_transient(&self) -> bool {
         match self.root() {
-            Self::Unavailable | Self::Timeout => true,
+            // a fenced instance steps down; its messages are the new active's
+            Self::Unavailable | Self::Timeout | Self::Fenced { .. } => true,
             Self::Db(e) => match e.0.code().map(tokio_postgres::error::SqlState::code) {
                 Some(c) => {
                     c.starts_with("08")

@@ -35,7 +35,7 @@ mod types;
 
 pub use error::{Doing, Error, InvalidInput, PgError, Result};
 pub use migrations::{Ledger, Migration};
-pub use session::{Driver, Session};
+pub use session::{Driver, Fence, Guard, Session};
 pub use store::{
     Change, Config, ManagedUser, Member, MissingPrivilege, Outcome, Route, Store, SweepReport,
     UserSpec,

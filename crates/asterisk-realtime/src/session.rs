@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard, oneshot};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Transaction};
 
 use crate::error::{Error, Result};
 use crate::store::Config;
@@ -27,9 +28,23 @@ struct Conn {
     generation: u64,
 }
 
+/// Writes on a session are made only while its holder's epoch is the current one: with a
+/// fence set ([`Session::set_fence`]), every write transaction runs `query` first and fails with
+/// [`Error::Fenced`] unless it returns `epoch`. The query should lock the row it reads (`FOR
+/// SHARE`), so that whoever moves the epoch on waits until the transaction has ended: a write
+/// then either commits before the epoch moved or not at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// One row with one `bigint`: the current epoch.
+    pub query: &'static str,
+    /// The epoch this process holds.
+    pub epoch: i64,
+}
+
 struct Inner {
     config: Config,
     conn: Mutex<Option<Conn>>,
+    fence: std::sync::RwLock<Option<Fence>>,
     /// Dropping it tells the driver to stop.
     _alive: oneshot::Sender<()>,
 }
@@ -49,6 +64,7 @@ impl std::fmt::Debug for Session {
 /// The connection, held for one operation (see [`Session::lock`]).
 pub struct Guard<'a> {
     conn: MutexGuard<'a, Option<Conn>>,
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for Guard<'_> {
@@ -81,6 +97,54 @@ impl Guard<'_> {
     /// Which connection this is (it changes after every reconnect).
     pub fn generation(&self) -> u64 {
         self.conn().generation
+    }
+
+    /// The epoch of the fence set when this guard was taken, if any.
+    pub fn fence_epoch(&self) -> Option<i64> {
+        self.fence.map(|f| f.epoch)
+    }
+
+    /// A write transaction: with a fence set, it checks first (inside the transaction) that
+    /// this process's epoch is still the current one, else [`Error::Fenced`].
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
+        let fence = self.fence;
+        let tx = self.client_mut().transaction().await?;
+        if let Some(f) = fence {
+            let current: i64 = tx.query_one(f.query, &[]).await?.get(0);
+            if current != f.epoch {
+                return Err(Error::Fenced {
+                    held: f.epoch,
+                    current,
+                });
+            }
+        }
+        Ok(tx)
+    }
+
+    /// One write statement, fenced like [`transaction`](Self::transaction); the rows affected.
+    pub async fn write(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        if self.fence.is_none() {
+            return Ok(self.client().execute(sql, params).await?);
+        }
+        let tx = self.transaction().await?;
+        let n = tx.execute(sql, params).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// One write statement returning rows, fenced like [`transaction`](Self::transaction).
+    pub async fn write_query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        if self.fence.is_none() {
+            return Ok(self.client().query(sql, params).await?);
+        }
+        let tx = self.transaction().await?;
+        let rows = tx.query(sql, params).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 }
 
@@ -136,6 +200,7 @@ impl Session {
                 client,
                 generation: 0,
             })),
+            fence: std::sync::RwLock::new(None),
             _alive: alive_tx,
         });
         let driver = Driver {
@@ -153,9 +218,30 @@ impl Session {
     pub async fn lock(&self) -> Result<Guard<'_>> {
         let conn = self.inner.conn.lock().await;
         match conn.as_ref() {
-            Some(c) if !c.client.is_closed() => Ok(Guard { conn }),
+            Some(c) if !c.client.is_closed() => Ok(Guard {
+                conn,
+                fence: self.fence(),
+            }),
             _ => Err(Error::Unavailable),
         }
+    }
+
+    /// Fences every later write transaction of this session (`None`: unfenced, the default).
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self
+            .inner
+            .fence
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fence;
+    }
+
+    /// The fence set, if any.
+    pub fn fence(&self) -> Option<Fence> {
+        *self
+            .inner
+            .fence
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The bound of one operation (also each statement's `statement_timeout`).

@@ -45,33 +45,33 @@ impl Store {
     /// Forgets a promised bind that cannot be carried out (its extension is gone, or the
     /// OMM refused the move for good); no `ASSIGN_HANDSET` is queued.
     pub async fn drop_bind(&self, id: i64) -> Result<()> {
-        let guard = self.session.lock().await?;
-        guard.client().execute(sql::H_BIND_DONE, &[&id]).await?;
+        let mut guard = self.session.lock().await?;
+        guard.write(sql::H_BIND_DONE, &[&id]).await?;
         Ok(())
     }
 
     /// Deletes `ASSIGN_HANDSET`s GURU3 answered more than `max_age` ago (at most 10,000 per
     /// call). Returns how many.
     pub async fn prune_outbox(&self, max_age: std::time::Duration) -> Result<u64> {
-        let guard = self.session.lock().await?;
-        Ok(guard
-            .client()
-            .execute(sql::H_OUTBOX_PRUNE, &[&max_age.as_secs_f64()])
-            .await?)
+        let mut guard = self.session.lock().await?;
+        guard
+            .write(sql::H_OUTBOX_PRUNE, &[&max_age.as_secs_f64()])
+            .await
     }
 
     /// Records a promised bind; returns its id. A handset has one: recording another for
     /// the same handset returns the first's id, retargeted to the new extension.
     pub async fn add_bind(&self, ppn: i32, temp: &Extension, extension: &Extension) -> Result<i64> {
-        let guard = self.session.lock().await?;
-        Ok(guard
-            .client()
-            .query_one(
+        let mut guard = self.session.lock().await?;
+        let rows = guard
+            .write_query(
                 sql::H_BIND_ADD,
                 &[&ppn, &temp.as_str(), &extension.as_str()],
             )
-            .await?
-            .get(0))
+            .await?;
+        rows.first().map(|r| r.get(0)).ok_or_else(|| {
+            asterisk_realtime::Error::Schema("recording a bind returned no id".into())
+        })
     }
 
     /// Binds not yet carried out, oldest first.
@@ -101,7 +101,7 @@ impl Store {
         extension: &Extension,
     ) -> Result<()> {
         let mut guard = self.session.lock().await?;
-        let tx = guard.client_mut().transaction().await?;
+        let tx = guard.transaction().await?;
         if tx.execute(sql::H_BIND_DONE, &[&id]).await? > 0 {
             tx.execute(
                 sql::H_OUTBOX_ADD,
@@ -142,11 +142,10 @@ impl Store {
 
     /// Records GURU3's verdict on an `ASSIGN_HANDSET` (`ok` or a NAK with its text).
     pub async fn finish_assign(&self, id: i64, ok: bool, text: &str) -> Result<()> {
-        let guard = self.session.lock().await?;
+        let mut guard = self.session.lock().await?;
         let status = if ok { "ok" } else { "nak" };
         guard
-            .client()
-            .execute(sql::H_OUTBOX_DONE, &[&id, &status, &no_nul(text)])
+            .write(sql::H_OUTBOX_DONE, &[&id, &status, &no_nul(text)])
             .await?;
         Ok(())
     }

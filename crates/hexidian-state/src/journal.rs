@@ -162,7 +162,8 @@ impl Store {
             .map(|j| j.secrets.as_ref().map(|s| s.expose()))
             .collect();
         let mut guard = self.session.lock().await?;
-        let tx = guard.client_mut().transaction().await?;
+        let epoch = guard.fence_epoch();
+        let tx = guard.transaction().await?;
         if !gone.is_empty() {
             tx.execute(sql::B_REMOVE, &[&gone]).await?;
         }
@@ -179,6 +180,7 @@ impl Store {
                 sql::B_JOURNAL,
                 &[
                     &ids, &kinds, &statuses, &attempts, &reasons, &payloads, &numbers, &secrets,
+                    &epoch,
                 ],
             )
             .await?;
@@ -197,11 +199,8 @@ impl Store {
     /// Deletes applied and ignored journal rows last written more than `max_age` ago (at
     /// most 10,000 per call; dead letters are kept). Returns how many.
     pub async fn prune_journal(&self, max_age: Duration) -> Result<u64> {
-        let guard = self.session.lock().await?;
-        Ok(guard
-            .client()
-            .execute(sql::B_PRUNE, &[&max_age.as_secs_f64()])
-            .await?)
+        let mut guard = self.session.lock().await?;
+        guard.write(sql::B_PRUNE, &[&max_age.as_secs_f64()]).await
     }
 
     /// The newest dead letters.

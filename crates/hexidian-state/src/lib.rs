@@ -23,6 +23,7 @@
 
 mod binds;
 mod journal;
+pub mod leader;
 mod migrations;
 mod sql;
 

@@ -73,6 +73,11 @@ $adopt$;
             description: "a dead letter's secrets, apart from its payload, for a replay",
             sql: V7,
         },
+        Migration {
+            version: 8,
+            description: "active and standby: the fencing epoch, the lease, the epoch of each journal row",
+            sql: V8,
+        },
     ],
 };
 
@@ -174,4 +179,25 @@ ALTER TABLE hexidian.journal ADD COLUMN number text;
 /// longer a dead letter.
 const V7: &str = r"
 ALTER TABLE hexidian.journal ADD COLUMN secrets text;
+";
+
+/// Active and standby instances (see `leader.rs`): the epoch every write transaction checks
+/// (moved on by each new active), the lease the active renews, and the epoch each journal row
+/// was written under.
+const V8: &str = r"
+CREATE TABLE hexidian.leader (
+    id     smallint PRIMARY KEY CHECK (id = 1),
+    epoch  bigint NOT NULL,
+    holder text NOT NULL,
+    since  timestamptz
+);
+INSERT INTO hexidian.leader (id, epoch, holder) VALUES (1, 0, '');
+CREATE TABLE hexidian.leader_lease (
+    id         smallint PRIMARY KEY CHECK (id = 1),
+    holder     text NOT NULL,
+    epoch      bigint NOT NULL,
+    renewed_at timestamptz
+);
+INSERT INTO hexidian.leader_lease (id, holder, epoch) VALUES (1, '', 0);
+ALTER TABLE hexidian.journal ADD COLUMN epoch bigint;
 ";

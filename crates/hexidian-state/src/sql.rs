@@ -16,11 +16,11 @@ pub(crate) const B_PUT: &str = "INSERT INTO hexidian.desired (number, doc) \
      SELECT * FROM unnest($1::text[], $2::text[]) \
      ON CONFLICT (number) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()";
 pub(crate) const B_REMOVE: &str = "DELETE FROM hexidian.desired WHERE number = ANY($1::text[])";
-pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, status, attempts, reason, payload, number, secrets) \
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+pub(crate) const B_JOURNAL: &str = "INSERT INTO hexidian.journal (id, kind, status, attempts, reason, payload, number, secrets, epoch) \
+     SELECT *, $9::bigint FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[], $8::text[]) \
      ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, status = EXCLUDED.status, \
        attempts = EXCLUDED.attempts, reason = EXCLUDED.reason, payload = EXCLUDED.payload, \
-       number = EXCLUDED.number, secrets = EXCLUDED.secrets, updated_at = now()";
+       number = EXCLUDED.number, secrets = EXCLUDED.secrets, epoch = EXCLUDED.epoch, updated_at = now()";
 pub(crate) const B_COUNTS: &str = "SELECT count(*) FILTER (WHERE status = 'done'), \
      count(*) FILTER (WHERE status = 'ignored'), count(*) FILTER (WHERE status = 'dead') FROM hexidian.journal";
 pub(crate) const B_PRUNE: &str = "DELETE FROM hexidian.journal WHERE id IN ( \

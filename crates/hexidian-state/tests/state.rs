@@ -349,7 +349,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|(v, _)| *v)
         .collect();
-    assert_eq!(pending, [4, 5, 6, 7]);
+    assert_eq!(pending, [4, 5, 6, 7, 8]);
     let store = Store::attach(pbx.session().clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     assert_eq!(store.journal_counts().await.unwrap(), (1, 0, 0));
@@ -363,7 +363,7 @@ async fn a_database_migrated_before_the_split_keeps_its_rows_and_runs_nothing_tw
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(adopted, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(adopted, [1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(pbx.pending_migrations().await.unwrap(), []);
 }
 
@@ -377,7 +377,7 @@ async fn a_fresh_database_gets_the_state_tables_from_this_ledger_only() {
     tokio::spawn(driver.run());
     // no PBX ledger at all: a state-only user of the database
     let read_only = Store::attach(session.clone(), false).await.unwrap();
-    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 7);
+    assert_eq!(read_only.pending_migrations().await.unwrap().len(), 8);
     let store = Store::attach(session.clone(), true).await.unwrap();
     assert_eq!(store.pending_migrations().await.unwrap(), []);
     // a second attach (another process) finds everything applied
@@ -567,4 +567,218 @@ async fn seen_marks(store: &Store) -> Vec<(String, Option<(i64, i64)>)> {
         .into_iter()
         .map(|d| (d.number, d.seen))
         .collect()
+}
+
+mod leadership {
+    //! Active and standby on one database: the lock, the epoch, the lease, the fence.
+
+    use std::time::Duration;
+
+    use asterisk_realtime::Error;
+    use hexidian_state::leader::{self, Attempt, Candidate, Lost};
+
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(2);
+
+    /// An instance's session: the PBX and state stores as hexidian runs them, named so that a
+    /// new active can end its connections.
+    async fn instance(db: &TestDb, name: &str) -> (asterisk_realtime::Store, Store) {
+        let cfg = asterisk_realtime::Config::new(&db.url())
+            .unwrap()
+            .application_name(&leader::application_name(name));
+        let (pbx, driver) = asterisk_realtime::Store::connect(cfg).await.unwrap();
+        tokio::spawn(driver.run());
+        let store = Store::attach(pbx.session().clone(), true).await.unwrap();
+        (pbx, store)
+    }
+
+    fn candidate(db: &TestDb, name: &str) -> Candidate {
+        Candidate::new(
+            &asterisk_realtime::Config::new(&db.url()).unwrap(),
+            name,
+            LEASE,
+        )
+        .unwrap()
+    }
+
+    async fn active(c: &mut Candidate) -> leader::Lease {
+        match c.attempt().await.unwrap() {
+            Attempt::Active(l) => *l,
+            Attempt::Standby(h) => panic!("{} is standby behind {h:?}", c.name()),
+        }
+    }
+
+    async fn standby(c: &mut Candidate) -> leader::Holder {
+        match c.attempt().await.unwrap() {
+            Attempt::Standby(h) => h,
+            Attempt::Active(l) => panic!("{} is active (epoch {})", c.name(), l.epoch()),
+        }
+    }
+
+    /// Commits one journal row; the error of a refused commit (retrying while the session
+    /// reconnects after its connection was ended).
+    async fn write(store: &Store, id: i64) -> Result<(), Error> {
+        for _ in 0..100 {
+            match store
+                .commit_state(&[row(id, JournalStatus::Done, "{}")])
+                .await
+            {
+                Err(Error::Unavailable) => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => return other,
+            }
+        }
+        Err(Error::Unavailable)
+    }
+
+    #[tokio::test]
+    async fn one_instance_is_active_and_another_takes_over_when_its_connection_goes() {
+        let e = env().await;
+        let (mut a, mut b) = (candidate(&e.db, "a"), candidate(&e.db, "b"));
+        let lease_a = active(&mut a).await;
+        assert_eq!(lease_a.epoch(), 1);
+        let seen = standby(&mut b).await;
+        assert_eq!((seen.name.as_str(), seen.epoch), ("a", 1));
+        assert!(seen.renewed_ago < LEASE, "{seen:?}");
+        assert!(lease_a.still_current().await);
+        // a's lock connection goes (its process died): b is active at once, epoch 2
+        drop(lease_a);
+        let t = std::time::Instant::now();
+        let lease_b = loop {
+            match b.attempt().await.unwrap() {
+                Attempt::Active(l) => break *l,
+                Attempt::Standby(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        assert!(t.elapsed() < LEASE, "{:?}", t.elapsed());
+        assert_eq!(lease_b.epoch(), 2);
+        let row = e
+            .sql
+            .query_one("SELECT holder, epoch FROM hexidian.leader", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, i64>(1)),
+            ("b".into(), 2)
+        );
+        // a comes back as standby
+        assert_eq!(standby(&mut a).await.name, "b");
+    }
+
+    #[tokio::test]
+    async fn an_earlier_actives_writes_are_refused_once_another_took_over() {
+        let e = env().await;
+        let (_pbx_a, store_a) = instance(&e.db, "a").await;
+        let (mut a, mut b) = (candidate(&e.db, "a"), candidate(&e.db, "b"));
+        let lease_a = active(&mut a).await;
+        store_a.session().set_fence(Some(lease_a.fence()));
+        write(&store_a, 1).await.unwrap();
+        // a partition: a's lock connection is ended behind its back, a itself goes on
+        e.sql
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'hexidian/a/lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(matches!(lease_a.hold().await, Lost::Connection(_)));
+        let lease_b = loop {
+            match b.attempt().await.unwrap() {
+                Attempt::Active(l) => break *l,
+                Attempt::Standby(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let err = write(&store_a, 2).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Fenced {
+                    held: 1,
+                    current: 2
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.is_transient(),
+            "a fenced message waits, it is not a dead letter"
+        );
+        // the evidence: every row a wrote has epoch 1 and was written before b's epoch began
+        let late: i64 = e
+            .sql
+            .query_one(
+                "SELECT count(*) FROM hexidian.journal j, hexidian.leader l \
+                 WHERE j.epoch = 1 AND j.updated_at >= l.since",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(late, 0);
+        let ids: Vec<i64> = e
+            .sql
+            .query("SELECT id FROM hexidian.journal ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids, [1], "a's refused write did not land");
+        // b writes under epoch 2
+        let (_pbx_b, store_b) = instance(&e.db, "b").await;
+        store_b.session().set_fence(Some(lease_b.fence()));
+        write(&store_b, 3).await.unwrap();
+        let epoch: i64 = e
+            .sql
+            .query_one("SELECT epoch FROM hexidian.journal WHERE id = 3", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(epoch, 2);
+    }
+
+    #[tokio::test]
+    async fn a_standby_ends_an_active_that_stopped_renewing_even_inside_a_transaction() {
+        let e = env().await;
+        let (pbx_a, _store_a) = instance(&e.db, "a").await;
+        let (mut a, mut b) = (candidate(&e.db, "a"), candidate(&e.db, "b"));
+        let lease_a = active(&mut a).await;
+        // a pauses inside a fenced transaction (the epoch row share-locked) and never renews
+        pbx_a.session().set_fence(Some(lease_a.fence()));
+        let held = pbx_a.session().clone();
+        let (paused_tx, paused) = tokio::sync::oneshot::channel::<()>();
+        let (entered_tx, entered) = tokio::sync::oneshot::channel::<()>();
+        let pauser = tokio::spawn(async move {
+            let mut guard = held.lock().await.unwrap();
+            let _tx = guard.transaction().await.unwrap();
+            let _ = entered_tx.send(());
+            let _ = paused.await;
+        });
+        entered.await.unwrap();
+        let seen = standby(&mut b).await;
+        assert_eq!(seen.name, "a");
+        tokio::time::sleep(LEASE + Duration::from_millis(300)).await;
+        // the lease is old: b ends a's connections (the lock goes with them), then takes over
+        let t = std::time::Instant::now();
+        let lease_b = loop {
+            match b.attempt().await.unwrap() {
+                Attempt::Active(l) => break *l,
+                Attempt::Standby(h) => {
+                    assert!(h.renewed_ago > LEASE, "{h:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        assert!(t.elapsed() < 2 * LEASE, "{:?}", t.elapsed());
+        assert_eq!(lease_b.epoch(), 2);
+        // a, resumed, finds its lease gone
+        let _ = paused_tx.send(());
+        pauser.await.unwrap();
+        assert!(!lease_a.still_current().await);
+        assert!(matches!(
+            lease_a.hold().await,
+            Lost::Connection(_) | Lost::Superseded
+        ));
+    }
 }

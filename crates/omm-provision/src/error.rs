@@ -56,6 +56,10 @@ pub enum Error {
     /// The number is taken by another user.
     #[error("omm number {0} is taken")]
     Taken(String),
+    /// The write gate is closed: this process may not write to the OMM now (another instance
+    /// of the broker is the active one).
+    #[error("not the active instance: the OMM is not written")]
+    NotActive,
 }
 
 impl Error {

@@ -120,6 +120,7 @@ impl Link {
 
     /// Creates the temporary user `number` (tagged as temporary) and attaches the handset.
     pub async fn give_temp(&self, ppn: u32, number: &str, sip_password: Secret) -> Result<()> {
+        self.may_write().await?;
         let mut held = self.keys.hold([number]).await;
         held.add(ppn).await;
         let c = self.client().await?;
@@ -160,6 +161,7 @@ impl Link {
     /// Moves the handset to the owned user of `extension`; a temporary user it leaves is
     /// deleted.
     pub async fn move_to(&self, ppn: u32, extension: &str) -> Result<()> {
+        self.may_write().await?;
         let mut held = self.keys.hold([extension]).await;
         held.add(ppn).await;
         let c = self.client().await?;
@@ -216,6 +218,7 @@ impl Link {
 
     /// Deletes the temporary user `number` (only a temporary one; gone already is fine).
     pub async fn remove_temp(&self, number: &str) -> Result<()> {
+        self.may_write().await?;
         self.delete_if(number, |l, u| l.owns(u) && l.is_temp(u))
             .await?;
         Ok(())
@@ -223,6 +226,7 @@ impl Link {
 
     /// Sets the DECT subscription mode; `Wildcard` for three minutes.
     pub async fn set_subscription_mode(&self, mode: SubscriptionMode) -> Result<()> {
+        self.may_write().await?;
         let c = self.client().await?;
         let timeout = (mode == SubscriptionMode::Wildcard).then_some(3);
         c.set_subscription_mode(mode, timeout).await?;

@@ -23,7 +23,7 @@ mod users;
 
 pub use error::{Error, Result};
 pub use handsets::{Device, TempUser};
-pub use link::{Event, Link};
+pub use link::{Event, Link, WriteGate};
 pub use users::{HandsetSpec, UserSpec};
 
 /// The marks of this broker's users.

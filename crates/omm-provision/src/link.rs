@@ -40,6 +40,13 @@ pub enum Event {
     Rescan,
 }
 
+/// Asked right before every change to the OMM (a broker with a standby: whether this process
+/// is still the active one); a closed gate fails the change with [`Error::NotActive`].
+pub trait WriteGate: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether writing is allowed now.
+    fn open(&self) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+}
+
 /// The OMM session, kept open by [`Link::maintain`]; the one owner of the OMM. Every change
 /// holds the keys of the numbers and the handset it touches (`keys.rs`), so changes of one
 /// number or one handset never interleave.
@@ -56,6 +63,7 @@ pub struct Link {
     lagged: AtomicBool,
     /// true while a session's pass over the OMM runs
     reading: watch::Sender<bool>,
+    gate: std::sync::RwLock<Option<Arc<dyn WriteGate>>>,
 }
 
 /// Notes a user event (full record, changed attributes, or a deletion) in the map; the
@@ -135,7 +143,29 @@ impl Link {
             events_rx: tokio::sync::Mutex::new(rx),
             lagged: AtomicBool::default(),
             reading: watch::channel(false).0,
+            gate: std::sync::RwLock::default(),
         })
+    }
+
+    /// Asks `gate` before every change from now on (`None`: always write, the default).
+    pub fn set_write_gate(&self, gate: Option<Arc<dyn WriteGate>>) {
+        *self
+            .gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+    }
+
+    /// [`Error::NotActive`] unless the write gate (if any) is open.
+    pub(crate) async fn may_write(&self) -> Result<()> {
+        let gate = self
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match gate {
+            Some(g) if !g.open().await => Err(Error::NotActive),
+            _ => Ok(()),
+        }
     }
 
     /// Whether a session is open.

@@ -214,6 +214,7 @@ impl Link {
 
     /// Creates or updates the owned user of `spec.number`.
     pub async fn upsert_user(&self, spec: &UserSpec) -> Result<()> {
+        self.may_write().await?;
         let _held = self.keys.hold([spec.number.as_str()]).await;
         let c = self.client().await?;
         let mut existing = self.user_by_number(&c, &spec.number).await?;
@@ -279,11 +280,13 @@ impl Link {
     /// Deletes the owned (non-temporary) user of `number`; its handset stays subscribed,
     /// unbound. `false` if there was none.
     pub async fn delete_user(&self, number: &str) -> Result<bool> {
+        self.may_write().await?;
         self.delete_if(number, |l, u| l.owns(u)).await
     }
 
     /// Gives the owned user of `old` the number `new`; a handset bound to it stays bound.
     pub async fn rename_user(&self, old: &str, new: &str) -> Result<()> {
+        self.may_write().await?;
         let _held = self.keys.hold([old, new]).await;
         let c = self.client().await?;
         let found = self.user_by_number(&c, old).await?;
@@ -308,6 +311,7 @@ impl Link {
 
     /// Makes the handset known (IPEI + UAK) and attaches it to the owned user of `number`.
     pub async fn bind_handset(&self, number: &str, handset: &HandsetSpec) -> Result<()> {
+        self.may_write().await?;
         let ipei: Ipei = handset.ipei.parse().map_err(|e| Error::InvalidIpei {
             ipei: handset.ipei.clone(),
             reason: format!("{e}"),
@@ -390,6 +394,7 @@ impl Link {
     /// Detaches the handset of the owned user of `number`, keeping it subscribed; `false` if
     /// none was attached.
     pub async fn release_handset(&self, number: &str) -> Result<bool> {
+        self.may_write().await?;
         let mut held = self.keys.hold([number]).await;
         let c = self.client().await?;
         let user = self.user_with_handset(&mut held, &c, number).await?;

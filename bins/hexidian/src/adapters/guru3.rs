@@ -19,6 +19,8 @@ pub struct Guru3Feed {
     fetch_latency: std::sync::Arc<std::sync::Mutex<broker_core::Latency>>,
     /// DECT extensions already reported for having no token (bounded)
     tokenless: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Asked right before every ack and ASSIGN_HANDSET (with a standby: still active?)
+    gate: std::sync::OnceLock<std::sync::Arc<crate::ha::Ha>>,
 }
 
 impl Guru3Feed {
@@ -39,6 +41,22 @@ impl Guru3Feed {
             feed: Mutex::new(feed),
             fetch_latency,
             tokenless: std::sync::Mutex::default(),
+            gate: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Acks and ASSIGN_HANDSETs go out only while `ha` may write.
+    pub fn set_gate(&self, ha: std::sync::Arc<crate::ha::Ha>) {
+        let _ = self.gate.set(ha);
+    }
+
+    async fn may_write(&self) -> PortResult<()> {
+        match self.gate.get() {
+            Some(ha) if !ha.may_write().await => Err(PortError::new(
+                PortErrorKind::Unavailable,
+                "not the active instance: nothing is sent to GURU3",
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -102,6 +120,7 @@ impl EventFeed for Guru3Feed {
 
     fn ack(&self, ids: Vec<i64>) -> BoxFuture<'_, PortResult<()>> {
         Box::pin(async move {
+            self.may_write().await?;
             let mut feed = self.feed.lock().await;
             for id in ids {
                 if let Ok(id) = MessageId::new(id) {
@@ -125,6 +144,7 @@ impl EventFeed for Guru3Feed {
 impl AssignSink for Guru3Feed {
     fn submit(&self, assigns: Vec<Assign>) -> BoxFuture<'_, PortResult<Vec<AssignResult>>> {
         Box::pin(async move {
+            self.may_write().await?;
             // the client is cheap to clone: do not hold the feed (the broker's loop waits in it)
             let client = self.client.clone();
             let now = std::time::SystemTime::now()

@@ -94,7 +94,7 @@ fn omm_error(e: &omm_axi::Error) -> PortErrorKind {
 fn port_error(e: Error) -> PortError {
     let kind = match &e {
         Error::Omm(o) => omm_error(o),
-        Error::Down | Error::Vanished(_) => PortErrorKind::Unavailable,
+        Error::Down | Error::Vanished(_) | Error::NotActive => PortErrorKind::Unavailable,
         Error::NoUser(_) | Error::NoTarget(_) | Error::NoHandset(_) => PortErrorKind::NotFound,
         Error::NotOwned { .. } | Error::ForeignHolder { .. } | Error::Taken(_) => {
             PortErrorKind::Conflict

@@ -294,6 +294,23 @@ fn readiness_text(addr: std::net::SocketAddr, v: &serde_json::Value) -> String {
             "NOT READY"
         }
     );
+    let h = &v["ha"];
+    if h.is_object() {
+        let role = s(&h["role"]);
+        let epoch = h["epoch"]
+            .as_i64()
+            .map_or_else(String::new, |e| format!(", epoch {e}"));
+        let active = match (role.as_str(), h["active"].as_str()) {
+            ("standby", Some(a)) => format!(" (active: {})", printable(a)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  role      {role} as {}{epoch}{active}, {} takeover(s)",
+            s(&h["instance"]),
+            n(&h["takeovers"])
+        );
+    }
     let g = &v["guru3"];
     let _ = writeln!(
         out,

@@ -11,27 +11,8 @@ use std::time::{Duration, Instant};
 use broker_core::crash;
 use guru3_sim::{Extension, Kind};
 use hexidian_e2e::{Rng, World};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{BIN, Hexidian, WEBHOOK_KEY, write_config};
-
-/// A token call as Asterisk's `CURL()` makes it; `None` when the connection ended without an
-/// answer (the process died while the call was in flight).
-async fn token_call(addr: std::net::SocketAddr, caller: &str, token: &str) -> Option<String> {
-    let body = serde_json::json!({"callerid": caller, "token": token}).to_string();
-    let req = format!(
-        "POST /token-call HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nX-Hexidian-Key: {WEBHOOK_KEY}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    let (_, answer) = out.split_once("\r\n\r\n")?;
-    Some(answer.to_owned())
-}
+use crate::support::{BIN, Hexidian, token_call, write_config};
 
 /// The attributes of the OMM user the handset `ipei` is attached to.
 fn holder(w: &World, ipei: &str) -> Option<BTreeMap<String, String>> {

@@ -8,5 +8,6 @@ mod crash;
 mod ops;
 mod scenario;
 mod setup;
+mod standby;
 mod stream;
 mod support;

@@ -101,8 +101,7 @@ impl Store {
             }
         };
         let limit = self.inner.config.operation_timeout;
-        match tokio::time::timeout(limit, self.apply_in(guard.client_mut(), &stmts, changes)).await
-        {
+        match tokio::time::timeout(limit, self.apply_in(&mut guard, &stmts, changes)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout),
         }
@@ -110,11 +109,11 @@ impl Store {
 
     pub(super) async fn apply_in(
         &self,
-        client: &mut Client,
+        guard: &mut crate::Guard<'_>,
         st: &Statements,
         changes: &[Change],
     ) -> Result<Vec<Result<Outcome>>> {
-        let mut tx = client.transaction().await?;
+        let mut tx = guard.transaction().await?;
         let lt = format!("{}ms", self.inner.config.lock_timeout.as_millis());
         tx.query_one(&st.lock_timeout, &[&lt]).await?;
         let mut out: Vec<Option<Result<Outcome>>> = changes.iter().map(|_| None).collect();

@@ -57,11 +57,8 @@ impl Store {
 
     /// Rebuilds every call-group route (startup, after a resync).
     pub async fn refresh_all_routes(&self) -> Result<u64> {
-        let guard = self.inner.session.lock().await?;
-        Ok(guard
-            .client()
-            .execute(sql::C_REFRESH, &[&None::<Vec<String>>])
-            .await?)
+        let mut guard = self.inner.session.lock().await?;
+        guard.write(sql::C_REFRESH, &[&None::<Vec<String>>]).await
     }
 
     pub(super) async fn ancestors(

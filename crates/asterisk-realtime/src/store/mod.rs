@@ -73,6 +73,18 @@ impl Config {
         }
     }
 
+    /// The connection settings (a caller that needs a connection of its own, such as a
+    /// leadership lock, starts from them).
+    pub fn postgres(&self) -> &tokio_postgres::Config {
+        &self.pg
+    }
+
+    /// Names the connections in `pg_stat_activity` (`application_name`).
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.pg.application_name(name);
+        self
+    }
+
     /// Endpoint settings.
     pub fn template(mut self, t: EndpointTemplate) -> Self {
         self.template = t;

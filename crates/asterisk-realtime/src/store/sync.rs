@@ -15,8 +15,11 @@ impl Store {
 
     /// Starts a resync generation (SYNC_STARTED); returns its epoch.
     pub async fn begin_sync(&self) -> Result<i64> {
-        let guard = self.inner.session.lock().await?;
-        Ok(guard.client().query_one(sql::S_BEGIN, &[]).await?.get(0))
+        let mut guard = self.inner.session.lock().await?;
+        let rows = guard.write_query(sql::S_BEGIN, &[]).await?;
+        rows.first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::Schema("starting a resync returned no epoch".into()))
     }
 
     /// Ends the resync generation `epoch` (SYNC_ENDED): [`sweep`](Self::sweep) and
@@ -37,10 +40,9 @@ impl Store {
 
     /// Closes the resync generation `epoch` (no-op if it is not the open one).
     pub async fn finish_sync(&self, epoch: i64) -> Result<()> {
-        let guard = self.inner.session.lock().await?;
+        let mut guard = self.inner.session.lock().await?;
         guard
-            .client()
-            .query(sql::S_END, &[&epoch])
+            .write_query(sql::S_END, &[&epoch])
             .await
             .doing(|| format!("closing resync {epoch}"))?;
         Ok(())
@@ -48,7 +50,7 @@ impl Store {
 
     async fn sweep_in(&self, epoch: i64, finish: bool) -> Result<SweepReport> {
         let mut guard = self.inner.session.lock().await?;
-        let tx = guard.client_mut().transaction().await?;
+        let tx = guard.transaction().await?;
         let lt = format!("{}ms", self.inner.config.lock_timeout.as_millis());
         tx.query_one(sql::SET_LOCK_TIMEOUT, &[&lt]).await?;
         let state = tx.query_one(sql::S_STATE, &[]).await?;
