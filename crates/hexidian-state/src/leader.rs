@@ -208,19 +208,20 @@ impl Candidate {
     /// ends the connections of an active that stopped renewing it. A standby calls it every
     /// half second or so.
     pub async fn attempt(&mut self) -> Result<Attempt> {
-        let limit = self.lease;
-        let r = tokio::time::timeout(limit, self.attempt_once()).await;
-        match r {
-            Ok(Ok(a)) => Ok(a),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(Error::Timeout)
-            }
-        }
+        let r = tokio::time::timeout(self.lease, self.attempt_once()).await;
+        self.settle(r)
+    }
+
+    /// The outcome of a call bounded by a lease; a failed one drops the lock connection (the
+    /// next call opens a new one).
+    fn settle<T>(&mut self, r: Result<Result<T>, tokio::time::error::Elapsed>) -> Result<T> {
+        let e = match r {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => Error::Timeout,
+        };
+        self.conn = None;
+        Err(e)
     }
 
     async fn attempt_once(&mut self) -> Result<Attempt> {
@@ -291,19 +292,8 @@ impl Candidate {
     /// connection. `None` when the epoch moved on or another instance holds the lock: this
     /// instance must step down.
     pub async fn resume(&mut self, epoch: i64) -> Result<Option<Lease>> {
-        let lease = self.lease;
-        let r = tokio::time::timeout(lease, self.resume_once(epoch)).await;
-        match r {
-            Ok(Ok(l)) => Ok(l),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(Error::Timeout)
-            }
-        }
+        let r = tokio::time::timeout(self.lease, self.resume_once(epoch)).await;
+        self.settle(r)
     }
 
     /// How many other instances have a lock connection open (standbys, usually).
@@ -314,17 +304,8 @@ impl Candidate {
             let c = self.client().await?;
             Ok::<i64, Error>(c.run(c.client.query_one(STANDBYS, &[&own])).await?.get(0))
         };
-        match tokio::time::timeout(lease, q).await {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(Error::Timeout)
-            }
-        }
+        let r = tokio::time::timeout(lease, q).await;
+        self.settle(r)
     }
 
     async fn resume_once(&mut self, epoch: i64) -> Result<Option<Lease>> {
